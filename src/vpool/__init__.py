@@ -1,0 +1,1 @@
+"""vpool: one virtual resource pool out of libvirt hosts."""
