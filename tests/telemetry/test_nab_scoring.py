@@ -1,0 +1,164 @@
+"""NAB scoring arithmetic on hand-made windows, against the constants of SCORING.md."""
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vpool.telemetry.nab_scoring import (
+    MAX_TP,
+    PROFILES,
+    normalise,
+    optimise_threshold,
+    probation_rows,
+    raw_file_score,
+    row_values,
+    scaled_sigmoid,
+    score_corpus,
+    window_rows,
+)
+
+STD = PROFILES["standard"]
+LOW_FN = PROFILES["reward_low_FN_rate"]
+LOW_FP = PROFILES["reward_low_FP_rate"]
+
+
+def detections(n, rows):
+    scores = [0.0] * n
+    for i in rows:
+        scores[i] = 1.0
+    return scores
+
+
+def test_scaled_sigmoid_matches_the_published_constants():
+    assert scaled_sigmoid(-1.0) == pytest.approx(0.986614, abs=1e-6)
+    assert scaled_sigmoid(-0.5) == pytest.approx(0.848284, abs=1e-6)
+    assert scaled_sigmoid(0.0) == 0.0
+    assert scaled_sigmoid(1.0) == pytest.approx(-0.986614, abs=1e-6)
+    assert scaled_sigmoid(3.0001) == -1.0
+    assert MAX_TP == pytest.approx(0.98661429815, abs=1e-10)
+
+
+def test_profiles_are_nabs_constants():
+    assert (STD.tp, STD.fp, STD.fn) == (1.0, 0.11, 1.0)
+    assert (LOW_FP.tp, LOW_FP.fp, LOW_FP.fn) == (1.0, 0.22, 1.0)
+    assert (LOW_FN.tp, LOW_FN.fp, LOW_FN.fn) == (1.0, 0.11, 2.0)
+
+
+@pytest.mark.parametrize("n, expected", [(100, 15), (1127, 169), (4032, 604), (5000, 750), (22695, 750)])
+def test_probation_is_fifteen_percent_capped_at_750(n, expected):
+    assert probation_rows(n) == expected
+
+
+def test_window_rows_are_inclusive_and_cover_repeated_edge_timestamps():
+    ts = ["2024-01-01 00:00:00", "2024-01-01 00:05:00", "2024-01-01 00:05:00", "2024-01-01 00:10:00",
+          "2024-01-01 00:10:00", "2024-01-01 00:15:00"]
+    windows = [["2024-01-01 00:05:00.000000", "2024-01-01 00:10:00.000000"]]
+    assert window_rows(ts, windows) == [(1, 4)]
+
+
+def test_first_row_of_a_window_is_worth_exactly_a_tp():
+    # n=100 -> probation 15; one window of width 10 at rows 50..59.
+    assert raw_file_score(detections(100, [50]), [(50, 59)], STD, 0.5) == pytest.approx(1.0)
+
+
+def test_last_row_of_a_window_is_worth_almost_nothing():
+    expected = scaled_sigmoid(-1 / 10) / MAX_TP
+    assert raw_file_score(detections(100, [59]), [(50, 59)], STD, 0.5) == pytest.approx(expected)
+    assert 0 < expected < 2.5 / 10
+
+
+def test_only_the_earliest_detection_in_a_window_counts():
+    one = raw_file_score(detections(100, [52]), [(50, 59)], STD, 0.5)
+    many = raw_file_score(detections(100, [52, 53, 57, 59]), [(50, 59)], STD, 0.5)
+    assert many == pytest.approx(one)
+    assert one == pytest.approx(scaled_sigmoid(-(59 - 52 + 1) / 10) / MAX_TP)
+
+
+def test_missed_window_costs_a_fn_weight():
+    assert raw_file_score([0.0] * 100, [(50, 59)], STD, 0.5) == -1.0
+    assert raw_file_score([0.0] * 100, [(50, 59)], LOW_FN, 0.5) == -2.0
+
+
+def test_false_positive_before_any_window_costs_the_full_fp_weight():
+    # The miss (-1) plus a full-weight FP at row 20.
+    assert raw_file_score(detections(100, [20]), [(50, 59)], STD, 0.5) == pytest.approx(-1.0 - 0.11)
+    assert raw_file_score(detections(100, [20]), [(50, 59)], LOW_FP, 0.5) == pytest.approx(-1.0 - 0.22)
+
+
+def test_false_positive_right_after_a_window_is_discounted_with_width_minus_one():
+    got = raw_file_score(detections(100, [50, 60]), [(50, 59)], STD, 0.5)
+    u = 2 / (1 + math.exp(5 * (1 / 9))) - 1  # S((60 - 59) / (10 - 1))
+    assert got == pytest.approx(1.0 + 0.11 * u)
+    assert -0.11 < 0.11 * u < 0
+
+
+def test_false_positive_three_widths_after_a_window_costs_the_full_weight():
+    got = raw_file_score(detections(100, [50, 95]), [(50, 59)], STD, 0.5)
+    assert got == pytest.approx(1.0 - 0.11)
+
+
+def test_false_positive_is_measured_from_the_preceding_window_only():
+    windows = [(20, 29), (70, 79)]
+    values, owner = row_values(100, windows, STD)
+    # Row 65 lies just before the second window: measured from the first, (65-29)/9 = 4 > 3.
+    assert values[65] == pytest.approx(-0.11)
+    assert owner[65] == -1 and owner[70] == 1 and owner[29] == 0
+    assert values[31] == pytest.approx(0.11 * scaled_sigmoid(2 / 9))
+
+
+def test_probation_rows_are_not_detections_and_windows_inside_probation_are_not_scored():
+    # n=100 -> probation 15: the window 5..9 and the detection at row 3 are both ignored.
+    assert raw_file_score(detections(100, [3, 7]), [(5, 9)], STD, 0.5) == 0.0
+
+
+def test_ties_at_the_threshold_are_detections():
+    scores = [0.0] * 100
+    scores[50] = 0.7
+    assert raw_file_score(scores, [(50, 59)], STD, 0.7) == pytest.approx(1.0)
+    assert raw_file_score(scores, [(50, 59)], STD, 0.70001) == -1.0
+
+
+def test_htm_worked_check_normalises_to_the_scoreboard():
+    assert normalise(46.6345, STD, 116) == pytest.approx(70.10, abs=0.005)
+    assert normalise(26.6345, LOW_FN, 116) == pytest.approx(74.32, abs=0.005)
+
+
+def test_perfect_detector_scores_100_and_null_scores_0():
+    files = {
+        "a": (detections(200, [100, 150]), [(100, 119), (150, 169)]),
+        "b": (detections(100, []), []),
+        "c": (detections(300, [60]), [(60, 89)]),
+    }
+    null = {name: ([0.0] * len(s), w) for name, (s, w) in files.items()}
+    for profile in PROFILES.values():
+        assert score_corpus(files, profile, 3).normalised == pytest.approx(100.0)
+        assert score_corpus(null, profile, 3).normalised == pytest.approx(0.0)
+        assert score_corpus(null, profile, 3).threshold == 1.1
+
+
+def test_sweep_prefers_a_threshold_that_drops_costly_false_positives():
+    # Row 50 (window start) scores 0.6; twenty FPs score 0.8: detecting the window would
+    # cost 20 * 0.11 = 2.2 > the 2.0 gained, so the best is to detect nothing.
+    scores = [0.0] * 200
+    scores[50] = 0.6
+    for i in range(100, 120):
+        scores[i] = 0.8
+    threshold, raw = optimise_threshold({"f": (scores, [(50, 59)])}, STD)
+    assert threshold == 1.1 and raw == -1.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.sampled_from([0.0, 0.2, 0.5, 0.9, 1.0]), min_size=60, max_size=60),
+    st.lists(st.sampled_from([0.0, 0.3, 0.5, 0.8]), min_size=80, max_size=80),
+    st.sampled_from(list(PROFILES.values())),
+)
+def test_sweep_equals_brute_force_over_every_candidate_threshold(a, b, profile):
+    files = {"a": (a, [(20, 29), (45, 50)]), "b": (b, [(30, 39)])}
+    candidates = {1.1} | {s for scores, _ in files.values() for s in scores[probation_rows(len(scores)):]}
+    brute = max(sum(raw_file_score(s, w, profile, t) for s, w in files.values()) for t in candidates)
+    threshold, raw = optimise_threshold(files, profile)
+    assert raw == pytest.approx(brute)
+    assert sum(raw_file_score(s, w, profile, threshold) for s, w in files.values()) == pytest.approx(raw)
