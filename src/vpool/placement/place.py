@@ -1,0 +1,91 @@
+"""`place`: one VM, one host — filters remove hosts, weighers rank the rest."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+
+from .filters import DEFAULT_FILTERS, FILTERS
+from .request import Placement, PlacementRequest, describe_demand, number
+from .state import RESOURCES, UNITS
+from .weighers import DEFAULT_WEIGHERS, WEIGHERS, normalise
+
+
+@dataclass(frozen=True)
+class PlacementPolicy:
+    """Which filters run, in which order, and how much each weigher counts (by name, as
+    Nova's `enabled_filters` and weight multipliers)."""
+
+    filters: tuple[str, ...] = DEFAULT_FILTERS
+    weighers: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHERS))
+
+    def __post_init__(self):
+        for name in self.filters:
+            if name not in FILTERS:
+                raise ValueError(f"unknown filter {name!r}; known: {', '.join(FILTERS)}")
+        for name in self.weighers:
+            if name not in WEIGHERS:
+                raise ValueError(f"unknown weigher {name!r}; known: {', '.join(WEIGHERS)}")
+
+
+DEFAULT_POLICY = PlacementPolicy()
+
+
+def place(state, request: PlacementRequest, policy: PlacementPolicy = DEFAULT_POLICY) -> Placement:
+    """Choose the host for `request`, or explain in one sentence why none will do.
+
+    `state` is a `ClusterState` or a `Workspace`. Ties go to the first host in state order,
+    so the same input always gives the same host.
+    """
+    alive = np.ones(state.n_hosts, dtype=bool)
+    removed_by: dict[str, int] = {}
+    masks = {}
+    for name in policy.filters:
+        mask = FILTERS[name](state, request)
+        masks[name] = mask
+        before = int(np.count_nonzero(alive))
+        alive &= mask
+        removed_by[name] = before - int(np.count_nonzero(alive))
+    candidates = np.flatnonzero(alive)
+    if candidates.size == 0:
+        return Placement(None, _refusal(state, request, removed_by, masks), removed_by)
+    best = candidates[int(np.argmax(rank(state, request, candidates, policy)))] \
+        if candidates.size > 1 else candidates[0]
+    return Placement(state.host_names[best], "", removed_by)
+
+
+def rank(state, request: PlacementRequest, candidates: np.ndarray,
+         policy: PlacementPolicy = DEFAULT_POLICY) -> np.ndarray:
+    """The weighed total of each candidate host (higher is better)."""
+    total = np.zeros(candidates.size)
+    for name, multiplier in policy.weighers.items():
+        if multiplier:
+            total += multiplier * normalise(WEIGHERS[name](state, request, candidates))
+    return total
+
+
+def _refusal(state, request, removed_by, masks) -> str:
+    parts = [f"{name} removed {count} of {state.n_hosts} hosts" if i == 0 else f"{name} {count}"
+             for i, (name, count) in enumerate((n, c) for n, c in removed_by.items() if c)]
+    message = f"no host has room for {describe_demand(request.demand)}: " + ", ".join(parts)
+    if "CapacityFilter" in masks:
+        others = np.ones(state.n_hosts, dtype=bool)
+        for name, mask in masks.items():
+            if name != "CapacityFilter":
+                others &= mask
+        near = np.flatnonzero(others & ~masks["CapacityFilter"])
+        if near.size:
+            short = np.maximum(request.demand - state.free[near], 0.0)
+            usable = np.maximum(state.usable[near], 1e-9)
+            best = near[int(np.argmin((short / usable).sum(axis=1)))]
+            message += f"; best candidate {state.host_names[best]} is short " + _shortfall(
+                np.maximum(request.demand - state.free[best], 0.0))
+    return message
+
+
+def _shortfall(short) -> str:
+    words = {"cpu": "vCPU", "memory": "RAM", "disk": "disk"}
+    return " and ".join(f"{number(amount)} {unit}{'' if unit == 'vCPU' else ' ' + words[r]}"
+                        for r, unit, amount in zip(RESOURCES, UNITS, short) if amount > 1e-9)

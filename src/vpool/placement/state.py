@@ -1,0 +1,310 @@
+"""The cluster snapshot every placement decision reads: NumPy arrays, one row per host.
+
+Records are what callers know (one object per Host and VM); `ClusterState` turns them into
+arrays once, so that filters, weighers and the balancer look at all hosts in a few vector
+operations instead of a Python loop per host. A state never changes: moving or adding a VM
+returns a new state, which is what makes every decision reproducible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from typing import Iterable, Mapping
+
+import numpy as np
+
+#: resource dimensions, in this order, in every (…, 3) array
+RESOURCES = ("cpu", "memory", "disk")
+UNITS = ("vCPU", "MiB", "GiB")
+
+#: group policies, Nova's server-group names
+GROUP_POLICIES = ("affinity", "anti-affinity", "soft-affinity", "soft-anti-affinity")
+
+
+@dataclass(frozen=True)
+class HostRecord:
+    """A Host as placement sees it: raw capacity, Nova-style allocation ratios and reservations.
+
+    Usable amount per resource = capacity × ratio − reserved. `missing_memory_mib` is memory
+    the host reports in use that no VM accounts for (Ganeti's x_mem); a positive value is
+    taken away from usable memory, so a host that says it has less free memory than we think
+    is believed. `cpu_speed` and `spindles` only matter to Ganeti's score.
+    """
+
+    name: str
+    cpus: float = 0.0
+    memory_mib: float = 0.0
+    disk_gib: float = 0.0
+    cpu_ratio: float = 4.0
+    ram_ratio: float = 1.0
+    disk_ratio: float = 1.0
+    reserved_cpus: float = 0.0
+    reserved_memory_mib: float = 0.0
+    reserved_disk_gib: float = 0.0
+    up: bool = True
+    maintenance: bool = False
+    tags: frozenset[str] = frozenset()
+    max_vms: int | None = None
+    missing_memory_mib: float = 0.0
+    cpu_speed: float = 1.0
+    spindles: int = 1
+
+
+@dataclass(frozen=True)
+class VMRecord:
+    """A VM: its demand, where it runs, and what the balancer may do with it.
+
+    `running` says whether its memory is in use (a stopped VM keeps its reservation for
+    capacity, as in Nova, but Ganeti's score counts only running memory). `secondary` is the
+    host of a DRBD mirror (htools files only): that host also holds the disk. Only VMs with
+    `auto_balance` and `migratable` set and no secondary are moved by the balancer.
+    """
+
+    name: str
+    host: str | None = None
+    cpus: float = 1.0
+    memory_mib: float = 0.0
+    disk_gib: float = 0.0
+    groups: frozenset[str] = frozenset()
+    cpu_load: float | None = None
+    running: bool = True
+    auto_balance: bool = True
+    migratable: bool = True
+    secondary: str | None = None
+    spindle_use: int = 1
+
+
+def _column(records, attr, dtype=float) -> np.ndarray:
+    return np.fromiter((getattr(r, attr) for r in records), dtype=dtype, count=len(records))
+
+
+@dataclass(frozen=True, eq=False)
+class ClusterState:
+    """Hosts and VMs as arrays. Build it with `from_records`; derive new states with `move`/`add`.
+
+    Host arrays have one row per host; `capacity`, `ratio`, `reserved` and `used` are (H, 3)
+    in RESOURCES order. VM arrays have one row per VM; `vm_host` is the host index (-1 when
+    the VM is not placed) and `demand` is (V, 3).
+    """
+
+    hosts: tuple[HostRecord, ...]
+    vms: tuple[VMRecord, ...]
+    group_policies: Mapping[str, str]
+    capacity: np.ndarray
+    ratio: np.ndarray
+    reserved: np.ndarray
+    missing_memory: np.ndarray
+    up: np.ndarray
+    maintenance: np.ndarray
+    max_vms: np.ndarray
+    demand: np.ndarray
+    vm_host: np.ndarray
+    vm_secondary: np.ndarray
+    used: np.ndarray = field(repr=False)
+    vm_count: np.ndarray = field(repr=False)
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def from_records(
+        cls,
+        hosts: Iterable[HostRecord],
+        vms: Iterable[VMRecord] = (),
+        group_policies: Mapping[str, str] | None = None,
+    ) -> "ClusterState":
+        """Build the arrays. `group_policies` maps a group name to one of GROUP_POLICIES."""
+        hosts = tuple(hosts)
+        vms = tuple(vms)
+        policies = dict(group_policies or {})
+        for group, policy in policies.items():
+            if policy not in GROUP_POLICIES:
+                raise ValueError(f"group {group!r} has unknown policy {policy!r}; "
+                                 f"use one of {', '.join(GROUP_POLICIES)}")
+        index = {h.name: i for i, h in enumerate(hosts)}
+        if len(index) != len(hosts):
+            raise ValueError("host names must be unique")
+        if len({v.name for v in vms}) != len(vms):
+            raise ValueError("VM names must be unique")
+
+        def host_index(vm: VMRecord, name: str | None, what: str) -> int:
+            if name is None:
+                return -1
+            try:
+                return index[name]
+            except KeyError:
+                raise ValueError(f"VM {vm.name!r} names unknown {what}host {name!r}") from None
+
+        capacity = np.column_stack([_column(hosts, "cpus"), _column(hosts, "memory_mib"),
+                                    _column(hosts, "disk_gib")]).reshape(len(hosts), 3)
+        ratio = np.column_stack([_column(hosts, "cpu_ratio"), _column(hosts, "ram_ratio"),
+                                 _column(hosts, "disk_ratio")]).reshape(len(hosts), 3)
+        reserved = np.column_stack([_column(hosts, "reserved_cpus"),
+                                    _column(hosts, "reserved_memory_mib"),
+                                    _column(hosts, "reserved_disk_gib")]).reshape(len(hosts), 3)
+        demand = np.column_stack([_column(vms, "cpus"), _column(vms, "memory_mib"),
+                                  _column(vms, "disk_gib")]).reshape(len(vms), 3)
+        vm_host = np.fromiter((host_index(v, v.host, "") for v in vms), dtype=np.int64,
+                              count=len(vms))
+        vm_secondary = np.fromiter((host_index(v, v.secondary, "secondary ") for v in vms),
+                                   dtype=np.int64, count=len(vms))
+        max_vms = np.fromiter((np.inf if h.max_vms is None else h.max_vms for h in hosts),
+                              dtype=float, count=len(hosts))
+        used, count = _allocation(len(hosts), demand, vm_host, vm_secondary)
+        return cls(hosts=hosts, vms=vms, group_policies=policies, capacity=capacity,
+                   ratio=ratio, reserved=reserved,
+                   missing_memory=_column(hosts, "missing_memory_mib"),
+                   up=_column(hosts, "up", bool), maintenance=_column(hosts, "maintenance", bool),
+                   max_vms=max_vms, demand=demand, vm_host=vm_host, vm_secondary=vm_secondary,
+                   used=used, vm_count=count)
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def n_hosts(self) -> int:
+        return len(self.hosts)
+
+    @cached_property
+    def host_names(self) -> tuple[str, ...]:
+        return tuple(h.name for h in self.hosts)
+
+    @cached_property
+    def host_index(self) -> dict[str, int]:
+        return {h.name: i for i, h in enumerate(self.hosts)}
+
+    @cached_property
+    def vm_index(self) -> dict[str, int]:
+        return {v.name: i for i, v in enumerate(self.vms)}
+
+    @cached_property
+    def usable(self) -> np.ndarray:
+        """capacity × ratio − reserved, with memory a host reports missing taken away."""
+        usable = self.capacity * self.ratio - self.reserved
+        usable[:, 1] -= np.maximum(self.missing_memory, 0.0)
+        return usable
+
+    @cached_property
+    def free(self) -> np.ndarray:
+        return self.usable - self.used
+
+    @cached_property
+    def accepts_vms(self) -> np.ndarray:
+        """Hosts that may receive new VMs: up and not in maintenance."""
+        return self.up & ~self.maintenance
+
+    def group_members(self, group: str) -> np.ndarray:
+        """Number of VMs of `group` on each host (primary placement only)."""
+        return self._group_counts.get(group, self._zeros_h)
+
+    @cached_property
+    def _zeros_h(self) -> np.ndarray:
+        return np.zeros(self.n_hosts, dtype=np.int64)
+
+    @cached_property
+    def _group_counts(self) -> dict[str, np.ndarray]:
+        counts: dict[str, np.ndarray] = {}
+        for vm, h in zip(self.vms, self.vm_host):
+            if h < 0:
+                continue
+            for g in vm.groups:
+                counts.setdefault(g, np.zeros(self.n_hosts, dtype=np.int64))[h] += 1
+        return counts
+
+    def tag_mask(self, tag: str) -> np.ndarray:
+        """Hosts carrying `tag`."""
+        if tag not in self._tag_masks:
+            self._tag_masks[tag] = np.fromiter((tag in h.tags for h in self.hosts), dtype=bool,
+                                               count=self.n_hosts)
+        return self._tag_masks[tag]
+
+    @cached_property
+    def _tag_masks(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def groups_with(self, policy: str) -> frozenset[str]:
+        return frozenset(g for g, p in self.group_policies.items() if p == policy)
+
+    # ------------------------------------------------------------------ new states
+    def move(self, vm: str, host: str) -> "ClusterState":
+        """The state after `vm` runs on `host` (its secondary, if any, stays)."""
+        i = self.vm_index[vm]
+        vms = list(self.vms)
+        vms[i] = _replace_host(vms[i], host)
+        return self._with_vms(tuple(vms))
+
+    def add(self, vm: VMRecord) -> "ClusterState":
+        """The state with one more VM."""
+        if vm.name in self.vm_index:
+            raise ValueError(f"VM {vm.name!r} already exists")
+        return self._with_vms(self.vms + (vm,))
+
+    def with_moves(self, moves: Iterable[tuple[str, str]]) -> "ClusterState":
+        """The state after each (vm, host) pair, applied at once."""
+        vms = list(self.vms)
+        for name, host in moves:
+            i = self.vm_index[name]
+            vms[i] = _replace_host(vms[i], host)
+        return self._with_vms(tuple(vms))
+
+    def _with_vms(self, vms: tuple[VMRecord, ...]) -> "ClusterState":
+        return ClusterState.from_records(self.hosts, vms, self.group_policies)
+
+
+def _replace_host(vm: VMRecord, host: str) -> VMRecord:
+    return replace(vm, host=host)
+
+
+def _allocation(n_hosts, demand, vm_host, vm_secondary):
+    """Σ demand of placed VMs per host; a DRBD secondary holds the disk too."""
+    used = np.zeros((n_hosts, 3))
+    placed = vm_host >= 0
+    for r in range(3):
+        used[:, r] = np.bincount(vm_host[placed], weights=demand[placed, r], minlength=n_hosts)
+    mirrored = vm_secondary >= 0
+    used[:, 2] += np.bincount(vm_secondary[mirrored], weights=demand[mirrored, 2],
+                              minlength=n_hosts)
+    count = np.bincount(vm_host[placed], minlength=n_hosts)
+    return used, count
+
+
+class Workspace:
+    """A mutable copy of a state's allocation, for algorithms that place VMs one after another.
+
+    It has the attribute names filters and weighers read from a `ClusterState` (`free`,
+    `usable`, `vm_count`, `accepts_vms`, `group_members`, `tag_mask`, …), so the same
+    policies judge a one-off request and the hundredth VM of a batch, without rebuilding
+    the state after every step.
+    """
+
+    def __init__(self, state: ClusterState):
+        self.state = state
+        self.hosts = state.hosts
+        self.n_hosts = state.n_hosts
+        self.host_names = state.host_names
+        self.host_index = state.host_index
+        self.usable = state.usable
+        self.max_vms = state.max_vms
+        self.used = state.used.copy()
+        self.free = state.free.copy()
+        self.vm_count = state.vm_count.copy()
+        self.accepts_vms = state.accepts_vms.copy()
+        self._groups: dict[str, np.ndarray] = {}
+
+    def group_members(self, group: str) -> np.ndarray:
+        if group not in self._groups:
+            self._groups[group] = self.state.group_members(group).copy()
+        return self._groups[group]
+
+    def tag_mask(self, tag: str) -> np.ndarray:
+        return self.state.tag_mask(tag)
+
+    def add(self, host: int, demand: np.ndarray, groups: Iterable[str] = ()) -> None:
+        self._shift(host, demand, groups, 1)
+
+    def remove(self, host: int, demand: np.ndarray, groups: Iterable[str] = ()) -> None:
+        self._shift(host, demand, groups, -1)
+
+    def _shift(self, host, demand, groups, sign):
+        self.used[host] += sign * demand
+        self.free[host] -= sign * demand
+        self.vm_count[host] += sign
+        for g in groups:
+            self.group_members(g)[host] += sign

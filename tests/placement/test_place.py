@@ -1,0 +1,106 @@
+import pytest
+
+from vpool.placement import (ClusterState, HostRecord, Placement, PlacementPolicy,
+                             PlacementRequest, VMRecord, place)
+
+
+def host(name, **kw):
+    base = dict(cpus=8, memory_mib=16384, disk_gib=500, reserved_memory_mib=1024,
+                reserved_disk_gib=10)
+    base.update(kw)
+    return HostRecord(name=name, **base)
+
+
+def test_the_seam_example_places_on_the_only_host():
+    hosts = [HostRecord(name="h1", cpus=8, memory_mib=16384, disk_gib=500,
+                        cpu_ratio=4.0, ram_ratio=1.0, disk_ratio=1.0,
+                        reserved_cpus=0, reserved_memory_mib=1024, reserved_disk_gib=10,
+                        up=True, maintenance=False, tags=frozenset(), max_vms=None)]
+    vms = [VMRecord(name="a", host="h1", cpus=2, memory_mib=1024, disk_gib=10,
+                    groups=frozenset(), cpu_load=None)]
+    state = ClusterState.from_records(hosts, vms)
+    req = PlacementRequest(name="new", cpus=2, memory_mib=1024, disk_gib=10,
+                           require_tags=frozenset(), forbid_tags=frozenset(),
+                           affinity=frozenset(), anti_affinity=frozenset(),
+                           soft_anti_affinity=frozenset(), host=None)
+    result: Placement = place(state, req)
+    assert (result.host, result.ok, result.message) == ("h1", True, "")
+
+
+def test_refusal_counts_hosts_per_filter_in_order_and_names_the_best_candidate():
+    state = ClusterState.from_records(
+        [host("h1", memory_mib=2048), host("h2", memory_mib=1536 + 1024),
+         host("h3", memory_mib=1024), host("h4", maintenance=True)])
+    result = place(state, PlacementRequest(cpus=2, memory_mib=2048, disk_gib=10))
+    assert not result.ok and result.host is None
+    assert result.removed_by["CapacityFilter"] == 3
+    assert result.removed_by["MaintenanceFilter"] == 1
+    assert result.message == (
+        "no host has room for 2 vCPU / 2048 MiB / 10 GiB: CapacityFilter removed 3 of 4 hosts, "
+        "MaintenanceFilter 1; best candidate h2 is short 512 MiB RAM")
+
+
+def test_capacity_uses_ratios_and_reservations():
+    state = ClusterState.from_records(
+        [host("h1", cpus=2, cpu_ratio=4.0, reserved_cpus=1)],
+        [VMRecord("a", host="h1", cpus=6)])
+    assert place(state, PlacementRequest(cpus=1)).ok           # 6 + 1 <= 2*4 - 1
+    assert not place(state, PlacementRequest(cpus=2)).ok
+
+
+def test_down_and_maintenance_hosts_get_nothing():
+    state = ClusterState.from_records([host("h1", up=False), host("h2", maintenance=True)])
+    result = place(state, PlacementRequest())
+    assert result.removed_by["MaintenanceFilter"] == 2 and not result.ok
+
+
+def test_pin_still_checks_capacity():
+    state = ClusterState.from_records([host("h1"), host("h2", memory_mib=2048)])
+    assert place(state, PlacementRequest(memory_mib=512, host="h2")).host == "h2"
+    refused = place(state, PlacementRequest(memory_mib=4096, host="h2"))
+    assert refused.removed_by["HostFilter"] == 1 and refused.removed_by["CapacityFilter"] == 1
+
+
+def test_tags_max_vms_and_groups():
+    state = ClusterState.from_records(
+        [host("h1", tags=frozenset({"ssd"})), host("h2", max_vms=1), host("h3")],
+        [VMRecord("web1", host="h1", groups=frozenset({"web"})),
+         VMRecord("db1", host="h2", groups=frozenset({"db"}))])
+    assert place(state, PlacementRequest(require_tags=frozenset({"ssd"}))).host == "h1"
+    assert place(state, PlacementRequest(forbid_tags=frozenset({"ssd"}),
+                                         affinity=frozenset({"db"}))).ok is False
+    assert place(state, PlacementRequest(anti_affinity=frozenset({"web"}),
+                                         forbid_tags=frozenset({"x"}))).host in ("h3",)
+    assert place(state, PlacementRequest(affinity=frozenset({"web"}))).host == "h1"
+    # an affinity group with no member yet does not restrict anything
+    assert place(state, PlacementRequest(affinity=frozenset({"new"}))).ok
+
+
+def test_soft_anti_affinity_prefers_other_hosts_but_does_not_refuse():
+    state = ClusterState.from_records([host("h1"), host("h2")],
+                                      [VMRecord("w1", host="h2", groups=frozenset({"w"}))])
+    assert place(state, PlacementRequest(soft_anti_affinity=frozenset({"w"}))).host == "h1"
+    only = ClusterState.from_records([host("h2")], state.vms)
+    assert place(only, PlacementRequest(soft_anti_affinity=frozenset({"w"}))).host == "h2"
+
+
+def test_weigher_sign_chooses_spread_or_pack():
+    state = ClusterState.from_records([host("h1"), host("h2")],
+                                      [VMRecord("a", host="h1", memory_mib=8192)])
+    spread = PlacementPolicy(weighers={"RAMWeigher": 1.0})
+    pack = PlacementPolicy(weighers={"RAMWeigher": -1.0})
+    req = PlacementRequest(memory_mib=1024)
+    assert place(state, req, spread).host == "h2"
+    assert place(state, req, pack).host == "h1"
+
+
+def test_unknown_policy_names_are_refused_with_the_known_ones():
+    with pytest.raises(ValueError, match="unknown filter 'NoSuchFilter'; known: HostFilter"):
+        PlacementPolicy(filters=("NoSuchFilter",))
+    with pytest.raises(ValueError, match="unknown weigher"):
+        PlacementPolicy(weighers={"Nope": 1.0})
+
+
+def test_records_must_reference_known_hosts():
+    with pytest.raises(ValueError, match="VM 'a' names unknown host 'hx'"):
+        ClusterState.from_records([host("h1")], [VMRecord("a", host="hx")])
