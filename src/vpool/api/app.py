@@ -1,0 +1,23 @@
+"""The HTTP API: thin routes over the control plane, bearer auth everywhere but /healthz."""
+
+from fastapi import Depends, FastAPI
+
+from vpool.api import problems
+from vpool.api.deps import caller
+from vpool.api.routes import flavors, hosts, images, tasks, vms
+
+
+def create_app(cp) -> FastAPI:
+    app = FastAPI(title="vpool", version="0.1.0",
+                  description="One virtual resource pool out of libvirt hosts: hosts, VMs, flavors, images, tasks.")
+    app.state.cp = cp
+    app.state.token_cache = {}
+    problems.install(app)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz():
+        return {"status": "ok"}
+
+    for module in (hosts, vms, flavors, images, tasks):
+        app.include_router(module.router, dependencies=[Depends(caller)])
+    return app

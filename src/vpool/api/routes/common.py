@@ -1,0 +1,29 @@
+"""Pagination and the 202-with-a-task answer shared by the resource routes."""
+
+from fastapi import Query
+from fastapi.responses import JSONResponse
+from fastapi.encoders import jsonable_encoder
+
+from vpool.store.tables import Task
+
+
+class Page:
+    def __init__(self, limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0)):
+        self.limit, self.offset = limit, offset
+
+    def wrap(self, items: list, total: int) -> dict:
+        return {"items": items, "total": total, "limit": self.limit, "offset": self.offset}
+
+
+def task_dict(t: Task) -> dict:
+    return {
+        "id": t.id, "kind": t.kind, "state": t.state, "progress": t.progress, "message": t.message,
+        "error": t.error, "target": t.target, "requested_by": t.requested_by, "params": t.params,
+        "result": t.result, "cancel_requested": t.cancel_requested, "created_at": t.created_at,
+        "started_at": t.started_at, "finished_at": t.finished_at,
+    }
+
+
+def accepted(task: Task) -> JSONResponse:
+    return JSONResponse(jsonable_encoder(task_dict(task)), status_code=202,
+                        headers={"Location": f"/tasks/{task.id}"})

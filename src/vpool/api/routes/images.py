@@ -1,0 +1,48 @@
+import tempfile
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, Request
+from sqlalchemy import select
+
+from vpool.api.deps import caller, control_plane
+from vpool.api.routes.common import accepted
+from vpool.model.names import check_name
+from vpool.services.images import describe
+from vpool.store.tables import Image
+
+router = APIRouter(tags=["images"])
+
+
+@router.get("/images")
+def list_images(cp=Depends(control_plane)):
+    with cp.store.session() as s:
+        items = [describe(i) for i in s.scalars(select(Image).order_by(Image.name))]
+    return {"items": items, "total": len(items), "limit": len(items), "offset": 0}
+
+
+@router.get("/images/{ref}")
+def show_image(ref: str, cp=Depends(control_plane)):
+    with cp.store.session() as s:
+        return describe(cp.images.get(s, ref))
+
+
+@router.put("/images/{name}", status_code=201)
+async def upload_image(name: str, request: Request, cp=Depends(control_plane)):
+    """The request body is the image file itself (qcow2 or raw), streamed to disk."""
+    check_name(name, "image name")
+    cp.settings.images_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=cp.settings.images_dir, prefix=".upload-")
+    with open(fd, "wb") as fh:
+        async for chunk in request.stream():
+            fh.write(chunk)
+    return cp.images.import_file(name, Path(tmp))
+
+
+@router.post("/images/build-tiny", status_code=202)
+def build_tiny(name: str = "tiny", who: str = Depends(caller), cp=Depends(control_plane)):
+    return accepted(cp.images.build_tiny(name, requested_by=who))
+
+
+@router.delete("/images/{ref}", status_code=204)
+def delete_image(ref: str, cp=Depends(control_plane)):
+    cp.images.delete(ref)

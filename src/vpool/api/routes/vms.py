@@ -1,0 +1,67 @@
+from fastapi import APIRouter, Depends
+from sqlalchemy import func, select
+
+from vpool.api.deps import caller, control_plane
+from vpool.api.routes.common import Page, accepted
+from vpool.api.schemas import VMCreate, VMStop
+from vpool.model.names import parse_size_gib, parse_size_mib
+from vpool.model.errors import NotFound
+from vpool.services.vms import POWER_OPS, CreateRequest, describe
+from vpool.store.tables import VM
+
+router = APIRouter(tags=["vms"])
+
+
+@router.get("/vms")
+def list_vms(page: Page = Depends(), state: str | None = None, host: str | None = None,
+             ownership: str | None = None, name: str | None = None, cp=Depends(control_plane)):
+    """Filters combine; `name` matches a prefix."""
+    where = []
+    if state:
+        where.append(VM.state == state)
+    if ownership:
+        where.append(VM.ownership == ownership)
+    if name:
+        where.append(VM.name.startswith(name, autoescape=True))
+    with cp.store.session() as s:
+        if host:
+            where.append(VM.host_id == cp.hosts.get(s, host).id)
+        total = s.scalar(select(func.count(VM.id)).where(*where))
+        rows = s.scalars(select(VM).where(*where).order_by(VM.id).limit(page.limit).offset(page.offset))
+        return page.wrap([describe(vm) for vm in rows], total)
+
+
+@router.post("/vms", status_code=202)
+def create_vm(body: VMCreate, who: str = Depends(caller), cp=Depends(control_plane)):
+    req = CreateRequest(
+        name=body.name, cpus=body.cpus, flavor=body.flavor, image=body.image, host=body.host, start=body.start,
+        memory_mib=parse_size_mib(body.memory, "memory") if body.memory is not None else None,
+        disk_gib=parse_size_gib(body.disk, "disk") if body.disk is not None else None)
+    return accepted(cp.vms.create(req, requested_by=who))
+
+
+@router.get("/vms/{ref}")
+def show_vm(ref: str, cp=Depends(control_plane)):
+    with cp.store.session() as s:
+        vm = cp.vms.get(s, ref)
+        return describe(vm, cp.vms.address(vm))
+
+
+@router.post("/vms/{ref}/stop", status_code=202)
+def stop_vm(ref: str, body: VMStop | None = None, who: str = Depends(caller), cp=Depends(control_plane)):
+    body = body or VMStop()
+    return accepted(cp.vms.stop(ref, body.force, body.timeout, requested_by=who))
+
+
+@router.post("/vms/{ref}/{op}", status_code=202)
+def power_vm(ref: str, op: str, who: str = Depends(caller), cp=Depends(control_plane)):
+    if op == "adopt":
+        return accepted(cp.vms.adopt(ref, requested_by=who))
+    if op not in POWER_OPS:
+        raise NotFound(f"there is no VM operation {op!r}; use start, stop, reboot, suspend, resume or adopt")
+    return accepted(cp.vms.power(ref, op, requested_by=who))
+
+
+@router.delete("/vms/{ref}", status_code=202)
+def delete_vm(ref: str, who: str = Depends(caller), cp=Depends(control_plane)):
+    return accepted(cp.vms.delete(ref, requested_by=who))

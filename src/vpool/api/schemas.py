@@ -1,0 +1,50 @@
+"""Request bodies. Sizes are accepted as people write them ('1G', '512M') or as numbers."""
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class HostAdd(Body):
+    uri: str = Field(description="libvirt URI, e.g. qemu:///system, qemu+ssh://user@h/system, test:///default")
+    name: str | None = None
+    virt_type: str = Field("auto", description="auto, kvm or qemu (TCG)")
+    network: str | None = Field(None, description="network:NAME or bridge:NAME for guest NICs")
+
+
+class Policy(Body):
+    cpu_ratio: float | None = None
+    ram_ratio: float | None = None
+    disk_ratio: float | None = None
+    reserved_cpus: int | None = None
+    reserved_memory_mib: int | None = None
+    reserved_disk_gib: int | None = None
+
+
+class HostPatch(Policy):
+    maintenance: bool | None = None
+
+
+class VMCreate(Body):
+    name: str
+    cpus: int | None = None
+    memory: str | int | None = Field(None, description="e.g. 1G or 512M; a bare number is MiB")
+    disk: str | int | None = Field(None, description="e.g. 10G; a bare number is GiB")
+    flavor: str | None = None
+    image: str | None = None
+    host: str | None = None
+    start: bool = True
+
+
+class VMStop(Body):
+    force: bool = False
+    timeout: float = 60.0
+
+
+class FlavorCreate(Body):
+    name: str
+    cpus: int
+    memory: str | int
+    disk: str | int

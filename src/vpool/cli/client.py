@@ -1,0 +1,90 @@
+"""The CLI's way to the API: VPOOL_URL and VPOOL_TOKEN, else the local data dir's admin token."""
+
+import json
+import os
+import sys
+
+import httpx
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from vpool.config import Settings
+
+console = Console()
+err = Console(stderr=True)
+FINISHED = ("succeeded", "failed", "cancelled")
+
+
+def api_url() -> str:
+    return os.environ.get("VPOOL_URL", "http://127.0.0.1:8080").rstrip("/")
+
+
+def api_token() -> str | None:
+    if os.environ.get("VPOOL_TOKEN"):
+        return os.environ["VPOOL_TOKEN"]
+    path = Settings().token_file
+    return path.read_text().strip() if path.exists() else None
+
+
+def api_client(timeout: float = 60.0) -> httpx.Client:
+    token = api_token()
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=api_url(), headers=headers, timeout=timeout)
+
+
+def fail(message: str, code: int = 1):
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def call(method: str, path: str, **kwargs):
+    """One request; a problem+json answer becomes one line on stderr and exit code 1."""
+    try:
+        with api_client() as c:
+            r = c.request(method, path, **kwargs)
+    except httpx.TransportError as e:
+        fail(f"cannot reach vpool at {api_url()} ({e.__class__.__name__}); is 'vpool serve' running?")
+    if r.status_code >= 400:
+        try:
+            detail = r.json().get("detail") or r.text
+        except ValueError:
+            detail = r.text
+        fail(f"{detail}")
+    if r.status_code == 204 or not r.content:
+        return None
+    ctype = r.headers.get("content-type", "")
+    return r.json() if "json" in ctype else r.text
+
+
+def emit_json(data) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def follow(task: dict, wait: bool, as_json: bool) -> dict:
+    """Wait for a task behind a progress bar (or not), then report how it ended."""
+    if wait and task["state"] not in FINISHED:
+        if as_json or not console.is_terminal:
+            while task["state"] not in FINISHED:
+                task = call("GET", f"/tasks/{task['id']}", params={"wait": 5})
+        else:
+            with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                          TextColumn("{task.fields[message]}"), TimeElapsedColumn(), console=console,
+                          transient=True) as bar:
+                tid = bar.add_task(f"{task['kind']} {task['target'] or ''}", total=100, message="")
+                while task["state"] not in FINISHED:
+                    task = call("GET", f"/tasks/{task['id']}", params={"wait": 1})
+                    bar.update(tid, completed=task["progress"], message=task["message"])
+    if as_json:
+        emit_json(task)
+        if task["state"] in ("failed", "cancelled"):
+            raise typer.Exit(1)
+    elif task["state"] in FINISHED:
+        line = f"task {task['id']} {task['kind']} {task['target'] or ''}: {task['state']}"
+        if task["state"] == "succeeded":
+            console.print(f"[green]{line}[/green]", highlight=False)
+        else:
+            fail(f"{line}: {task.get('error') or task.get('message')}")
+    else:
+        console.print(f"task {task['id']} {task['kind']} queued; follow it with: vpool task wait {task['id']}")
+    return task

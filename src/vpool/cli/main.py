@@ -1,0 +1,314 @@
+"""`vpool`: the command line. Each command parses, calls the API once (or follows a task), renders."""
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from vpool.cli.client import call, console, emit_json, fail, follow
+
+app = typer.Typer(help="vpool: one virtual resource pool out of libvirt hosts.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+host_app = typer.Typer(help="Hosts: libvirt connections that make up the pool.", no_args_is_help=True)
+vm_app = typer.Typer(help="VMs: create, power, delete, adopt.", no_args_is_help=True)
+flavor_app = typer.Typer(help="Flavors: named VM sizes.", no_args_is_help=True)
+image_app = typer.Typer(help="Images: base disks VMs are linked clones of.", no_args_is_help=True)
+task_app = typer.Typer(help="Tasks: long operations and how they ended.", no_args_is_help=True)
+pool_app = typer.Typer(help="The pool as a whole: capacity and defaults.", no_args_is_help=True)
+for sub, name in ((host_app, "host"), (vm_app, "vm"), (flavor_app, "flavor"), (image_app, "image"),
+                  (task_app, "task"), (pool_app, "pool")):
+    app.add_typer(sub, name=name)
+
+JSON = typer.Option(False, "--json", help="Print JSON for scripts.")
+NO_WAIT = typer.Option(False, "--no-wait", help="Return at once with the task instead of waiting.")
+
+
+def _table(title: str, columns: list[str], rows: list[list]) -> None:
+    table = Table(title=title, title_justify="left")
+    for c in columns:
+        table.add_column(c)
+    for r in rows:
+        table.add_row(*["" if v is None else str(v) for v in r])
+    console.print(table)
+
+
+def _post_task(path: str, body: dict | None, no_wait: bool, as_json: bool) -> dict:
+    return follow(call("POST", path, json=body), not no_wait, as_json)
+
+
+# --- serve --------------------------------------------------------------------------------------
+@app.command()
+def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+          port: int = typer.Option(8080, help="Port to listen on."),
+          register_local: bool = typer.Option(True, help="Register this machine as a host if the pool has none.")):
+    """Run the control plane (API, task runner, host watchers) in the foreground."""
+    from vpool.services.serve import run
+
+    run(host, port, register_local)
+
+
+# --- hosts --------------------------------------------------------------------------------------
+def _fmt_line(cap: dict, unit: str = "") -> str:
+    return f"{cap['allocated']}/{cap['usable']}{unit}"
+
+
+@host_app.command("add")
+def host_add(uri: str, name: str = typer.Option(None, "--name", help="Name in the pool (default: from the URI)."),
+             virt_type: str = typer.Option("auto", help="auto, kvm or qemu (TCG)."),
+             network: str = typer.Option(None, help="network:NAME or bridge:NAME for guest NICs."),
+             no_wait: bool = NO_WAIT, as_json: bool = JSON):
+    """Add a libvirt host: qemu:///system, qemu+ssh://user@h/system, qemu+tcp://h:port/system, test:///default."""
+    _post_task("/hosts", {"uri": uri, "name": name, "virt_type": virt_type, "network": network}, no_wait, as_json)
+
+
+@host_app.command("list")
+def host_list(as_json: bool = JSON):
+    """Hosts with their state and allocation (allocated/usable)."""
+    items = call("GET", "/hosts", params={"limit": 1000})["items"]
+    if as_json:
+        return emit_json(items)
+    _table("Hosts", ["name", "state", "maint", "virt", "vms", "vCPU", "RAM MiB", "disk GiB", "uri"],
+           [[h["name"], h["state"], "yes" if h["maintenance"] else "", h["virt_type"], h["vms"],
+             _fmt_line(h["capacity"]["cpus"]), _fmt_line(h["capacity"]["memory_mib"]),
+             _fmt_line(h["capacity"]["disk_gib"]), h["uri"]] for h in items])
+
+
+@host_app.command("show")
+def host_show(name: str, as_json: bool = JSON):
+    """One host: facts, policy, capacity, allocated and free."""
+    h = call("GET", f"/hosts/{name}")
+    if as_json:
+        return emit_json(h)
+    for key in ("name", "uri", "state", "maintenance", "error", "hostname", "host_uuid", "arch", "hypervisor",
+                "hypervisor_version", "virt_type", "network", "storage_pool", "vms"):
+        console.print(f"[bold]{key:>18}[/bold]  {h[key]}", highlight=False)
+    _table("Capacity", ["resource", "capacity", "ratio", "reserved", "usable", "allocated", "free"],
+           [[r, c["capacity"], c["ratio"], c["reserved"], c["usable"], c["allocated"], c["free"]]
+            for r, c in h["capacity"].items()])
+
+
+@host_app.command("remove")
+def host_remove(name: str):
+    """Take a host out of the pool (it must run no managed VMs)."""
+    call("DELETE", f"/hosts/{name}")
+    console.print(f"host {name} removed")
+
+
+@host_app.command("maintenance")
+def host_maintenance(mode: str = typer.Argument(..., help="on or off"), name: str = typer.Argument(...),
+                     as_json: bool = JSON):
+    """Maintenance on: no new placements on the host; off: back in service."""
+    if mode not in ("on", "off"):
+        fail(f"maintenance takes 'on' or 'off', not {mode!r}")
+    h = call("PATCH", f"/hosts/{name}", json={"maintenance": mode == "on"})
+    if as_json:
+        return emit_json(h)
+    console.print(f"host {name}: maintenance {mode}")
+
+
+@host_app.command("set")
+def host_set(name: str, cpu_ratio: float = typer.Option(None), ram_ratio: float = typer.Option(None),
+             disk_ratio: float = typer.Option(None), reserved_cpus: int = typer.Option(None),
+             reserved_memory: int = typer.Option(None, help="MiB kept for the host's own OS."),
+             reserved_disk: int = typer.Option(None, help="GiB kept for the host's own OS."), as_json: bool = JSON):
+    """Per-host allocation ratios and reservations (override the pool defaults)."""
+    body = {"cpu_ratio": cpu_ratio, "ram_ratio": ram_ratio, "disk_ratio": disk_ratio, "reserved_cpus": reserved_cpus,
+            "reserved_memory_mib": reserved_memory, "reserved_disk_gib": reserved_disk}
+    h = call("PATCH", f"/hosts/{name}", json={k: v for k, v in body.items() if v is not None})
+    emit_json(h) if as_json else console.print(f"host {name}: policy {h['policy']}")
+
+
+# --- pool ---------------------------------------------------------------------------------------
+@pool_app.command("show")
+def pool_show(as_json: bool = JSON):
+    """Totals across the pool."""
+    p = call("GET", "/pool")
+    if as_json:
+        return emit_json(p)
+    console.print(f"{p['hosts']} hosts ({p['hosts_up']} up), {p['vms']} VMs")
+    _table("Capacity", ["resource", "usable", "allocated", "free"],
+           [[r, c["usable"], c["allocated"], c["free"]] for r, c in p["capacity"].items()])
+
+
+@pool_app.command("defaults")
+def pool_defaults(cpu_ratio: float = typer.Option(None), ram_ratio: float = typer.Option(None),
+                  disk_ratio: float = typer.Option(None), reserved_cpus: int = typer.Option(None),
+                  reserved_memory: int = typer.Option(None), reserved_disk: int = typer.Option(None),
+                  as_json: bool = JSON):
+    """Show or set the pool's default allocation ratios and host reservations."""
+    body = {k: v for k, v in {"cpu_ratio": cpu_ratio, "ram_ratio": ram_ratio, "disk_ratio": disk_ratio,
+                              "reserved_cpus": reserved_cpus, "reserved_memory_mib": reserved_memory,
+                              "reserved_disk_gib": reserved_disk}.items() if v is not None}
+    d = call("PATCH", "/pool/defaults", json=body) if body else call("GET", "/pool/defaults")
+    if as_json:
+        return emit_json(d)
+    _table("Pool defaults", ["setting", "value"], [[k, v] for k, v in d.items()])
+
+
+# --- VMs ----------------------------------------------------------------------------------------
+@vm_app.command("create")
+def vm_create(name: str, cpus: int = typer.Option(None, help="vCPUs (default: the flavor's, else 1)."),
+              memory: str = typer.Option(None, help="e.g. 1G or 512M (default: the flavor's, else 512M)."),
+              disk: str = typer.Option(None, help="e.g. 10G (default: the flavor's, else 1G)."),
+              flavor: str = typer.Option(None), image: str = typer.Option(None),
+              host: str = typer.Option(None, help="Pin to this host (default: placement picks)."),
+              no_start: bool = typer.Option(False, "--no-start", help="Define but do not start."),
+              no_wait: bool = NO_WAIT, as_json: bool = JSON):
+    """Create a VM: placed, its disk a linked clone of the image, defined and started."""
+    _post_task("/vms", {"name": name, "cpus": cpus, "memory": memory, "disk": disk, "flavor": flavor,
+                        "image": image, "host": host, "start": not no_start}, no_wait, as_json)
+
+
+def _power(op: str, doc: str):
+    def command(name: str, no_wait: bool = NO_WAIT, as_json: bool = JSON):
+        _post_task(f"/vms/{name}/{op}", None, no_wait, as_json)
+    command.__doc__ = doc
+    vm_app.command(op)(command)
+
+
+for _op, _doc in (("start", "Power a VM on."), ("reboot", "Reboot a VM (ACPI)."), ("suspend", "Pause a VM."),
+                  ("resume", "Resume a paused VM."), ("adopt", "Take an unmanaged domain under vpool's management.")):
+    _power(_op, _doc)
+
+
+@vm_app.command("stop")
+def vm_stop(name: str, force: bool = typer.Option(False, "--force", help="Power off at once, no ACPI."),
+            timeout: float = typer.Option(60, help="Seconds to wait for ACPI shutdown before powering off."),
+            no_wait: bool = NO_WAIT, as_json: bool = JSON):
+    """Stop a VM: ACPI shutdown first, forced power-off after the timeout."""
+    _post_task(f"/vms/{name}/stop", {"force": force, "timeout": timeout}, no_wait, as_json)
+
+
+@vm_app.command("delete")
+def vm_delete(name: str, no_wait: bool = NO_WAIT, as_json: bool = JSON):
+    """Delete a VM and its disk."""
+    follow(call("DELETE", f"/vms/{name}"), not no_wait, as_json)
+
+
+@vm_app.command("list")
+def vm_list(host: str = typer.Option(None), state: str = typer.Option(None),
+            ownership: str = typer.Option(None, help="managed or unmanaged"),
+            limit: int = typer.Option(100), offset: int = typer.Option(0), as_json: bool = JSON):
+    """VMs, filtered and paginated."""
+    params = {k: v for k, v in {"host": host, "state": state, "ownership": ownership, "limit": limit,
+                                "offset": offset}.items() if v is not None}
+    page = call("GET", "/vms", params=params)
+    if as_json:
+        return emit_json(page)
+    _table(f"VMs ({len(page['items'])} of {page['total']})", ["name", "state", "host", "vCPU", "RAM MiB",
+                                                              "disk GiB", "image", "owner"],
+           [[v["name"], v["state"], v["host"], v["cpus"], v["memory_mib"], v["disk_gib"], v["image"], v["ownership"]]
+            for v in page["items"]])
+
+
+@vm_app.command("show")
+def vm_show(name: str, as_json: bool = JSON):
+    """One VM, with its address when the guest has one."""
+    v = call("GET", f"/vms/{name}")
+    if as_json:
+        return emit_json(v)
+    for key, value in v.items():
+        console.print(f"[bold]{key:>11}[/bold]  {value}", highlight=False)
+
+
+# --- flavors ------------------------------------------------------------------------------------
+@flavor_app.command("create")
+def flavor_create(name: str, cpus: int = typer.Option(...), memory: str = typer.Option(...),
+                  disk: str = typer.Option(...), as_json: bool = JSON):
+    """Create a flavor, e.g. vpool flavor create small --cpus 1 --memory 512M --disk 5G."""
+    f = call("POST", "/flavors", json={"name": name, "cpus": cpus, "memory": memory, "disk": disk})
+    emit_json(f) if as_json else console.print(f"flavor {f['name']}: {f['cpus']} vCPU, {f['memory_mib']} MiB, "
+                                               f"{f['disk_gib']} GiB")
+
+
+@flavor_app.command("list")
+def flavor_list(as_json: bool = JSON):
+    items = call("GET", "/flavors")["items"]
+    if as_json:
+        return emit_json(items)
+    _table("Flavors", ["name", "vCPU", "RAM MiB", "disk GiB"],
+           [[f["name"], f["cpus"], f["memory_mib"], f["disk_gib"]] for f in items])
+
+
+@flavor_app.command("delete")
+def flavor_delete(name: str):
+    call("DELETE", f"/flavors/{name}")
+    console.print(f"flavor {name} deleted")
+
+
+# --- images -------------------------------------------------------------------------------------
+@image_app.command("import")
+def image_import(file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True),
+                 name: str = typer.Option(None, help="Image name (default: the file name without suffix)."),
+                 as_json: bool = JSON):
+    """Upload a qcow2 or raw disk image to the control plane."""
+    name = name or file.name.split(".")[0]
+    with open(file, "rb") as fh:
+        img = call("PUT", f"/images/{name}", content=fh, headers={"Content-Type": "application/octet-stream"})
+    emit_json(img) if as_json else console.print(f"image {img['name']}: {img['format']}, "
+                                                 f"{img['virtual_size_bytes'] // 2**20} MiB virtual")
+
+
+@image_app.command("build-tiny")
+def image_build_tiny(name: str = typer.Option("tiny"), no_wait: bool = NO_WAIT, as_json: bool = JSON):
+    """Build the tiny bootable guest (Debian kernel + busybox) and register it as an image."""
+    follow(call("POST", "/images/build-tiny", params={"name": name}), not no_wait, as_json)
+
+
+@image_app.command("list")
+def image_list(as_json: bool = JSON):
+    items = call("GET", "/images")["items"]
+    if as_json:
+        return emit_json(items)
+    _table("Images", ["name", "kind", "format", "size MiB", "virtual MiB"],
+           [[i["name"], i["kind"], i["format"], i["size_bytes"] // 2**20, i["virtual_size_bytes"] // 2**20]
+            for i in items])
+
+
+@image_app.command("delete")
+def image_delete(name: str):
+    call("DELETE", f"/images/{name}")
+    console.print(f"image {name} deleted")
+
+
+# --- tasks --------------------------------------------------------------------------------------
+@task_app.command("list")
+def task_list(state: str = typer.Option(None), kind: str = typer.Option(None), target: str = typer.Option(None),
+              limit: int = typer.Option(20), as_json: bool = JSON):
+    params = {k: v for k, v in {"state": state, "kind": kind, "target": target, "limit": limit}.items() if v}
+    page = call("GET", "/tasks", params=params)
+    if as_json:
+        return emit_json(page)
+    _table(f"Tasks ({len(page['items'])} of {page['total']})",
+           ["id", "kind", "target", "state", "%", "by", "created", "message / error"],
+           [[t["id"], t["kind"], t["target"], t["state"], t["progress"], t["requested_by"],
+             str(t["created_at"])[:19], t["error"] or t["message"]] for t in page["items"]])
+
+
+@task_app.command("show")
+def task_show(task_id: int, as_json: bool = JSON):
+    t = call("GET", f"/tasks/{task_id}")
+    if as_json:
+        return emit_json(t)
+    for key, value in t.items():
+        console.print(f"[bold]{key:>16}[/bold]  {value}", highlight=False)
+
+
+@task_app.command("wait")
+def task_wait(task_id: int, as_json: bool = JSON):
+    """Wait for a task to end, with a progress bar; exit 1 if it failed or was cancelled."""
+    follow(call("GET", f"/tasks/{task_id}"), True, as_json)
+
+
+@task_app.command("cancel")
+def task_cancel(task_id: int, as_json: bool = JSON):
+    t = call("POST", f"/tasks/{task_id}/cancel")
+    emit_json(t) if as_json else console.print(f"task {task_id}: cancel requested")
+
+
+try:
+    from vpool.cli import plan as _plan
+
+    app.add_typer(_plan.app, name="plan")
+except ImportError:  # the placement CLI lands with the placement engine
+    pass

@@ -1,0 +1,43 @@
+"""Where vpool keeps its state and how it is reached; every value has an environment override."""
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _data_dir() -> Path:
+    if os.environ.get("VPOOL_DATA_DIR"):
+        return Path(os.environ["VPOOL_DATA_DIR"]).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local/share"
+    return Path(base) / "vpool"
+
+
+def cache_dir() -> Path:
+    if os.environ.get("VPOOL_CACHE_DIR"):
+        return Path(os.environ["VPOOL_CACHE_DIR"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vpool"
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = field(default_factory=_data_dir)
+    database_url: str = ""
+    sync_interval_s: float = 10.0
+    reconnect_interval_s: float = 5.0
+    task_workers: int = 16
+    storage_pool: str = "vpool"
+    storage_path: str = "/var/lib/vpool/images"
+    network: str = "vpool"
+
+    def __post_init__(self):
+        if not self.database_url:
+            url = os.environ.get("VPOOL_DATABASE_URL") or f"sqlite:///{self.data_dir / 'vpool.db'}"
+            object.__setattr__(self, "database_url", url)
+
+    @property
+    def token_file(self) -> Path:
+        return self.data_dir / "admin.token"
+
+    @property
+    def images_dir(self) -> Path:
+        return self.data_dir / "images"

@@ -1,0 +1,299 @@
+"""The one place that speaks libvirt: any URI, local or remote, real or libvirt's test driver."""
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import libvirt
+
+from vpool.hypervisor import domain_xml as dx
+from vpool.model.errors import HypervisorError
+
+STATE_NAMES = {
+    libvirt.VIR_DOMAIN_NOSTATE: "unknown",
+    libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "blocked",
+    libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "shutdown",
+    libvirt.VIR_DOMAIN_SHUTOFF: "shutoff",
+    libvirt.VIR_DOMAIN_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_PMSUSPENDED: "pmsuspended",
+}
+KEEPALIVE_INTERVAL_S = 5
+KEEPALIVE_COUNT = 3  # a silent host is declared dead after about 5 * (3 + 1) = 20 s
+
+_event_loop_started = False
+_event_loop_lock = threading.Lock()
+
+
+def start_event_loop() -> None:
+    """libvirt delivers events and keepalives only while its default loop runs; once per process."""
+    global _event_loop_started
+    with _event_loop_lock:
+        if _event_loop_started:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+
+        def run() -> None:
+            while True:
+                libvirt.virEventRunDefaultImpl()
+
+        threading.Thread(target=run, name="libvirt-events", daemon=True).start()
+        _event_loop_started = True
+
+
+@dataclass(frozen=True)
+class DomainInfo:
+    uuid: str
+    name: str
+    state: str
+    cpus: int
+    memory_mib: int
+    managed: bool
+    disk_paths: tuple[str, ...]
+
+
+def _err(what: str, e: libvirt.libvirtError) -> HypervisorError:
+    return HypervisorError(f"{what}: {e.get_error_message()}")
+
+
+class LibvirtDriver:
+    """A connection to one host. Methods raise HypervisorError with libvirt's own words."""
+
+    def __init__(self, uri: str):
+        self.uri = uri
+        try:
+            self.conn = libvirt.open(uri)
+        except libvirt.libvirtError as e:
+            raise _err(f"cannot connect to {uri}", e) from e
+        self.is_test = self.conn.getType().upper() == "TEST"
+        if not self.is_test:
+            try:
+                self.conn.setKeepAlive(KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT)
+            except libvirt.libvirtError:
+                pass  # local drivers without an RPC channel have no keepalive; they cannot vanish
+
+    # --- host -------------------------------------------------------------------------------
+    def facts(self) -> dict:
+        model, mem_mib, cpus, *_ = self.conn.getInfo()
+        caps = dx.capabilities_facts(self.conn.getCapabilities())
+        version = self.conn.getVersion()
+        return {
+            "cpus": cpus,
+            "memory_mib": mem_mib,
+            "arch": caps["arch"] or model,
+            "hypervisor": self.conn.getType(),
+            "hypervisor_version": f"{version // 1000000}.{version // 1000 % 1000}.{version % 1000}",
+            "hostname": self.conn.getHostname(),
+            "host_uuid": caps["host_uuid"],
+            "virt_types": caps["virt_types"],
+        }
+
+    def alive(self) -> bool:
+        try:
+            return self.conn.isAlive() == 1
+        except libvirt.libvirtError:
+            return False
+
+    def on_close(self, callback) -> None:
+        if not self.is_test:
+            self.conn.registerCloseCallback(lambda conn, reason, opaque: callback(reason), None)
+
+    def on_lifecycle(self, callback) -> int:
+        """callback(uuid, event, detail) for every domain state change libvirt reports."""
+        return self.conn.domainEventRegisterAny(
+            None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+            lambda conn, dom, event, detail, opaque: callback(dom.UUIDString(), event, detail), None)
+
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        except libvirt.libvirtError:
+            pass
+
+    # --- storage and network ----------------------------------------------------------------
+    def ensure_storage_pool(self, name: str, path: str) -> dict:
+        """A dir pool vpool can create volumes in; the test driver's own pool stands in for it."""
+        try:
+            if self.is_test:
+                pool = self.conn.storagePoolLookupByName("default-pool")
+            else:
+                try:
+                    pool = self.conn.storagePoolLookupByName(name)
+                except libvirt.libvirtError:
+                    pool = self.conn.storagePoolDefineXML(dx.dir_pool_xml(name, path))
+                    pool.build(0)
+                    pool.setAutostart(1)
+                if not pool.isActive():
+                    pool.create(0)
+            pool.refresh(0)
+            _state, capacity, _alloc, available = pool.info()
+            return {"name": pool.name(), "capacity_gib": capacity // 2**30, "available_gib": available // 2**30}
+        except libvirt.libvirtError as e:
+            raise _err(f"cannot prepare storage pool {name!r} on {self.uri}", e) from e
+
+    def ensure_isolated_network(self, name: str, bridge: str, subnet_prefix: str) -> None:
+        """subnet_prefix like '10.213.7' gives a /24 with the host at .1 and DHCP .100-.250."""
+        try:
+            try:
+                net = self.conn.networkLookupByName(name)
+            except libvirt.libvirtError:
+                net = self.conn.networkDefineXML(dx.isolated_network_xml(
+                    name, bridge, f"{subnet_prefix}.1", "255.255.255.0",
+                    f"{subnet_prefix}.100", f"{subnet_prefix}.250"))
+                net.setAutostart(1)
+            if not net.isActive():
+                net.create()
+        except libvirt.libvirtError as e:
+            raise _err(f"cannot prepare network {name!r} on {self.uri}", e) from e
+
+    def upload_volume(self, pool_name: str, vol_name: str, source: Path, progress=None) -> str:
+        """Copies a local file into the host's pool over libvirt's stream API (works for remote hosts)."""
+        size = source.stat().st_size
+        try:
+            pool = self.conn.storagePoolLookupByName(pool_name)
+            try:
+                pool.storageVolLookupByName(vol_name).delete(0)
+            except libvirt.libvirtError:
+                pass
+            vol = pool.createXML(dx.volume_xml(vol_name, max(size, 1), fmt="raw"), 0)
+            if self.is_test:
+                return vol.path()
+            stream = self.conn.newStream(0)
+            vol.upload(stream, 0, size, 0)
+            sent = 0
+            with open(source, "rb") as fh:
+                def chunk(_stream, nbytes, _opaque):
+                    nonlocal sent
+                    data = fh.read(nbytes)
+                    sent += len(data)
+                    if progress:
+                        progress(sent, size)
+                    return data
+                stream.sendAll(chunk, None)
+            stream.finish()
+            return vol.path()
+        except libvirt.libvirtError as e:
+            raise _err(f"cannot upload {source.name} to {self.uri}", e) from e
+
+    def create_disk(self, pool_name: str, vol_name: str, capacity_gib: int, backing: str | None = None,
+                    backing_format: str | None = None) -> str:
+        """A qcow2 disk; with a backing image it is a linked clone: the VM writes only to its overlay."""
+        try:
+            pool = self.conn.storagePoolLookupByName(pool_name)
+            vol = pool.createXML(dx.volume_xml(vol_name, capacity_gib * 2**30, "qcow2", backing, backing_format), 0)
+            return vol.path()
+        except libvirt.libvirtError as e:
+            raise _err(f"cannot create disk {vol_name} on {self.uri}", e) from e
+
+    def delete_volume(self, path: str) -> None:
+        try:
+            self.conn.storageVolLookupByPath(path).delete(0)
+        except libvirt.libvirtError as e:
+            if e.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
+                raise _err(f"cannot delete volume {path}", e) from e
+
+    def volume_path(self, pool_name: str, vol_name: str) -> str | None:
+        try:
+            return self.conn.storagePoolLookupByName(pool_name).storageVolLookupByName(vol_name).path()
+        except libvirt.libvirtError:
+            return None
+
+    def volume_exists(self, path: str) -> bool:
+        try:
+            self.conn.storageVolLookupByPath(path)
+            return True
+        except libvirt.libvirtError:
+            return False
+
+    # --- domains ----------------------------------------------------------------------------
+    def _dom(self, uuid: str) -> libvirt.virDomain:
+        try:
+            return self.conn.lookupByUUIDString(uuid)
+        except libvirt.libvirtError as e:
+            raise _err(f"no domain {uuid} on {self.uri}", e) from e
+
+    def has_domain(self, uuid: str) -> bool:
+        try:
+            self.conn.lookupByUUIDString(uuid)
+            return True
+        except libvirt.libvirtError:
+            return False
+
+    def define(self, xml: str) -> None:
+        try:
+            self.conn.defineXML(xml)
+        except libvirt.libvirtError as e:
+            raise _err("libvirt refused the domain definition", e) from e
+
+    def _call(self, uuid: str, what: str, fn) -> None:
+        try:
+            fn(self._dom(uuid))
+        except libvirt.libvirtError as e:
+            raise _err(f"cannot {what}", e) from e
+
+    def start(self, uuid: str) -> None:
+        self._call(uuid, "start the VM", lambda d: d.create())
+
+    def shutdown(self, uuid: str) -> None:
+        self._call(uuid, "send ACPI shutdown", lambda d: d.shutdown())
+
+    def destroy(self, uuid: str) -> None:
+        self._call(uuid, "power off the VM", lambda d: d.destroy())
+
+    def reboot(self, uuid: str) -> None:
+        self._call(uuid, "reboot the VM", lambda d: d.reboot(0))
+
+    def suspend(self, uuid: str) -> None:
+        self._call(uuid, "suspend the VM", lambda d: d.suspend())
+
+    def resume(self, uuid: str) -> None:
+        self._call(uuid, "resume the VM", lambda d: d.resume())
+
+    def undefine(self, uuid: str) -> None:
+        def undefine(d: libvirt.virDomain) -> None:
+            if d.isActive():
+                d.destroy()
+            flags = 0 if self.is_test else libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+            d.undefineFlags(flags)
+        self._call(uuid, "remove the VM definition", undefine)
+
+    def state(self, uuid: str) -> str:
+        try:
+            return STATE_NAMES.get(self._dom(uuid).state()[0], "unknown")
+        except HypervisorError:
+            return "missing"
+
+    def set_managed(self, uuid: str) -> None:
+        self._call(uuid, "mark the VM as managed", lambda d: d.setMetadata(
+            libvirt.VIR_DOMAIN_METADATA_ELEMENT, '<vm managed="yes"/>', "vpool", dx.VPOOL_NS,
+            libvirt.VIR_DOMAIN_AFFECT_CONFIG))
+
+    def domains(self) -> list[DomainInfo]:
+        out = []
+        try:
+            for d in self.conn.listAllDomains(0):
+                try:
+                    state, max_kib, _mem, vcpus, _cpu = d.info()
+                    xml = d.XMLDesc(0)
+                except libvirt.libvirtError:
+                    continue  # vanished between list and look
+                out.append(DomainInfo(d.UUIDString(), d.name(), STATE_NAMES.get(state, "unknown"), vcpus,
+                                      max_kib // 1024, dx.is_managed(xml), tuple(dx.domain_disk_paths(xml))))
+        except libvirt.libvirtError as e:
+            raise _err(f"cannot list domains on {self.uri}", e) from e
+        return out
+
+    def guest_addresses(self, uuid: str) -> list[str]:
+        """IPv4 addresses from the DHCP leases of the host's network (no guest agent needed)."""
+        try:
+            ifaces = self._dom(uuid).interfaceAddresses(libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE, 0)
+        except (libvirt.libvirtError, HypervisorError):
+            return []
+        return [a["addr"] for i in (ifaces or {}).values() for a in (i.get("addrs") or [])
+                if a.get("type") == libvirt.VIR_IP_ADDR_TYPE_IPV4]
+
+
+def local_console_log_dir() -> str:
+    return os.environ.get("VPOOL_CONSOLE_LOG_DIR", "/var/log/libvirt/qemu")

@@ -1,0 +1,40 @@
+"""Life-cycle states shared by the store, the services and the adapters."""
+
+from enum import StrEnum
+
+
+class TaskState(StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (TaskState.succeeded, TaskState.failed, TaskState.cancelled)
+
+
+class HostState(StrEnum):
+    up = "up"
+    down = "down"
+
+
+class VMState(StrEnum):
+    """libvirt's domain states, plus vpool's own before a domain exists."""
+
+    creating = "creating"
+    running = "running"
+    paused = "paused"
+    shutoff = "shutoff"
+    crashed = "crashed"
+    pmsuspended = "pmsuspended"
+    blocked = "blocked"
+    shutdown = "shutdown"
+    unknown = "unknown"
+    missing = "missing"
+
+
+class VMOwnership(StrEnum):
+    managed = "managed"
+    unmanaged = "unmanaged"

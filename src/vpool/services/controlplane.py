@@ -1,0 +1,62 @@
+"""The control plane: the store, the host connections, the task runner and the services, wired once.
+
+The API and the tests build one of these; nothing else holds global state.
+"""
+
+import threading
+
+from vpool.config import Settings
+from vpool.security.tokens import ensure_admin_token
+from vpool.services.connections import Connections
+from vpool.services.flavors import FlavorService
+from vpool.services.hosts import HostService
+from vpool.services.images import ImageService
+from vpool.services.reconciler import Reconciler
+from vpool.services.tasks import TaskRunner
+from vpool.services.vms import VMService
+from vpool.store.db import Store
+
+
+class ControlPlane:
+    def __init__(self, settings: Settings | None = None):
+        self.settings = settings or Settings()
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store(self.settings.database_url)
+        self.runner = TaskRunner(self.store, self.settings.task_workers)
+        self.connections = Connections(self.store, self._on_event, self._on_connect,
+                                       self.settings.reconnect_interval_s)
+        self.reconciler = Reconciler(self.store, self.connections)
+        self.hosts = HostService(self)
+        self.vms = VMService(self)
+        self.images = ImageService(self)
+        self.flavors = FlavorService(self)
+        self.admin_token = ensure_admin_token(self.store, self.settings.token_file)
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        self.runner.recover()
+        self.connections.check_all()
+        self.connections.start()
+        threading.Thread(target=self._sync_loop, name="full-sync", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.connections.stop()
+        self.runner.shutdown()
+        self.store.close()
+
+    def _on_event(self, host_id: int, uuid: str) -> None:
+        # Runs on libvirt's event thread: hand the work off so events never wait on the database.
+        self.runner.pool.submit(self.reconciler.sync_domain, host_id, uuid)
+
+    def _on_connect(self, host_id: int) -> None:
+        self.vms.cleanup_orphans(host_id)
+        self.reconciler.sync_host(host_id)
+
+    def _sync_loop(self) -> None:
+        while not self._stop.wait(self.settings.sync_interval_s):
+            for host_id in list(self.connections.drivers):
+                try:
+                    self.reconciler.sync_host(host_id)
+                except Exception as e:  # one host failing a sync must not stop the others
+                    print(f"vpool: sync of host {host_id} failed: {e}")

@@ -1,0 +1,172 @@
+"""Hosts: adding a libvirt URI to the pool, reading what it has, and taking it out again."""
+
+import socket
+from urllib.parse import urlparse
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from vpool.hypervisor.libvirt_driver import LibvirtDriver
+from vpool.hypervisor.localhost import kvm_boots_guests
+from vpool.model.capacity import DEFAULTS, capacity_lines
+from vpool.model.errors import Conflict, Invalid, NotFound
+from vpool.model.names import check_name
+from vpool.services.pool import allocations, host_policy, pool_defaults
+from vpool.store.tables import VM, Host
+
+VIRT_TYPES = ("auto", "kvm", "qemu")
+GUEST_SUBNET = "10.213.0"  # the isolated network vpool creates on a qemu host for its guests
+
+
+def check_uri(uri: str) -> str:
+    parsed = urlparse(uri)
+    if not parsed.scheme or not (parsed.scheme.startswith(("qemu", "test")) or "+" in parsed.scheme):
+        raise Invalid(f"{uri!r} is not a libvirt URI: write it like qemu:///system, "
+                      "qemu+ssh://user@host/system, qemu+tcp://host:16509/system or test:///default")
+    if any(c in uri for c in "\n\r\0 "):
+        raise Invalid(f"{uri!r} contains characters a libvirt URI cannot have")
+    return uri
+
+
+def default_name(uri: str) -> str:
+    parsed = urlparse(uri)
+    if parsed.scheme.startswith("test"):
+        base = (parsed.path.rsplit("/", 1)[-1] or "test").split(".")[0]
+    else:
+        base = parsed.hostname or socket.gethostname().split(".")[0]
+    clean = "".join(c if c.isalnum() or c in "._-" else "-" for c in base).strip("._-") or "host"
+    return clean[:63]
+
+
+def is_local(uri: str) -> bool:
+    host = urlparse(uri).hostname
+    return host in (None, "", "localhost", "127.0.0.1")
+
+
+def choose_virt_type(requested: str, offered: list[str], uri: str) -> str:
+    if "test" in offered:
+        return "test"
+    if requested not in VIRT_TYPES:
+        raise Invalid(f"virt type {requested!r} is not one of {', '.join(VIRT_TYPES)}")
+    if requested != "auto":
+        if requested not in offered:
+            raise Invalid(f"the host offers {', '.join(offered) or 'no'} domain types, not {requested}")
+        return requested
+    if "kvm" in offered and (not is_local(uri) or kvm_boots_guests()[0]):
+        return "kvm"
+    return "qemu"
+
+
+class HostService:
+    def __init__(self, cp):
+        self.cp = cp
+
+    def get(self, s, ref: str) -> Host:
+        host = s.scalar(select(Host).where(Host.name == ref))
+        if host is None and ref.isdigit():
+            host = s.get(Host, int(ref))
+        if host is None:
+            raise NotFound(f"there is no host {ref!r}")
+        return host
+
+    def add(self, uri: str, name: str | None, virt_type: str = "auto", network: str | None = None,
+            requested_by: str = "admin"):
+        check_uri(uri)
+        name = check_name(name or default_name(uri), "host name")
+        if virt_type not in VIRT_TYPES:
+            raise Invalid(f"virt type {virt_type!r} is not one of {', '.join(VIRT_TYPES)}")
+        if network is not None and not (network.startswith(("network:", "bridge:"))
+                                        and check_name(network.split(":", 1)[1], "network")):
+            raise Invalid(f"network {network!r} must be written network:NAME or bridge:NAME")
+        with self.cp.store.session() as s:
+            if s.scalar(select(Host.id).where(Host.uri == uri)):
+                raise Conflict(f"{uri} is already in the pool")
+            if s.scalar(select(Host.id).where(Host.name == name)):
+                raise Conflict(f"a host named {name!r} is already in the pool")
+
+        def body(ctx):
+            ctx.progress(10, f"connecting to {uri}")
+            drv = LibvirtDriver(uri)
+            try:
+                facts = drv.facts()
+                ctx.progress(40, "preparing storage pool and network")
+                pool = drv.ensure_storage_pool(self.cp.settings.storage_pool, self.cp.settings.storage_path)
+                vt = choose_virt_type(virt_type, facts["virt_types"], uri)
+                net = network
+                if net is None:
+                    if drv.is_test:
+                        net = "network:default"
+                    else:
+                        drv.ensure_isolated_network(self.cp.settings.network, "vpoolbr0", GUEST_SUBNET)
+                        net = f"network:{self.cp.settings.network}"
+                with self.cp.store.session() as s:
+                    host = Host(name=name, uri=uri, state="up", cpus=facts["cpus"], memory_mib=facts["memory_mib"],
+                                disk_gib=pool["capacity_gib"], arch=facts["arch"], hypervisor=facts["hypervisor"],
+                                hypervisor_version=facts["hypervisor_version"], hostname=facts["hostname"],
+                                host_uuid=facts["host_uuid"], virt_type=vt, network=net, storage_pool=pool["name"])
+                    s.add(host)
+                    try:
+                        s.commit()
+                    except IntegrityError:
+                        raise Conflict(f"host {name!r} or {uri} was added meanwhile") from None
+                    host_id = host.id
+            except BaseException:
+                drv.close()
+                raise
+            self.cp.connections.attach(host_id, drv)
+            ctx.progress(80, "reading its domains")
+            self.cp.reconciler.sync_host(host_id)
+            return {"host": name, "virt_type": vt}
+
+        return self.cp.runner.submit("host.add", name, {"uri": uri, "virt_type": virt_type}, body,
+                                     requested_by=requested_by)
+
+    def remove(self, ref: str) -> None:
+        with self.cp.store.session() as s:
+            host = self.get(s, ref)
+            managed = s.scalar(select(VM.name).where(VM.host_id == host.id, VM.ownership == "managed"))
+            if managed:
+                raise Conflict(f"host {host.name} still runs managed VMs (e.g. {managed}); move or delete them first")
+            for vm in s.scalars(select(VM).where(VM.host_id == host.id)):
+                s.delete(vm)
+            host_id = host.id
+            s.delete(host)
+            s.commit()
+        self.cp.connections.detach(host_id)
+
+    def set(self, ref: str, maintenance: bool | None = None, **overrides) -> dict:
+        with self.cp.store.session() as s:
+            host = self.get(s, ref)
+            if maintenance is not None:
+                host.maintenance = maintenance
+            for key, value in overrides.items():
+                if key not in DEFAULTS:
+                    raise Invalid(f"unknown host setting {key!r}")
+                if value is not None and (value < 0 or (key.endswith("ratio") and value == 0)):
+                    raise Invalid(f"{key} must be positive, got {value}")
+                if value is not None:
+                    setattr(host, key, value)
+            s.commit()
+            return self.describe(s, host)
+
+    def describe(self, s, host: Host, allocated: dict | None = None, defaults: dict | None = None) -> dict:
+        if allocated is None:
+            allocated = allocations(s).get(host.id, {})
+        policy = host_policy(host, defaults if defaults is not None else pool_defaults(s))
+        lines = capacity_lines({"cpus": host.cpus, "memory_mib": host.memory_mib, "disk_gib": host.disk_gib},
+                               policy, allocated)
+        return {
+            "id": host.id, "name": host.name, "uri": host.uri, "state": host.state,
+            "maintenance": host.maintenance, "error": host.error, "arch": host.arch,
+            "hypervisor": host.hypervisor, "hypervisor_version": host.hypervisor_version,
+            "hostname": host.hostname, "host_uuid": host.host_uuid, "virt_type": host.virt_type,
+            "network": host.network, "storage_pool": host.storage_pool, "vms": allocated.get("vms", 0),
+            "policy": policy, "last_seen": host.last_seen, "created_at": host.created_at,
+            "capacity": {r: {"capacity": ln.capacity, "ratio": ln.ratio, "reserved": ln.reserved,
+                             "usable": ln.usable, "allocated": ln.allocated, "free": ln.free}
+                         for r, ln in lines.items()},
+        }
+
+    def list(self, s) -> list[dict]:
+        alloc, defaults = allocations(s), pool_defaults(s)
+        return [self.describe(s, h, alloc.get(h.id, {}), defaults) for h in s.scalars(select(Host).order_by(Host.id))]

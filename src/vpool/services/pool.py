@@ -1,0 +1,61 @@
+"""The pool as the placement engine sees it, built from the store in one pass."""
+
+import threading
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from vpool.model.capacity import DEFAULTS, effective
+from vpool.model.errors import Invalid
+from vpool.placement import ClusterState, HostRecord, VMRecord
+from vpool.store.tables import VM, Host, Setting
+
+# One control plane places one VM at a time, so two requests never book the same free space.
+placement_lock = threading.Lock()
+
+
+def pool_defaults(s: Session) -> dict:
+    stored = {k: v for k, v in s.execute(select(Setting.key, Setting.value))}
+    return {k: type(v)(stored[k]) if k in stored else v for k, v in DEFAULTS.items()}
+
+
+def set_pool_defaults(s: Session, values: dict) -> dict:
+    for key, value in values.items():
+        if key not in DEFAULTS:
+            raise Invalid(f"unknown pool setting {key!r}; known: {', '.join(DEFAULTS)}")
+        if value is None:
+            continue
+        if value < 0 or (key.endswith("ratio") and value == 0):
+            raise Invalid(f"{key} must be positive, got {value}")
+        row = s.get(Setting, key) or Setting(key=key)
+        row.value = str(value)
+        s.add(row)
+    s.commit()
+    return pool_defaults(s)
+
+
+def host_policy(host: Host, defaults: dict) -> dict:
+    return effective({k: getattr(host, k) for k in DEFAULTS}, defaults)
+
+
+def allocations(s: Session) -> dict[int, dict]:
+    rows = s.execute(select(VM.host_id, func.sum(VM.cpus), func.sum(VM.memory_mib), func.sum(VM.disk_gib),
+                            func.count(VM.id)).where(VM.host_id.is_not(None)).group_by(VM.host_id))
+    return {h: {"cpus": c or 0, "memory_mib": m or 0, "disk_gib": d or 0, "vms": n} for h, c, m, d, n in rows}
+
+
+def cluster_state(s: Session) -> ClusterState:
+    defaults = pool_defaults(s)
+    hosts = list(s.scalars(select(Host).order_by(Host.id)))
+    names = {h.id: h.name for h in hosts}
+    host_records = []
+    for h in hosts:
+        p = host_policy(h, defaults)
+        host_records.append(HostRecord(
+            name=h.name, cpus=h.cpus, memory_mib=h.memory_mib, disk_gib=h.disk_gib,
+            cpu_ratio=p["cpu_ratio"], ram_ratio=p["ram_ratio"], disk_ratio=p["disk_ratio"],
+            reserved_cpus=p["reserved_cpus"], reserved_memory_mib=p["reserved_memory_mib"],
+            reserved_disk_gib=p["reserved_disk_gib"], up=h.state == "up", maintenance=h.maintenance))
+    vm_records = [VMRecord(name=n, host=names.get(hid), cpus=c, memory_mib=m, disk_gib=d)
+                  for n, hid, c, m, d in s.execute(select(VM.name, VM.host_id, VM.cpus, VM.memory_mib, VM.disk_gib))]
+    return ClusterState.from_records(host_records, vm_records)

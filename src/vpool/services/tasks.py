@@ -1,0 +1,145 @@
+"""The task runner: every operation that touches a hypervisor is a persisted Task.
+
+A task is queued in the same request that asked for it (so the API can answer 202 with it),
+runs on a worker thread, reports progress into the store, can be cancelled at the points it
+checks, and always ends in succeeded, failed or cancelled, also across a restart.
+"""
+
+import threading
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+
+from vpool.model.errors import VpoolError
+from vpool.model.states import TaskState
+from vpool.store.db import Store
+from vpool.store.tables import Task, utcnow
+
+RESTARTED = "the control plane restarted while this task was running; nothing it started was kept"
+
+
+class Cancelled(Exception):
+    """Raised inside a task at a cancel point once someone asked to cancel it."""
+
+
+@dataclass
+class TaskContext:
+    task_id: int
+    runner: "TaskRunner"
+
+    def progress(self, percent: int, message: str | None = None) -> None:
+        values: dict = {"progress": max(0, min(100, int(percent)))}
+        if message is not None:
+            values["message"] = message
+        with self.runner.store.session() as s:
+            s.execute(update(Task).where(Task.id == self.task_id).values(**values))
+            s.commit()
+
+    def cancelled(self) -> bool:
+        return self.task_id in self.runner.cancel_flags
+
+    def check_cancel(self) -> None:
+        if self.cancelled():
+            raise Cancelled()
+
+
+Body = Callable[[TaskContext], dict | None]
+
+
+class TaskRunner:
+    def __init__(self, store: Store, workers: int = 16):
+        self.store = store
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="task")
+        self.cancel_flags: set[int] = set()
+        self.done: dict[int, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    def recover(self) -> list[int]:
+        """Tasks that were running when the process died cannot be resumed safely: end them."""
+        with self.store.session() as s:
+            ids = list(s.scalars(select(Task.id).where(Task.state.in_([TaskState.queued, TaskState.running]))))
+            if ids:
+                s.execute(update(Task).where(Task.id.in_(ids)).values(
+                    state=TaskState.failed, error=RESTARTED, message=RESTARTED, finished_at=utcnow()))
+                s.commit()
+        return ids
+
+    def new(self, kind: str, target: str | None, params: dict, requested_by: str = "admin") -> Task:
+        with self.store.session() as s:
+            task = Task(kind=kind, target=target, params=params, requested_by=requested_by,
+                        state=TaskState.queued, message="queued")
+            s.add(task)
+            s.commit()
+            return task
+
+    def start(self, task: Task, body: Body, on_failure: Callable[[], None] | None = None) -> Task:
+        """Run body on a worker. on_failure undoes what a half-done body left (rollback)."""
+        event = threading.Event()
+        with self._lock:
+            self.done[task.id] = event
+        self.pool.submit(self._run, task.id, body, on_failure, event)
+        return task
+
+    def submit(self, kind: str, target: str | None, params: dict, body: Body,
+               on_failure: Callable[[], None] | None = None, requested_by: str = "admin") -> Task:
+        return self.start(self.new(kind, target, params, requested_by), body, on_failure)
+
+    def _finish(self, task_id: int, **values) -> None:
+        with self.store.session() as s:
+            s.execute(update(Task).where(Task.id == task_id).values(finished_at=utcnow(), **values))
+            s.commit()
+
+    def _run(self, task_id: int, body: Body, on_failure, event: threading.Event) -> None:
+        ctx = TaskContext(task_id, self)
+        try:
+            with self.store.session() as s:
+                s.execute(update(Task).where(Task.id == task_id).values(
+                    state=TaskState.running, started_at=utcnow(), message="running"))
+                s.commit()
+            ctx.check_cancel()
+            result = body(ctx)
+            self._finish(task_id, state=TaskState.succeeded, progress=100, result=result or {},
+                         message="done")
+        except Cancelled:
+            self._rollback(on_failure, task_id)
+            self._finish(task_id, state=TaskState.cancelled, message="cancelled at the operator's request")
+        except Exception as e:  # a task must always end with a reason, whatever went wrong
+            detail = e.detail if isinstance(e, VpoolError) else f"{type(e).__name__}: {e}"
+            if not isinstance(e, VpoolError):
+                traceback.print_exc()
+            rollback_note = self._rollback(on_failure, task_id)
+            self._finish(task_id, state=TaskState.failed, error=detail + rollback_note, message="failed")
+        finally:
+            self.cancel_flags.discard(task_id)
+            event.set()
+            with self._lock:
+                self.done.pop(task_id, None)
+
+    def _rollback(self, on_failure, task_id: int) -> str:
+        if on_failure is None:
+            return ""
+        try:
+            on_failure()
+            return ""
+        except Exception as e:
+            traceback.print_exc()
+            return f" (and rolling back failed too: {e})"
+
+    def cancel(self, task_id: int) -> None:
+        self.cancel_flags.add(task_id)
+        with self.store.session() as s:
+            s.execute(update(Task).where(Task.id == task_id).values(cancel_requested=True))
+            s.execute(update(Task).where(Task.id == task_id, Task.state == TaskState.queued).values(
+                state=TaskState.cancelled, finished_at=utcnow(), message="cancelled before it started"))
+            s.commit()
+
+    def wait(self, task_id: int, timeout: float | None = None) -> bool:
+        with self._lock:
+            event = self.done.get(task_id)
+        return True if event is None else event.wait(timeout)
+
+    def shutdown(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,153 @@
+"""The store's tables: desired and observed state of the pool, and the tasks that change it."""
+
+from datetime import datetime, timezone
+
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy.types import TypeDecorator
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator):
+    """SQLite forgets time zones; every time vpool stores is UTC, so it is given back as UTC."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(self, value, dialect):
+        return value.replace(tzinfo=timezone.utc) if value is not None and value.tzinfo is None else value
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime(), dict: JSON}
+
+
+class Setting(Base):
+    """Pool-wide defaults (allocation ratios, reservations) that a host may override."""
+
+    __tablename__ = "settings"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(255))
+
+
+class Host(Base):
+    __tablename__ = "hosts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    uri: Mapped[str] = mapped_column(String(1024), unique=True)
+    state: Mapped[str] = mapped_column(String(16), default="up")
+    maintenance: Mapped[bool] = mapped_column(Boolean, default=False)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    cpus: Mapped[int] = mapped_column(Integer)
+    memory_mib: Mapped[int] = mapped_column(Integer)
+    disk_gib: Mapped[int] = mapped_column(Integer)
+    arch: Mapped[str] = mapped_column(String(32))
+    hypervisor: Mapped[str] = mapped_column(String(32))
+    hypervisor_version: Mapped[str] = mapped_column(String(32))
+    hostname: Mapped[str] = mapped_column(String(255))
+    host_uuid: Mapped[str] = mapped_column(String(64))
+    virt_type: Mapped[str] = mapped_column(String(16))
+    network: Mapped[str] = mapped_column(String(255))
+    storage_pool: Mapped[str] = mapped_column(String(255))
+    cpu_ratio: Mapped[float | None] = mapped_column(Float, default=None)
+    ram_ratio: Mapped[float | None] = mapped_column(Float, default=None)
+    disk_ratio: Mapped[float | None] = mapped_column(Float, default=None)
+    reserved_cpus: Mapped[int | None] = mapped_column(Integer, default=None)
+    reserved_memory_mib: Mapped[int | None] = mapped_column(Integer, default=None)
+    reserved_disk_gib: Mapped[int | None] = mapped_column(Integer, default=None)
+    last_seen: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Image(Base):
+    """A base disk (and, for kernel-boot images, a kernel and initrd) kept by the control plane.
+
+    Hosts get a copy in their storage pool the first time a VM needs it (an ImageCopy).
+    """
+
+    __tablename__ = "images"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))  # "disk" or "kernel"
+    format: Mapped[str] = mapped_column(String(16))
+    path: Mapped[str] = mapped_column(String(1024))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    virtual_size_bytes: Mapped[int] = mapped_column(BigInteger)
+    kernel_path: Mapped[str | None] = mapped_column(String(1024), default=None)
+    initrd_path: Mapped[str | None] = mapped_column(String(1024), default=None)
+    cmdline: Mapped[str | None] = mapped_column(String(1024), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ImageCopy(Base):
+    __tablename__ = "image_copies"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
+    host_id: Mapped[int] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"))
+    disk_path: Mapped[str] = mapped_column(String(1024))
+    kernel_path: Mapped[str | None] = mapped_column(String(1024), default=None)
+    initrd_path: Mapped[str | None] = mapped_column(String(1024), default=None)
+
+
+class Flavor(Base):
+    __tablename__ = "flavors"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    cpus: Mapped[int] = mapped_column(Integer)
+    memory_mib: Mapped[int] = mapped_column(Integer)
+    disk_gib: Mapped[int] = mapped_column(Integer)
+
+
+class VM(Base):
+    __tablename__ = "vms"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    uuid: Mapped[str | None] = mapped_column(String(64), unique=True, default=None)
+    host_id: Mapped[int | None] = mapped_column(ForeignKey("hosts.id"), index=True, default=None)
+    ownership: Mapped[str] = mapped_column(String(16), default="managed", index=True)
+    state: Mapped[str] = mapped_column(String(16), default="creating", index=True)
+    cpus: Mapped[int] = mapped_column(Integer)
+    memory_mib: Mapped[int] = mapped_column(Integer)
+    disk_gib: Mapped[int] = mapped_column(Integer)
+    image_id: Mapped[int | None] = mapped_column(ForeignKey("images.id"), default=None)
+    flavor_id: Mapped[int | None] = mapped_column(ForeignKey("flavors.id"), default=None)
+    disk_path: Mapped[str | None] = mapped_column(String(1024), default=None)
+    ip: Mapped[str | None] = mapped_column(String(64), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    host: Mapped[Host | None] = relationship(lazy="joined")
+    image: Mapped[Image | None] = relationship(lazy="joined")
+    flavor: Mapped[Flavor | None] = relationship(lazy="joined")
+
+
+class Task(Base):
+    __tablename__ = "tasks"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(64), index=True)
+    state: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    progress: Mapped[int] = mapped_column(Integer, default=0)
+    message: Mapped[str] = mapped_column(Text, default="")
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    target: Mapped[str | None] = mapped_column(String(128), default=None, index=True)
+    requested_by: Mapped[str] = mapped_column(String(64), default="admin")
+    params: Mapped[dict] = mapped_column(default=dict)
+    result: Mapped[dict | None] = mapped_column(default=None)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class ApiToken(Base):
+    """Bearer tokens, stored as SHA-256 digests so a copy of the database grants nothing."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16), default="admin")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
