@@ -1,0 +1,105 @@
+"""Behaviour of vpool's streaming detector on short synthetic series and one NAB file."""
+
+import csv
+import json
+import math
+import random
+from pathlib import Path
+
+import pytest
+
+from vpool.telemetry.detectors import ContextNoveltyDetector, make_detector
+
+NAB = Path("/work/shared/nab/data")
+
+
+def run(detector, values):
+    return [detector.update(10.0 * i, v) for i, v in enumerate(values)]
+
+
+def daily(n, period=96, noise=1.0, seed=0):
+    rng = random.Random(seed)
+    return [50 + 20 * math.sin(2 * math.pi * i / period) + rng.gauss(0, noise) for i in range(n)]
+
+
+@pytest.mark.parametrize("value_range", [None, (0.0, 100.0)])
+def test_scores_are_in_unit_interval_and_silent_while_learning(value_range):
+    values = daily(2000)
+    scores = run(make_detector(300, value_range), values)
+    assert all(0.0 <= s <= 1.0 for s in scores)
+    assert not any(scores[:300])
+
+
+@pytest.mark.parametrize("value_range", [None, (0.0, 100.0)])
+def test_no_look_ahead_a_prefix_scores_the_same_alone(value_range):
+    values = daily(1500, seed=3)
+    values[1200] = 95.0
+    full = run(make_detector(200, value_range), values)
+    prefix = run(make_detector(200, value_range), values[:1000])
+    assert full[:1000] == prefix
+
+
+@pytest.mark.parametrize("value_range", [None, (-50.0, 150.0)])
+def test_level_shift_in_a_periodic_series_is_the_strongest_alert(value_range):
+    values = daily(3000, seed=1)
+    values[2400:] = [v + 40 for v in values[2400:]]
+    scores = run(make_detector(400, value_range), values)
+    top = max(range(400, 3000), key=scores.__getitem__)
+    assert 2400 <= top < 2420
+    assert scores[top] > 2 * max(scores[400:2400])
+
+
+def test_spike_in_a_byte_rate_of_unknown_range_is_found():
+    values = [1e6 * v for v in daily(2000, seed=7)]
+    values[1500] = 4e8
+    scores = run(make_detector(300), values)
+    assert max(range(300, 2000), key=scores.__getitem__) == 1500
+    assert scores[1500] > 0.9
+
+
+def test_repeated_alerts_of_one_incident_are_inhibited():
+    values = [10.0 + (i % 7) * 0.1 for i in range(1200)] + [60.0 + (i % 5) for i in range(200)]
+    scores = run(make_detector(300), values)
+    first = scores[1200]
+    assert first > 0.5
+    assert max(scores[1203:1400]) < first / 2
+
+
+def test_flat_series_is_quiet_until_it_steps():
+    values = [5.0] * 1000 + [6.0] * 50
+    scores = run(make_detector(300), values)
+    assert not any(scores[:1000])
+    assert scores[1000] > 0.5
+
+
+def test_missing_samples_are_skipped():
+    detector = make_detector(50, (0.0, 10.0))
+    values = [5.0, float("nan")] * 100
+    scores = run(detector, values)
+    assert all(s == 0.0 for s in scores[1::2])
+
+
+def test_state_stays_bounded_on_a_long_random_walk():
+    rng = random.Random(11)
+    detector = ContextNoveltyDetector(300)
+    x = 0.0
+    for i in range(30000):
+        x += rng.gauss(0, 1)
+        detector.update(10.0 * i, x)
+    bound = (detector.levels + 2) ** 3
+    assert all(k.bit_length() <= bound for scale in detector.scales for k in scale.known)
+    assert len(detector.history) <= 300
+
+
+@pytest.mark.skipif(not NAB.exists(), reason="NAB development subset not present")
+def test_rds_cpu_level_shifts_rank_inside_their_labelled_windows():
+    name = "realAWSCloudwatch/rds_cpu_utilization_e47b3b.csv"
+    with (NAB / name).open() as fh:
+        values = [float(row["value"]) for row in csv.DictReader(fh)]
+    windows = json.loads((NAB / "labels" / "combined_windows.json").read_text())[name]
+    assert len(windows) == 2
+    probation = min(len(values) * 15 // 100, 750)
+    scores = run(make_detector(probation, (min(values), max(values))), values)
+    top = max(range(probation, len(values)), key=scores.__getitem__)
+    # Windows (row indices from the label timestamps): 846..1046 and 2485..2685.
+    assert 846 <= top <= 1046 or 2485 <= top <= 2685
