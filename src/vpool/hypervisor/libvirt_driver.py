@@ -287,6 +287,8 @@ class LibvirtDriver:
 
     def guest_addresses(self, uuid: str) -> list[str]:
         """IPv4 addresses from the DHCP leases of the host's network (no guest agent needed)."""
+        if self.is_test:
+            return []  # libvirt 9.0's test driver crashes the process on a lease query
         try:
             ifaces = self._dom(uuid).interfaceAddresses(libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE, 0)
         except (libvirt.libvirtError, HypervisorError):

@@ -5,7 +5,7 @@ import re
 from vpool.model.errors import Invalid
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
-_SIZE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(i?B?)?\s*", re.IGNORECASE)
+_SIZE_RE = re.compile(r"\s*(-?\d+(?:\.\d+)?)\s*([KMGTP]?)(i?B?)?\s*", re.IGNORECASE)
 _MIB_PER_UNIT = {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024**2, "P": 1024**3}
 
 

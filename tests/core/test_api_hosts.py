@@ -1,0 +1,58 @@
+def test_healthz_needs_no_token_and_everything_else_does(api):
+    assert api.client.get("/healthz").json() == {"status": "ok"}
+    r = api.client.get("/hosts")
+    assert r.status_code == 401
+    assert r.headers["content-type"] == "application/problem+json"
+    assert "bearer token" in r.json()["detail"]
+    assert api.client.get("/hosts", headers={"Authorization": "Bearer nope"}).status_code == 401
+
+
+def test_add_host_reads_capacity(api, tmp_path):
+    host = api.add_sim_host(tmp_path, "h1", cpus=16, memory_mib=65536)
+    assert host["state"] == "up"
+    assert host["hypervisor"] == "TEST"
+    assert host["capacity"]["cpus"]["capacity"] == 16
+    assert host["capacity"]["memory_mib"]["capacity"] == 65536
+    assert host["capacity"]["cpus"]["usable"] == 16 * 4  # pool default cpu_ratio 4
+    assert host["capacity"]["memory_mib"]["usable"] == 65536 - 512  # default reservation
+    assert host["virt_type"] == "test"
+    task = api.get("/tasks", params={"kind": "host.add"}).json()["items"][0]
+    assert task["state"] == "succeeded" and task["requested_by"] == "admin"
+
+
+def test_duplicate_and_bad_hosts_are_refused(api, tmp_path):
+    host = api.add_sim_host(tmp_path, "h1")
+    r = api.post("/hosts", json={"uri": host["uri"], "name": "other"})
+    assert r.status_code == 409 and "already in the pool" in r.json()["detail"]
+    r = api.post("/hosts", json={"uri": "test:///default", "name": "h1"})
+    assert r.status_code == 409
+    r = api.post("/hosts", json={"uri": "not a uri"})
+    assert r.status_code == 422 and "libvirt URI" in r.json()["detail"]
+    r = api.post("/hosts", json={"uri": "test:///default", "name": "a b"})
+    assert r.status_code == 422
+    assert [h["name"] for h in api.get("/hosts").json()["items"]] == ["h1"]
+
+
+def test_unreachable_host_fails_its_task_and_adds_nothing(api):
+    task = api.task(api.post("/hosts", json={"uri": "qemu+tcp://127.0.0.1:1/system", "name": "ghost"}),
+                    expect="failed")
+    assert "cannot connect" in task["error"]
+    assert api.get("/hosts").json()["total"] == 0
+
+
+def test_ratios_have_pool_defaults_and_host_overrides(api, tmp_path):
+    api.add_sim_host(tmp_path, "h1", cpus=10, memory_mib=10240)
+    assert api.patch("/pool/defaults", json={"cpu_ratio": 2.0}).json()["cpu_ratio"] == 2.0
+    assert api.get("/hosts/h1").json()["capacity"]["cpus"]["usable"] == 20
+    h = api.patch("/hosts/h1", json={"cpu_ratio": 8.0, "reserved_memory_mib": 1024}).json()
+    assert h["capacity"]["cpus"]["usable"] == 80
+    assert h["capacity"]["memory_mib"]["usable"] == 10240 - 1024
+    assert api.patch("/hosts/h1", json={"cpu_ratio": 0}).status_code == 422
+    assert api.patch("/pool/defaults", json={"ram_ratio": -1}).status_code == 422
+
+
+def test_remove_host(api, tmp_path):
+    api.add_sim_host(tmp_path, "h1")
+    assert api.delete("/hosts/h1").status_code == 204
+    assert api.get("/hosts/h1").status_code == 404
+    assert api.delete("/hosts/h1").status_code == 404

@@ -1,0 +1,136 @@
+import pytest
+
+from vpool.model.errors import HypervisorError
+
+from .conftest import eventually
+
+
+@pytest.fixture
+def pool(api, tmp_path):
+    api.add_sim_host(tmp_path, "h1", cpus=4, memory_mib=8192)
+    api.add_sim_host(tmp_path, "h2", cpus=4, memory_mib=8192)
+    return api
+
+
+def create(api, name, expect="succeeded", **body):
+    return api.task(api.post("/vms", json={"name": name, "cpus": 1, "memory": "1G", "disk": "2G", **body}),
+                    expect=expect)
+
+
+def test_life_cycle(pool):
+    task = create(pool, "web1")
+    vm = pool.get("/vms/web1").json()
+    assert vm["state"] == "running" and vm["host"] in ("h1", "h2")
+    assert (vm["cpus"], vm["memory_mib"], vm["disk_gib"]) == (1, 1024, 2)
+    assert task["result"]["host"] == vm["host"]
+    pool.task(pool.post("/vms/web1/suspend"))
+    assert pool.get("/vms/web1").json()["state"] == "paused"
+    pool.task(pool.post("/vms/web1/resume"))
+    pool.task(pool.post("/vms/web1/reboot"))
+    stop = pool.task(pool.post("/vms/web1/stop", json={"timeout": 0.5}))
+    assert stop["result"]["state"] == "shutoff"
+    r = pool.post("/vms/web1/stop")
+    assert r.status_code == 409 and "already shutoff" in r.json()["detail"]
+    pool.task(pool.post("/vms/web1/start"))
+    assert pool.get("/vms/web1").json()["state"] == "running"
+    pool.task(pool.post("/vms/web1/stop", json={"force": True}))
+    pool.task(pool.delete("/vms/web1"))
+    assert pool.get("/vms/web1").status_code == 404
+    drv = pool.cp.connections.driver(pool.get(f"/hosts/{vm['host']}").json()["id"])
+    assert "web1" not in [d.name for d in drv.domains()]
+    assert drv.volume_path("default-pool", "vm-web1.qcow2") is None
+
+
+def test_no_start_and_flavors(pool):
+    f = pool.post("/flavors", json={"name": "small", "cpus": 2, "memory": "512M", "disk": "5G"})
+    assert f.status_code == 201
+    assert pool.post("/flavors", json={"name": "small", "cpus": 1, "memory": 1, "disk": 1}).status_code == 409
+    pool.task(pool.post("/vms", json={"name": "f1", "flavor": "small", "start": False}))
+    vm = pool.get("/vms/f1").json()
+    assert (vm["cpus"], vm["memory_mib"], vm["disk_gib"], vm["flavor"], vm["state"]) == (2, 512, 5, "small", "shutoff")
+    assert pool.delete("/flavors/small").status_code == 409  # in use
+    assert [f["name"] for f in pool.get("/flavors").json()["items"]] == ["small"]
+
+
+def test_bad_requests_change_nothing(pool):
+    create(pool, "web1")
+    cases = [
+        ({"name": "web1"}, 409, "already exists"),
+        ({"name": "a</name><devices>"}, 422, "not allowed"),
+        ({"name": "x", "flavor": "nope"}, 404, "no flavor"),
+        ({"name": "x", "image": "nope"}, 404, "no image"),
+        ({"name": "x", "host": "nope"}, 404, "no host"),
+        ({"name": "x", "memory": "-1G"}, 422, "positive"),
+        ({"name": "x", "cpus": 0}, 422, "cpus"),
+        ({"name": "x", "memory": "lots"}, 422, "not a size"),
+        ({"name": "x", "memory": "64G"}, 409, "short"),
+        ({"name": "x", "cpus": 1, "bogus": 1}, 422, "bogus"),
+    ]
+    for body, status, words in cases:
+        r = pool.post("/vms", json={"cpus": 1, "memory": "1G", "disk": "1G", **body})
+        assert r.status_code == status, (body, r.text)
+        assert r.headers["content-type"] == "application/problem+json"
+        assert words in r.json()["detail"], (body, r.json())
+    assert [v["name"] for v in pool.get("/vms", params={"ownership": "managed"}).json()["items"]] == ["web1"]
+    assert pool.get("/tasks", params={"kind": "vm.create"}).json()["total"] == 1
+
+
+def test_placement_never_goes_above_the_ratios(pool):
+    # 2 hosts x (8192 - 512) MiB usable: 3 VMs of 2.5 GiB fit on each, the 7th does not.
+    for i in range(6):
+        create(pool, f"v{i}", memory="2560M")
+    r = pool.post("/vms", json={"name": "v6", "cpus": 1, "memory": "2560M", "disk": "1G"})
+    assert r.status_code == 409
+    assert "MiB" in r.json()["detail"]
+    hosts = {h["name"]: h for h in pool.get("/hosts").json()["items"]}
+    assert all(h["capacity"]["memory_mib"]["free"] >= 0 for h in hosts.values())
+
+
+def test_maintenance_blocks_new_placements(pool):
+    pool.patch("/hosts/h1", json={"maintenance": True})
+    for i in range(3):
+        assert create(pool, f"m{i}")["result"]["host"] == "h2"
+    assert pool.post("/vms", json={"name": "pinned", "host": "h1", "cpus": 1}).status_code == 409
+    pool.patch("/hosts/h1", json={"maintenance": False})
+    assert create(pool, "pinned", host="h1")["result"]["host"] == "h1"
+
+
+def test_failure_after_define_rolls_back(pool, monkeypatch):
+    from vpool.hypervisor.libvirt_driver import LibvirtDriver
+
+    def broken_start(self, uuid):
+        raise HypervisorError("cannot start the VM: simulated failure")
+
+    monkeypatch.setattr(LibvirtDriver, "start", broken_start)
+    task = create(pool, "doomed", expect="failed", host="h1")
+    assert "simulated failure" in task["error"]
+    assert pool.get("/vms/doomed").status_code == 404
+    drv = pool.cp.connections.driver(pool.get("/hosts/h1").json()["id"])
+    assert "doomed" not in [d.name for d in drv.domains()]
+    assert drv.volume_path("default-pool", "vm-doomed.qcow2") is None
+
+
+def test_list_pagination_and_filters(pool):
+    for i in range(5):
+        create(pool, f"p{i}", host="h1" if i < 3 else "h2", start=i != 0)
+    page = pool.get("/vms", params={"limit": 2, "offset": 1, "ownership": "managed"}).json()
+    assert page["total"] == 5 and [v["name"] for v in page["items"]] == ["p1", "p2"]
+    assert pool.get("/vms", params={"host": "h2", "ownership": "managed"}).json()["total"] == 2
+    assert pool.get("/vms", params={"state": "shutoff"}).json()["total"] == 1
+    assert pool.get("/vms", params={"name": "p"}).json()["total"] == 5
+    assert pool.get("/vms", params={"limit": 0}).status_code == 422
+
+
+def test_unmanaged_domains_are_listed_and_can_be_adopted(pool):
+    # A file-backed test driver host lives in its connection, so the "other client" uses it too.
+    conn = pool.cp.connections.driver(pool.get("/hosts/h1").json()["id"]).conn
+    conn.defineXML("<domain type='test'><name>foreign</name><memory unit='MiB'>256</memory>"
+                   "<vcpu>1</vcpu><os><type>hvm</type></os></domain>")
+    assert eventually(lambda: pool.get("/vms/foreign").status_code == 200)
+    vm = pool.get("/vms/foreign").json()
+    assert vm["ownership"] == "unmanaged" and vm["host"] == "h1"
+    r = pool.post("/vms/foreign/start")
+    assert r.status_code == 409 and "adopt" in r.json()["detail"]
+    pool.task(pool.post("/vms/foreign/adopt"))
+    assert pool.get("/vms/foreign").json()["ownership"] == "managed"
+    pool.task(pool.post("/vms/foreign/start"))

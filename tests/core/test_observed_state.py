@@ -1,0 +1,57 @@
+"""The store follows what the hypervisor does, and a restart leaves nothing half-made."""
+
+import uuid as uuidlib
+
+from sqlalchemy import select
+
+from vpool.hypervisor.domain_xml import DomainSpec, domain_xml
+from vpool.services.controlplane import ControlPlane
+from vpool.store.tables import VM, Task
+
+from .conftest import Api, eventually
+
+
+def test_state_changes_made_outside_vpool_show_up(api, tmp_path):
+    api.add_sim_host(tmp_path, "h1")
+    api.task(api.post("/vms", json={"name": "w", "cpus": 1, "memory": "256M", "disk": "1G"}))
+    conn = api.cp.connections.driver(api.get("/hosts/h1").json()["id"]).conn
+    conn.lookupByName("w").destroy()
+    assert eventually(lambda: api.get("/vms/w").json()["state"] == "shutoff", timeout=10)
+    conn.lookupByName("w").create()
+    assert eventually(lambda: api.get("/vms/w").json()["state"] == "running", timeout=10)
+    conn.lookupByName("w").destroy()
+    conn.lookupByName("w").undefine()
+    assert eventually(lambda: api.get("/vms/w").json()["state"] == "missing", timeout=10)
+
+
+def test_restart_fails_running_tasks_and_removes_half_made_vms(settings):
+    first = ControlPlane(settings)
+    first.start()
+    api = Api(first)
+    # test:///default keeps its state across connections in one process, like a real libvirtd.
+    api.task(api.post("/hosts", json={"uri": "test:///default", "name": "h1"}))
+    host_id = api.get("/hosts/h1").json()["id"]
+    drv = first.connections.driver(host_id)
+    # What a create looks like when the process dies after define: a booked VM, a domain, a disk.
+    vm_uuid = str(uuidlib.uuid4())
+    disk = drv.create_disk("default-pool", "vm-half.qcow2", 1)
+    drv.define(domain_xml(DomainSpec("half", vm_uuid, 1, 256, "test", disk, "network:default")))
+    with first.store.session() as s:
+        s.add(VM(name="half", uuid=vm_uuid, host_id=host_id, state="creating", cpus=1, memory_mib=256, disk_gib=1,
+                 disk_path=disk))
+        s.add(Task(kind="vm.create", target="half", state="running", params={}))
+        s.commit()
+    first.stop()
+
+    second = ControlPlane(settings)
+    second.start()
+    try:
+        with second.store.session() as s:
+            task = s.scalar(select(Task).where(Task.target == "half"))
+            assert task.state == "failed" and "restarted" in task.error
+            assert s.scalar(select(VM).where(VM.name == "half")) is None
+        drv = second.connections.driver(host_id)
+        assert "half" not in [d.name for d in drv.domains()]
+        assert drv.volume_path("default-pool", "vm-half.qcow2") is None
+    finally:
+        second.stop()
