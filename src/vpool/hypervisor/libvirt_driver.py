@@ -20,6 +20,9 @@ STATE_NAMES = {
     libvirt.VIR_DOMAIN_CRASHED: "crashed",
     libvirt.VIR_DOMAIN_PMSUSPENDED: "pmsuspended",
 }
+# libvirt prints every error to stderr by default; vpool reports them itself, with context.
+libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+
 KEEPALIVE_INTERVAL_S = 5
 KEEPALIVE_COUNT = 3  # a silent host is declared dead after about 5 * (3 + 1) = 20 s
 

@@ -14,6 +14,7 @@ from vpool.model.names import check_name
 from vpool.store.tables import VM, Host, Image, ImageCopy
 
 ALLOWED_FORMATS = ("qcow2", "raw")
+SENTINEL = "vpool-vm-name"  # a valid hostname that marks where each VM's name goes in a cmdline
 
 
 def inspect_image(path: Path) -> dict:
@@ -88,7 +89,7 @@ class ImageService:
                 s.add(Image(name=name, kind="kernel", format=info["format"], path=str(tiny.base_disk),
                             size_bytes=info["size"], virtual_size_bytes=info["virtual_size"],
                             kernel_path=str(tiny.kernel), initrd_path=str(tiny.initrd),
-                            cmdline=tiny.cmdline("{name}")))
+                            cmdline=tiny.cmdline(SENTINEL).replace(SENTINEL, "{name}")))
                 try:
                     s.commit()
                 except IntegrityError:
