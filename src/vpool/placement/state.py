@@ -29,7 +29,8 @@ class HostRecord:
     Usable amount per resource = capacity × ratio − reserved. `missing_memory_mib` is memory
     the host reports in use that no VM accounts for (Ganeti's x_mem); a positive value is
     taken away from usable memory, so a host that says it has less free memory than we think
-    is believed. `cpu_speed` and `spindles` only matter to Ganeti's score.
+    is believed. `cpu_speed` and `spindle_capacity` (Ganeti's spindles × spindle ratio) only
+    matter to Ganeti's score.
     """
 
     name: str
@@ -48,7 +49,7 @@ class HostRecord:
     max_vms: int | None = None
     missing_memory_mib: float = 0.0
     cpu_speed: float = 1.0
-    spindles: int = 1
+    spindle_capacity: float = 32.0
 
 
 @dataclass(frozen=True)

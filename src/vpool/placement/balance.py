@@ -1,0 +1,276 @@
+"""`balance`: DRS-style balancing — the Plan of single-VM moves that lowers hbal's score most.
+
+It is hbal's search (steepest descent, one move per step, every movable VM against every
+host) made cheap: the score is a weighted sum of population standard deviations, and moving
+VM v from s to d only changes x_s and x_d in each term, so from Σx and Σx² the new σ of every
+(VM, destination) pair is a few array operations on a (VMs × hosts) matrix, not a rescoring
+of the cluster per candidate. On large clusters each step first looks only at VMs on the
+most loaded hosts and at the least loaded destinations; a full search confirms that nothing
+better remains before the balancer stops.
+
+Every move is checked against the state left by the moves before it, so every intermediate
+state fits (and, as in hbal, keeps some memory free on its destination); the plan's stages group moves on disjoint hosts that may run together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .filters import EPSILON
+from .plan import Move, Plan, staged
+from .score import (OFFLINE_WEIGHT, TAGS_WEIGHT, hbal_score, instance_counts, n1_state,
+                    sigma_terms)
+from .state import ClusterState
+
+#: below this many (VM, host) pairs every step searches them all
+FULL_SEARCH_PAIRS = 400_000
+#: rows per block in a full search, to bound memory
+BLOCK_PAIRS = 2_000_000
+MIN_IMPROVEMENT = 1e-9
+
+
+@dataclass(frozen=True)
+class BalancePolicy:
+    """How far balancing may go.
+
+    `min_gain` and `min_gain_limit` are hbal's `-g` and `--min-gain-limit`: once the score is
+    at or below the limit, a move must gain at least `min_gain`. `migration_cost` is the
+    score a move must gain per GiB of memory it copies, so small gains never justify big
+    migrations. `dynamic_load=False` is hbal's `--ignore-dynu`. `candidates` is how many
+    hosts each side of a step looks at first on clusters too large to search fully.
+    """
+
+    max_moves: int | None = None
+    min_gain: float = 0.01
+    min_gain_limit: float = 0.1
+    migration_cost: float = 0.0
+    dynamic_load: bool = True
+    candidates: int = 48
+
+
+class _Balancer:
+    def __init__(self, state: ClusterState, policy: BalancePolicy):
+        self.state = state
+        self.policy = policy
+        vms = state.vms
+        self.vm_host = state.vm_host.copy()
+        self.online = state.up.copy()
+        self.n_online = int(self.online.sum())
+        self.destinations = np.flatnonzero(state.accepts_vms)
+        self.free = state.free.copy()
+        self.vm_count = state.vm_count.astype(float)
+        self.max_vms = state.max_vms
+        self.demand = state.demand
+        pinned = state.groups_with("affinity")
+        self.movable = np.fromiter(
+            (v.auto_balance and v.migratable and v.secondary is None and not (v.groups & pinned)
+             for v in vms), dtype=bool, count=len(vms)) & (self.vm_host >= 0)
+        moving = np.flatnonzero(self.movable)
+        self.terms = []
+        self.fixed_sigma = 0.0
+        for term in sigma_terms(state, policy.dynamic_load):
+            if np.any(term.a[moving] != 0):
+                self.terms.append([term.weight, term.x.copy(), term.a, term.c])
+            else:
+                self.fixed_sigma += term.weight * float(np.std(term.x[self.online]))
+        self.running_mem = state.demand[:, 1] * np.fromiter((v.running for v in vms), bool,
+                                                              len(vms))
+        self.r_mem, self.unallocated, reported = n1_state(state)
+        self.n1_fail = reported < self.r_mem
+        self.instances = instance_counts(state)[1].astype(float)
+        self.touched = np.zeros(state.n_hosts, dtype=bool)
+        hard = state.groups_with("anti-affinity")
+        soft = state.groups_with("soft-anti-affinity")
+        self.groups = sorted(hard | soft)
+        index = {g: i for i, g in enumerate(self.groups)}
+        self.group_hard = np.array([g in hard for g in self.groups], dtype=bool)
+        self.member = np.zeros((len(vms), len(self.groups)), dtype=bool) if self.groups else None
+        if self.groups:
+            for i, vm in enumerate(vms):
+                for g in vm.groups:
+                    if g in index:
+                        self.member[i, index[g]] = True
+            self.group_count = np.stack([state.group_members(g) for g in self.groups])
+        self.cost = policy.migration_cost * state.demand[:, 1] / 1024.0
+        self.wide = policy.candidates
+
+    # ------------------------------------------------------------------ evaluation
+    def _sigma_now(self):
+        online = self.online
+        return sum(w * float(np.std(x[online])) for w, x, _, _ in self.terms)
+
+    def evaluate(self, rows: np.ndarray, dsts: np.ndarray):
+        """Best (change of score + cost, vm, host) over rows × dsts, or None if none fits."""
+        if rows.size == 0 or dsts.size == 0:
+            return None
+        best = None
+        block = max(1, BLOCK_PAIRS // dsts.size)
+        for start in range(0, rows.size, block):
+            found = self._evaluate_block(rows[start:start + block], dsts)
+            if found is not None and (best is None or found[0] < best[0]):
+                best = found
+        return best
+
+    def _evaluate_block(self, rows, dsts):
+        src = self.vm_host[rows]
+        src_online = self.online[src]
+        n = self.n_online
+        total = np.zeros((rows.size, dsts.size))
+        for weight, x, a, c in self.terms:
+            s1, s2 = float(x[self.online].sum()), float(np.dot(x[self.online], x[self.online]))
+            av = a[rows]
+            out = np.where(src_online, av / c[src], 0.0)
+            xs = x[src]
+            row1 = s1 - out
+            row2 = s2 + (xs - out) ** 2 - xs ** 2
+            q = np.outer(av, 1.0 / c[dsts])
+            xd = x[dsts]
+            new1 = row1[:, None] + q
+            new2 = row2[:, None] + q * (2.0 * xd + q)
+            var = new2 / n - (new1 / n) ** 2
+            total += weight * np.sqrt(np.maximum(var, 0.0))
+        total -= self._sigma_now()
+        total += self._n1_change(rows, src, src_online, dsts)
+        total -= np.where(src_online, 0.0, OFFLINE_WEIGHT)[:, None]
+        demand, free = self.demand[rows][:, None, :], self.free[dsts][None, :, :]
+        feasible = (demand <= free + EPSILON).all(2)
+        # as hbal: a move never leaves its destination without free memory
+        feasible &= demand[:, :, 1] < free[:, :, 1] - EPSILON
+        feasible &= src[:, None] != dsts[None, :]
+        feasible &= (self.vm_count[dsts] < self.max_vms[dsts])[None, :]
+        if self.groups:
+            self._add_tag_change(total, feasible, rows, src, src_online, dsts)
+        total += self.cost[rows][:, None]
+        total[~feasible] = np.inf
+        flat = int(np.argmin(total))
+        value = float(total.flat[flat])
+        if not np.isfinite(value):
+            return None
+        i, j = divmod(flat, dsts.size)
+        return value, int(rows[i]), int(dsts[j])
+
+    def _n1_change(self, rows, src, src_online, dsts):
+        mem = self.running_mem[rows]
+        before_s = np.where(self.n1_fail[src], self.instances[src], 0.0)
+        after_s = np.where(self.unallocated[src] + mem <= self.r_mem[src],
+                           self.instances[src] - 1, 0.0)
+        row = np.where(src_online, after_s - before_s, 0.0)
+        before_d = np.where(self.n1_fail[dsts], self.instances[dsts], 0.0)
+        fail_d = (self.unallocated[dsts][None, :] - mem[:, None]) <= self.r_mem[dsts][None, :]
+        after_d = np.where(fail_d, self.instances[dsts][None, :] + 1, 0.0)
+        return row[:, None] + after_d - before_d[None, :]
+
+    def _add_tag_change(self, total, feasible, rows, src, src_online, dsts):
+        member = self.member[rows]
+        if not member.any():
+            return
+        crowded_src = self.group_count[:, src].T >= 2
+        total -= TAGS_WEIGHT * np.where(src_online, (member & crowded_src).sum(1), 0)[:, None]
+        present = (self.group_count[:, dsts] >= 1).astype(float)
+        hard = member & self.group_hard
+        soft = member & ~self.group_hard
+        feasible &= (hard.astype(float) @ present) == 0
+        total += TAGS_WEIGHT * (soft.astype(float) @ present)
+
+    # ------------------------------------------------------------------ search
+    def candidate_rows_and_dsts(self):
+        """VMs on the most loaded hosts and the least loaded destinations, by the first-order
+        change each term's σ would see from a typical VM."""
+        moving = np.flatnonzero(self.movable)
+        pressure = np.zeros(self.state.n_hosts)
+        for weight, x, a, c in self.terms:
+            sigma = float(np.std(x[self.online]))
+            if sigma > 0:
+                mean = float(x[self.online].mean())
+                pressure += weight * float(a[moving].mean()) * (x - mean) / (sigma * c)
+        k = self.wide
+        hot = np.flatnonzero(self.online)[np.argsort(-pressure[self.online], kind="stable")[:k]]
+        offline = np.flatnonzero(~self.online)
+        sources = np.concatenate([hot, offline])
+        rows = moving[np.isin(self.vm_host[moving], sources)]
+        dsts = self.destinations[np.argsort(pressure[self.destinations], kind="stable")[:k]]
+        return rows, dsts
+
+    def best_move(self, score_now: float):
+        moving = np.flatnonzero(self.movable)
+        if moving.size * self.destinations.size <= FULL_SEARCH_PAIRS:
+            return self._acceptable(self.evaluate(moving, self.destinations), score_now)
+        found = self._acceptable(self.evaluate(*self.candidate_rows_and_dsts()), score_now)
+        if found is None:
+            found = self._acceptable(self.evaluate(moving, self.destinations), score_now)
+            if found is not None:
+                self.wide *= 2
+        return found
+
+    def _acceptable(self, found, score_now):
+        if found is None:
+            return None
+        value, v, d = found
+        gain = -(value - self.cost[v])
+        if value >= -MIN_IMPROVEMENT:
+            return None
+        if score_now <= self.policy.min_gain_limit and gain < self.policy.min_gain:
+            return None
+        return gain, v, d
+
+    def apply(self, v: int, d: int):
+        s = int(self.vm_host[v])
+        self.vm_host[v] = d
+        demand = self.demand[v]
+        self.free[s] += demand
+        self.free[d] -= demand
+        self.vm_count[s] -= 1
+        self.vm_count[d] += 1
+        for term in self.terms:
+            _, x, a, c = term
+            if self.online[s]:
+                x[s] -= a[v] / c[s]
+            x[d] += a[v] / c[d]
+        mem = self.running_mem[v]
+        self.unallocated[s] += mem
+        self.unallocated[d] -= mem
+        self.instances[s] -= 1
+        self.instances[d] += 1
+        for h in (s, d):
+            self.n1_fail[h] = self.unallocated[h] <= self.r_mem[h]
+            self.touched[h] = True
+        if self.groups:
+            self.group_count[self.member[v], s] -= 1
+            self.group_count[self.member[v], d] += 1
+        return s
+
+
+def balance(state: ClusterState, policy: BalancePolicy = BalancePolicy()) -> Plan:
+    """A Plan of moves that lowers hbal's score, best move first, each one fitting.
+
+    Stops when no move improves the score by enough (see BalancePolicy) or the move
+    budget is spent; the plan's note says which.
+    """
+    before = hbal_score(state, policy.dynamic_load)
+    work = _Balancer(state, policy)
+    names = state.host_names
+    moves: list[Move] = []
+    score_now = before
+    note = ("no move improves the score enough" if work.movable.any() else
+            "no VM can move (only auto-balanced, live-migratable VMs without a DRBD mirror do)")
+    while True:
+        if policy.max_moves is not None and len(moves) >= policy.max_moves:
+            note = f"move budget of {policy.max_moves} reached"
+            break
+        if score_now <= MIN_IMPROVEMENT:
+            note = "the cluster is perfectly balanced"
+            break
+        found = work.best_move(score_now)
+        if found is None:
+            break
+        gain, v, d = found
+        s = work.apply(v, d)
+        after = score_now - gain
+        moves.append(Move(state.vms[v].name, names[s], names[d],
+                          f"score {score_now:.4f} -> {after:.4f}"))
+        score_now = after
+    final = state.with_moves((m.vm, m.dst) for m in moves) if moves else state
+    after = hbal_score(final, policy.dynamic_load, work.touched)
+    return Plan("balance", staged(moves), before, after, note=note)
