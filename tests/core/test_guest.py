@@ -1,0 +1,117 @@
+"""Real guests: the tiny image booted by QEMU (TCG here) on this machine's libvirtd, through the API."""
+
+import dataclasses
+import subprocess
+import time
+import urllib.request
+
+import libvirt
+import pytest
+
+from vpool.hypervisor import localhost
+from vpool.services.controlplane import ControlPlane
+
+from .conftest import Api, eventually, make_settings
+
+pytestmark = pytest.mark.guest
+
+
+@pytest.fixture(scope="module")
+def local_api(tmp_path_factory):
+    localhost.fix_kvm_permissions()
+    try:
+        localhost.start_libvirtd(tmp_path_factory.mktemp("logs"))
+    except RuntimeError as e:
+        pytest.fail(f"real-guest tests need a local libvirtd: {e}")
+    tmp = tmp_path_factory.mktemp("guest")
+    settings = dataclasses.replace(make_settings(tmp), storage_pool="vpool-test",
+                                   storage_path="/var/lib/vpool/test-images")
+    cp = ControlPlane(settings)
+    cp.start()
+    api = Api(cp)
+    api.task(api.post("/hosts", json={"uri": localhost.LOCAL_URI, "name": "local"}))
+    api.task(api.post("/images/build-tiny"), timeout=600)
+    yield api
+    cp.stop()
+
+
+def http(ip: str, path: str = "/") -> str | None:
+    try:
+        with urllib.request.urlopen(f"http://{ip}{path}", timeout=2) as r:
+            return r.read().decode().strip()
+    except OSError:
+        return None
+
+
+def status(ip: str) -> dict:
+    text = http(ip, "/cgi-bin/status") or ""
+    return dict(kv.split("=", 1) for kv in text.split() if "=" in kv)
+
+
+def test_tiny_guest_life_cycle(local_api):
+    api = local_api
+    api.task(api.post("/vms", json={"name": "guest1", "image": "tiny", "memory": "256M", "disk": "1G"}))
+    vm = api.get("/vms/guest1").json()
+    assert vm["state"] == "running" and vm["host"] == "local"
+    ip = eventually(lambda: api.get("/vms/guest1").json()["ip"], timeout=60, interval=0.5)
+    assert ip, "the guest never got an address"
+    assert eventually(lambda: http(ip) == "guest1", timeout=90, interval=0.5)
+    first = status(ip)
+    assert first["boots"] == "1"
+
+    stop = api.task(api.post("/vms/guest1/stop", json={"timeout": 60}), timeout=90)
+    assert stop["result"] == {"state": "shutoff", "how": "ACPI shutdown"}
+    api.task(api.post("/vms/guest1/start"))
+    ip = eventually(lambda: api.get("/vms/guest1").json()["ip"], timeout=60, interval=0.5)
+    assert eventually(lambda: http(ip) == "guest1", timeout=90, interval=0.5)
+    assert status(ip)["boots"] == "2"  # the overlay kept what the guest wrote
+
+    host_id = api.get("/hosts/local").json()["id"]
+    disk = api.cp.connections.driver(host_id).volume_path("vpool-test", "vm-guest1.qcow2")
+    assert disk
+    info = subprocess.run(["qemu-img", "info", "-U", disk], capture_output=True, text=True).stdout
+    assert "img-tiny.qcow2" in info  # a linked clone of the image, not a copy
+
+    api.task(api.delete("/vms/guest1"))
+    conn = libvirt.open(localhost.LOCAL_URI)
+    try:
+        assert "guest1" not in [d.name() for d in conn.listAllDomains()]
+        assert "vm-guest1.qcow2" not in conn.storagePoolLookupByName("vpool-test").listVolumes()
+    finally:
+        conn.close()
+
+
+def test_virsh_changes_show_within_seconds(local_api):
+    api = local_api
+    api.task(api.post("/vms", json={"name": "guest2", "image": "tiny", "memory": "256M", "disk": "1G"}))
+    conn = libvirt.open(localhost.LOCAL_URI)
+    try:
+        started = time.monotonic()
+        conn.lookupByName("guest2").destroy()
+        assert eventually(lambda: api.get("/vms/guest2").json()["state"] == "shutoff", timeout=10)
+        assert time.monotonic() - started < 10
+        conn.lookupByName("guest2").create()
+        assert eventually(lambda: api.get("/vms/guest2").json()["state"] == "running", timeout=10)
+    finally:
+        conn.close()
+    api.task(api.delete("/vms/guest2"))
+
+
+def test_image_import_checks_the_file(local_api, tmp_path):
+    api = local_api
+    good = tmp_path / "small.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(good), "64M"], check=True)
+    r = api.put("/images/small", content=good.read_bytes())
+    assert r.status_code == 201 and r.json()["format"] == "qcow2"
+    assert r.json()["virtual_size_bytes"] == 64 * 2**20
+    assert api.put("/images/small", content=good.read_bytes()).status_code == 409
+
+    chained = tmp_path / "chained.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(good), "-F", "qcow2", str(chained)], check=True)
+    r = api.put("/images/chained", content=chained.read_bytes())
+    assert r.status_code == 422 and "backing file" in r.json()["detail"]
+    r = api.put("/images/rawdisk", content=b"\0" * 65536)  # anything that is not a known format is raw
+    assert r.status_code == 201 and r.json()["format"] == "raw"
+    assert api.put("/images/a%20b", content=b"x").status_code == 422
+    assert api.delete("/images/small").status_code == 204
+    assert api.get("/images/small").status_code == 404
