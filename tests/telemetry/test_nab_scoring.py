@@ -162,3 +162,41 @@ def test_sweep_equals_brute_force_over_every_candidate_threshold(a, b, profile):
     threshold, raw = optimise_threshold(files, profile)
     assert raw == pytest.approx(brute)
     assert sum(raw_file_score(s, w, profile, threshold) for s, w in files.values()) == pytest.approx(raw)
+
+
+def test_benchmark_script_writes_nab_layout_and_scores_the_references(tmp_path, capsys):
+    import csv
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("nab_benchmark", Path(__file__).parents[2] / "benchmarks" / "nab.py")
+    nab = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(nab)
+
+    data = tmp_path / "data"
+    (data / "labels").mkdir(parents=True)
+    (data / "artificialWithAnomaly").mkdir()
+    stamps = [f"2024-01-{1 + i // 288:02d} {(i % 288) * 5 // 60:02d}:{(i % 288) * 5 % 60:02d}:00" for i in range(600)]
+    with (data / "artificialWithAnomaly" / "step.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["timestamp", "value"])
+        for i, ts in enumerate(stamps):
+            w.writerow([ts, 10.0 + (i % 3) + (40.0 if i >= 450 else 0.0)])
+    labels = {"artificialWithAnomaly/step.csv": [[stamps[420] + ".000000", stamps[479] + ".000000"]]}
+    (data / "labels" / "combined_windows.json").write_text(json.dumps(labels))
+
+    assert nab.main(["--data", str(data), "--out", str(tmp_path / "out"), "--jobs", "1"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["windows"] == 1
+    for profile in PROFILES:
+        assert report["detectors"]["perfect"][profile]["score"] == 100.0
+        assert report["detectors"]["null"][profile]["score"] == 0.0
+        assert report["detectors"]["vpool"][profile]["score"] > 50.0
+    with (tmp_path / "out" / "vpool" / "artificialWithAnomaly" / "vpool_step.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0])[:4] == ["timestamp", "value", "anomaly_score", "label"]
+    assert sum(int(r["label"]) for r in rows) == 60
+    raw = report["detectors"]["vpool"]["standard"]["raw"]
+    assert sum(float(r["S(t)_standard"]) for r in rows) == pytest.approx(raw, abs=1e-4)
+    assert (tmp_path / "out" / "vpool" / "vpool_standard_scores.csv").exists()
