@@ -46,7 +46,8 @@ DetectorRun = Callable[[list[float], list[float], int], list[float]]
 
 
 def load_corpus(data_dir: Path) -> list[dict]:
-    """Every labelled file of a NAB-layout folder, in the labels' key order, sorted."""
+    """Every file named in the labels that exists under the folder, sorted by path; a CSV
+    without labels cannot be scored and is not run."""
     labels = json.loads((data_dir / "labels" / "combined_windows.json").read_text())
     corpus = []
     for rel in sorted(labels):
