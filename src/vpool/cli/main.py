@@ -312,3 +312,7 @@ try:
     app.add_typer(_plan.app, name="plan")
 except ImportError:  # the placement CLI lands with the placement engine
     pass
+
+
+if __name__ == "__main__":
+    app()

@@ -92,6 +92,7 @@ def volume_xml(name: str, capacity_bytes: int, fmt: str = "qcow2", backing: str 
     vol = ET.Element("volume")
     _sub(vol, "name", name)
     _sub(vol, "capacity", str(capacity_bytes), unit="bytes")
+    _sub(vol, "allocation", "0", unit="bytes")  # thin: a new disk takes space only as the guest writes
     target = _sub(vol, "target")
     _sub(target, "format", type=fmt)
     if backing:

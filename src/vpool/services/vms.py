@@ -76,7 +76,7 @@ class VMService:
             if s.scalar(select(VM.id).where(VM.name == req.name)):
                 raise Conflict(f"a VM named {req.name!r} already exists")
         with placement_lock, self.cp.store.session() as s:
-            decision = place(cluster_state(s), PlacementRequest(
+            decision = place(cluster_state(s, per_vm=False), PlacementRequest(
                 name=req.name, cpus=size.cpus, memory_mib=size.memory_mib, disk_gib=size.disk_gib,
                 host=pinned.name if pinned else None))
             if not decision.ok:
