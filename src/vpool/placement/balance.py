@@ -95,6 +95,28 @@ class _Balancer:
             self.group_count = np.stack([state.group_members(g) for g in self.groups])
         self.cost = policy.migration_cost * state.demand[:, 1] / 1024.0
         self.wide = policy.candidates
+        self.kind = self._kinds()
+
+    def _kinds(self) -> np.ndarray:
+        """A number per VM, equal for VMs that any move affects identically (same demand,
+        same amounts in every term, no exclusion group): from one host, only the first VM
+        of each kind needs evaluating."""
+        if self.demand.shape[0] == 0:
+            return np.zeros(0, dtype=np.int64)
+        columns = [self.demand, self.running_mem[:, None], self.cost[:, None]]
+        columns += [a[:, None] for _, _, a, _ in self.terms]
+        _, kind = np.unique(np.hstack(columns), axis=0, return_inverse=True)
+        kind = kind.ravel()
+        if self.groups:
+            grouped = np.flatnonzero(self.member.any(axis=1))
+            kind[grouped] = kind.max() + 1 + np.arange(grouped.size)
+        return kind
+
+    @property
+    def n1_matters(self) -> bool:
+        """Whether any move can change the N+1 count: never on clusters without DRBD
+        mirrors whose hosts all have memory left, since moves keep memory free."""
+        return bool(self.r_mem.any() or self.n1_fail.any() or (self.unallocated <= 0).any())
 
     # ------------------------------------------------------------------ evaluation
     def _sigma_now(self):
@@ -105,6 +127,8 @@ class _Balancer:
         """Best (change of score + cost, vm, host) over rows × dsts, or None if none fits."""
         if rows.size == 0 or dsts.size == 0:
             return None
+        key = self.vm_host[rows] * (int(self.kind.max()) + 1) + self.kind[rows]
+        rows = rows[np.sort(np.unique(key, return_index=True)[1])]
         best = None
         block = max(1, BLOCK_PAIRS // dsts.size)
         for start in range(0, rows.size, block):
@@ -118,26 +142,38 @@ class _Balancer:
         src_online = self.online[src]
         n = self.n_online
         total = np.zeros((rows.size, dsts.size))
+        q, spare, scratch = (np.empty_like(total) for _ in range(3))
         for weight, x, a, c in self.terms:
-            s1, s2 = float(x[self.online].sum()), float(np.dot(x[self.online], x[self.online]))
+            on = x[self.online]
+            s1, s2 = float(on.sum()), float(np.dot(on, on))
             av = a[rows]
             out = np.where(src_online, av / c[src], 0.0)
             xs = x[src]
             row1 = s1 - out
             row2 = s2 + (xs - out) ** 2 - xs ** 2
-            q = np.outer(av, 1.0 / c[dsts])
-            xd = x[dsts]
-            new1 = row1[:, None] + q
-            new2 = row2[:, None] + q * (2.0 * xd + q)
-            var = new2 / n - (new1 / n) ** 2
-            total += weight * np.sqrt(np.maximum(var, 0.0))
+            np.multiply(av[:, None], 1.0 / c[dsts][None, :], out=q)
+            # new Σx = row1 + q and new Σx² = row2 + q·(2·x_d + q); var = Σx²/n − (Σx/n)²
+            np.add(q, row1[:, None], out=spare)
+            np.multiply(spare, spare, out=spare)
+            np.add(q, 2.0 * x[dsts][None, :], out=scratch)
+            np.multiply(scratch, q, out=scratch)
+            np.add(scratch, row2[:, None], out=scratch)
+            scratch *= 1.0 / n
+            spare *= 1.0 / (n * n)
+            np.subtract(scratch, spare, out=scratch)
+            np.maximum(scratch, 0.0, out=scratch)
+            np.sqrt(scratch, out=scratch)
+            scratch *= weight
+            total += scratch
         total -= self._sigma_now()
-        total += self._n1_change(rows, src, src_online, dsts)
+        if self.n1_matters:
+            total += self._n1_change(rows, src, src_online, dsts)
         total -= np.where(src_online, 0.0, OFFLINE_WEIGHT)[:, None]
-        demand, free = self.demand[rows][:, None, :], self.free[dsts][None, :, :]
-        feasible = (demand <= free + EPSILON).all(2)
+        demand, free = self.demand[rows], self.free[dsts]
+        feasible = np.less_equal.outer(demand[:, 0], free[:, 0] + EPSILON)
         # as hbal: a move never leaves its destination without free memory
-        feasible &= demand[:, :, 1] < free[:, :, 1] - EPSILON
+        feasible &= np.less.outer(demand[:, 1], free[:, 1] - EPSILON)
+        feasible &= np.less_equal.outer(demand[:, 2], free[:, 2] + EPSILON)
         feasible &= src[:, None] != dsts[None, :]
         feasible &= (self.vm_count[dsts] < self.max_vms[dsts])[None, :]
         if self.groups:
