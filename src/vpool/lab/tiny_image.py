@@ -253,9 +253,8 @@ class _Apt:
 
     def _ask(self) -> tuple[str, str]:
         out = _run(["apt-cache", "show", "--no-all-versions", KERNEL_PACKAGE])
-        version = re.search(r"^Version: (\S+)$", out, re.M)
         depends = re.search(r"^Depends: .*?(linux-image-[^\s,(]+) \(= ([^)]+)\)", out, re.M)
-        if not version or not depends:
+        if not depends:
             raise BuildError(f"apt-cache does not say which kernel {KERNEL_PACKAGE} depends on")
         return depends.group(1), depends.group(2)
 
@@ -274,8 +273,12 @@ class _Apt:
                 files += pref.iterdir()
             elif pref.exists():
                 files.append(pref)
-        stats = [(p, p.stat()) for p in sorted(files)]
-        return [[str(p), s.st_size, s.st_mtime_ns] for p, s in stats]
+        stats = []
+        for path in sorted(files):
+            with contextlib.suppress(FileNotFoundError):  # apt-get update may be renaming it
+                st = path.stat()
+                stats.append([str(path), st.st_size, st.st_mtime_ns])
+        return stats
 
 
 def _run(argv: list[str], cwd: Path | None = None) -> str:
