@@ -33,7 +33,6 @@ test-deps:
 	fi
 
 $(STAMP): pyproject.toml | deps
-	$(MAKE) deps
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[test]'
