@@ -134,3 +134,30 @@ def test_unmanaged_domains_are_listed_and_can_be_adopted(pool):
     pool.task(pool.post("/vms/foreign/adopt"))
     assert pool.get("/vms/foreign").json()["ownership"] == "managed"
     pool.task(pool.post("/vms/foreign/start"))
+
+
+def test_cancel_a_running_create_rolls_it_back(pool, monkeypatch):
+    import threading
+
+    from vpool.hypervisor.libvirt_driver import LibvirtDriver
+
+    entered, release = threading.Event(), threading.Event()
+    original = LibvirtDriver.create_disk
+
+    def slow_create_disk(self, *args, **kwargs):
+        entered.set()
+        release.wait(10)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(LibvirtDriver, "create_disk", slow_create_disk)
+    r = pool.post("/vms", json={"name": "slow", "cpus": 1, "memory": "256M", "disk": "1G", "host": "h1"})
+    assert entered.wait(10)
+    assert pool.post(f"/tasks/{r.json()['id']}/cancel").status_code == 202
+    release.set()
+    task = pool.task(r, expect="cancelled")
+    assert "cancelled" in task["message"]
+    assert pool.get("/vms/slow").status_code == 404
+    drv = pool.cp.connections.driver(pool.get("/hosts/h1").json()["id"])
+    assert "slow" not in [d.name for d in drv.domains()]
+    assert drv.volume_path("default-pool", "vm-slow.qcow2") is None
+    assert pool.post(f"/tasks/{r.json()['id']}/cancel").status_code == 409
