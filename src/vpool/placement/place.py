@@ -39,6 +39,17 @@ def place(state, request: PlacementRequest, policy: PlacementPolicy = DEFAULT_PO
     `state` is a `ClusterState` or a `Workspace`. Ties go to the first host in state order,
     so the same input always gives the same host.
     """
+    alive, removed_by, masks = feasible_hosts(state, request, policy)
+    candidates = np.flatnonzero(alive)
+    if candidates.size == 0:
+        return Placement(None, _refusal(state, request, removed_by, masks), removed_by)
+    best = candidates[int(np.argmax(rank(state, request, candidates, policy)))] \
+        if candidates.size > 1 else candidates[0]
+    return Placement(state.host_names[best], "", removed_by)
+
+
+def feasible_hosts(state, request: PlacementRequest, policy: PlacementPolicy = DEFAULT_POLICY):
+    """(hosts passing every filter, hosts removed per filter, each filter's own mask)."""
     alive = np.ones(state.n_hosts, dtype=bool)
     removed_by: dict[str, int] = {}
     masks = {}
@@ -48,12 +59,13 @@ def place(state, request: PlacementRequest, policy: PlacementPolicy = DEFAULT_PO
         before = int(np.count_nonzero(alive))
         alive &= mask
         removed_by[name] = before - int(np.count_nonzero(alive))
-    candidates = np.flatnonzero(alive)
-    if candidates.size == 0:
-        return Placement(None, _refusal(state, request, removed_by, masks), removed_by)
-    best = candidates[int(np.argmax(rank(state, request, candidates, policy)))] \
-        if candidates.size > 1 else candidates[0]
-    return Placement(state.host_names[best], "", removed_by)
+    return alive, removed_by, masks
+
+
+def refusal(state, request: PlacementRequest, policy: PlacementPolicy = DEFAULT_POLICY) -> str:
+    """Why no host passes the filters, in one sentence."""
+    _, removed_by, masks = feasible_hosts(state, request, policy)
+    return _refusal(state, request, removed_by, masks)
 
 
 def rank(state, request: PlacementRequest, candidates: np.ndarray,

@@ -1,0 +1,203 @@
+"""`consolidate` (DPM): empty as many hosts as the target utilisations allow, so they can be
+powered off — or, when demand passes the high mark, say which powered-off hosts to wake.
+
+It first decides which hosts stay on — the fewest, largest hosts that hold every VM under
+the targets, found by bisection over first-fit-decreasing packings — and only then which VMs
+move. VMs on hosts that stay on do not move unless their host is above a target; such a
+host first sheds as little as it can, to hosts that only receive, and only then takes VMs
+from hosts being emptied. So every host's load moves one way per phase, towards a final
+load under the targets, and every intermediate state fits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .filters import EPSILON
+from .packing import lower_bound
+from .plan import Move, Plan, staged
+from .score import hbal_score
+from .state import ClusterState
+
+
+@dataclass(frozen=True)
+class ConsolidationPolicy:
+    """Targets are shares of each host's usable capacity that consolidation may fill;
+    `wake_above` is the share of the powered-on pool's capacity above which hosts are
+    woken instead. `min_hosts` stay on whatever the load."""
+
+    cpu_target: float = 0.8
+    memory_target: float = 0.9
+    disk_target: float = 1.0
+    wake_above: float = 0.9
+    max_moves: int | None = None
+    min_hosts: int = 1
+
+    @property
+    def targets(self) -> np.ndarray:
+        return np.array([self.cpu_target, self.memory_target, self.disk_target])
+
+
+def consolidate(state: ClusterState, policy: ConsolidationPolicy = ConsolidationPolicy()) -> Plan:
+    """Moves that empty hosts and the hosts to power off; or the hosts to wake."""
+    score = hbal_score(state)
+    on = state.accepts_vms
+    pool = state.usable[on].sum(axis=0)
+    share = np.divide(state.used[on].sum(axis=0), pool, out=np.zeros(3), where=pool > 0)
+    if (share > policy.wake_above).any():
+        wake = _hosts_to_wake(state, policy)
+        words = ", ".join(f"{r} {s:.0%}" for r, s in zip(("CPU", "memory", "disk"), share)
+                          if s > policy.wake_above)
+        return Plan("consolidate", (), score, score, wake=wake,
+                    note=f"demand is above the {policy.wake_above:.0%} high mark ({words}); "
+                         f"wake {len(wake)} host(s)")
+    layout = _Layout(state, policy)
+    keep = layout.fewest_hosts()
+    moves = layout.moves(keep)
+    note = "the fewest hosts that hold every VM under the targets stay on"
+    if policy.max_moves is not None and len(moves) > policy.max_moves:
+        moves = _within_budget(moves, policy.max_moves)
+        note = f"move budget of {policy.max_moves} reached"
+    names = state.host_names
+    emptied = set(np.flatnonzero(on).tolist()) - set(keep.tolist())
+    leaving = np.bincount([s for _, s, _ in moves], minlength=state.n_hosts)
+    off = sorted(h for h in emptied if leaving[h] == state.vm_count[h])
+    plan_moves = [Move(state.vms[v].name, names[s], names[d],
+                       f"empty {names[s]} so it can be powered off" if s in emptied
+                       else f"bring {names[s]} under the targets") for v, s, d in moves]
+    after = hbal_score(state.with_moves((m.vm, m.dst) for m in plan_moves)) \
+        if plan_moves else score
+    return Plan("consolidate", staged(plan_moves), score, after,
+                power_off=tuple(names[h] for h in off),
+                note=f"{note}; {len(off)} host(s) can be powered off")
+
+
+def _hosts_to_wake(state, policy):
+    """Powered-off hosts, largest first, until the pool is back under the targets."""
+    asleep = np.flatnonzero(~state.up & ~state.maintenance)
+    order = asleep[np.argsort(-state.usable[asleep, 1], kind="stable")]
+    capacity = state.usable[state.accepts_vms].sum(axis=0)
+    demand = state.used.sum(axis=0)
+    wake = []
+    for h in order:
+        if (demand <= capacity * policy.targets + EPSILON).all():
+            break
+        capacity = capacity + state.usable[h]
+        wake.append(state.host_names[h])
+    return tuple(wake)
+
+
+def _within_budget(moves, budget):
+    """Whole hosts' worth of moves, in plan order, while the budget lasts."""
+    by_source: dict[int, list] = {}
+    for move in moves:
+        by_source.setdefault(move[1], []).append(move)
+    kept = []
+    for group in by_source.values():
+        if len(kept) + len(group) <= budget:
+            kept += group
+    return kept
+
+
+class _Layout:
+    """Which hosts stay on and where the VMs of the others go."""
+
+    def __init__(self, state: ClusterState, policy: ConsolidationPolicy):
+        self.state = state
+        self.policy = policy
+        self.limit = state.usable * policy.targets
+        on = state.accepts_vms
+        self.on_host: list[list[int]] = [[] for _ in range(state.n_hosts)]
+        for v, h in enumerate(state.vm_host):
+            if h >= 0 and on[h]:
+                self.on_host[h].append(v)
+        self.movable = np.fromiter((v.migratable and v.secondary is None for v in state.vms),
+                                   dtype=bool, count=len(state.vms))
+        pinned = np.array([not self.movable[vms].all() for vms in self.on_host], dtype=bool)
+        hosts = np.flatnonzero(on)
+        # hosts that must stay first, then the largest, then the fullest (fewer moves)
+        size = (self.limit[hosts] / np.maximum(self.limit[hosts].max(axis=0), EPSILON)).sum(1)
+        self.order = hosts[np.lexsort((-state.used[hosts, 1], -size, ~pinned[hosts]))]
+        self.must = int(pinned[hosts].sum())
+        self.hard = sorted(state.groups_with("anti-affinity"))
+        self.scale = np.maximum(self.limit[hosts].max(axis=0), EPSILON) if hosts.size \
+            else np.ones(3)
+
+    def fewest_hosts(self) -> np.ndarray:
+        """The shortest prefix of the host order that holds every VM (bisection)."""
+        n = self.order.size
+        demand = self.state.demand[[v for vms in self.on_host for v in vms]]
+        low = max(1, self.policy.min_hosts, self.must,
+                  lower_bound(self.limit[self.order], demand) if demand.size else 1)
+        low = min(low, n)
+        high = n
+        if self._assign(self.order[:high]) is None:
+            return self.order
+        while low < high:
+            middle = (low + high) // 2
+            if self._assign(self.order[:middle]) is None:
+                low = middle + 1
+            else:
+                high = middle
+        return self.order[:high]
+
+    def moves(self, keep: np.ndarray) -> list[tuple[int, int, int]]:
+        """(vm, src, dst) moves that leave only `keep` running VMs; none if that is all."""
+        return [] if keep.size == self.order.size else self._assign(keep)
+
+    def _shed(self, candidates: list[int], excess: np.ndarray) -> int:
+        """The smallest VM whose leaving ends the excess, else the largest: a host above a
+        target sheds as little as it can, since it then takes no VM."""
+        demand = self.state.demand[candidates]
+        size = (demand / self.scale).max(axis=1)
+        enough = (demand + EPSILON >= excess).all(axis=1)
+        pool = np.flatnonzero(enough) if enough.any() else np.arange(len(candidates))
+        pick = pool[np.argmin(size[pool])] if enough.any() else pool[np.argmax(size[pool])]
+        return candidates[int(pick)]
+
+    def _assign(self, keep: np.ndarray):
+        """(vm, src, dst) moves that empty every other host, or None if they do not fit."""
+        state = self.state
+        used = state.used[keep].copy()
+        count = state.vm_count[keep].astype(float)
+        members = np.stack([state.group_members(g)[keep] for g in self.hard]) \
+            if self.hard else None
+        homeless = [v for h in np.setdiff1d(self.order, keep) for v in self.on_host[h]]
+        sheds = np.zeros(keep.size, dtype=bool)
+        shed: set[int] = set()
+        for j, h in enumerate(keep):
+            if (used[j] <= self.limit[h] + EPSILON).all():
+                continue
+            sheds[j] = True
+            candidates = [v for v in self.on_host[h] if self.movable[v]]
+            while candidates and not (used[j] <= self.limit[h] + EPSILON).all():
+                v = self._shed(candidates, used[j] - self.limit[h])
+                candidates.remove(v)
+                used[j] -= state.demand[v]
+                homeless.append(v)
+                shed.add(v)
+        free = self.limit[keep] - used
+        room = state.max_vms[keep]
+        size = (state.demand[homeless] / self.scale).max(axis=1) if homeless else []
+        moves = []
+        for i in np.argsort(-np.asarray(size), kind="stable"):
+            v = homeless[i]
+            demand = state.demand[v]
+            fits = (free + EPSILON >= demand).all(axis=1) & (count < room)
+            if v in shed:
+                fits &= ~sheds
+            groups = [k for k, g in enumerate(self.hard) if g in state.vms[v].groups]
+            for k in groups:
+                fits &= members[k] == 0
+            if not fits.any():
+                return None
+            j = int(np.flatnonzero(fits)[0])
+            free[j] -= demand
+            count[j] += 1
+            for k in groups:
+                members[k, j] += 1
+            moves.append((v, int(state.vm_host[v]), int(keep[j])))
+        # VMs leave hosts above a target before any VM arrives there
+        return sorted(moves, key=lambda m: m[0] not in shed)

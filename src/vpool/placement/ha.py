@@ -1,0 +1,134 @@
+"""`ha_admission`: could every VM of any k failed hosts restart on the others (N+k)?
+
+For each failure set the VMs of the failed hosts are restarted on the survivors largest
+first, each on the fullest survivor with room (best fit, keeping anti-affinity), the way an
+HA restart would have to fit them. With one failure every host is tried; with more, every
+set is tried when there are few enough, otherwise the sets a load-ranking makes worst
+(the k hosts holding the most memory, CPU or VMs, and each host with the k−1 heaviest
+others) — the report says which.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from itertools import combinations
+from math import comb
+
+import numpy as np
+
+from .filters import EPSILON
+from .state import RESOURCES, ClusterState
+
+#: up to this many failure sets are all tried
+EXHAUSTIVE_SETS = 2_000
+
+
+@dataclass(frozen=True)
+class HaReport:
+    """The answer for N+`failures`.
+
+    `worst` is the failure set that leaves the least room (or that fails), `unplaced` the
+    VMs that could not restart then, `bottlenecks` the hosts whose failure cannot be
+    absorbed, `headroom` the share of the survivors' usable capacity still free per
+    resource after the worst failure.
+    """
+
+    failures: int
+    ok: bool
+    worst: tuple[str, ...] = ()
+    unplaced: tuple[str, ...] = ()
+    bottlenecks: tuple[str, ...] = ()
+    headroom: dict[str, float] = field(default_factory=dict)
+    sets_tried: int = 0
+    exhaustive: bool = True
+    message: str = ""
+
+
+def ha_admission(state: ClusterState, failures: int = 1) -> HaReport:
+    """Check N+`failures` over the hosts that run or may run VMs."""
+    if failures < 1:
+        raise ValueError(f"failures must be at least 1, got {failures}")
+    hosts = np.flatnonzero(state.up)
+    if failures >= hosts.size:
+        return HaReport(failures, False, message=f"the pool has {hosts.size} host(s) up; "
+                                                    f"it cannot survive {failures} failure(s)")
+    sets, exhaustive = _failure_sets(state, hosts, failures)
+    on_host = [[] for _ in range(state.n_hosts)]
+    for v, h in enumerate(state.vm_host):
+        if h >= 0:
+            on_host[h].append(v)
+    hard = sorted(state.groups_with("anti-affinity"))
+    members = np.stack([state.group_members(g) for g in hard]) if hard else None
+    worst = None
+    bottlenecks: set[int] = set()
+    for failed in sets:
+        unplaced, headroom = _restart(state, failed, on_host, hard, members)
+        key = (len(unplaced) == 0, float(headroom.min()))
+        if unplaced:
+            bottlenecks.update(failed)
+        if worst is None or key < worst[0]:
+            worst = (key, failed, unplaced, headroom)
+    _, failed, unplaced, headroom = worst
+    names = state.host_names
+    ok = not bottlenecks
+    what = "every" if exhaustive else "the heaviest"
+    if ok:
+        message = (f"N+{failures} holds: the VMs of {what} {failures} failed host(s) restart on "
+                   f"the others; after the worst ({', '.join(names[h] for h in failed)}) "
+                   + ", ".join(f"{r} {s:.0%}" for r, s in zip(RESOURCES, headroom)) + " stays free")
+    else:
+        message = (f"N+{failures} fails: if {', '.join(names[h] for h in failed)} "
+                   f"{'fails' if len(failed) == 1 else 'fail'}, "
+                   f"{len(unplaced)} VM(s) cannot restart ({', '.join(unplaced[:5])}"
+                   f"{', …' if len(unplaced) > 5 else ''})")
+    return HaReport(failures, ok, tuple(names[h] for h in failed), tuple(unplaced),
+                    tuple(names[h] for h in sorted(bottlenecks)),
+                    {r: float(s) for r, s in zip(RESOURCES, headroom)}, len(sets), exhaustive,
+                    message)
+
+
+def _failure_sets(state, hosts, k):
+    if comb(hosts.size, k) <= EXHAUSTIVE_SETS:
+        return [tuple(int(h) for h in c) for c in combinations(hosts, k)], True
+    load = [state.used[hosts, 1], state.used[hosts, 0], state.vm_count[hosts].astype(float)]
+    sets = {tuple(sorted(int(h) for h in hosts[np.argsort(-x, kind="stable")[:k]]))
+            for x in load}
+    heaviest = hosts[np.argsort(-state.used[hosts, 1], kind="stable")]
+    for h in hosts:
+        others = [int(o) for o in heaviest if o != h][:k - 1]
+        sets.add(tuple(sorted([int(h)] + others)))
+    return sorted(sets), False
+
+
+def _restart(state, failed, on_host, hard, members):
+    """(VMs that found no room, free share per resource on survivors) for one failure set."""
+    survivors = state.accepts_vms.copy()
+    survivors[list(failed)] = False
+    targets = np.flatnonzero(survivors)
+    free = state.free[targets].copy()
+    count = state.vm_count[targets].astype(float)
+    room = state.max_vms[targets]
+    crowd = members[:, targets].copy() if members is not None else None
+    scale = np.maximum(state.usable[targets].max(axis=0), EPSILON) if targets.size \
+        else np.ones(3)
+    victims = [v for h in failed for v in on_host[h]]
+    victims.sort(key=lambda v: -(state.demand[v] / scale).max())
+    unplaced = []
+    for v in victims:
+        demand = state.demand[v]
+        fits = (free + EPSILON >= demand).all(axis=1) & (count < room)
+        groups = [i for i, g in enumerate(hard) if g in state.vms[v].groups]
+        for i in groups:
+            fits &= crowd[i] == 0
+        if not fits.any():
+            unplaced.append(state.vms[v].name)
+            continue
+        left = ((free[fits] - demand) / scale).sum(axis=1)
+        j = np.flatnonzero(fits)[int(np.argmin(left))]
+        free[j] -= demand
+        count[j] += 1
+        for i in groups:
+            crowd[i, j] += 1
+    usable = state.usable[targets].sum(axis=0)
+    headroom = np.divide(free.sum(axis=0), usable, out=np.ones(3), where=usable > 0)
+    return unplaced, headroom
