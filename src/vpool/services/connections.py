@@ -23,6 +23,7 @@ class Connections:
         self.reconnect_interval_s = reconnect_interval_s
         self.drivers: dict[int, LibvirtDriver] = {}
         self._lock = threading.Lock()
+        self._connecting: set[int] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -80,29 +81,49 @@ class Connections:
         for d in drivers:
             d.close()
 
-    def check_all(self) -> None:
-        """Reconnect hosts without a connection; drop connections that no longer answer."""
+    def check_all(self, wait: bool = True) -> None:
+        """Reconnect hosts without a connection; drop connections that no longer answer.
+
+        Each reconnect runs on its own thread: a host whose address black-holes packets can
+        hold a TCP connect for minutes, and must not delay the others."""
         with self.store.session() as s:
             hosts = list(s.execute(select(Host.id, Host.uri)))
+        threads = []
         for host_id, uri in hosts:
             with self._lock:
                 drv = self.drivers.get(host_id)
+                if host_id in self._connecting:
+                    continue
             if drv is not None:
                 if drv.alive():
                     continue
                 self._lost(host_id, drv, "the host stopped answering")
+            with self._lock:
+                self._connecting.add(host_id)
+            t = threading.Thread(target=self._reconnect, args=(host_id, uri), daemon=True)
+            t.start()
+            threads.append(t)
+        if wait:
+            for t in threads:
+                t.join(30)
+
+    def _reconnect(self, host_id: int, uri: str) -> None:
+        try:
             try:
                 new = LibvirtDriver(uri)
             except HypervisorError as e:
                 self._mark(host_id, HostState.down, e.detail)
-                continue
+                return
             self.attach(host_id, new)
             self.on_connect(host_id)
+        finally:
+            with self._lock:
+                self._connecting.discard(host_id)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                self.check_all()
+                self.check_all(wait=False)
             except Exception as e:  # the watcher must outlive any one bad host
                 print(f"vpool: host check failed: {e}")
             self._stop.wait(self.reconnect_interval_s)
