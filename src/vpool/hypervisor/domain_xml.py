@@ -95,6 +95,10 @@ def volume_xml(name: str, capacity_bytes: int, fmt: str = "qcow2", backing: str 
     _sub(vol, "allocation", "0", unit="bytes")  # thin: a new disk takes space only as the guest writes
     target = _sub(vol, "target")
     _sub(target, "format", type=fmt)
+    if fmt == "qcow2":
+        # libvirt 9.0 defaults to qcow2 v2 (compat 0.10), which cannot keep the persistent dirty
+        # bitmaps that backup checkpoints need.
+        _sub(target, "compat", "1.1")
     if backing:
         bs = _sub(vol, "backingStore")
         _sub(bs, "path", backing)
