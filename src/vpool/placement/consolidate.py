@@ -53,6 +53,8 @@ def consolidate(state: ClusterState, policy: ConsolidationPolicy = Consolidation
         return Plan("consolidate", (), score, score, wake=wake,
                     note=f"demand is above the {policy.wake_above:.0%} high mark ({words}); "
                          f"wake {len(wake)} host(s)")
+    if not on.any():
+        return Plan("consolidate", (), score, score, note="no host is up and out of maintenance")
     layout = _Layout(state, policy)
     keep = layout.fewest_hosts()
     moves = layout.moves(keep)
@@ -122,8 +124,7 @@ class _Layout:
         self.order = hosts[np.lexsort((-state.used[hosts, 1], -size, ~pinned[hosts]))]
         self.must = int(pinned[hosts].sum())
         self.hard = sorted(state.groups_with("anti-affinity"))
-        self.scale = np.maximum(self.limit[hosts].max(axis=0), EPSILON) if hosts.size \
-            else np.ones(3)
+        self.scale = np.maximum(self.limit[hosts].max(axis=0), EPSILON)
 
     def fewest_hosts(self) -> np.ndarray:
         """The shortest prefix of the host order that holds every VM (bisection)."""

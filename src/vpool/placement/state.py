@@ -58,7 +58,8 @@ class VMRecord:
 
     `running` says whether its memory is in use (a stopped VM keeps its reservation for
     capacity, as in Nova, but Ganeti's score counts only running memory). `secondary` is the
-    host of a DRBD mirror (htools files only): that host also holds the disk. Only VMs with
+    host of a DRBD mirror (htools files only): that host also holds the disk, and
+    `spindle_use` is what its disk weighs in Ganeti's spindle term. Only VMs with
     `auto_balance` and `migratable` set and no secondary are moved by the balancer.
     """
 
@@ -73,7 +74,7 @@ class VMRecord:
     auto_balance: bool = True
     migratable: bool = True
     secondary: str | None = None
-    spindle_use: int = 1
+    spindle_use: int = 0
 
 
 def _column(records, attr, dtype=float) -> np.ndarray:

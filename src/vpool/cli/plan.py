@@ -1,0 +1,152 @@
+"""`vpool plan …`: what balancing, consolidation, HA and capacity planning would do. Read-only.
+
+With `--htools FILE` the plan is made here from a Ganeti htools text file, without a server;
+otherwise the server plans on the live pool (`GET /plans/KIND`). Both print the same JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from vpool.placement.htools import HtoolsError, read_htools
+from vpool.placement.report import htools_text, plan_report
+
+app = typer.Typer(help="Plans: balance, consolidate, HA and capacity, read-only.",
+                  no_args_is_help=True)
+console = Console()
+err = Console(stderr=True)
+
+HTOOLS = typer.Option(None, "--htools", help="Plan from a Ganeti htools text file instead of "
+                                             "the live pool (no server needed).")
+JSON = typer.Option(False, "--json", help="Print JSON for scripts.")
+
+
+def _fail(message: str) -> None:
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def _report(kind: str, htools: Optional[Path], params: dict) -> dict:
+    if htools is None:
+        from vpool.cli.client import call
+        return call("GET", f"/plans/{kind}",
+                    params={k: v for k, v in params.items() if v is not None})
+    try:
+        state = read_htools(htools.read_text()).to_state()
+        return plan_report(kind, state, params)
+    except OSError as e:
+        _fail(f"cannot read {htools}: {e.strerror}")
+    except (HtoolsError, ValueError) as e:
+        _fail(f"{htools}: {e}" if isinstance(e, HtoolsError) else str(e))
+
+
+def _emit(data: dict) -> None:
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+def _show_plan(data: dict) -> None:
+    if data["moves"]:
+        table = Table(title=f"{data['kind']}: {len(data['moves'])} moves in {data['stages']} stages",
+                      title_justify="left")
+        for column in ("stage", "vm", "from", "to", "why"):
+            table.add_column(column)
+        for m in data["moves"]:
+            table.add_row(str(m["stage"]), m["vm"], m["from"], m["to"], m["reason"])
+        console.print(table)
+    console.print(f"score {data['score_before']:.8f} -> {data['score_after']:.8f}; {data['note']}",
+                  highlight=False)
+    if data["power_off"]:
+        console.print("power off: " + ", ".join(data["power_off"]), highlight=False)
+    if data["wake"]:
+        console.print("wake: " + ", ".join(data["wake"]), highlight=False)
+
+
+@app.command()
+def balance(htools: Optional[Path] = HTOOLS,
+            max_moves: Optional[int] = typer.Option(None, help="Move budget."),
+            min_gain: float = typer.Option(0.01, help="Least gain per move once the score is "
+                                                      "at or below --min-gain-limit (hbal -g)."),
+            min_gain_limit: float = typer.Option(0.1, help="hbal --min-gain-limit."),
+            migration_cost: float = typer.Option(0.0, help="Score a move must gain per GiB "
+                                                           "of memory it copies."),
+            ignore_dynu: bool = typer.Option(False, "--ignore-dynu",
+                                             help="Leave out the VM-count load terms, like "
+                                                  "hbal --ignore-dynu."),
+            as_json: bool = JSON):
+    """Moves that balance the pool (Ganeti's hbal score), in stages that can run together."""
+    data = _report("balance", htools, {"max_moves": max_moves, "min_gain": min_gain,
+                                       "min_gain_limit": min_gain_limit,
+                                       "migration_cost": migration_cost,
+                                       "ignore_dynu": ignore_dynu})
+    _emit(data) if as_json else _show_plan(data)
+
+
+@app.command()
+def consolidate(htools: Optional[Path] = HTOOLS,
+                cpu_target: float = typer.Option(0.8, help="Share of usable vCPUs to fill."),
+                memory_target: float = typer.Option(0.9, help="Share of usable memory to fill."),
+                disk_target: float = typer.Option(1.0, help="Share of usable disk to fill."),
+                wake_above: float = typer.Option(0.9, help="Above this share of the powered-on "
+                                                           "pool, wake hosts instead."),
+                max_moves: Optional[int] = typer.Option(None, help="Move budget."),
+                as_json: bool = JSON):
+    """Hosts that can be emptied and powered off (DPM), or hosts to wake."""
+    data = _report("consolidate", htools, {
+        "cpu_target": cpu_target, "memory_target": memory_target, "disk_target": disk_target,
+        "wake_above": wake_above, "max_moves": max_moves})
+    _emit(data) if as_json else _show_plan(data)
+
+
+@app.command()
+def ha(htools: Optional[Path] = HTOOLS,
+       failures: int = typer.Option(1, help="Hosts that may fail at once (N+k)."),
+       as_json: bool = JSON):
+    """Whether every VM of any k failed hosts can restart on the others (exit 2 if not)."""
+    data = _report("ha", htools, {"failures": failures})
+    if as_json:
+        return _emit(data)
+    console.print(data["message"], highlight=False)
+    if data["bottlenecks"]:
+        console.print("bottlenecks: " + ", ".join(data["bottlenecks"]), highlight=False)
+    if not data["ok"]:
+        raise typer.Exit(2)
+
+
+@app.command()
+def capacity(htools: Optional[Path] = HTOOLS,
+             mix: str = typer.Option("medium", help="Flavors and weights, e.g. medium=3,large=1 "
+                                                    "(tiny small medium large xlarge db)."),
+             failures: int = typer.Option(1, help="Keep N+k while adding VMs (0: room only)."),
+             as_json: bool = JSON):
+    """How many more VMs of a flavor mix fit while keeping N+k (like Ganeti's hspace)."""
+    data = _report("capacity", htools, {"mix": mix, "failures": failures})
+    if as_json:
+        return _emit(data)
+    console.print(f"{data['fits']} more VMs fit keeping N+{data['failures']} "
+                  f"({data['fits_without_ha']} by room alone)", highlight=False)
+    table = Table()
+    table.add_column("flavor")
+    table.add_column("VMs")
+    for name, count in data["by_flavor"].items():
+        table.add_row(name, str(count))
+    console.print(table)
+    console.print(data["limited_by"], highlight=False)
+
+
+@app.command("export-htools")
+def export_htools(output: Optional[Path] = typer.Option(None, "--output", "-o",
+                                                        help="Write here instead of stdout.")):
+    """The live pool in Ganeti's htools text format, for hbal -t / hinfo -t."""
+    from vpool.cli.client import call
+    text = call("GET", "/plans/export-htools")
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text)

@@ -1,0 +1,121 @@
+"""Plans as plain data: the one conversion behind `vpool plan KIND --json` and `GET /plans/KIND`.
+
+Both call `plan_report` with the same parameters (strings from a query string or numbers from
+the command line), so a script sees the same JSON offline and from the server.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+from .balance import BalancePolicy, balance
+from .capacity import CapacityReport, capacity, parse_mix
+from .consolidate import ConsolidationPolicy, consolidate
+from .ha import HaReport, ha_admission
+from .htools import from_state
+from .plan import Plan
+from .state import ClusterState
+
+
+def plan_dict(plan: Plan) -> dict:
+    return {
+        "kind": plan.kind,
+        "score_before": plan.score_before,
+        "score_after": plan.score_after,
+        "moves": [{"vm": m.vm, "from": m.src, "to": m.dst, "stage": m.stage, "reason": m.reason}
+                  for m in plan.moves],
+        "stages": plan.stages,
+        "power_off": list(plan.power_off),
+        "wake": list(plan.wake),
+        "note": plan.note,
+    }
+
+
+def ha_dict(report: HaReport) -> dict:
+    return {
+        "kind": "ha",
+        "failures": report.failures,
+        "ok": report.ok,
+        "worst": list(report.worst),
+        "unplaced": list(report.unplaced),
+        "bottlenecks": list(report.bottlenecks),
+        "headroom": report.headroom,
+        "sets_tried": report.sets_tried,
+        "exhaustive": report.exhaustive,
+        "message": report.message,
+    }
+
+
+def capacity_dict(report: CapacityReport) -> dict:
+    return {
+        "kind": "capacity",
+        "mix": report.mix,
+        "failures": report.failures,
+        "fits": report.fits,
+        "fits_without_ha": report.fits_without_ha,
+        "by_flavor": report.by_flavor,
+        "limited_by": report.limited_by,
+    }
+
+
+def _number(kind: type) -> Callable[[Any], Any]:
+    def parse(value):
+        if isinstance(value, str) and kind is bool:
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(f"expected true or false, got {value!r}")
+        return kind(value)
+    return parse
+
+
+#: per plan kind: parameter name -> parser; the names of the CLI options and query params
+PARAMETERS: dict[str, dict[str, Callable[[Any], Any]]] = {
+    "balance": {"max_moves": _number(int), "min_gain": _number(float),
+                "min_gain_limit": _number(float), "migration_cost": _number(float),
+                "ignore_dynu": _number(bool)},
+    "consolidate": {"cpu_target": _number(float), "memory_target": _number(float),
+                    "disk_target": _number(float), "wake_above": _number(float),
+                    "max_moves": _number(int), "min_hosts": _number(int)},
+    "ha": {"failures": _number(int)},
+    "capacity": {"mix": str, "failures": _number(int)},
+}
+
+
+def parse_parameters(kind: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Typed parameters for `kind`; unknown names and bad values are one-line ValueErrors."""
+    if kind not in PARAMETERS:
+        raise ValueError(f"unknown plan {kind!r}; known: {', '.join(PARAMETERS)}")
+    known = PARAMETERS[kind]
+    parsed = {}
+    for name, value in params.items():
+        if value is None:
+            continue
+        if name not in known:
+            raise ValueError(f"plan {kind} takes no parameter {name!r}; it takes "
+                             f"{', '.join(known)}")
+        try:
+            parsed[name] = known[name](value)
+        except ValueError as e:
+            raise ValueError(f"parameter {name}: {e}") from None
+    return parsed
+
+
+def plan_report(kind: str, state: ClusterState, params: Mapping[str, Any] | None = None) -> dict:
+    """Run plan `kind` on `state` with `params` (see PARAMETERS) and return it as data."""
+    p = parse_parameters(kind, params or {})
+    if kind == "balance":
+        dynamic = not p.pop("ignore_dynu", False)
+        return plan_dict(balance(state, BalancePolicy(dynamic_load=dynamic, **p)))
+    if kind == "consolidate":
+        return plan_dict(consolidate(state, ConsolidationPolicy(**p)))
+    if kind == "ha":
+        return ha_dict(ha_admission(state, p.get("failures", 1)))
+    return capacity_dict(capacity(state, parse_mix(p.get("mix", "medium")), failures=p.get(
+        "failures", 1)))
+
+
+def htools_text(state: ClusterState) -> str:
+    """The pool in Ganeti's htools text format (`vpool plan export-htools`)."""
+    return from_state(state).render()

@@ -1,0 +1,67 @@
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from vpool.cli.plan import app
+from vpool.placement.htools import read_htools
+from vpool.placement.report import htools_text, parse_parameters, plan_report
+
+runner = CliRunner()
+
+
+def test_offline_balance_json_is_the_report_the_api_returns(tiny_file):
+    result = runner.invoke(app, ["balance", "--htools", str(tiny_file), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    state = read_htools(tiny_file.read_text()).to_state()
+    assert data == plan_report("balance", state, {"min_gain": "0.01", "ignore_dynu": "false"})
+    assert [(m["vm"], m["from"], m["to"], m["stage"]) for m in data["moves"]] == [
+        ("vm1", "node1", "node2", 1), ("vm2", "node1", "node3", 2)]
+    assert round(data["score_before"], 8) == 7.82236877
+    assert round(data["score_after"], 8) == 1.94059638
+
+
+def test_offline_table_output(tiny_file):
+    result = runner.invoke(app, ["balance", "--htools", str(tiny_file)])
+    assert result.exit_code == 0
+    assert "vm1" in result.stdout and "score 7.82236877 -> 1.94059638" in result.stdout
+
+
+@pytest.mark.parametrize("args", [
+    ["consolidate", "--json"], ["ha", "--failures", "2", "--json"],
+    ["capacity", "--mix", "medium=3,large=1", "--json"],
+])
+def test_other_plans_offline(generate, args):
+    path = generate("-n", "10", "-i", "60", "--seed", "1")
+    result = runner.invoke(app, [args[0], "--htools", str(path), *args[1:]])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["kind"] == args[0]
+
+
+def test_bad_input_is_one_line_and_a_nonzero_exit(tmp_path, generate):
+    bad = tmp_path / "bad.txt"
+    bad.write_text("g|u|preferred||\n\nn1|1024|0|512.5|0|0|1|N|u\n\n\n")
+    result = runner.invoke(app, ["balance", "--htools", str(bad)])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        f"error: {bad}: line 3: f_mem must be an integer, got '512.5'"]
+    good = generate("-n", "10", "-i", "60", "--seed", "1")
+    result = runner.invoke(app, ["capacity", "--htools", str(good), "--mix", "huge=1"])
+    assert result.exit_code == 1 and "unknown flavor 'huge'" in result.output
+    result = runner.invoke(app, ["ha", "--htools", str(tmp_path / "missing.txt")])
+    assert result.exit_code == 1 and "cannot read" in result.output
+
+
+def test_parameters_are_checked():
+    with pytest.raises(ValueError, match="plan ha takes no parameter 'mix'"):
+        parse_parameters("ha", {"mix": "small"})
+    with pytest.raises(ValueError, match="parameter max_moves"):
+        parse_parameters("balance", {"max_moves": "many"})
+    assert parse_parameters("balance", {"ignore_dynu": "true", "max_moves": "3"}) == {
+        "ignore_dynu": True, "max_moves": 3}
+
+
+def test_export_htools_text_reads_back(tiny_file):
+    state = read_htools(tiny_file.read_text()).to_state()
+    assert read_htools(htools_text(state)).to_state().host_names == state.host_names

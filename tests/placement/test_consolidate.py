@@ -1,0 +1,55 @@
+import numpy as np
+from hypothesis import given, settings
+
+from vpool.placement import ClusterState, HostRecord, VMRecord
+from vpool.placement.consolidate import ConsolidationPolicy, consolidate
+from vpool.placement.htools import read_htools
+from vpool.placement.packing import lower_bound
+
+from placement_strategies import clusters
+
+
+def test_light_hosts_are_emptied_and_named_for_power_off():
+    hosts = [HostRecord(f"h{i}", cpus=16, memory_mib=32768, disk_gib=500) for i in range(4)]
+    vms = [VMRecord(f"v{i}", f"h{i % 4}", 2, 4096, 20) for i in range(8)]
+    plan = consolidate(ClusterState.from_records(hosts, vms))
+    assert len(plan.power_off) == 2 and plan.wake == ()
+    assert {m.src for m in plan.moves} == set(plan.power_off)
+
+
+def test_high_demand_wakes_the_largest_sleeping_hosts():
+    hosts = [HostRecord("on", cpus=16, memory_mib=32768),
+             HostRecord("small", cpus=16, memory_mib=16384, up=False),
+             HostRecord("big", cpus=16, memory_mib=65536, up=False)]
+    vms = [VMRecord(f"v{i}", "on", 1, 8192) for i in range(4)]
+    plan = consolidate(ClusterState.from_records(hosts, vms))
+    assert plan.wake == ("big",) and plan.moves == ()
+    assert "above the 90% high mark (memory 100%)" in plan.note
+
+
+@settings(max_examples=50, deadline=None)
+@given(clusters())
+def test_every_intermediate_state_fits_and_emptied_hosts_are_empty(state):
+    policy = ConsolidationPolicy()
+    plan = consolidate(state, policy)
+    current = state
+    limit = state.usable * policy.targets
+    for stage in range(1, plan.stages + 1):
+        for move in (m for m in plan.moves if m.stage == stage):
+            current = current.move(move.vm, move.dst)
+            d = current.host_index[move.dst]
+            assert (current.used[d] <= state.usable[d] + 1e-9).all()
+            assert (current.used[d] <= limit[d] + 1e-9).all(), "destination above its target"
+    for host in plan.power_off:
+        assert current.vm_count[current.host_index[host]] == 0
+    for g in state.groups_with("anti-affinity"):
+        assert (current.group_members(g) <= np.maximum(state.group_members(g), 1)).all()
+
+
+def test_packing_is_within_two_percent_of_the_lower_bound(generate):
+    state = read_htools(generate("-n", "100", "-i", "1000", "--seed", "42").read_text()).to_state()
+    policy = ConsolidationPolicy()
+    plan = consolidate(state, policy)
+    on = state.accepts_vms
+    bound = lower_bound(state.usable[on] * policy.targets, state.demand)
+    assert (on.sum() - len(plan.power_off)) <= 1.02 * bound

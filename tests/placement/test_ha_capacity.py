@@ -1,0 +1,56 @@
+import pytest
+
+from vpool.placement import ClusterState, HostRecord, VMRecord
+from vpool.placement.capacity import capacity, parse_mix
+from vpool.placement.ha import ha_admission
+
+
+def pool(n_hosts, vms_per_host, memory=32768, vm_memory=4096):
+    hosts = [HostRecord(f"h{i}", cpus=32, memory_mib=memory, disk_gib=1000) for i in range(n_hosts)]
+    vms = [VMRecord(f"v{i}-{j}", f"h{i}", 1, vm_memory, 10)
+           for i in range(n_hosts) for j in range(vms_per_host)]
+    return ClusterState.from_records(hosts, vms)
+
+
+def test_n_plus_one_holds_when_the_others_have_room():
+    report = ha_admission(pool(4, 4), failures=1)       # 16 GiB used of 32 on each host
+    assert report.ok and report.exhaustive and report.sets_tried == 4
+    assert report.headroom["memory"] == pytest.approx(1 - 16 * 4096 / (3 * 32768))
+
+
+def test_n_plus_one_fails_and_names_the_bottlenecks():
+    report = ha_admission(pool(3, 7), failures=1)       # 28 of 32 GiB: room for 2 of 7
+    assert not report.ok and set(report.bottlenecks) == {"h0", "h1", "h2"}
+    assert len(report.unplaced) == 5 and "5 VM(s) cannot restart" in report.message
+
+
+def test_anti_affinity_is_kept_when_restarting():
+    hosts = [HostRecord(f"h{i}", cpus=8, memory_mib=65536) for i in range(2)]
+    vms = [VMRecord("a", "h0", groups=frozenset({"db"})), VMRecord("b", "h1", groups=frozenset({"db"}))]
+    state = ClusterState.from_records(hosts, vms, {"db": "anti-affinity"})
+    assert not ha_admission(state).ok
+
+
+def test_too_many_failures_for_the_pool():
+    assert "cannot survive 3 failure(s)" in ha_admission(pool(3, 0), failures=3).message
+
+
+def test_capacity_counts_room_and_keeps_n_plus_one():
+    report = capacity(pool(4, 0, vm_memory=4096), {"medium": 1})
+    assert report.fits_without_ha == 32                 # 8 medium (4 GiB) per 32 GiB host
+    assert report.fits == 24                            # any host's 8 must fit on the others
+    assert report.by_flavor == {"medium": 24}
+    assert "breaks N+1" in report.limited_by
+
+
+def test_capacity_follows_the_mix_proportions():
+    report = capacity(pool(8, 0), {"small": 3, "large": 1}, failures=0)
+    assert report.by_flavor["small"] == pytest.approx(3 * report.by_flavor["large"], abs=3)
+
+
+def test_mix_errors_are_one_line():
+    with pytest.raises(ValueError, match="unknown flavor 'huge' in the mix; known: tiny"):
+        capacity(pool(2, 0), {"huge": 1})
+    with pytest.raises(ValueError, match="must be a number"):
+        parse_mix("small=lots")
+    assert parse_mix("medium=3, large") == {"medium": 3.0, "large": 1.0}
