@@ -40,7 +40,7 @@ def host_policy(host: Host, defaults: dict) -> dict:
 
 def allocations(s: Session) -> dict[int, dict]:
     rows = s.execute(select(VM.host_id, func.sum(VM.cpus), func.sum(VM.memory_mib), func.sum(VM.disk_gib),
-                            func.count(VM.id)).where(VM.host_id.is_not(None)).group_by(VM.host_id))
+                            func.count()).where(VM.host_id.is_not(None)).group_by(VM.host_id))
     return {h: {"cpus": c or 0, "memory_mib": m or 0, "disk_gib": d or 0, "vms": n} for h, c, m, d, n in rows}
 
 

@@ -8,7 +8,7 @@ import time
 import uuid as uuidlib
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from vpool.hypervisor.domain_xml import DomainSpec, domain_xml
@@ -270,6 +270,20 @@ class VMService:
             return vm.ip
         addrs = drv.guest_addresses(vm.uuid)
         return addrs[0] if addrs else None
+
+
+_LIST_COLUMNS = (VM.id, VM.name, VM.uuid, VM.state, VM.ownership, Host.name.label("host"), VM.cpus, VM.memory_mib,
+                 VM.disk_gib, Image.name.label("image"), Flavor.name.label("flavor"), VM.ip, VM.created_at,
+                 VM.updated_at)
+
+
+def list_page(s, where: list, limit: int, offset: int) -> tuple[list[dict], int]:
+    """Plain rows, no ORM objects: a page of a ten-thousand-VM pool stays a few milliseconds."""
+    total = s.scalar(select(func.count()).select_from(VM).where(*where))
+    rows = s.execute(select(*_LIST_COLUMNS).outerjoin(Host, VM.host_id == Host.id)
+                     .outerjoin(Image, VM.image_id == Image.id).outerjoin(Flavor, VM.flavor_id == Flavor.id)
+                     .where(*where).order_by(VM.id).limit(limit).offset(offset))
+    return [dict(r._mapping) for r in rows], total
 
 
 def describe(vm: VM, ip: str | None = None) -> dict:

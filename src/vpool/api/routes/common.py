@@ -1,8 +1,8 @@
 """Pagination and the 202-with-a-task answer shared by the resource routes."""
 
 from fastapi import Query
-from fastapi.responses import JSONResponse
 from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse, ORJSONResponse
 
 from vpool.store.tables import Task
 
@@ -27,3 +27,9 @@ def task_dict(t: Task) -> dict:
 def accepted(task: Task) -> JSONResponse:
     return JSONResponse(jsonable_encoder(task_dict(task)), status_code=202,
                         headers={"Location": f"/tasks/{task.id}"})
+
+
+def fast_json(data) -> ORJSONResponse:
+    """For large answers: orjson encodes dicts of plain values and datetimes directly, skipping
+    FastAPI's generic encoder, which costs more than the query on a page of a hundred VMs."""
+    return ORJSONResponse(data)

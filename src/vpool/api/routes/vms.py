@@ -1,12 +1,11 @@
 from fastapi import APIRouter, Depends
-from sqlalchemy import func, select
 
 from vpool.api.deps import caller, control_plane
-from vpool.api.routes.common import Page, accepted
+from vpool.api.routes.common import Page, accepted, fast_json
 from vpool.api.schemas import VMCreate, VMStop
 from vpool.model.names import parse_size_gib, parse_size_mib
 from vpool.model.errors import NotFound
-from vpool.services.vms import POWER_OPS, CreateRequest, describe
+from vpool.services.vms import POWER_OPS, CreateRequest, describe, list_page
 from vpool.store.tables import VM
 
 router = APIRouter(tags=["vms"])
@@ -26,9 +25,8 @@ def list_vms(page: Page = Depends(), state: str | None = None, host: str | None 
     with cp.store.session() as s:
         if host:
             where.append(VM.host_id == cp.hosts.get(s, host).id)
-        total = s.scalar(select(func.count(VM.id)).where(*where))
-        rows = s.scalars(select(VM).where(*where).order_by(VM.id).limit(page.limit).offset(page.offset))
-        return page.wrap([describe(vm) for vm in rows], total)
+        items, total = list_page(s, where, page.limit, page.offset)
+    return fast_json(page.wrap(items, total))
 
 
 @router.post("/vms", status_code=202)

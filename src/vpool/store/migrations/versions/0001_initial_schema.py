@@ -141,7 +141,8 @@ def upgrade() -> None:
     sa.UniqueConstraint('uuid')
     )
     with op.batch_alter_table('vms', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_vms_host_id'), ['host_id'], unique=False)
+        # host_id first: serves lookups by host, and covers the per-host allocation sums placement reads
+        batch_op.create_index('ix_vms_allocation', ['host_id', 'cpus', 'memory_mib', 'disk_gib'], unique=False)
         batch_op.create_index(batch_op.f('ix_vms_ownership'), ['ownership'], unique=False)
         batch_op.create_index(batch_op.f('ix_vms_state'), ['state'], unique=False)
 
@@ -153,7 +154,7 @@ def downgrade() -> None:
     with op.batch_alter_table('vms', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_vms_state'))
         batch_op.drop_index(batch_op.f('ix_vms_ownership'))
-        batch_op.drop_index(batch_op.f('ix_vms_host_id'))
+        batch_op.drop_index('ix_vms_allocation')
 
     op.drop_table('vms')
     op.drop_table('image_copies')
