@@ -8,6 +8,7 @@ at the end whatever happened; the last test checks that `down` leaves nothing be
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -47,7 +48,7 @@ def lab(tmp_path_factory):
         lab.up(len(HOSTS))
         yield lab
     finally:
-        lab.down()
+        lab.down(fence=False)
 
 
 def _in_netns(lab: Lab, n: int, *argv: str) -> subprocess.CompletedProcess:
@@ -155,7 +156,6 @@ def test_cli_status_json(lab, monkeypatch):
 def served_control_plane(tmp_path, monkeypatch):
     """A real control plane behind a real HTTP server, as `vpool lab up` finds it."""
     import dataclasses
-    import socket
 
     import uvicorn
 
@@ -235,11 +235,19 @@ def test_guest_gets_an_address_and_keeps_it_across_a_live_migration(lab):
         dst.close()
 
 
+def _unreachable_routes() -> set[str]:
+    out = subprocess.run(["ip", "-j", "route", "show", "type", "unreachable"], capture_output=True, text=True,
+                         check=True).stdout
+    return {r["dst"] for r in json.loads(out or "[]")}
+
+
 def test_down_leaves_nothing_behind(lab):
-    """Runs last: the guest (if the test above left one) and every recorded process must go."""
+    """Runs last: the guest (if the test above left one) and every recorded process must go;
+    the subnets stay fenced until the next up, or until a down without the fence."""
     recorded = [Proc.of(pid) for s in lab.status() for pid in s.pids.values()]
     recorded.append(lab.dhcp())
     guests = [Proc.of(pid) for n in HOSTS for pid in network.netns_pids(lab.topology, n)]
+    subnets = {f"{lab.topology.mgmt_subnet}.0/24", f"{lab.topology.guest_subnet}.0/24"}
     lab.down()
     assert not any(p and p.alive() for p in recorded + guests)
     assert not {lab.topology.host_name(n) for n in HOSTS} & network.netns_list()
@@ -249,3 +257,9 @@ def test_down_leaves_nothing_behind(lab):
     tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, check=True).stdout
     assert lab.topology.firewall_table not in tables
     assert all(not s.libvirtd and not s.pids for s in lab.status())
+
+    assert subnets <= _unreachable_routes()
+    with pytest.raises(OSError):
+        socket.create_connection((lab.topology.host_address(1), 16509), timeout=5)
+    lab.down(fence=False)
+    assert not subnets & _unreachable_routes()

@@ -82,11 +82,13 @@ def up(hosts: int = typer.Option(3, "--hosts", min=1, max=MAX_HOSTS, help="How m
 
 
 @app.command()
-def down():
+def down(fence: bool = typer.Option(True, "--fence/--no-fence",
+                                    help="Keep the lab's subnets unreachable until the next up, so clients still "
+                                         "pointed at lab hosts fail here instead of sending packets out.")):
     """Destroy the lab's guests, stop the processes it recorded, remove its netns and bridges."""
     lab = _lab()
     try:
-        lab.down(say=lambda line: console.print(line, highlight=False))
+        lab.down(say=lambda line: console.print(line, highlight=False), fence=fence)
     except LabError as e:
         fail(str(e))
 

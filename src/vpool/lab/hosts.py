@@ -153,6 +153,8 @@ class Lab:
 
     def _up_network(self, say: Say) -> None:
         topo = self.topology
+        if self._state.pop("fenced", False):
+            network.unfence(topo)
         owned = set(self._state.get("bridges", []))
         created = network.ensure_root(topo, owned)
         if created:
@@ -261,10 +263,14 @@ class Lab:
         self._save()
 
     # --- down -----------------------------------------------------------------------------------
-    def down(self, say: Say = lambda _m: None) -> None:
-        """Guests destroyed, recorded processes stopped, netns, veths, bridges and rules removed."""
+    def down(self, say: Say = lambda _m: None, fence: bool = True) -> None:
+        """Guests destroyed, recorded processes stopped, netns, veths, bridges and rules removed.
+
+        With `fence`, the lab's subnets are left unreachable until the next up (see
+        network.fence); without it, a fence left by an earlier down goes too."""
         _require_root()
         with self._locked():
+            was_up = bool(self._state.get("bridges") or self._state.get("fenced"))
             for n in self.numbers():
                 self._down_host(n, say)
             dhcp = Proc.from_json(self._state.pop("dhcp", None))
@@ -275,8 +281,15 @@ class Lab:
             for bridge in self._state.get("bridges", []):
                 network.remove_link(bridge)
             self._state["bridges"] = []
+            fence = fence and was_up
+            if fence:
+                network.fence(self.topology)
+            elif self._state.get("fenced"):
+                network.unfence(self.topology)
+            self._state["fenced"] = fence
             self._save()
-            say("network removed")
+            say("network removed" + (f"; {self.topology.mgmt_subnet}.0/24 and {self.topology.guest_subnet}.0/24 "
+                                     "stay unreachable until the next up" if fence else ""))
 
     def _down_host(self, n: int, say: Say) -> None:
         name = self.topology.host_name(n)

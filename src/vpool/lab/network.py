@@ -148,6 +148,22 @@ def ensure_root(topo: Topology, owned: set[str]) -> set[str]:
     return created
 
 
+def fence(topo: Topology) -> None:
+    """While the lab is down its subnets are unreachable rather than routed by default.
+
+    A control plane that still has the lab's hosts registered keeps reconnecting to them; with
+    the bridges gone, those packets would take the machine's default route out, which the
+    network rule forbids. An `unreachable` route makes them fail at once, inside the machine."""
+    for subnet in (topo.mgmt_subnet, topo.guest_subnet):
+        _ip("route", "replace", "unreachable", f"{subnet}.0/24")
+
+
+def unfence(topo: Topology) -> None:
+    for subnet in (topo.mgmt_subnet, topo.guest_subnet):
+        if json.loads(_ip("-j", "route", "show", "type", "unreachable", f"{subnet}.0/24") or "[]"):
+            _ip("route", "del", "unreachable", f"{subnet}.0/24")
+
+
 def ensure_isolation(topo: Topology) -> None:
     """Nothing is routed between the lab's bridges and anything else, whatever ip_forward says.
 
