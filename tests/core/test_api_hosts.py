@@ -56,3 +56,19 @@ def test_remove_host(api, tmp_path):
     assert api.delete("/hosts/h1").status_code == 204
     assert api.get("/hosts/h1").status_code == 404
     assert api.delete("/hosts/h1").status_code == 404
+
+
+def test_plans_on_the_live_pool(api, tmp_path):
+    api.add_sim_host(tmp_path, "h1", cpus=8, memory_mib=16384)
+    api.add_sim_host(tmp_path, "h2", cpus=8, memory_mib=16384)
+    for i in range(4):
+        api.task(api.post("/vms", json={"name": f"v{i}", "cpus": 1, "memory": "2G", "disk": "1G", "host": "h1"}))
+    plan = api.get("/plans/balance").json()
+    assert plan["moves"] and all(m["from"] == "h1" and m["to"] == "h2" for m in plan["moves"])
+    assert plan["score_after"] < plan["score_before"]
+    assert api.get("/plans/ha", params={"failures": 1}).status_code == 200
+    r = api.get("/plans/balance", params={"bogus": 1})
+    assert r.status_code == 422 and "bogus" in r.json()["detail"]
+    assert api.get("/plans/sideways").status_code == 422
+    text = api.get("/plans/export-htools").text
+    assert "h1|" in text and "v0|" in text

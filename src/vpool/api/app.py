@@ -4,7 +4,7 @@ from fastapi import Depends, FastAPI
 
 from vpool.api import problems
 from vpool.api.deps import caller
-from vpool.api.routes import flavors, hosts, images, tasks, vms
+from vpool.api.routes import flavors, hosts, images, plans, tasks, vms
 
 
 def create_app(cp) -> FastAPI:
@@ -18,6 +18,6 @@ def create_app(cp) -> FastAPI:
     def healthz():
         return {"status": "ok"}
 
-    for module in (hosts, vms, flavors, images, tasks):
+    for module in (hosts, vms, flavors, images, tasks, plans):
         app.include_router(module.router, dependencies=[Depends(caller)])
     return app

@@ -5,6 +5,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from vpool.cli import plan
 from vpool.cli.client import call, console, emit_json, fail, follow
 
 app = typer.Typer(help="vpool: one virtual resource pool out of libvirt hosts.", no_args_is_help=True,
@@ -306,12 +307,7 @@ def task_cancel(task_id: int, as_json: bool = JSON):
     emit_json(t) if as_json else console.print(f"task {task_id}: cancel requested")
 
 
-try:
-    from vpool.cli import plan as _plan
-
-    app.add_typer(_plan.app, name="plan")
-except ImportError:  # the placement CLI lands with the placement engine
-    pass
+app.add_typer(plan.app, name="plan")
 
 
 if __name__ == "__main__":
