@@ -28,6 +28,10 @@ class Settings:
     storage_pool: str = "vpool"
     storage_path: str = "/var/lib/vpool/images"
     network: str = "vpool"
+    telemetry_interval_s: float = 10.0
+    telemetry_raw_retention_s: int = 86400
+    telemetry_5m_retention_s: int = 30 * 86400
+    telemetry_1h_retention_s: int = 365 * 86400
 
     def __post_init__(self):
         if not self.database_url:

@@ -299,6 +299,46 @@ class LibvirtDriver:
         return [a["addr"] for i in (ifaces or {}).values() for a in (i.get("addrs") or [])
                 if a.get("type") == libvirt.VIR_IP_ADDR_TYPE_IPV4]
 
+    # --- statistics ---------------------------------------------------------------------------
+    def all_domain_stats(self) -> list[tuple[str, str, dict]]:
+        """(uuid, name, stats) for every domain from ONE getAllDomainStats call: one round trip
+        for a thousand VMs instead of four per VM.
+
+        libvirt 9.0's test driver answers that call with the state alone; for its simulated
+        domains the CPU time, vCPUs and memory come from info() instead, which is in-process
+        there, so simulated hosts still produce CPU and memory series."""
+        groups = (libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_CPU_TOTAL
+                  | libvirt.VIR_DOMAIN_STATS_BALLOON | libvirt.VIR_DOMAIN_STATS_VCPU
+                  | libvirt.VIR_DOMAIN_STATS_INTERFACE | libvirt.VIR_DOMAIN_STATS_BLOCK)
+        try:
+            records = self.conn.getAllDomainStats(groups, 0)
+        except libvirt.libvirtError as e:
+            raise _err(f"cannot read domain statistics on {self.uri}", e) from e
+        out = []
+        for dom, stats in records:
+            if self.is_test and "cpu.time" not in stats:
+                try:
+                    state, max_kib, mem_kib, vcpus, cpu_ns = dom.info()
+                except libvirt.libvirtError:
+                    continue  # vanished between the two calls
+                stats = {**stats, "cpu.time": cpu_ns, "vcpu.current": vcpus, "balloon.current": mem_kib,
+                         "balloon.maximum": max_kib}
+            out.append((dom.UUIDString(), dom.name(), stats))
+        return out
+
+    def host_stats(self) -> dict:
+        """CPU time per mode (ns), total memory (bytes) and, where the driver has it, memory use (KiB)."""
+        try:
+            cpu = self.conn.getCPUStats(libvirt.VIR_NODE_CPU_STATS_ALL_CPUS, 0)
+            memory_total = self.conn.getInfo()[1] * 2**20
+            try:
+                memory = self.conn.getMemoryStats(libvirt.VIR_NODE_MEMORY_STATS_ALL_CELLS, 0)
+            except libvirt.libvirtError:
+                memory = None  # the test driver has no memory statistics
+        except libvirt.libvirtError as e:
+            raise _err(f"cannot read host statistics on {self.uri}", e) from e
+        return {"cpu": cpu, "memory_total_bytes": memory_total, "memory": memory}
+
 
 def local_console_log_dir() -> str:
     return os.environ.get("VPOOL_CONSOLE_LOG_DIR", "/var/log/libvirt/qemu")

@@ -7,7 +7,9 @@ import threading
 
 from vpool.config import Settings
 from vpool.security.tokens import ensure_admin_token
+from vpool.services.alarms import AlarmService
 from vpool.services.connections import Connections
+from vpool.services.collector import TelemetryService
 from vpool.services.flavors import FlavorService
 from vpool.services.hosts import HostService
 from vpool.services.images import ImageService
@@ -30,6 +32,8 @@ class ControlPlane:
         self.vms = VMService(self)
         self.images = ImageService(self)
         self.flavors = FlavorService(self)
+        self.alarms = AlarmService(self)
+        self.telemetry = TelemetryService(self)
         self.admin_token = ensure_admin_token(self.store, self.settings.token_file)
         self._stop = threading.Event()
 
@@ -38,9 +42,12 @@ class ControlPlane:
         self.connections.check_all()
         self.connections.start()
         threading.Thread(target=self._sync_loop, name="full-sync", daemon=True).start()
+        self.telemetry.start()
 
     def stop(self) -> None:
         self._stop.set()
+        self.telemetry.stop()
+        self.alarms.close()
         self.connections.stop()
         self.runner.shutdown()
         self.store.close()

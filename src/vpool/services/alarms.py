@@ -1,0 +1,186 @@
+"""Alarms: rules people create, evaluated after every collection interval, announced by webhook.
+
+A state row exists only for a (rule, subject) that has left `ok`, so a rule over a thousand
+VMs writes nothing while they are all well. Webhooks are posted from a small pool of their
+own: a slow receiver delays its notification, never the collection loop.
+"""
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from urllib.parse import urlparse
+
+import httpx
+from sqlalchemy import and_, func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from vpool.model.errors import Conflict, Invalid, NotFound
+from vpool.model.names import check_name
+from vpool.store.tables import VM, Host
+from vpool.store.telemetry_tables import AlarmEvent, AlarmRule, AlarmState
+from vpool.telemetry.alarms import COMPARISONS, KINDS, Rule, Status, step, subjects
+from vpool.telemetry.collector import ANOMALY_SUFFIX, SCOPES
+
+WEBHOOK_TIMEOUT_S = 5.0
+
+
+def _rule(row: AlarmRule) -> Rule:
+    return Rule(row.name, row.kind, row.scope, row.target, row.metric, row.comparison, row.value, row.for_s)
+
+
+def describe(row: AlarmRule, states: list[AlarmState]) -> dict:
+    return {
+        "name": row.name, "kind": row.kind, "scope": row.scope, "target": row.target, "metric": row.metric,
+        "comparison": row.comparison, "value": row.value, "for_s": row.for_s, "webhook": row.webhook,
+        "created_at": row.created_at,
+        "firing": sorted(st.subject for st in states if st.state == "firing"),
+        "states": [{"subject": st.subject, "state": st.state, "value": st.value, "changed_at": st.changed_at}
+                   for st in sorted(states, key=lambda x: x.subject)],
+    }
+
+
+class AlarmService:
+    def __init__(self, cp):
+        self.cp = cp
+        self._webhooks = ThreadPoolExecutor(max_workers=2, thread_name_prefix="alarm-webhook")
+
+    def close(self) -> None:
+        self._webhooks.shutdown(wait=False, cancel_futures=True)
+
+    # --- rules ------------------------------------------------------------------------------
+    def create(self, name: str, kind: str, scope: str, metric: str, comparison: str | None, value: float,
+               for_s: float = 0.0, target: str | None = None, webhook: str | None = None) -> dict:
+        check_name(name, "alarm name")
+        if kind not in KINDS:
+            raise Invalid(f"alarm kind {kind!r} is not one of {', '.join(KINDS)}")
+        if scope not in SCOPES:
+            raise Invalid(f"scope {scope!r} is not one of {', '.join(SCOPES)}")
+        if metric.endswith(ANOMALY_SUFFIX) or metric not in SCOPES[scope]:
+            raise Invalid(f"{scope} metric {metric!r} is unknown; known: {', '.join(SCOPES[scope])}")
+        if kind == "anomaly":
+            comparison = comparison or ">="
+            if comparison != ">=":
+                raise Invalid("an anomaly alarm fires when the score is >= its value; leave the comparison out")
+            if not 0 < value <= 1:
+                raise Invalid(f"an anomaly score lies in (0, 1]; {value} can never be crossed usefully")
+        elif comparison not in COMPARISONS:
+            raise Invalid(f"comparison {comparison!r} is not one of {', '.join(COMPARISONS)}")
+        if not math.isfinite(value):
+            raise Invalid(f"value must be a finite number, got {value}")
+        if not math.isfinite(for_s) or for_s < 0:
+            raise Invalid(f"for must be a duration of zero or more, got {for_s}")
+        if webhook is not None:
+            url = urlparse(webhook)
+            if url.scheme not in ("http", "https") or not url.hostname:
+                raise Invalid(f"webhook {webhook!r} is not an http:// or https:// URL")
+        with self.cp.store.session() as s:
+            if target is not None:
+                table = {"vm": VM, "host": Host}.get(scope)
+                if table is None:
+                    raise Invalid("a pool alarm watches the whole pool; it takes no target")
+                if s.scalar(select(table.id).where(table.name == target)) is None:
+                    raise NotFound(f"there is no {scope} {target!r} to watch")
+            if s.scalar(select(AlarmRule.id).where(AlarmRule.name == name)) is not None:
+                raise Conflict(f"an alarm named {name!r} already exists")
+            row = AlarmRule(name=name, kind=kind, scope=scope, target=target, metric=metric,
+                            comparison=comparison, value=value, for_s=for_s, webhook=webhook)
+            s.add(row)
+            try:
+                s.commit()
+            except IntegrityError:
+                raise Conflict(f"an alarm named {name!r} was created meanwhile") from None
+            return describe(row, [])
+
+    def rules(self) -> list[dict]:
+        with self.cp.store.session() as s:
+            states: dict[int, list[AlarmState]] = {}
+            for st in s.scalars(select(AlarmState)):
+                states.setdefault(st.rule_id, []).append(st)
+            return [describe(r, states.get(r.id, [])) for r in s.scalars(select(AlarmRule).order_by(AlarmRule.name))]
+
+    def get(self, name: str) -> dict:
+        with self.cp.store.session() as s:
+            row = self._row(s, name)
+            return describe(row, list(s.scalars(select(AlarmState).where(AlarmState.rule_id == row.id))))
+
+    def delete(self, name: str) -> None:
+        with self.cp.store.session() as s:
+            row = self._row(s, name)
+            s.delete(row)
+            s.commit()
+
+    def history(self, rule: str | None = None, limit: int = 100) -> list[dict]:
+        with self.cp.store.session() as s:
+            q = select(AlarmEvent).order_by(AlarmEvent.id.desc()).limit(limit)
+            if rule is not None:
+                q = q.where(AlarmEvent.rule == rule)
+            return [{"id": e.id, "alarm": e.rule, "subject": e.subject, "state": e.state, "value": e.value,
+                     "at": e.at, "notified": e.notified, "notify_error": e.notify_error} for e in s.scalars(q)]
+
+    def firing_counts(self) -> dict[str, int]:
+        with self.cp.store.session() as s:
+            rows = s.execute(select(AlarmRule.name, func.count(AlarmState.subject))
+                             .outerjoin(AlarmState, and_(AlarmState.rule_id == AlarmRule.id,
+                                                         AlarmState.state == "firing"))
+                             .group_by(AlarmRule.name))
+            return dict(rows.all())
+
+    @staticmethod
+    def _row(s, name: str) -> AlarmRule:
+        row = s.scalar(select(AlarmRule).where(AlarmRule.name == name))
+        if row is None:
+            raise NotFound(f"there is no alarm {name!r}")
+        return row
+
+    # --- evaluation -------------------------------------------------------------------------
+    def evaluate(self, latest: dict[tuple[str, str], dict[str, float]], now: float) -> list[dict]:
+        """One step of every rule over this interval's latest values; returns the announcements."""
+        announced = []
+        with self.cp.store.session() as s:
+            rows = list(s.scalars(select(AlarmRule)))
+            if not rows:
+                return []
+            states = {(st.rule_id, st.subject): st for st in s.scalars(select(AlarmState))}
+            for row in rows:
+                rule = _rule(row)
+                for subject, value in subjects(rule, latest).items():
+                    st = states.get((row.id, subject))
+                    old = Status(st.state, st.breach_since) if st else Status()
+                    new, announce = step(rule, old, value, now)
+                    if new == old:
+                        continue
+                    if st is None:
+                        st = AlarmState(rule_id=row.id, subject=subject)
+                        s.add(st)
+                    if new.state != old.state:
+                        st.changed_at = datetime.fromtimestamp(now, timezone.utc)
+                        st.value = value
+                    st.state, st.breach_since = new.state, new.breach_since
+                    if announce:
+                        event = AlarmEvent(rule=row.name, subject=subject, state=announce, value=value,
+                                           at=datetime.fromtimestamp(now, timezone.utc))
+                        s.add(event)
+                        announced.append((event, row))
+            s.commit()
+            out = []
+            for event, row in announced:
+                payload = {"alarm": row.name, "kind": row.kind, "scope": row.scope, "subject": event.subject,
+                           "metric": row.metric, "comparison": row.comparison, "threshold": row.value,
+                           "state": event.state, "value": event.value, "at": event.at.isoformat()}
+                out.append(payload)
+                if row.webhook:
+                    self._webhooks.submit(self._notify, event.id, row.webhook, payload)
+            return out
+
+    def _notify(self, event_id: int, url: str, payload: dict) -> None:
+        error = None
+        try:
+            r = httpx.post(url, json=payload, timeout=WEBHOOK_TIMEOUT_S)
+            if r.status_code >= 300:
+                error = f"the webhook answered HTTP {r.status_code}"
+        except httpx.HTTPError as e:
+            error = f"the webhook could not be reached: {e.__class__.__name__}: {e}"
+        with self.cp.store.session() as s:
+            s.execute(update(AlarmEvent).where(AlarmEvent.id == event_id)
+                      .values(notified=error is None, notify_error=error))
+            s.commit()

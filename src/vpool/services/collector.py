@@ -1,0 +1,245 @@
+"""The collection loop: every interval, each host's bulk statistics become rates, anomaly
+scores, stored samples, and a step of every alarm.
+
+Hosts are read in parallel and waited for at most one interval, so a host that hangs or
+fails is marked stale and the others are stored on time; a host whose previous read has not
+returned is not asked again until it does. One detector per series is kept in memory (a
+restart relearns, which the detector's learning period is for).
+"""
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+
+import vpool.store.telemetry_tables  # noqa: F401  (registers the telemetry tables on Base.metadata)
+from vpool.model.errors import Invalid, NotFound
+from vpool.store.tables import VM, Host, Task
+from vpool.store.timeseries import Point, Retention, TimeSeries
+from vpool.telemetry.collector import (ANOMALY_SUFFIX, PERCENT_METRICS, SCOPES, HostReading, VMReading,
+                                       anomaly_metric, host_rates, host_reading, known_metric, pool_metrics,
+                                       vm_rates, vm_reading)
+from vpool.telemetry.detectors import Detector, make_detector
+from vpool.telemetry.timespec import parse_duration, parse_instant
+
+DETECTOR_IDLE_S = 3600  # a series unseen this long (its VM deleted) gives its detector back
+
+
+@dataclass(frozen=True)
+class HostRead:
+    """What one host answered, with the monotonic time of the answer (for rates)."""
+
+    host_id: int
+    host: str
+    mono: float
+    domains: list[tuple[str, str, dict]]
+    host_stats: dict
+    duration_s: float
+
+
+@dataclass
+class HostStatus:
+    stale: bool = True
+    error: str | None = None
+    last_collected: float | None = None
+    duration_s: float | None = None
+    vms: int = 0
+
+
+class TelemetryService:
+    def __init__(self, cp):
+        self.cp = cp
+        st = cp.settings
+        self.interval_s = st.telemetry_interval_s
+        self.series = TimeSeries(cp.store, Retention(st.telemetry_raw_retention_s, st.telemetry_5m_retention_s,
+                                                     st.telemetry_1h_retention_s))
+        self.latest: dict[tuple[str, str], dict[str, float]] = {}  # (scope, name) -> metric -> value
+        self.placement: dict[str, str] = {}  # VM name -> host it was read on
+        self.readings: dict[str, tuple[HostReading, list[VMReading]]] = {}  # host -> last counters
+        self.status: dict[str, HostStatus] = {}
+        self.samples_stored = 0
+        self._prev_vm: dict[int, dict[str, tuple[float, VMReading]]] = {}
+        self._prev_host: dict[int, tuple[float, HostReading]] = {}
+        self._detectors: dict[tuple[str, str, str], list] = {}  # key -> [detector, last update epoch s]
+        self._busy: set[int] = set()
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="collect")
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        threading.Thread(target=self._loop, name="telemetry", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.collect_once()
+            except Exception as e:  # the loop outlives any one bad interval
+                print(f"vpool: telemetry collection failed: {e}")
+
+    # --- one interval -----------------------------------------------------------------------
+    def collect_once(self, now: float | None = None) -> list[dict]:
+        """Reads every host, stores and scores the interval, steps the alarms; returns announcements."""
+        now = time.time() if now is None else now
+        with self.cp.store.session() as s:
+            hosts = list(s.execute(select(Host.id, Host.name).order_by(Host.id)))
+        futures, failed = {}, {}
+        for host_id, name in hosts:
+            drv = self.cp.connections.drivers.get(host_id)
+            if drv is None:
+                failed[name] = "vpool has no connection to the host"
+            elif host_id in self._busy:
+                failed[name] = "its previous reading has not returned yet"
+            else:
+                self._busy.add(host_id)
+                future = self._pool.submit(self._read, host_id, name, drv)
+                future.add_done_callback(lambda _f, h=host_id: self._busy.discard(h))
+                futures[future] = name
+        done, late = wait(futures, timeout=self.interval_s)
+        reads = []
+        for future in done:
+            try:
+                reads.append(future.result())
+            except Exception as e:
+                failed[futures[future]] = str(e)
+        for future in late:
+            failed[futures[future]] = f"no answer within the {self.interval_s:g} s interval"
+        return self.ingest(now, reads, failed)
+
+    def _read(self, host_id: int, name: str, drv) -> HostRead:
+        start = time.monotonic()
+        domains = drv.all_domain_stats()
+        host_stats = drv.host_stats()
+        end = time.monotonic()
+        return HostRead(host_id, name, end, domains, host_stats, end - start)
+
+    def ingest(self, now: float, reads: list[HostRead], failed: dict[str, str]) -> list[dict]:
+        """The pure-ish half of an interval, separate from the reading so tests and the
+        benchmark can feed it: rates, scores, one bulk write, the alarms."""
+        with self._lock:
+            t_ms = int(now * 1000)
+            points: list[Point] = []
+            latest: dict[tuple[str, str], dict[str, float]] = {}
+            placement: dict[str, str] = {}
+            for name, why in failed.items():
+                status = self.status.setdefault(name, HostStatus())
+                status.stale, status.error = True, why
+            for hr in reads:
+                vms = [vm_reading(uuid, vm, stats) for uuid, vm, stats in hr.domains]
+                prev = self._prev_vm.get(hr.host_id, {})
+                vm_metrics = []
+                for r in vms:
+                    before = prev.get(r.uuid)
+                    m = vm_rates(before[1] if before else None, r, hr.mono - before[0] if before else 0.0)
+                    vm_metrics.append(m)
+                    latest[("vm", r.name)] = self._points(points, "vm", r.uuid, r.name, hr.host, t_ms, now, m)
+                    placement[r.name] = hr.host
+                self._prev_vm[hr.host_id] = {r.uuid: (hr.mono, r) for r in vms}
+                hs = hr.host_stats
+                cur = host_reading(hs["cpu"], hs["memory_total_bytes"], hs["memory"])
+                before = self._prev_host.get(hr.host_id)
+                hm = host_rates(before[1] if before else None, cur, vm_metrics, vms)
+                self._prev_host[hr.host_id] = (hr.mono, cur)
+                latest[("host", hr.host)] = self._points(points, "host", hr.host, hr.host, hr.host, t_ms, now, hm)
+                self.readings[hr.host] = (cur, vms)
+                self.status[hr.host] = HostStatus(False, None, now, hr.duration_s, len(vms))
+            for name in failed:
+                self.readings.pop(name, None)
+            with self.cp.store.session() as s:
+                pm = pool_metrics(self.cp.hosts.list(s))
+            latest[("pool", "pool")] = self._points(points, "pool", "", "pool", "", t_ms, now, pm)
+            self.samples_stored += self.series.write(points)
+            self.latest, self.placement = latest, placement
+            announced = self.cp.alarms.evaluate(latest, now)
+            self._maintain(now)
+            return announced
+
+    def _points(self, points: list[Point], scope: str, subject: str, name: str, host: str, t_ms: int,
+                now: float, metrics: dict[str, float]) -> dict[str, float]:
+        """Appends the metrics and their anomaly scores; returns both by metric name."""
+        out = dict(metrics)
+        for metric, value in metrics.items():
+            points.append(Point(scope, subject, metric, name, host, t_ms, value))
+            key = (scope, subject, metric)
+            entry = self._detectors.get(key)
+            if entry is None:
+                entry = self._detectors[key] = [self._new_detector(metric), now]
+            entry[1] = now
+            score = entry[0].update(now, value)
+            out[anomaly_metric(metric)] = score
+            points.append(Point(scope, subject, anomaly_metric(metric), name, host, t_ms, score))
+        return out
+
+    @staticmethod
+    def _new_detector(metric: str) -> Detector:
+        return make_detector(value_range=(0.0, 100.0) if metric in PERCENT_METRICS else None)
+
+    def _maintain(self, now: float) -> None:
+        self.series.maintain(int(now * 1000), grace_ms=int(self.interval_s * 1000))
+        idle = [k for k, (_d, seen) in self._detectors.items() if now - seen > DETECTOR_IDLE_S]
+        for key in idle:
+            del self._detectors[key]
+
+    # --- what the adapters read -------------------------------------------------------------
+    def query(self, vm: str | None, host: str | None, metric: str | None, since: str, until: str | None,
+              step: str | None, now: float | None = None) -> dict:
+        """Stored series of one VM, one host or the pool over a range, at the finest resolution
+        kept that far back (or in buckets of `step`)."""
+        now = time.time() if now is None else now
+        scope = "vm" if vm is not None else "host" if host is not None else "pool"
+        if metric is not None and not known_metric(scope, metric):
+            raise Invalid(f"{scope} metric {metric!r} is unknown; known: {', '.join(SCOPES[scope])} "
+                          f"(each also as <metric>{ANOMALY_SUFFIX})")
+        start = parse_instant(since, now, "since")
+        end = parse_instant(until, now, "until") if until is not None else now
+        if end <= start:
+            raise Invalid(f"until must be later than since (since {since!r}, until {until!r})")
+        step_s = None
+        if step is not None:
+            step_s = int(parse_duration(step, "step"))
+            if step_s < 1:
+                raise Invalid(f"step must be at least 1s, got {step!r}")
+        name = vm if scope == "vm" else host if scope == "host" else "pool"
+        found = self.series.find(scope, name=name, host=host if scope == "vm" else None, metric=metric)
+        if not found:
+            self._check_exists(scope, name)
+        native = self.series.resolution(int(start * 1000), int(now * 1000))
+        points = self.series.read(found, int(start * 1000), int(end * 1000), native, step_s)
+        return {"scope": scope, "name": name, "since": start, "until": end,
+                "resolution_s": native, "step_s": max(step_s or 0, native or 0) or None,
+                "series": [{"metric": x.metric, "name": x.name, "host": x.host, "subject": x.subject,
+                            "points": points[x.id]} for x in found]}
+
+    def _check_exists(self, scope: str, name: str) -> None:
+        table = {"vm": VM, "host": Host}.get(scope)
+        if table is None:
+            return
+        with self.cp.store.session() as s:
+            if s.scalar(select(table.id).where(table.name == name)) is None:
+                raise NotFound(f"there is no {'VM' if scope == 'vm' else 'host'} {name!r}")
+
+    def current(self, host: str | None = None) -> dict:
+        """The last interval, from memory: what `vpool top` shows."""
+        latest, placement = self.latest, self.placement
+        vms = [{"name": name, "host": placement.get(name), "metrics": metrics}
+               for (scope, name), metrics in latest.items()
+               if scope == "vm" and (host is None or placement.get(name) == host)]
+        hosts = [{"name": name, "stale": st.stale, "error": st.error, "last_collected": st.last_collected,
+                  "duration_s": st.duration_s, "vms": st.vms, "metrics": latest.get(("host", name), {})}
+                 for name, st in sorted(self.status.items()) if host is None or name == host]
+        return {"interval_s": self.interval_s, "vms": sorted(vms, key=lambda v: v["name"]), "hosts": hosts,
+                "pool": latest.get(("pool", "pool"), {})}
+
+    def snapshot(self) -> dict:
+        """Everything the Prometheus exporter shows, as plain data, for one scrape."""
+        with self.cp.store.session() as s:
+            hosts = self.cp.hosts.list(s)
+            tasks = dict(s.execute(select(Task.state, func.count(Task.id)).group_by(Task.state)).all())
+        return {"hosts": hosts, "readings": dict(self.readings), "latest": self.latest, "status": dict(self.status),
+                "tasks": tasks, "alarms_firing": self.cp.alarms.firing_counts(),
+                "samples_stored": self.samples_stored}

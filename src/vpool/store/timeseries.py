@@ -1,0 +1,196 @@
+"""The time-series repository: bulk writes, rollups, retention and range queries in SQL.
+
+One collection interval is one transaction with one executemany of its samples, so a
+thousand VMs cost one commit, not ten thousand. Rollups are aggregated by the database
+(INSERT ... SELECT ... GROUP BY t - t % step), which is the same SQL on SQLite and
+PostgreSQL because times are integer milliseconds.
+"""
+
+import threading
+from dataclasses import dataclass
+
+from sqlalchemy import delete, func, insert, literal, literal_column, select, tuple_, update
+
+from vpool.store.db import Store
+from vpool.store.telemetry_tables import Rollup, Sample, Series
+
+ROLLUP_STEPS_S = (300, 3600)  # each rolled up from the one before it (raw for the first)
+
+
+@dataclass(frozen=True)
+class Point:
+    scope: str
+    subject: str
+    metric: str
+    name: str
+    host: str
+    t_ms: int
+    value: float
+
+
+@dataclass(frozen=True)
+class Retention:
+    raw_s: int = 86400
+    rollup_5m_s: int = 30 * 86400
+    rollup_1h_s: int = 365 * 86400
+
+    def of(self, step_s: int | None) -> int:
+        return {None: self.raw_s, 300: self.rollup_5m_s, 3600: self.rollup_1h_s}[step_s]
+
+
+class TimeSeries:
+    def __init__(self, store: Store, retention: Retention = Retention()):
+        self.store = store
+        self.retention = retention
+        self._ids: dict[tuple[str, str, str], tuple[int, str, str]] = {}  # key -> (id, name, host)
+        self._rolled: dict[int, int | None] = {}  # step -> end (ms) of the last bucket rolled up
+        self._lock = threading.Lock()
+
+    # --- writing --------------------------------------------------------------------------
+    def write(self, points: list[Point]) -> int:
+        """Stores one interval's points in one transaction; returns how many were stored."""
+        if not points:
+            return 0
+        with self._lock, self.store.session() as s:
+            ids = self._series_ids(s, points)
+            rows = {(ids[(p.scope, p.subject, p.metric)], p.t_ms): p.value for p in points}
+            s.execute(insert(Sample), [{"series_id": i, "t": t, "value": v} for (i, t), v in rows.items()])
+            s.commit()
+            return len(rows)
+
+    def _series_ids(self, s, points: list[Point]) -> dict[tuple[str, str, str], int]:
+        wanted = {(p.scope, p.subject, p.metric): (p.name, p.host) for p in points}
+        missing = [k for k in wanted if k not in self._ids]
+        if missing:
+            for chunk in _chunks(missing, 500):
+                for sid, scope, subject, metric, name, host in s.execute(
+                        select(Series.id, Series.scope, Series.subject, Series.metric, Series.name, Series.host)
+                        .where(tuple_(Series.scope, Series.subject, Series.metric).in_(chunk))):
+                    self._ids[(scope, subject, metric)] = (sid, name, host)
+            new = [k for k in missing if k not in self._ids]
+            if new:
+                s.execute(insert(Series), [{"scope": k[0], "subject": k[1], "metric": k[2], "name": wanted[k][0],
+                                            "host": wanted[k][1]} for k in new])
+                for chunk in _chunks(new, 500):
+                    for sid, scope, subject, metric in s.execute(
+                            select(Series.id, Series.scope, Series.subject, Series.metric)
+                            .where(tuple_(Series.scope, Series.subject, Series.metric).in_(chunk))):
+                        self._ids[(scope, subject, metric)] = (sid, *wanted[(scope, subject, metric)])
+        moved = [(k, v) for k, v in wanted.items() if self._ids[k][1:] != v]  # renamed or migrated
+        for k, (name, host) in moved:
+            sid = self._ids[k][0]
+            s.execute(update(Series).where(Series.id == sid).values(name=name, host=host))
+            self._ids[k] = (sid, name, host)
+        return {k: self._ids[k][0] for k in wanted}
+
+    # --- downsampling and retention ---------------------------------------------------------
+    def maintain(self, now_ms: int, grace_ms: int) -> dict[int, int]:
+        """Rolls up every bucket that closed at least grace_ms ago, then drops what retention
+        no longer keeps. Safe to re-run: a bucket is rewritten whole. Returns buckets written per step."""
+        written = {}
+        with self._lock, self.store.session() as s:
+            source_end = now_ms - grace_ms
+            for step_s, source_step in zip(ROLLUP_STEPS_S, (None, *ROLLUP_STEPS_S)):
+                step_ms = step_s * 1000
+                if source_step is not None:
+                    source_end = self._rolled.get(source_step) or 0
+                closed = source_end - source_end % step_ms
+                start = self._cursor(s, step_s, source_step)
+                written[step_s] = 0
+                if start is None or start >= closed:
+                    continue
+                s.execute(delete(Rollup).where(Rollup.step_s == step_s, Rollup.t >= start, Rollup.t < closed))
+                if source_step is None:
+                    bucket = _bucket(Sample.t, step_ms)
+                    rows = select(Sample.series_id, literal(step_s), bucket, func.count(), func.sum(Sample.value),
+                                  func.min(Sample.value), func.max(Sample.value)) \
+                        .where(Sample.t >= start, Sample.t < closed).group_by(Sample.series_id, bucket)
+                else:
+                    bucket = _bucket(Rollup.t, step_ms)
+                    rows = select(Rollup.series_id, literal(step_s), bucket, func.sum(Rollup.count),
+                                  func.sum(Rollup.total), func.min(Rollup.low), func.max(Rollup.high)) \
+                        .where(Rollup.step_s == source_step, Rollup.t >= start, Rollup.t < closed) \
+                        .group_by(Rollup.series_id, bucket)
+                s.execute(insert(Rollup).from_select(["series_id", "step_s", "t", "count", "total", "low", "high"],
+                                                     rows))
+                # counted, not taken from rowcount: psycopg reports -1 for INSERT ... SELECT
+                written[step_s] = s.scalar(select(func.count()).select_from(Rollup).where(
+                    Rollup.step_s == step_s, Rollup.t >= start, Rollup.t < closed))
+                self._rolled[step_s] = closed
+            s.execute(delete(Sample).where(Sample.t < now_ms - self.retention.raw_s * 1000))
+            for step_s in ROLLUP_STEPS_S:
+                s.execute(delete(Rollup).where(Rollup.step_s == step_s,
+                                               Rollup.t < now_ms - self.retention.of(step_s) * 1000))
+            s.commit()
+        return written
+
+    def _cursor(self, s, step_s: int, source_step: int | None) -> int | None:
+        """Where rolling up resumes: after the last bucket written, else at the oldest source data."""
+        if self._rolled.get(step_s) is None:
+            last = s.scalar(select(func.max(Rollup.t)).where(Rollup.step_s == step_s))
+            if last is not None:
+                self._rolled[step_s] = last + step_s * 1000
+            else:
+                first = (s.scalar(select(func.min(Sample.t))) if source_step is None else
+                         s.scalar(select(func.min(Rollup.t)).where(Rollup.step_s == source_step)))
+                return None if first is None else first - first % (step_s * 1000)
+        return self._rolled[step_s]
+
+    # --- reading ----------------------------------------------------------------------------
+    def find(self, scope: str, name: str | None = None, subject: str | None = None,
+             host: str | None = None, metric: str | None = None) -> list[Series]:
+        where = [Series.scope == scope]
+        for column, value in ((Series.name, name), (Series.subject, subject), (Series.host, host),
+                              (Series.metric, metric)):
+            if value is not None:
+                where.append(column == value)
+        with self.store.session() as s:
+            return list(s.scalars(select(Series).where(*where).order_by(Series.name, Series.metric)))
+
+    def resolution(self, since_ms: int, now_ms: int) -> int | None:
+        """The finest resolution still kept as far back as `since` (None: raw). Raw wins
+        whenever it covers the range, because rollups lag the newest bucket by design."""
+        for native in (None, *ROLLUP_STEPS_S):
+            if since_ms >= now_ms - self.retention.of(native) * 1000:
+                return native
+        return ROLLUP_STEPS_S[-1]
+
+    def read(self, series: list[Series], since_ms: int, until_ms: int, native: int | None,
+             step_s: int | None) -> dict[int, list[list[float]]]:
+        """Points [t seconds, mean, min, max] per series id, in buckets of step seconds when
+        one is given (a step finer than the stored resolution gets the stored resolution)."""
+        ids = [x.id for x in series]
+        if not ids:
+            return {}
+        if native is None and step_s is None:
+            q = select(Sample.series_id, Sample.t, Sample.value, Sample.value, Sample.value) \
+                .where(Sample.series_id.in_(ids), Sample.t >= since_ms, Sample.t < until_ms) \
+                .order_by(Sample.series_id, Sample.t)
+        elif native is None:
+            bucket = _bucket(Sample.t, step_s * 1000)
+            q = select(Sample.series_id, bucket, func.avg(Sample.value), func.min(Sample.value),
+                       func.max(Sample.value)) \
+                .where(Sample.series_id.in_(ids), Sample.t >= since_ms, Sample.t < until_ms) \
+                .group_by(Sample.series_id, bucket).order_by(Sample.series_id, bucket)
+        else:
+            bucket = _bucket(Rollup.t, max(step_s or native, native) * 1000)
+            q = select(Rollup.series_id, bucket, func.sum(Rollup.total) / func.sum(Rollup.count),
+                       func.min(Rollup.low), func.max(Rollup.high)) \
+                .where(Rollup.series_id.in_(ids), Rollup.step_s == native, Rollup.t >= since_ms,
+                       Rollup.t < until_ms).group_by(Rollup.series_id, bucket).order_by(Rollup.series_id, bucket)
+        out: dict[int, list[list[float]]] = {i: [] for i in ids}
+        with self.store.session() as s:
+            for sid, t, mean, low, high in s.execute(q):
+                out[sid].append([t / 1000.0, float(mean), float(low), float(high)])
+        return out
+
+
+def _bucket(t, step_ms: int):
+    # Inlined, not bound: PostgreSQL only matches a GROUP BY expression to the selected one
+    # when they are textually the same, and two bind parameters are two different texts.
+    return t - t % literal_column(str(int(step_ms)))
+
+
+def _chunks(items: list, n: int):
+    for i in range(0, len(items), n):
+        yield items[i:i + n]

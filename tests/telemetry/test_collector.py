@@ -1,0 +1,108 @@
+"""Rates from counters, and the collection loop over simulated hosts: one bulk call per host,
+every series stored with its anomaly score, a failing or hanging host marked stale."""
+
+import dataclasses
+import threading
+
+from tests.core.conftest import Api, eventually, make_settings
+from tests.telemetry.conftest import domain, host_read
+from vpool.model.errors import HypervisorError
+from vpool.services.controlplane import ControlPlane
+from vpool.telemetry.collector import host_rates, host_reading, vm_rates, vm_reading
+
+
+def test_vm_rates_from_two_readings():
+    before = vm_reading("u", "v", domain(cpu_s=100, vcpus=2, rd=0, wr=4096 * 10, rx=1000, tx=0))
+    after = vm_reading("u", "v", domain(cpu_s=105, vcpus=2, rd=4096 * 20, wr=4096 * 30, rx=6000, tx=500))
+    m = vm_rates(before, after, dt=10.0)
+    assert m["cpu_percent"] == 25.0  # 5 CPU-seconds over 10 s on 2 vCPUs
+    assert m["disk_read_bytes_per_s"] == 4096 * 2 and m["disk_read_iops"] == 2
+    assert m["disk_write_bytes_per_s"] == 4096 * 2 and m["disk_write_iops"] == 2
+    assert m["net_rx_bytes_per_s"] == 500 and m["net_tx_bytes_per_s"] == 50
+    assert m["memory_balloon_bytes"] == 2**30 and m["memory_used_bytes"] == 2**30 * 3 / 4
+
+
+def test_devices_are_summed_and_a_reset_counter_gives_no_rate():
+    stats = {"state.state": 1, "cpu.time": 10**9, "block.count": 2, "block.0.rd.bytes": 100,
+             "block.1.rd.bytes": 50, "net.count": 2, "net.0.rx.bytes": 7, "net.1.rx.bytes": 3}
+    r = vm_reading("u", "v", stats)
+    assert (r.rd_bytes, r.rx_bytes, r.wr_bytes) == (150, 10, None)
+    restarted = vm_reading("u", "v", {**stats, "cpu.time": 10**6})  # rebooted: the counter starts over
+    assert "cpu_percent" not in vm_rates(r, restarted, 10.0)
+    assert vm_rates(r, restarted, 10.0)["disk_read_bytes_per_s"] == 0
+    stopped = vm_reading("u", "v", {**stats, "state.state": 5})
+    assert "cpu_percent" not in vm_rates(r, stopped, 10.0)
+
+
+def test_host_rates():
+    before = host_reading({"user": 10, "kernel": 10, "idle": 70, "iowait": 10}, 10**6, {"free": 100})
+    after = host_reading({"user": 40, "kernel": 20, "idle": 120, "iowait": 20}, 10**6, {"free": 90, "cached": 10})
+    vms = [vm_reading("a", "a", domain(0, vcpus=4)), vm_reading("b", "b", domain(0, running=False))]
+    m = host_rates(before, after, [{"cpu_percent": 50.0}, {}], vms)
+    assert m["cpu_percent"] == 40.0  # 40 of 100 ns busy; iowait counts as idle
+    assert m["guest_cpu_cores"] == 2.0 and m["vms_running"] == 1
+    assert m["memory_used_bytes"] == 10**6 - 100 * 1024  # page cache counts as free
+    assert "cpu_percent" not in host_rates(None, after, [], [])
+
+
+def test_collect_stores_every_series_and_its_anomaly_score(tapi, tcp, tmp_path):
+    tapi.add_sim_host(tmp_path, "h1")
+    for name in ("v1", "v2"):
+        tapi.task(tapi.post("/vms", json={"name": name, "cpus": 1, "memory": "512M", "disk": "1G"}))
+    tcp.telemetry.collect_once()
+    tcp.telemetry.collect_once()
+    for vm in ("v1", "v2"):
+        metrics = {s.metric for s in tcp.telemetry.series.find("vm", name=vm)}
+        assert {"cpu_percent", "cpu_percent.anomaly", "memory_used_bytes", "memory_used_bytes.anomaly"} <= metrics
+    cpu = tapi.get("/metrics/query", params={"vm": "v1", "metric": "cpu_percent"}).json()["series"][0]["points"]
+    assert len(cpu) == 1 and 99 <= cpu[0][1] <= 100  # the test driver's CPU clock runs with the wall clock
+    host = {s.metric for s in tcp.telemetry.series.find("host", name="h1")}
+    assert {"memory_total_bytes", "vms_running", "guest_cpu_cores"} <= host
+    assert tcp.telemetry.latest[("pool", "pool")]["vms"] == 2
+    assert not tcp.telemetry.status["h1"].stale
+
+
+def test_a_failing_or_hanging_host_is_stale_and_the_others_go_on(tcp, tmp_path):
+    api = Api(tcp)
+    api.add_sim_host(tmp_path, "good")
+    api.add_sim_host(tmp_path, "bad")
+    bad_id = api.get("/hosts/bad").json()["id"]
+    drv = tcp.connections.drivers[bad_id]
+
+    def broken():
+        raise HypervisorError("cannot read domain statistics: connection reset")
+    drv.all_domain_stats = broken
+    tcp.telemetry.collect_once()
+    status = tcp.telemetry.status
+    assert status["bad"].stale and "connection reset" in status["bad"].error
+    assert not status["good"].stale and ("host", "good") in tcp.telemetry.latest
+
+    release = threading.Event()
+    drv.all_domain_stats = lambda: release.wait() and []
+    tcp.telemetry.interval_s = 0.3  # how long one interval waits for a host
+    tcp.telemetry.collect_once()
+    assert "no answer" in status["bad"].error and not status["good"].stale
+    tcp.telemetry.collect_once()
+    assert "has not returned" in status["bad"].error
+    release.set()
+    assert eventually(lambda: bad_id not in tcp.telemetry._busy)
+
+
+def test_the_background_loop_collects(tmp_path):
+    cp = ControlPlane(dataclasses.replace(make_settings(tmp_path), telemetry_interval_s=0.2))
+    cp.start()
+    try:
+        Api(cp).add_sim_host(tmp_path, "loop1")
+        assert eventually(lambda: ("host", "loop1") in cp.telemetry.latest)
+        assert cp.telemetry.samples_stored > 0
+    finally:
+        cp.stop()
+
+
+def test_ingest_keeps_rates_per_vm_across_intervals(tcp):
+    t = tcp.telemetry
+    t.ingest(1000.0, [host_read(0.0, {"a": domain(cpu_s=0, rx=0)})], {})
+    t.ingest(1010.0, [host_read(10.0, {"a": domain(cpu_s=2, rx=10_000)})], {})
+    assert t.latest[("vm", "a")]["cpu_percent"] == 20.0
+    assert t.latest[("vm", "a")]["net_rx_bytes_per_s"] == 1000.0
+    assert t.latest[("host", "h1")]["cpu_percent"] == 25.0
