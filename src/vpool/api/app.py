@@ -5,6 +5,8 @@ from fastapi import Depends, FastAPI
 from vpool.api import problems
 from vpool.api.deps import caller
 from vpool.api.routes import flavors, hosts, images, plans, tasks, vms
+from vpool.api import prometheus
+from vpool.api.routes import alarms, metrics
 
 
 def create_app(cp) -> FastAPI:
@@ -20,4 +22,7 @@ def create_app(cp) -> FastAPI:
 
     for module in (hosts, vms, flavors, images, tasks, plans):
         app.include_router(module.router, dependencies=[Depends(caller)])
+    for module in (metrics, alarms):
+        app.include_router(module.router, dependencies=[Depends(caller)])
+    prometheus.install(app)
     return app

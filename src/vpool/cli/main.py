@@ -309,6 +309,10 @@ def task_cancel(task_id: int, as_json: bool = JSON):
 
 app.add_typer(plan.app, name="plan")
 
+from vpool.cli import telemetry as _telemetry  # noqa: E402  (top, stats, alarm)
+
+_telemetry.register(app)
+
 
 if __name__ == "__main__":
     app()

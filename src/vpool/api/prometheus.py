@@ -1,0 +1,40 @@
+"""GET /metrics for Prometheus, and the API latency histogram it includes.
+
+/metrics needs the bearer token like every other route: it names every VM and host, which
+is not for anyone who can reach the port. Prometheus sends the token with
+`authorization: {credentials_file: ...}` (see deploy/prometheus/prometheus.yml).
+Each app has its own registry, so several control planes in one process (the tests) do
+not share series.
+"""
+
+import time
+
+from fastapi import Depends, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+
+from vpool.api.deps import caller
+from vpool.telemetry.exporter import PoolCollector
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+def install(app) -> None:
+    registry = CollectorRegistry()
+    registry.register(PoolCollector(app.state.cp.telemetry.snapshot))
+    latency = Histogram("vpool_api_request_duration_seconds", "API request latency by route template",
+                        ["method", "route", "status"], buckets=LATENCY_BUCKETS, registry=registry)
+
+    @app.middleware("http")
+    async def time_requests(request: Request, call_next):
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        # The template (/vms/{ref}), never the raw path: one series per route, not per VM name.
+        latency.labels(request.method, getattr(route, "path", "unmatched"), str(response.status_code)) \
+            .observe(time.perf_counter() - start)
+        return response
+
+    @app.get("/metrics", tags=["metrics"], dependencies=[Depends(caller)], include_in_schema=True)
+    def metrics():
+        """Prometheus text exposition: host, VM, pool and control-plane series."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

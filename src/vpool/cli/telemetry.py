@@ -1,0 +1,176 @@
+"""`vpool top`, `vpool stats` and `vpool alarm`: what the collector measured, and who is told when."""
+
+import time
+
+import typer
+from rich.live import Live
+from rich.table import Table
+
+from vpool.cli.client import call, console, emit_json, fail
+
+JSON = typer.Option(False, "--json", help="Print JSON for scripts.")
+alarm_app = typer.Typer(help="Alarms: threshold and anomaly rules, their states and history.", no_args_is_help=True)
+TOP_SORT = {"cpu": "cpu_percent", "mem": "memory_used_bytes", "read": "disk_read_bytes_per_s",
+            "write": "disk_write_bytes_per_s", "rx": "net_rx_bytes_per_s", "tx": "net_tx_bytes_per_s"}
+
+
+def _bytes(value: float | None, per_s: bool = False) -> str:
+    if value is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            text = f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+            return text + ("/s" if per_s else "")
+        value /= 1024
+    return "-"
+
+
+def _num(value: float | None, fmt: str = "{:.1f}") -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def _anomaly(metrics: dict) -> float | None:
+    scores = [v for k, v in metrics.items() if k.endswith(".anomaly")]
+    return max(scores) if scores else None
+
+
+def top_table(data: dict, sort: str = "cpu", limit: int = 50) -> Table:
+    """One frame of `vpool top`: a line per host, then the busiest VMs."""
+    hosts = ", ".join(f"{h['name']} {'[red]stale[/red]' if h['stale'] else ''}{h['vms']} VMs "
+                      f"{_num(h['metrics'].get('guest_cpu_cores'), '{:.2f}')} cores" for h in data["hosts"])
+    key = TOP_SORT[sort]
+    vms = sorted(data["vms"], key=lambda v: v["metrics"].get(key, -1.0), reverse=True)
+    table = Table(title=f"vpool top: {len(data['vms'])} VMs · {hosts or 'no hosts'} · every {data['interval_s']:g} s",
+                  title_justify="left")
+    for column in ("VM", "host", "CPU %", "memory", "disk read", "disk write", "r IOPS", "w IOPS",
+                   "net rx", "net tx", "anomaly"):
+        table.add_column(column, justify="left" if column in ("VM", "host") else "right")
+    for v in vms[:limit]:
+        m = v["metrics"]
+        table.add_row(v["name"], v["host"] or "", _num(m.get("cpu_percent")), _bytes(m.get("memory_used_bytes")),
+                      _bytes(m.get("disk_read_bytes_per_s"), True), _bytes(m.get("disk_write_bytes_per_s"), True),
+                      _num(m.get("disk_read_iops"), "{:.0f}"), _num(m.get("disk_write_iops"), "{:.0f}"),
+                      _bytes(m.get("net_rx_bytes_per_s"), True), _bytes(m.get("net_tx_bytes_per_s"), True),
+                      _num(_anomaly(m), "{:.2f}"))
+    return table
+
+
+def top(host: str = typer.Option(None, help="Only this host's VMs."),
+        sort: str = typer.Option("cpu", help=f"Sort by {', '.join(TOP_SORT)}."),
+        limit: int = typer.Option(50, min=1, help="Show at most this many VMs."),
+        interval: float = typer.Option(None, min=0.2, help="Refresh every N s (default: the collection interval)."),
+        once: bool = typer.Option(False, "--once", help="Print one frame and exit."),
+        as_json: bool = JSON):
+    """A live table of the busiest VMs, like virt-top, from the last collection interval."""
+    if sort not in TOP_SORT:
+        fail(f"cannot sort by {sort!r}; use one of {', '.join(TOP_SORT)}")
+    params = {"host": host} if host else {}
+    data = call("GET", "/metrics/latest", params=params)
+    if as_json:
+        return emit_json(data)
+    if once or not console.is_terminal:
+        return console.print(top_table(data, sort, limit))
+    every = interval or data["interval_s"]
+    try:
+        with Live(top_table(data, sort, limit), console=console, auto_refresh=False) as live:
+            while True:
+                time.sleep(every)
+                live.update(top_table(call("GET", "/metrics/latest", params=params), sort, limit), refresh=True)
+    except KeyboardInterrupt:
+        pass
+
+
+def stats(vm: str, since: str = typer.Option("1h", help="How far back: 30m, 1h, 7d, or an ISO 8601 time."),
+          step: str = typer.Option(None, help="Bucket size, e.g. 5m (default: the stored resolution)."),
+          as_json: bool = JSON):
+    """A VM's metrics over a period: last, min, mean, max, and the highest anomaly score."""
+    params = {"vm": vm, "since": since, **({"step": step} if step else {})}
+    data = call("GET", "/metrics/query", params=params)
+    if as_json:
+        return emit_json(data)
+    by_metric = {s["metric"]: s["points"] for s in data["series"]}
+    table = Table(title=f"{vm} since {since} ({'raw' if data['resolution_s'] is None else str(data['resolution_s']) + ' s'}"
+                        " resolution)", title_justify="left")
+    for column in ("metric", "points", "last", "min", "mean", "max", "max anomaly"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for metric in sorted(m for m in by_metric if not m.endswith(".anomaly")):
+        points = by_metric[metric]
+        if not points:
+            continue
+        fmt = (lambda x: _bytes(x, metric.endswith("_per_s"))) if "bytes" in metric else _num
+        mean = sum(p[1] for p in points) / len(points)
+        scores = by_metric.get(metric + ".anomaly") or []
+        table.add_row(metric, str(len(points)), fmt(points[-1][1]), fmt(min(p[2] for p in points)), fmt(mean),
+                      fmt(max(p[3] for p in points)), _num(max((p[3] for p in scores), default=None), "{:.2f}"))
+    if not table.row_count:
+        return console.print(f"no samples of {vm} since {since} yet")
+    console.print(table)
+
+
+# --- alarms -------------------------------------------------------------------------------------
+@alarm_app.command("create")
+def alarm_create(name: str, metric: str = typer.Option(..., help="e.g. cpu_percent, memory_used_bytes."),
+                 value: float = typer.Option(..., help="Threshold, or minimum anomaly score (0-1)."),
+                 comparison: str = typer.Option(None, "--comparison", "-c", help=">, >=, < or <= (threshold)."),
+                 anomaly: bool = typer.Option(False, "--anomaly", help="Fire on the detector's score, not the value."),
+                 scope: str = typer.Option("vm", help="vm, host or pool."),
+                 target: str = typer.Option(None, help="One VM or host by name (default: each of the scope)."),
+                 for_: str = typer.Option("0s", "--for", help="How long the condition must hold, e.g. 5m."),
+                 webhook: str = typer.Option(None, help="URL to POST a JSON notice to when it fires or resolves."),
+                 as_json: bool = JSON):
+    """Create an alarm, e.g. vpool alarm create hot --metric cpu_percent -c '>' --value 90 --for 5m."""
+    body = {"name": name, "kind": "anomaly" if anomaly else "threshold", "scope": scope, "target": target,
+            "metric": metric, "comparison": comparison, "value": value, "for": for_, "webhook": webhook}
+    a = call("POST", "/alarms", json=body)
+    if as_json:
+        return emit_json(a)
+    console.print(f"alarm {a['name']}: {_condition(a)}", highlight=False)
+
+
+def _condition(a: dict) -> str:
+    what = f"{a['metric']} anomaly score" if a["kind"] == "anomaly" else a["metric"]
+    where = a["target"] or f"any {a['scope']}" if a["scope"] != "pool" else "the pool"
+    held = f" for {a['for_s']:g} s" if a["for_s"] else ""
+    return f"{what} {a['comparison']} {a['value']:g} on {where}{held}"
+
+
+@alarm_app.command("list")
+def alarm_list(as_json: bool = JSON):
+    """Alarms with the VMs or hosts they are firing for."""
+    items = call("GET", "/alarms")["items"]
+    if as_json:
+        return emit_json(items)
+    table = Table(title="Alarms", title_justify="left")
+    for column in ("name", "kind", "condition", "firing", "webhook"):
+        table.add_column(column)
+    for a in items:
+        table.add_row(a["name"], a["kind"], _condition(a), ", ".join(a["firing"]) or "ok", a["webhook"] or "")
+    console.print(table)
+
+
+@alarm_app.command("delete")
+def alarm_delete(name: str):
+    call("DELETE", f"/alarms/{name}")
+    console.print(f"alarm {name} deleted")
+
+
+@alarm_app.command("history")
+def alarm_history(name: str = typer.Argument(None, help="Only this alarm."), limit: int = typer.Option(20, min=1),
+                  as_json: bool = JSON):
+    """Firing and resolved events, newest first, and whether the webhook took them."""
+    items = call("GET", "/alarms/history", params={"limit": limit, **({"alarm": name} if name else {})})["items"]
+    if as_json:
+        return emit_json(items)
+    table = Table(title="Alarm history", title_justify="left")
+    for column in ("at", "alarm", "subject", "state", "value", "notified"):
+        table.add_column(column)
+    for e in items:
+        notified = "yes" if e["notified"] else (e["notify_error"] or "-")
+        table.add_row(str(e["at"])[:19], e["alarm"], e["subject"], e["state"], _num(e["value"], "{:.4g}"), notified)
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(top)
+    app.command()(stats)
+    app.add_typer(alarm_app, name="alarm")
