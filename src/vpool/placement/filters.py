@@ -2,7 +2,8 @@
 
 Nova calls `host_passes` once per host; here a filter sees the whole cluster at once, so a
 decision costs a handful of vector operations and a refusal can say how many hosts each
-filter removed. A filter takes a `ClusterState` or a `Workspace` (same attribute names).
+filter removed. A filter takes a `ClusterState` or a `Workspace` (same attribute names) and
+returns None when the request gives it nothing to check, so idle filters cost nothing.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 
 from .request import PlacementRequest
 
-Filter = Callable[[object, PlacementRequest], np.ndarray]
+Filter = Callable[[object, PlacementRequest], "np.ndarray | None"]
 
 #: slack for float sums of integral amounts
 EPSILON = 1e-9
@@ -21,7 +22,11 @@ EPSILON = 1e-9
 
 def capacity_filter(state, request: PlacementRequest) -> np.ndarray:
     """Room for the VM in every resource, under allocation ratios and reservations."""
-    return (state.free + EPSILON >= request.demand).all(axis=1)
+    free = state.free
+    mask = free[:, 0] + EPSILON >= request.cpus
+    mask &= free[:, 1] + EPSILON >= request.memory_mib
+    mask &= free[:, 2] + EPSILON >= request.disk_gib
+    return mask
 
 
 def maintenance_filter(state, request: PlacementRequest) -> np.ndarray:
@@ -29,13 +34,17 @@ def maintenance_filter(state, request: PlacementRequest) -> np.ndarray:
     return state.accepts_vms
 
 
-def max_vms_filter(state, request: PlacementRequest) -> np.ndarray:
+def max_vms_filter(state, request: PlacementRequest) -> np.ndarray | None:
     """The host is below its maximum number of VMs."""
+    if not state.limits_vms:
+        return None
     return state.vm_count < state.max_vms
 
 
-def tag_filter(state, request: PlacementRequest) -> np.ndarray:
+def tag_filter(state, request: PlacementRequest) -> np.ndarray | None:
     """The host has every required tag and no forbidden one."""
+    if not (request.require_tags or request.forbid_tags):
+        return None
     mask = np.ones(state.n_hosts, dtype=bool)
     for tag in request.require_tags:
         mask &= state.tag_mask(tag)
@@ -44,16 +53,20 @@ def tag_filter(state, request: PlacementRequest) -> np.ndarray:
     return mask
 
 
-def anti_affinity_filter(state, request: PlacementRequest) -> np.ndarray:
+def anti_affinity_filter(state, request: PlacementRequest) -> np.ndarray | None:
     """No member of the VM's anti-affinity groups runs on the host."""
+    if not request.anti_affinity:
+        return None
     mask = np.ones(state.n_hosts, dtype=bool)
     for group in request.anti_affinity:
         mask &= state.group_members(group) == 0
     return mask
 
 
-def affinity_filter(state, request: PlacementRequest) -> np.ndarray:
+def affinity_filter(state, request: PlacementRequest) -> np.ndarray | None:
     """The host already runs a member of each affinity group that has members."""
+    if not request.affinity:
+        return None
     mask = np.ones(state.n_hosts, dtype=bool)
     for group in request.affinity:
         members = state.group_members(group)
@@ -62,10 +75,10 @@ def affinity_filter(state, request: PlacementRequest) -> np.ndarray:
     return mask
 
 
-def host_filter(state, request: PlacementRequest) -> np.ndarray:
+def host_filter(state, request: PlacementRequest) -> np.ndarray | None:
     """The host the request is pinned to, if any."""
     if request.host is None:
-        return np.ones(state.n_hosts, dtype=bool)
+        return None
     mask = np.zeros(state.n_hosts, dtype=bool)
     index = state.host_index.get(request.host)
     if index is not None:

@@ -15,7 +15,6 @@ from typing import Sequence
 
 import numpy as np
 
-from .filters import FILTERS
 from .place import DEFAULT_POLICY, PlacementPolicy, feasible_hosts, refusal
 from .request import PlacementRequest
 from .state import ClusterState, Workspace
@@ -101,12 +100,7 @@ def _cp_sat(state, requests, start, policy, budget):
     """Fewest newly used hosts, under the same filters; None if it finds nothing better."""
     from ortools.sat.python import cp_model   # heavy import, paid only when CP-SAT runs
 
-    allowed = []
-    for r in requests:
-        mask = np.ones(state.n_hosts, dtype=bool)
-        for name in policy.filters:
-            mask &= FILTERS[name](state, r)
-        allowed.append(np.flatnonzero(mask))
+    allowed = [np.flatnonzero(feasible_hosts(state, r, policy)[0]) for r in requests]
     model = cp_model.CpModel()
     x = {}
     for i, hosts in enumerate(allowed):

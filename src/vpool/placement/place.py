@@ -10,7 +10,7 @@ import numpy as np
 from .filters import DEFAULT_FILTERS, FILTERS
 from .request import Placement, PlacementRequest, describe_demand, number
 from .state import RESOURCES, UNITS
-from .weighers import DEFAULT_WEIGHERS, WEIGHERS, normalise
+from .weighers import DEFAULT_WEIGHERS, WEIGHERS, Candidates, normalise
 
 
 @dataclass(frozen=True)
@@ -53,12 +53,16 @@ def feasible_hosts(state, request: PlacementRequest, policy: PlacementPolicy = D
     alive = np.ones(state.n_hosts, dtype=bool)
     removed_by: dict[str, int] = {}
     masks = {}
+    left = state.n_hosts
     for name in policy.filters:
         mask = FILTERS[name](state, request)
+        if mask is None:
+            removed_by[name] = 0
+            continue
         masks[name] = mask
-        before = int(np.count_nonzero(alive))
         alive &= mask
-        removed_by[name] = before - int(np.count_nonzero(alive))
+        now = int(np.count_nonzero(alive))
+        removed_by[name], left = left - now, now
     return alive, removed_by, masks
 
 
@@ -72,9 +76,10 @@ def rank(state, request: PlacementRequest, candidates: np.ndarray,
          policy: PlacementPolicy = DEFAULT_POLICY) -> np.ndarray:
     """The weighed total of each candidate host (higher is better)."""
     total = np.zeros(candidates.size)
+    shared = Candidates(state, request, candidates)
     for name, multiplier in policy.weighers.items():
         if multiplier:
-            total += multiplier * normalise(WEIGHERS[name](state, request, candidates))
+            total += multiplier * normalise(WEIGHERS[name](state, request, shared))
     return total
 
 

@@ -188,6 +188,16 @@ class ClusterState:
         return self.usable - self.used
 
     @cached_property
+    def inverse_usable(self) -> np.ndarray:
+        """1 / usable, 0 where nothing is usable: weighers multiply instead of dividing."""
+        usable = self.usable
+        return np.divide(1.0, usable, out=np.zeros_like(usable), where=usable > 0)
+
+    @cached_property
+    def limits_vms(self) -> bool:
+        return bool(np.isfinite(self.max_vms).any())
+
+    @cached_property
     def accepts_vms(self) -> np.ndarray:
         """Hosts that may receive new VMs: up and not in maintenance."""
         return self.up & ~self.maintenance
@@ -283,7 +293,9 @@ class Workspace:
         self.host_names = state.host_names
         self.host_index = state.host_index
         self.usable = state.usable
+        self.inverse_usable = state.inverse_usable
         self.max_vms = state.max_vms
+        self.limits_vms = state.limits_vms
         self.used = state.used.copy()
         self.free = state.free.copy()
         self.vm_count = state.vm_count.copy()

@@ -7,53 +7,66 @@ negative multiplier turns spreading into packing. The highest total wins.
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Callable
 
 import numpy as np
 
 from .request import PlacementRequest
 
-Weigher = Callable[[object, PlacementRequest, np.ndarray], np.ndarray]
 
 
-def _free_fraction_after(state, request, hosts, resource):
-    """Share of the host's usable amount left after the VM lands; fractions, not absolute
-    amounts, so a small host that is half empty is as attractive as a big one."""
-    usable = state.usable[hosts, resource]
-    left = state.free[hosts, resource] - request.demand[resource]
-    return np.divide(left, usable, out=np.zeros_like(left), where=usable > 0)
+class Candidates:
+    """The hosts left after filtering, with what several weighers read computed once."""
+
+    def __init__(self, state, request: PlacementRequest, index: np.ndarray):
+        self.state = state
+        self.request = request
+        self.index = index
+        self.everyone = index.size == state.n_hosts
+
+    def take(self, array: np.ndarray) -> np.ndarray:
+        return array if self.everyone else array[self.index]
+
+    @cached_property
+    def free_after(self) -> np.ndarray:
+        """Share of each host's usable amount left after the VM lands, per resource:
+        shares, not amounts, so a small host half empty is as attractive as a big one."""
+        return (self.take(self.state.free) - self.request.demand) * \
+            self.take(self.state.inverse_usable)
 
 
-def ram_weigher(state, request, hosts):
+Weigher = Callable[[object, PlacementRequest, Candidates], np.ndarray]
+
+
+def ram_weigher(state, request, candidates):
     """Prefer hosts with more free memory (spread); a negative multiplier packs."""
-    return _free_fraction_after(state, request, hosts, 1)
+    return candidates.free_after[:, 1]
 
 
-def cpu_weigher(state, request, hosts):
+def cpu_weigher(state, request, candidates):
     """Prefer hosts with more free vCPUs (spread); a negative multiplier packs."""
-    return _free_fraction_after(state, request, hosts, 0)
+    return candidates.free_after[:, 0]
 
 
-def disk_weigher(state, request, hosts):
+def disk_weigher(state, request, candidates):
     """Prefer hosts with more free disk (spread); a negative multiplier packs."""
-    return _free_fraction_after(state, request, hosts, 2)
+    return candidates.free_after[:, 2]
 
 
-def soft_anti_affinity_weigher(state, request, hosts):
+def soft_anti_affinity_weigher(state, request, candidates):
     """Prefer hosts with fewer members of the VM's soft anti-affinity groups."""
-    score = np.zeros(len(hosts))
+    score = np.zeros(candidates.index.size)
     for group in request.soft_anti_affinity:
-        score -= state.group_members(group)[hosts]
+        score -= candidates.take(state.group_members(group))
     return score
 
 
-def balance_weigher(state, request, hosts):
-    """Prefer hosts whose CPU, memory and disk use stay even after the VM lands, so no
-    resource is stranded by another running out first."""
-    usable = state.usable[hosts]
-    used = usable - state.free[hosts] + request.demand
-    fraction = np.divide(used, usable, out=np.zeros_like(used), where=usable > 0)
-    return -(fraction.max(axis=1) - fraction.min(axis=1))
+def balance_weigher(state, request, candidates):
+    """Prefer hosts whose CPU and memory stay equally used after the VM lands, so neither
+    is stranded by the other running out first (disk is left out: it rarely binds)."""
+    after = candidates.free_after
+    return -np.abs(after[:, 0] - after[:, 1])
 
 
 WEIGHERS: dict[str, Weigher] = {

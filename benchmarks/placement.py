@@ -1,0 +1,312 @@
+"""Placement beside Ganeti's htools, in the same run; prints JSON.
+
+    .venv/bin/python benchmarks/placement.py            # minutes: hbal on 10 nodes only
+    .venv/bin/python benchmarks/placement.py --slow     # + hbal at 100 and 1,000 nodes, hail
+                                                        #   at 10,000 (about an hour)
+    .venv/bin/python benchmarks/placement.py --cluster FILE [--hbal-timeout S]
+
+Balance: vpool's `balance` and `hbal` on the same htools file; both final scores are hbal's
+formula (vpool's is also re-checked with `hinfo` on the file rewritten with vpool's moves).
+Place: decisions per second at 1,000 and 10,000 hosts beside `hail` on the same request.
+Pack: hosts used by `place_many` and `consolidate` beside a lower bound for vector packing.
+
+Clusters come from ../shared/ganeti/gen_cluster.py, written into a temporary directory. The
+Debian packages ganeti-htools-3.0 and ganeti-htools are installed with apt-get if missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from vpool.placement import (BalancePolicy, ClusterState, ConsolidationPolicy, PlacementRequest,
+                             VMRecord, balance, consolidate, place, place_many)
+from vpool.placement.capacity import DEFAULT_FLAVORS
+from vpool.placement.htools import read_htools
+from vpool.placement.packing import lower_bound
+from vpool.placement.score import hbal_score
+from vpool.placement.state import Workspace
+
+GANETI = Path(os.environ.get("VPOOL_GANETI_DIR", "/work/shared/ganeti"))
+HTOOLS_BIN = Path("/usr/lib/ganeti/3.0/usr/bin")
+HAIL = Path("/usr/lib/ganeti/3.0/usr/lib/ganeti/iallocators/hail")
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------ peers
+def ensure_ganeti() -> bool:
+    """hbal/hail present, installing the Debian packages if needed."""
+    if (HTOOLS_BIN / "hbal").exists() and HAIL.exists():
+        return True
+    log("installing ganeti-htools-3.0 ganeti-htools with apt-get")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for cmd in (["apt-get", "update", "-qq"],
+                ["apt-get", "install", "-y", "-qq", "ganeti-htools-3.0", "ganeti-htools"]):
+        if subprocess.run(cmd, env=env, capture_output=True).returncode != 0:
+            log(f"could not run {' '.join(cmd)}; the peer columns stay empty")
+            return False
+    return (HTOOLS_BIN / "hbal").exists()
+
+
+def run_peer(cmd: list[str], timeout: float) -> dict:
+    """Run a Ganeti tool; wall and CPU seconds of that child, its output, or a timeout."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        finished = True
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        finished = False
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"finished": finished, "wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
+            "output": out, "timeout_s": timeout}
+
+
+def hbal(path: Path, dynamic: bool, timeout: float) -> dict:
+    cmd = [str(HTOOLS_BIN / "hbal"), "-t", str(path)] + ([] if dynamic else ["--ignore-dynu"])
+    run = run_peer(cmd, timeout)
+    out = run.pop("output")
+    result = {"ran": " ".join(["hbal", "-t", path.name] + cmd[3:]), **run}
+    initial = re.search(r"Initial score: ([\d.]+)", out)
+    result["score_before"] = float(initial.group(1)) if initial else None
+    if not run["finished"]:
+        result.update(score_after=None, moves=None,
+                      note=f"did not finish within {timeout:.0f} s")
+        return result
+    improved = re.search(r"Cluster score improved from [\d.]+ to ([\d.]+)", out)
+    length = re.search(r"Solution length=(\d+)", out)
+    result["score_after"] = float(improved.group(1)) if improved else result["score_before"]
+    result["moves"] = int(length.group(1)) if length else 0
+    return result
+
+
+def hinfo_score(path: Path) -> float | None:
+    out = run_peer([str(HTOOLS_BIN / "hinfo"), "-t", str(path)], 300)["output"]
+    found = re.search(r"Cluster score: ([\d.]+)", out)
+    return float(found.group(1)) if found else None
+
+
+# ------------------------------------------------------------------------------ inputs
+def generate(directory: Path, nodes: int, instances: int, seed: int, *extra: str,
+             request: bool = False) -> Path:
+    name = f"c{nodes}x{instances}s{seed}{''.join(extra).replace('-', '')}.txt"
+    path = directory / name
+    if not path.exists():
+        args = [sys.executable, str(GANETI / "gen_cluster.py"), "-n", str(nodes), "-i",
+                str(instances), "--seed", str(seed), "-o", str(path), *extra]
+        if request:
+            args += ["--hail-request", str(path.with_suffix(".req.json"))]
+        subprocess.run(args, check=True, capture_output=True)
+    return path
+
+
+def load(path: Path) -> ClusterState:
+    return read_htools(path.read_text()).to_state()
+
+
+# ------------------------------------------------------------------------------ balance
+def bench_balance(path: Path, dynamic: bool, peer: bool, timeout: float,
+                  directory: Path) -> dict:
+    cluster = read_htools(path.read_text())
+    state = cluster.to_state()
+    start_cpu, start = time.process_time(), time.perf_counter()
+    plan = balance(state, BalancePolicy(dynamic_load=dynamic))
+    cpu, wall = time.process_time() - start_cpu, time.perf_counter() - start
+    moved_gib = sum(state.vms[state.vm_index[m.vm]].memory_mib for m in plan.moves) / 1024
+    ours = {"score_before": round(plan.score_before, 8), "score_after": round(plan.score_after, 8),
+            "moves": len(plan.moves), "stages": plan.stages, "ram_moved_gib": moved_gib,
+            "cpu_s": round(cpu, 3), "wall_s": round(wall, 3)}
+    row = {"cluster": path.name, "nodes": state.n_hosts, "vms": len(state.vms),
+           "score": "hbal default" if dynamic else "hbal --ignore-dynu", "vpool": ours}
+    if peer:
+        rewritten = directory / f"vpool-{path.stem}-{'d' if dynamic else 'i'}.txt"
+        rewritten.write_text(cluster.with_moves((m.vm, m.dst) for m in plan.moves).render())
+        if dynamic:
+            ours["score_after_by_hinfo"] = hinfo_score(rewritten)
+        theirs = hbal(path, dynamic, timeout)
+        row["hbal"] = theirs
+        if theirs["finished"]:
+            row["ratio"] = {
+                "score_after": _ratio(ours["score_after"], theirs["score_after"]),
+                "moves": _ratio(ours["moves"], theirs["moves"]),
+                "cpu_s": _ratio(ours["cpu_s"], theirs["cpu_s"]),
+                "wall_s": _ratio(ours["wall_s"], theirs["wall_s"])}
+            row["score_not_worse_and_no_more_moves"] = (
+                ours["score_after"] <= theirs["score_after"] + 1e-8
+                and ours["moves"] <= theirs["moves"])
+    log(f"balance {path.name} {row['score']}: vpool {ours['score_before']} -> "
+        f"{ours['score_after']} in {ours['moves']} moves, {ours['cpu_s']} s"
+        + (f"; hbal {row['hbal'].get('score_after')} in {row['hbal'].get('moves')} moves, "
+           f"{row['hbal']['cpu_s']} s" if peer else ""))
+    return row
+
+
+def _ratio(a, b):
+    return round(a / b, 6) if b else None
+
+
+# ------------------------------------------------------------------------------ place
+def bench_place(path: Path, peer: bool, timeout: float, decisions: int) -> dict:
+    state = load(path)
+    flavors = list(DEFAULT_FLAVORS.values())
+    requests = [PlacementRequest(f"new-{i}", cpus=f.cpus, memory_mib=f.memory_mib,
+                                 disk_gib=0) for i, f in
+                ((i, flavors[i % len(flavors)]) for i in range(decisions))]
+    start = time.perf_counter()
+    answers = [place(state, r) for r in requests]
+    one_off = time.perf_counter() - start
+    work = Workspace(state)
+    start = time.perf_counter()
+    placed = 0
+    for r in requests:
+        decision = place(work, r)
+        if decision.ok:
+            work.add(state.host_index[decision.host], r.demand)
+            placed += 1
+    sequential = time.perf_counter() - start
+    row = {"cluster": path.name, "hosts": state.n_hosts, "vms": len(state.vms),
+           "vpool": {"decisions": decisions, "decisions_per_s": round(decisions / one_off),
+                     "decisions_per_s_committing": round(decisions / sequential),
+                     "refused": sum(not a.ok for a in answers)}}
+    # the hail request: one VM of 2 vCPU / 4 GiB (shared storage: no node disk)
+    request = PlacementRequest("new-vm-1", cpus=2, memory_mib=4096)
+    start = time.perf_counter()
+    ours = place(state, request)
+    row["vpool"]["one_decision_s"] = round(time.perf_counter() - start, 6)
+    row["vpool"]["host"] = ours.host
+    row["vpool"]["score_after"] = round(hbal_score(state.add(_vm(request, ours.host))), 8)
+    if peer:
+        req = path.with_suffix(".req.json")
+        run = run_peer([str(HAIL), "-t", str(path), "--no-capacity-checks", str(req)], timeout)
+        out = run.pop("output")
+        theirs = {"ran": f"hail -t {path.name} --no-capacity-checks {req.name}", **run}
+        found = re.search(r'"result":\["([^"]+)"\]', out)
+        if run["finished"] and found:
+            theirs["host"] = found.group(1)
+            theirs["score_after"] = round(hbal_score(state.add(_vm(request, found.group(1)))), 8)
+            theirs["decisions_per_s"] = round(1 / run["wall_s"], 3)
+            row["ratio"] = {"decisions_per_s": round(row["vpool"]["decisions_per_s"]
+                                                     * run["wall_s"])}
+        elif not run["finished"]:
+            theirs["note"] = f"did not finish within {timeout:.0f} s"
+        row["hail"] = theirs
+    log(f"place {path.name}: {row['vpool']['decisions_per_s']} decisions/s"
+        + (f"; hail {row['hail'].get('wall_s')} s for one" if peer else ""))
+    return row
+
+
+def _vm(request, host):
+    return VMRecord(request.name, host, request.cpus, request.memory_mib, request.disk_gib)
+
+
+# ------------------------------------------------------------------------------ pack
+def bench_pack(path: Path, time_budget: float | None) -> dict:
+    state = load(path)
+    empty = ClusterState.from_records(state.hosts, ())
+    requests = [PlacementRequest(v.name, cpus=v.cpus, memory_mib=v.memory_mib,
+                                 disk_gib=v.disk_gib) for v in state.vms]
+    start = time.process_time()
+    batch = place_many(empty, requests, time_budget=time_budget)
+    many_cpu = time.process_time() - start
+    many_bound = lower_bound(empty.usable[empty.accepts_vms], state.demand)
+    policy = ConsolidationPolicy()
+    start = time.process_time()
+    plan = consolidate(state, policy)
+    cons_cpu = time.process_time() - start
+    on = state.accepts_vms
+    cons_bound = lower_bound(state.usable[on] * policy.targets, state.demand[state.vm_host >= 0])
+    cons_used = int(on.sum()) - len(plan.power_off)
+    row = {"cluster": path.name, "hosts": state.n_hosts, "vms": len(state.vms),
+           "place_many": {"hosts_used": batch.hosts_used, "lower_bound": many_bound,
+                          "ratio": _ratio(batch.hosts_used, many_bound), "method": batch.method,
+                          "cpu_s": round(many_cpu, 3)},
+           "consolidate": {"hosts_on": cons_used, "lower_bound": cons_bound,
+                           "ratio": _ratio(cons_used, cons_bound),
+                           "targets": {"cpu": policy.cpu_target, "memory": policy.memory_target},
+                           "power_off": len(plan.power_off), "moves": len(plan.moves),
+                           "stages": plan.stages, "cpu_s": round(cons_cpu, 3)}}
+    log(f"pack {path.name}: place_many {row['place_many']['ratio']} x bound, "
+        f"consolidate {row['consolidate']['ratio']} x bound")
+    return row
+
+
+# ------------------------------------------------------------------------------ main
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cluster", type=Path, help="run the balance comparison on this "
+                                                     "htools file only")
+    parser.add_argument("--slow", action="store_true",
+                        help="also run hbal at 100 and 1,000 nodes and hail at 10,000")
+    parser.add_argument("--hbal-timeout", type=float, default=900.0,
+                        help="seconds before hbal is stopped and reported unfinished")
+    parser.add_argument("--hbal-timeout-1000", type=float, default=600.0)
+    parser.add_argument("--decisions", type=int, default=5000)
+    parser.add_argument("--no-peer", action="store_true", help="vpool only")
+    args = parser.parse_args(argv)
+    peer = not args.no_peer and ensure_ganeti()
+    report = {"benchmark": "placement", "machine": {
+        "python": platform.python_version(), "cpus": os.cpu_count(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()]},
+        "hbal_version": subprocess.run([str(HTOOLS_BIN / "hbal"), "--version"],
+                                       capture_output=True, text=True).stdout.strip()
+        if peer else None}
+    with tempfile.TemporaryDirectory(prefix="vpool-bench-") as tmp:
+        directory = Path(tmp)
+        if args.cluster:
+            report["balance"] = [bench_balance(args.cluster, dynamic, peer, args.hbal_timeout,
+                                               directory) for dynamic in (True, False)]
+            print(json.dumps(report, indent=1))
+            return 0
+        rows = []
+        for seed in (1, 2, 3, 42):
+            path = generate(directory, 10, 60, seed)
+            rows += [bench_balance(path, d, peer, args.hbal_timeout, directory)
+                     for d in (True, False)]
+        path = generate(directory, 100, 1000, 42)
+        rows += [bench_balance(path, d, peer and args.slow, args.hbal_timeout, directory)
+                 for d in (True, False)]
+        for seed in (1, 2):
+            rows.append(bench_balance(generate(directory, 100, 1000, seed), True, False, 0,
+                                      directory))
+        path = generate(directory, 1000, 10000, 42)
+        rows.append(bench_balance(path, True, peer and args.slow, args.hbal_timeout_1000,
+                                  directory))
+        rows.append(bench_balance(path, False, False, 0, directory))
+        report["balance"] = rows
+        report["place"] = [
+            bench_place(generate(directory, 1000, 10000, 42, request=True), peer, 300,
+                        args.decisions),
+            bench_place(generate(directory, 10000, 100000, 42, request=True),
+                        peer and args.slow, 1800, args.decisions)]
+        report["pack"] = [
+            bench_pack(generate(directory, 10, 60, 42), time_budget=10.0),
+            bench_pack(generate(directory, 100, 1000, 42), None),
+            bench_pack(generate(directory, 100, 1000, 42, "--node-mix", "uniform"), None),
+            bench_pack(generate(directory, 1000, 10000, 42), None)]
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
