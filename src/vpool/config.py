@@ -12,6 +12,17 @@ def _data_dir() -> Path:
     return Path(base) / "vpool"
 
 
+def lab_dir() -> Path:
+    return Path(os.environ.get("VPOOL_LAB_DIR") or "/var/lib/vpool/lab").expanduser()
+
+
+def _lease_files() -> tuple[Path, ...]:
+    """DHCP lease files of bridges vpool's guests may sit on: VPOOL_DHCP_LEASES (':'-separated),
+    and the lab's own dnsmasq."""
+    extra = [Path(p) for p in os.environ.get("VPOOL_DHCP_LEASES", "").split(":") if p]
+    return (*extra, lab_dir() / "net" / "dnsmasq.leases")
+
+
 def cache_dir() -> Path:
     if os.environ.get("VPOOL_CACHE_DIR"):
         return Path(os.environ["VPOOL_CACHE_DIR"]).expanduser()
@@ -28,6 +39,7 @@ class Settings:
     storage_pool: str = "vpool"
     storage_path: str = "/var/lib/vpool/images"
     network: str = "vpool"
+    dhcp_lease_files: tuple[Path, ...] = field(default_factory=_lease_files)
     telemetry_interval_s: float = 10.0
     telemetry_raw_retention_s: int = 86400
     telemetry_5m_retention_s: int = 30 * 86400

@@ -5,7 +5,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from vpool.cli import plan
+from vpool.cli import lab, plan
 from vpool.cli.client import call, console, emit_json, fail, follow
 
 app = typer.Typer(help="vpool: one virtual resource pool out of libvirt hosts.", no_args_is_help=True,
@@ -308,6 +308,7 @@ def task_cancel(task_id: int, as_json: bool = JSON):
 
 
 app.add_typer(plan.app, name="plan")
+app.add_typer(lab.app, name="lab")
 
 from vpool.cli import telemetry as _telemetry  # noqa: E402  (top, stats, alarm)
 

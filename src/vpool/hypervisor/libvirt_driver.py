@@ -152,7 +152,9 @@ class LibvirtDriver:
             raise _err(f"cannot prepare network {name!r} on {self.uri}", e) from e
 
     def upload_volume(self, pool_name: str, vol_name: str, source: Path, progress=None) -> str:
-        """Copies a local file into the host's pool over libvirt's stream API (works for remote hosts)."""
+        """Copies a local file into the host's pool over libvirt's stream API (works for remote hosts).
+
+        A volume of that name is replaced: callers reuse volumes they know to be complete first."""
         size = source.stat().st_size
         try:
             pool = self.conn.storagePoolLookupByName(pool_name)
@@ -190,25 +192,47 @@ class LibvirtDriver:
         except libvirt.libvirtError as e:
             raise _err(f"cannot create disk {vol_name} on {self.uri}", e) from e
 
+    def refresh_pools(self) -> None:
+        """libvirt only knows the files a pool had at its last refresh; on shared storage another
+        host (or a migration) may have added some since."""
+        for pool in self.conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE):
+            try:
+                pool.refresh(0)
+            except libvirt.libvirtError:
+                pass  # a pool busy with a job refreshes later
+
+    def _volume(self, path: str) -> libvirt.virStorageVol | None:
+        for attempt in range(2):
+            try:
+                return self.conn.storageVolLookupByPath(path)
+            except libvirt.libvirtError as e:
+                if e.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
+                    raise _err(f"cannot look up volume {path}", e) from e
+                if attempt == 0:
+                    self.refresh_pools()
+        return None
+
     def delete_volume(self, path: str) -> None:
-        try:
-            self.conn.storageVolLookupByPath(path).delete(0)
-        except libvirt.libvirtError as e:
-            if e.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
+        vol = self._volume(path)
+        if vol is not None:
+            try:
+                vol.delete(0)
+            except libvirt.libvirtError as e:
                 raise _err(f"cannot delete volume {path}", e) from e
 
     def volume_path(self, pool_name: str, vol_name: str) -> str | None:
         try:
-            return self.conn.storagePoolLookupByName(pool_name).storageVolLookupByName(vol_name).path()
+            pool = self.conn.storagePoolLookupByName(pool_name)
+            try:
+                return pool.storageVolLookupByName(vol_name).path()
+            except libvirt.libvirtError:
+                pool.refresh(0)
+                return pool.storageVolLookupByName(vol_name).path()
         except libvirt.libvirtError:
             return None
 
     def volume_exists(self, path: str) -> bool:
-        try:
-            self.conn.storageVolLookupByPath(path)
-            return True
-        except libvirt.libvirtError:
-            return False
+        return self._volume(path) is not None
 
     # --- domains ----------------------------------------------------------------------------
     def _dom(self, uuid: str) -> libvirt.virDomain:
@@ -287,6 +311,12 @@ class LibvirtDriver:
         except libvirt.libvirtError as e:
             raise _err(f"cannot list domains on {self.uri}", e) from e
         return out
+
+    def mac_addresses(self, uuid: str) -> list[str]:
+        try:
+            return dx.domain_macs(self._dom(uuid).XMLDesc(0))
+        except (libvirt.libvirtError, HypervisorError):
+            return []
 
     def guest_addresses(self, uuid: str) -> list[str]:
         """IPv4 addresses from the DHCP leases of the host's network (no guest agent needed)."""

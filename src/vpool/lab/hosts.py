@@ -34,14 +34,13 @@ from pathlib import Path
 
 import libvirt
 
-from vpool.config import Settings
+from vpool.config import Settings, lab_dir
 from vpool.hypervisor.libvirt_driver import LibvirtDriver
 from vpool.lab import network
 from vpool.lab.network import Topology, check_host_number
 from vpool.lab.procs import LabError, Proc, spawn
 from vpool.model.errors import HypervisorError
 
-DEFAULT_DIR = Path("/var/lib/vpool/lab")
 LIBVIRT_DIRS = ("etc/libvirt", "run/libvirt", "var/lib/libvirt", "var/cache/libvirt", "var/log/libvirt")
 PRIVATE_POOL = "private"
 PRIVATE_POOL_PATH = "/var/lib/libvirt/images"
@@ -50,10 +49,6 @@ DAEMONS = ("holder", "virtlogd", "subreaper", "libvirtd")
 START_TIMEOUT_S = 60.0
 
 Say = Callable[[str], None]
-
-
-def lab_dir() -> Path:
-    return Path(os.environ.get("VPOOL_LAB_DIR") or DEFAULT_DIR).expanduser()
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,10 @@ class ControlPlane:
 
     def _on_event(self, host_id: int, uuid: str) -> None:
         # Runs on libvirt's event thread: hand the work off so events never wait on the database.
-        self.runner.pool.submit(self.reconciler.sync_domain, host_id, uuid)
+        try:
+            self.runner.pool.submit(self.reconciler.sync_domain, host_id, uuid)
+        except RuntimeError:
+            pass  # shutting down: the next start's full sync sees the change
 
     def _on_connect(self, host_id: int) -> None:
         self.vms.cleanup_orphans(host_id)

@@ -1,5 +1,6 @@
 """Images: base disks kept by the control plane, copied to a host's pool the first time a VM needs them."""
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -15,6 +16,16 @@ from vpool.store.tables import VM, Host, Image, ImageCopy
 
 ALLOWED_FORMATS = ("qcow2", "raw")
 SENTINEL = "vpool-vm-name"  # a valid hostname that marks where each VM's name goes in a cmdline
+
+
+def files_digest(*paths: Path) -> str:
+    """Names an image's copies by content: hosts sharing storage then share one copy, and a
+    changed image never overwrites a file running VMs are linked clones of."""
+    h = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as fh:
+            h.update(hashlib.file_digest(fh, "sha256").digest())
+    return h.hexdigest()
 
 
 def inspect_image(path: Path) -> dict:
@@ -67,7 +78,7 @@ class ImageService:
             upload.unlink(missing_ok=True)
         with self.cp.store.session() as s:
             image = Image(name=name, kind="disk", format=info["format"], path=str(dest), size_bytes=info["size"],
-                          virtual_size_bytes=info["virtual_size"])
+                          virtual_size_bytes=info["virtual_size"], digest=files_digest(dest))
             s.add(image)
             try:
                 s.commit()
@@ -89,7 +100,8 @@ class ImageService:
                 s.add(Image(name=name, kind="kernel", format=info["format"], path=str(tiny.base_disk),
                             size_bytes=info["size"], virtual_size_bytes=info["virtual_size"],
                             kernel_path=str(tiny.kernel), initrd_path=str(tiny.initrd),
-                            cmdline=tiny.cmdline(SENTINEL).replace(SENTINEL, "{name}")))
+                            cmdline=tiny.cmdline(SENTINEL).replace(SENTINEL, "{name}"),
+                            digest=files_digest(Path(tiny.base_disk), Path(tiny.kernel), Path(tiny.initrd))))
                 try:
                     s.commit()
                 except IntegrityError:
@@ -118,7 +130,8 @@ class ImageService:
             s.commit()
 
     def ensure_copy(self, image_id: int, host_id: int, progress=None) -> ImageCopy:
-        """The image's files in the host's storage pool, uploaded once per host over libvirt."""
+        """The image's files in the host's storage pool: uploaded over libvirt the first time, or
+        found there when the host shares storage with one that already has them."""
         with self._locks_lock:
             lock = self._copy_locks.setdefault((image_id, host_id), threading.Lock())
         with lock:
@@ -126,23 +139,29 @@ class ImageService:
                 copy = s.scalar(select(ImageCopy).where(ImageCopy.image_id == image_id, ImageCopy.host_id == host_id))
                 image = s.get(Image, image_id)
                 host_pool = s.get(Host, host_id).storage_pool
+                complete = {p for c in s.scalars(select(ImageCopy).where(ImageCopy.image_id == image_id))
+                            for p in (c.disk_path, c.kernel_path, c.initrd_path) if p}
             drv = self.cp.connections.driver(host_id)
             if copy is not None and drv.volume_exists(copy.disk_path):
                 return copy
-            prefix = f"img-{image.name}"
-            disk = drv.upload_volume(host_pool, f"{prefix}.{image.format}", Path(image.path), progress)
-            kernel = initrd = None
+            stem = f"img-{image.name}-{image.digest[:12]}"
+            files = [("disk", f"{stem}.{image.format}", image.path)]
             if image.kind == "kernel":
-                kernel = drv.upload_volume(host_pool, f"{prefix}.kernel", Path(image.kernel_path))
-                initrd = drv.upload_volume(host_pool, f"{prefix}.initrd", Path(image.initrd_path))
+                files += [("kernel", f"{stem}.kernel", image.kernel_path), ("initrd", f"{stem}.initrd", image.initrd_path)]
+            paths = {}
+            for what, vol, source in files:
+                found = drv.volume_path(host_pool, vol)
+                # A volume another host's copy points at is complete; any other may be a torn upload.
+                paths[what] = found if found in complete else drv.upload_volume(
+                    host_pool, vol, Path(source), progress if what == "disk" else None)
             with self.cp.store.session() as s:
                 if copy is not None:
                     copy = s.merge(copy)
-                    copy.disk_path, copy.kernel_path, copy.initrd_path = disk, kernel, initrd
                 else:
-                    copy = ImageCopy(image_id=image_id, host_id=host_id, disk_path=disk, kernel_path=kernel,
-                                     initrd_path=initrd)
+                    copy = ImageCopy(image_id=image_id, host_id=host_id)
                     s.add(copy)
+                copy.disk_path, copy.kernel_path, copy.initrd_path = (
+                    paths["disk"], paths.get("kernel"), paths.get("initrd"))
                 s.commit()
                 return copy
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
+from vpool.hypervisor import leases
 from vpool.hypervisor.domain_xml import DomainSpec, domain_xml
 from vpool.hypervisor.libvirt_driver import local_console_log_dir
 from vpool.model.errors import Conflict, Invalid, NoCapacity, NotFound
@@ -269,7 +270,9 @@ class VMService:
         if drv is None or vm.state != VMState.running or not vm.uuid:
             return vm.ip
         addrs = drv.guest_addresses(vm.uuid)
-        return addrs[0] if addrs else None
+        if addrs:
+            return addrs[0]
+        return leases.lookup(self.cp.settings.dhcp_lease_files, drv.mac_addresses(vm.uuid))
 
 
 _LIST_COLUMNS = (VM.id, VM.name, VM.uuid, VM.state, VM.ownership, Host.name.label("host"), VM.cpus, VM.memory_mib,

@@ -79,6 +79,7 @@ class Image(Base):
     kernel_path: Mapped[str | None] = mapped_column(String(1024), default=None)
     initrd_path: Mapped[str | None] = mapped_column(String(1024), default=None)
     cmdline: Mapped[str | None] = mapped_column(String(1024), default=None)
+    digest: Mapped[str] = mapped_column(String(64), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

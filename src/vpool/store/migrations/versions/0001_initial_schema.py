@@ -75,6 +75,7 @@ def upgrade() -> None:
     sa.Column('kernel_path', sa.String(length=1024), nullable=True),
     sa.Column('initrd_path', sa.String(length=1024), nullable=True),
     sa.Column('cmdline', sa.String(length=1024), nullable=True),
+    sa.Column('digest', sa.String(length=64), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('name')
