@@ -1,7 +1,11 @@
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vpool.placement import (ClusterState, HostRecord, Placement, PlacementPolicy,
-                             PlacementRequest, VMRecord, place)
+                             PlacementRequest, VMRecord, Workspace, place)
+
+from placement_strategies import FLAVORS, clusters
 
 
 def host(name, **kw):
@@ -104,3 +108,27 @@ def test_unknown_policy_names_are_refused_with_the_known_ones():
 def test_records_must_reference_known_hosts():
     with pytest.raises(ValueError, match="VM 'a' names unknown host 'hx'"):
         ClusterState.from_records([host("h1")], [VMRecord("a", host="hx")])
+
+
+@settings(max_examples=60, deadline=None)
+@given(clusters(), st.lists(st.tuples(st.sampled_from(FLAVORS),
+                                      st.sampled_from(["web", "db", "cache", None])),
+                            min_size=1, max_size=15))
+def test_no_decision_puts_a_host_above_capacity_or_breaks_anti_affinity(state, asks):
+    """Decisions one after another, each committed, as the core's vm create makes them."""
+    work = Workspace(state)
+    for i, ((cpus, mem, disk), group) in enumerate(asks):
+        groups = frozenset() if group is None else frozenset({group})
+        req = PlacementRequest(f"n{i}", cpus=cpus, memory_mib=mem, disk_gib=disk,
+                               anti_affinity=groups)
+        result = place(work, req)
+        if not result.ok:
+            assert result.message.startswith("no host has room for")
+            assert sum(result.removed_by.values()) == state.n_hosts
+            continue
+        h = state.host_index[result.host]
+        assert (work.used[h] + req.demand <= work.usable[h] + 1e-9).all()
+        assert work.accepts_vms[h] and work.vm_count[h] < work.max_vms[h]
+        for g in groups:
+            assert work.group_members(g)[h] == 0
+        work.add(h, req.demand, req.groups)

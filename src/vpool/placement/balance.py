@@ -68,13 +68,9 @@ class _Balancer:
             (v.auto_balance and v.migratable and v.secondary is None and not (v.groups & pinned)
              for v in vms), dtype=bool, count=len(vms)) & (self.vm_host >= 0)
         moving = np.flatnonzero(self.movable)
-        self.terms = []
-        self.fixed_sigma = 0.0
-        for term in sigma_terms(state, policy.dynamic_load):
-            if np.any(term.a[moving] != 0):
-                self.terms.append([term.weight, term.x.copy(), term.a, term.c])
-            else:
-                self.fixed_sigma += term.weight * float(np.std(term.x[self.online]))
+        # terms no movable VM changes stay constant: they drop out of every comparison
+        self.terms = [[t.weight, t.x.copy(), t.a, t.c]
+                      for t in sigma_terms(state, policy.dynamic_load) if np.any(t.a[moving] != 0)]
         self.running_mem = state.demand[:, 1] * np.fromiter((v.running for v in vms), bool,
                                                               len(vms))
         self.r_mem, self.unallocated, reported = n1_state(state)
@@ -281,7 +277,8 @@ class _Balancer:
 def balance(state: ClusterState, policy: BalancePolicy = BalancePolicy()) -> Plan:
     """A Plan of moves that lowers hbal's score, best move first, each one fitting.
 
-    Stops when no move improves the score by enough (see BalancePolicy) or the move
+    Only auto-balanced, live-migratable VMs without a DRBD mirror move, and none of a hard
+    affinity group (moving one alone would split it). Stops when no move improves the score by enough (see BalancePolicy) or the move
     budget is spent; the plan's note says which.
     """
     before = hbal_score(state, policy.dynamic_load)
