@@ -1,8 +1,9 @@
 """Alarms: rules people create, evaluated after every collection interval, announced by webhook.
 
 A state row exists only for a (rule, subject) that has left `ok`, so a rule over a thousand
-VMs writes nothing while they are all well. Webhooks are posted from a small pool of their
-own: a slow receiver delays its notification, never the collection loop.
+VMs writes nothing while they are all well. Webhooks are posted by a thread of their own,
+one at a time so a receiver hears `firing` before `resolved`: a slow receiver delays the
+notices, never the collection loop.
 """
 
 import math
@@ -42,7 +43,7 @@ def describe(row: AlarmRule, states: list[AlarmState]) -> dict:
 class AlarmService:
     def __init__(self, cp):
         self.cp = cp
-        self._webhooks = ThreadPoolExecutor(max_workers=2, thread_name_prefix="alarm-webhook")
+        self._webhooks = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alarm-webhook")
 
     def close(self) -> None:
         self._webhooks.shutdown(wait=False, cancel_futures=True)

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 import vpool.store.telemetry_tables  # noqa: F401  (registers the telemetry tables on Base.metadata)
 from vpool.model.errors import Invalid, NotFound
 from vpool.store.tables import VM, Host, Task
-from vpool.store.timeseries import Point, Retention, TimeSeries
+from vpool.store.timeseries import ROLLUP_STEPS_S, Point, Retention, TimeSeries
 from vpool.telemetry.collector import (ANOMALY_SUFFIX, PERCENT_METRICS, SCOPES, HostReading, VMReading,
                                        anomaly_metric, host_rates, host_reading, known_metric, pool_metrics,
                                        vm_rates, vm_reading)
@@ -64,6 +64,7 @@ class TelemetryService:
         self._prev_host: dict[int, tuple[float, HostReading]] = {}
         self._detectors: dict[tuple[str, str, str], list] = {}  # key -> [detector, last update epoch s]
         self._busy: set[int] = set()
+        self._maintained: int | None = None  # the 5-minute bucket rollups last ran in
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="collect")
         self._stop = threading.Event()
@@ -180,6 +181,12 @@ class TelemetryService:
         return make_detector(value_range=(0.0, 100.0) if metric in PERCENT_METRICS else None)
 
     def _maintain(self, now: float) -> None:
+        """Rollups and retention when a 5-minute bucket has closed since the last time; between
+        those moments there is nothing for them to do."""
+        bucket = int((now - self.interval_s) // ROLLUP_STEPS_S[0])
+        if bucket == self._maintained:
+            return
+        self._maintained = bucket
         self.series.maintain(int(now * 1000), grace_ms=int(self.interval_s * 1000))
         idle = [k for k, (_d, seen) in self._detectors.items() if now - seen > DETECTOR_IDLE_S]
         for key in idle:
