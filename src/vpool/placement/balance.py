@@ -29,6 +29,15 @@ FULL_SEARCH_PAIRS = 400_000
 #: rows per block in a full search, to bound memory
 BLOCK_PAIRS = 2_000_000
 MIN_IMPROVEMENT = 1e-9
+#: what a σ term measures, in the words of a move's reason
+_LABELS = {"free_mem_cv": "memory", "free_mem_cv_forth": "memory", "vcpu_ratio_cv": "vCPU ratio",
+           "free_disk_cv": "disk", "spindles_cv": "disk spindles", "cpu_load_cv": "CPU load",
+           "mem_load_cv": "VM count", "disk_load_cv": "VM count", "net_load_cv": "VM count"}
+
+
+def _label(names: tuple[str, ...]) -> str:
+    """Load terms that every VM weighs 1 in count VMs, whatever the first name says."""
+    return "VM count" if "mem_load_cv" in names else _LABELS.get(names[0], "balance")
 
 
 @dataclass(frozen=True)
@@ -69,8 +78,9 @@ class _Balancer:
              for v in vms), dtype=bool, count=len(vms)) & (self.vm_host >= 0)
         moving = np.flatnonzero(self.movable)
         # terms no movable VM changes stay constant: they drop out of every comparison
-        self.terms = [[t.weight, t.x.copy(), t.a, t.c]
-                      for t in sigma_terms(state, policy.dynamic_load) if np.any(t.a[moving] != 0)]
+        active = [t for t in sigma_terms(state, policy.dynamic_load) if np.any(t.a[moving] != 0)]
+        self.terms = [[t.weight, t.x.copy(), t.a, t.c] for t in active]
+        self.labels = [_label(t.names) for t in active]
         self.running_mem = state.demand[:, 1] * np.fromiter((v.running for v in vms), bool,
                                                               len(vms))
         self.r_mem, self.unallocated, reported = n1_state(state)
@@ -247,6 +257,22 @@ class _Balancer:
             return None
         return gain, v, d
 
+    def main_effect(self, v: int, d: int) -> str:
+        """What moving v to d improves most, in words, for the move's reason."""
+        s = int(self.vm_host[v])
+        online = self.online
+        effects = {}
+        for (weight, x, a, c), label in zip(self.terms, self.labels):
+            after = x.copy()
+            if online[s]:
+                after[s] -= a[v] / c[s]
+            after[d] += a[v] / c[d]
+            change = weight * (np.std(x[online]) - np.std(after[online]))
+            effects[label] = effects.get(label, 0.0) + change
+        if not online[s]:
+            effects["an offline host"] = OFFLINE_WEIGHT
+        return max(effects, key=effects.get) if effects else "balance"
+
     def apply(self, v: int, d: int):
         s = int(self.vm_host[v])
         self.vm_host[v] = d
@@ -278,18 +304,19 @@ def balance(state: ClusterState, policy: BalancePolicy = BalancePolicy()) -> Pla
     """A Plan of moves that lowers hbal's score, best move first, each one fitting.
 
     Only auto-balanced, live-migratable VMs without a DRBD mirror move, and none of a hard
-    affinity group (moving one alone would split it). Stops when no move improves the score by enough (see BalancePolicy) or the move
-    budget is spent; the plan's note says which.
+    affinity group (moving one alone would split it). Stops when no move improves the score
+    by enough (see BalancePolicy) or the move budget is spent; the plan's note says which.
+    A VM the search moved more than once then goes straight to its last host, when every
+    intermediate state still fits: the same end state with fewer migrations.
     """
     before = hbal_score(state, policy.dynamic_load)
     work = _Balancer(state, policy)
-    names = state.host_names
-    moves: list[Move] = []
+    steps: list[tuple[int, int, int, str]] = []
     score_now = before
     note = ("no move improves the score enough" if work.movable.any() else
             "no VM can move (only auto-balanced, live-migratable VMs without a DRBD mirror do)")
     while True:
-        if policy.max_moves is not None and len(moves) >= policy.max_moves:
+        if policy.max_moves is not None and len(steps) >= policy.max_moves:
             note = f"move budget of {policy.max_moves} reached"
             break
         if score_now <= MIN_IMPROVEMENT:
@@ -299,11 +326,71 @@ def balance(state: ClusterState, policy: BalancePolicy = BalancePolicy()) -> Pla
         if found is None:
             break
         gain, v, d = found
+        label = work.main_effect(v, d)
         s = work.apply(v, d)
-        after = score_now - gain
-        moves.append(Move(state.vms[v].name, names[s], names[d],
-                          f"score {score_now:.4f} -> {after:.4f}"))
-        score_now = after
+        steps.append((v, s, d, f"evens out {label}, score -{gain:.4f}"))
+        score_now -= gain
+    steps = _collapse(state, steps)
+    names = state.host_names
+    moves = [Move(state.vms[v].name, names[s], names[d], reason) for v, s, d, reason in steps]
+    touched = np.zeros(state.n_hosts, dtype=bool)
+    for _, s, d, _ in steps:
+        touched[[s, d]] = True
     final = state.with_moves((m.vm, m.dst) for m in moves) if moves else state
-    after = hbal_score(final, policy.dynamic_load, work.touched)
+    after = hbal_score(final, policy.dynamic_load, touched)
     return Plan("balance", staged(moves), before, after, note=note)
+
+
+def _collapse(state: ClusterState, steps: list) -> list:
+    """Replace the moves of a VM moved several times by one move to its last host (or by
+    none if it ends where it started), placed where its last move was, if that still fits."""
+    hops: dict[int, list[int]] = {}
+    for i, (v, _, _, _) in enumerate(steps):
+        hops.setdefault(v, []).append(i)
+    current = list(steps)
+    for v, positions in hops.items():
+        if len(positions) < 2:
+            continue
+        first, last = current[positions[0]], current[positions[-1]]
+        direct = None if first[1] == last[2] else (
+            v, first[1], last[2], f"{last[3]}; straight there instead of {len(positions)} moves")
+        trial = [direct if i == positions[-1] else step for i, step in enumerate(current)
+                 if i not in positions[:-1]]
+        trial = [step for step in trial if step is not None]
+        if _fits(state, trial):
+            current = trial
+            hops = _renumber(hops, positions, v)
+    return current
+
+
+def _renumber(hops, removed, kept_vm):
+    """Positions after dropping `removed` (all but the last kept unless the VM vanished)."""
+    dropped = removed[:-1]
+    return {v: [p - sum(1 for r in dropped if r < p) for p in ps]
+            for v, ps in hops.items() if v != kept_vm}
+
+
+def _fits(state: ClusterState, steps: list) -> bool:
+    """Replay the steps with the balancer's rules: room (memory left over), VM count limits,
+    hard anti-affinity."""
+    free = state.free.copy()
+    count = state.vm_count.astype(float)
+    where = state.vm_host.copy()
+    hard = sorted(state.groups_with("anti-affinity"))
+    members = {g: state.group_members(g).copy() for g in hard}
+    for v, s, d, _ in steps:
+        demand = state.demand[v]
+        groups = [g for g in hard if g in state.vms[v].groups]
+        if (where[v] != s or (demand[[0, 2]] > free[d, [0, 2]] + EPSILON).any()
+                or not demand[1] < free[d, 1] - EPSILON or count[d] >= state.max_vms[d]
+                or any(members[g][d] for g in groups)):
+            return False
+        free[s] += demand
+        free[d] -= demand
+        count[s] -= 1
+        count[d] += 1
+        where[v] = d
+        for g in groups:
+            members[g][s] -= 1
+            members[g][d] += 1
+    return True
