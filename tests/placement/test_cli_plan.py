@@ -65,3 +65,37 @@ def test_parameters_are_checked():
 def test_export_htools_text_reads_back(tiny_file):
     state = read_htools(tiny_file.read_text()).to_state()
     assert read_htools(htools_text(state)).to_state().host_names == state.host_names
+
+
+def test_live_mode_asks_the_api_and_prints_its_json(monkeypatch, tiny_file):
+    """Without --htools the plan comes from GET /plans/KIND, with the options as query."""
+    import httpx
+
+    import vpool.cli.client as client
+
+    state = read_htools(tiny_file.read_text()).to_state()
+    seen = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.path == "/plans/export-htools":
+            return httpx.Response(200, text=htools_text(state),
+                                  headers={"content-type": "text/plain"})
+        kind = request.url.path.rsplit("/", 1)[1]
+        return httpx.Response(200, json=plan_report(kind, state, dict(request.url.params)))
+
+    monkeypatch.setattr(client, "api_client", lambda timeout=60.0: httpx.Client(
+        base_url="http://vpool.test", transport=httpx.MockTransport(handler),
+        headers={"Authorization": "Bearer t0ken"}))
+    live = runner.invoke(app, ["balance", "--max-moves", "1", "--json"])
+    assert live.exit_code == 0, live.output
+    assert seen[-1].url.path == "/plans/balance"
+    assert dict(seen[-1].url.params) == {"max_moves": "1", "min_gain": "0.01",
+                                         "min_gain_limit": "0.1", "migration_cost": "0.0",
+                                         "ignore_dynu": "false"}
+    assert seen[-1].headers["authorization"] == "Bearer t0ken"
+    offline = runner.invoke(app, ["balance", "--max-moves", "1", "--json", "--htools",
+                                  str(tiny_file)])
+    assert json.loads(live.stdout) == json.loads(offline.stdout)
+    exported = runner.invoke(app, ["export-htools"])
+    assert exported.exit_code == 0 and exported.stdout == htools_text(state)
