@@ -311,14 +311,9 @@ class Workspace:
         return self.state.tag_mask(tag)
 
     def add(self, host: int, demand: np.ndarray, groups: Iterable[str] = ()) -> None:
-        self._shift(host, demand, groups, 1)
-
-    def remove(self, host: int, demand: np.ndarray, groups: Iterable[str] = ()) -> None:
-        self._shift(host, demand, groups, -1)
-
-    def _shift(self, host, demand, groups, sign):
-        self.used[host] += sign * demand
-        self.free[host] -= sign * demand
-        self.vm_count[host] += sign
+        """Book a VM of `demand` in `groups` on host index `host`."""
+        self.used[host] += demand
+        self.free[host] -= demand
+        self.vm_count[host] += 1
         for g in groups:
-            self.group_members(g)[host] += sign
+            self.group_members(g)[host] += 1
