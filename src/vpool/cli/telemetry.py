@@ -91,8 +91,10 @@ def stats(vm: str, since: str = typer.Option("1h", help="How far back: 30m, 1h, 
     by_metric = {s["metric"]: s["points"] for s in data["series"]}
     table = Table(title=f"{vm} since {since} ({'raw' if data['resolution_s'] is None else str(data['resolution_s']) + ' s'}"
                         " resolution)", title_justify="left")
-    for column in ("metric", "points", "last", "min", "mean", "max", "max anomaly"):
-        table.add_column(column, justify="left" if column == "metric" else "right")
+    table.add_column("metric", min_width=max((len(m) for m in by_metric if not m.endswith(".anomaly")), default=6),
+                     no_wrap=True)
+    for column in ("points", "last", "min", "mean", "max", "max anomaly"):
+        table.add_column(column, justify="right")
     for metric in sorted(m for m in by_metric if not m.endswith(".anomaly")):
         points = by_metric[metric]
         if not points:
