@@ -7,6 +7,8 @@ from vpool.api.deps import caller
 from vpool.api.routes import flavors, hosts, images, plans, tasks, vms
 from vpool.api import prometheus
 from vpool.api.routes import alarms, metrics
+from vpool.api.routes import backups, clones, drills, schedules, snapshots
+from vpool.services.protection import attach as attach_protection
 
 
 def create_app(cp) -> FastAPI:
@@ -20,6 +22,10 @@ def create_app(cp) -> FastAPI:
     def healthz():
         return {"status": "ok"}
 
+    attach_protection(cp)
+    # Before vms: its /vms/{ref}/{op} would otherwise answer /vms/{ref}/snapshots and /vms/{ref}/clone.
+    for module in (snapshots, backups, clones, schedules, drills):
+        app.include_router(module.router, dependencies=[Depends(caller)])
     for module in (hosts, vms, flavors, images, tasks, plans):
         app.include_router(module.router, dependencies=[Depends(caller)])
     for module in (metrics, alarms):

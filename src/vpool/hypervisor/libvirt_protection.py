@@ -1,0 +1,253 @@
+"""libvirt's snapshot, checkpoint, backup, volume-copy and console calls for one host.
+
+Kept beside LibvirtDriver rather than in it: data protection is a separate concern, and this
+wraps the same connection. Methods raise HypervisorError with libvirt's own words.
+"""
+
+import threading
+import time
+from collections.abc import Callable
+from typing import BinaryIO
+
+import libvirt
+
+from vpool.hypervisor import domain_xml as dx
+from vpool.hypervisor import protection_xml as px
+from vpool.hypervisor.libvirt_driver import LibvirtDriver, _err
+from vpool.model.errors import HypervisorError
+
+Progress = Callable[[int, int], None]
+
+
+class JobFailed(HypervisorError):
+    pass
+
+
+class ProtectionOps:
+    def __init__(self, drv: LibvirtDriver):
+        self.drv = drv
+        self.conn = drv.conn
+
+    def _dom(self, uuid: str) -> libvirt.virDomain:
+        return self.drv._dom(uuid)
+
+    def disks(self, uuid: str) -> dict[str, str]:
+        return px.domain_disks(self._dom(uuid).XMLDesc(0))
+
+    def is_active(self, uuid: str) -> bool:
+        return bool(self._dom(uuid).isActive())
+
+    # --- snapshots ----------------------------------------------------------------------------
+    def snapshots(self, uuid: str) -> list[px.SnapshotInfo]:
+        dom = self._dom(uuid)
+        out = []
+        try:
+            for snap in dom.listAllSnapshots(0):
+                try:
+                    parent = snap.getParent().getName()
+                except libvirt.libvirtError:
+                    parent = None
+                out.append(px.parse_snapshot(snap.getXMLDesc(0), parent, bool(snap.isCurrent(0))))
+        except libvirt.libvirtError as e:
+            raise _err("cannot list snapshots", e) from e
+        return sorted(out, key=lambda s: (s.created, s.name))
+
+    def create_snapshot(self, uuid: str, xml: str, disk_only: bool) -> None:
+        flags = (libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC
+                 if disk_only else 0)
+        try:
+            self._dom(uuid).snapshotCreateXML(xml, flags)
+        except libvirt.libvirtError as e:
+            raise _err("libvirt could not take the snapshot", e) from e
+
+    def revert_snapshot(self, uuid: str, name: str, flags: int) -> None:
+        dom = self._dom(uuid)
+        try:
+            dom.revertToSnapshot(dom.snapshotLookupByName(name, 0), flags)
+        except libvirt.libvirtError as e:
+            raise _err(f"libvirt could not revert to snapshot {name}", e) from e
+
+    def delete_snapshot(self, uuid: str, name: str, metadata_only: bool = False) -> None:
+        dom = self._dom(uuid)
+        flags = libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY if metadata_only else 0
+        try:
+            dom.snapshotLookupByName(name, 0).delete(flags)
+        except libvirt.libvirtError as e:
+            raise _err(f"libvirt could not delete snapshot {name}", e) from e
+
+    def commit_active(self, uuid: str, disk: str, progress: Callable[[str], None] | None = None) -> None:
+        """Merge the active overlay of a running VM's disk into its backing file and pivot onto it."""
+        dom = self._dom(uuid)
+        try:
+            dom.blockCommit(disk, None, None, 0, libvirt.VIR_DOMAIN_BLOCK_COMMIT_ACTIVE)
+            while True:
+                info = dom.blockJobInfo(disk, 0)
+                if info and info["end"] and info["cur"] == info["end"]:
+                    break
+                if not info:
+                    raise HypervisorError(f"the merge of {disk}'s overlay stopped before it finished")
+                if progress:
+                    progress(f"merging the overlay of {disk}: {info['cur'] * 100 // max(info['end'], 1)}%")
+                time.sleep(0.1)
+            dom.blockJobAbort(disk, libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT)
+        except libvirt.libvirtError as e:
+            raise _err(f"cannot merge the overlay of {disk}", e) from e
+
+    # --- checkpoints and backups --------------------------------------------------------------
+    def checkpoints(self, uuid: str) -> list[str]:
+        try:
+            # Parents before children, so reversed() deletes leaves first.
+            return [c.getName() for c in self._dom(uuid).listAllCheckpoints(
+                libvirt.VIR_DOMAIN_CHECKPOINT_LIST_TOPOLOGICAL)]
+        except libvirt.libvirtError as e:
+            raise _err("cannot list checkpoints", e) from e
+
+    def delete_checkpoint(self, uuid: str, name: str) -> None:
+        """Its dirty bitmap is merged into the parent checkpoint's, so later ones stay usable.
+        libvirt 9.0 does this for running (or paused) domains only."""
+        try:
+            self._dom(uuid).checkpointLookupByName(name, 0).delete(0)
+        except libvirt.libvirtError as e:
+            if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN_CHECKPOINT:
+                raise _err(f"cannot delete checkpoint {name}", e) from e
+
+    def start_paused(self, uuid: str) -> None:
+        try:
+            self._dom(uuid).createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED)
+        except libvirt.libvirtError as e:
+            raise _err("cannot start the VM paused", e) from e
+
+    def begin_backup(self, uuid: str, backup_xml: str, checkpoint_xml: str | None) -> None:
+        try:
+            self._dom(uuid).backupBegin(backup_xml, checkpoint_xml, 0)
+        except libvirt.libvirtError as e:
+            raise _err("libvirt refused to start the backup", e) from e
+
+    def wait_job(self, uuid: str, on_progress: Progress, should_abort: Callable[[], bool]) -> dict:
+        """Follows the domain's block job (a backup) to its end; returns libvirt's completed stats."""
+        dom = self._dom(uuid)
+        try:
+            while True:
+                stats = dom.jobStats(0)
+                if stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) == libvirt.VIR_DOMAIN_JOB_NONE:
+                    break
+                if should_abort():
+                    dom.abortJob()
+                    raise JobFailed("the backup job was aborted")
+                on_progress(stats.get("disk_processed", 0), stats.get("disk_total", 0))
+                time.sleep(0.05)
+            done = dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
+        except libvirt.libvirtError as e:
+            raise _err("lost track of the backup job", e) from e
+        if not done.get("success", True) or done.get("type") == libvirt.VIR_DOMAIN_JOB_FAILED:
+            raise JobFailed(f"the backup job failed: {done.get('errmsg', 'libvirt gave no reason')}")
+        return done
+
+    def abort_job(self, uuid: str) -> None:
+        try:
+            self._dom(uuid).abortJob()
+        except libvirt.libvirtError:
+            pass  # nothing running is what we wanted
+
+    # --- volumes ------------------------------------------------------------------------------
+    def pool_path(self, pool_name: str) -> str:
+        try:
+            return px.pool_target_path(self.conn.storagePoolLookupByName(pool_name).XMLDesc(0))
+        except libvirt.libvirtError as e:
+            raise _err(f"cannot read storage pool {pool_name}", e) from e
+
+    def refresh_pool(self, pool_name: str) -> None:
+        try:
+            self.conn.storagePoolLookupByName(pool_name).refresh(0)
+        except libvirt.libvirtError as e:
+            raise _err(f"cannot refresh storage pool {pool_name}", e) from e
+
+    def volume_size(self, path: str) -> int:
+        try:
+            return self.conn.storageVolLookupByPath(path).info()[1]
+        except libvirt.libvirtError as e:
+            raise _err(f"cannot read volume {path}", e) from e
+
+    def flat_copy(self, pool_name: str, source_path: str, new_name: str) -> str:
+        """A standalone qcow2 copy of a disk with its whole backing chain folded in (qemu-img
+        convert, run by libvirt on the host, so it works for remote hosts too)."""
+        try:
+            pool = self.conn.storagePoolLookupByName(pool_name)
+            src = self.conn.storageVolLookupByPath(source_path)
+            capacity = src.info()[1]
+            return pool.createXMLFrom(dx.volume_xml(new_name, capacity, "qcow2"), src, 0).path()
+        except libvirt.libvirtError as e:
+            raise _err(f"cannot copy {source_path} to {new_name}", e) from e
+
+    def download(self, path: str, out: BinaryIO, progress: Progress | None = None) -> int:
+        """Streams a volume's bytes (the file as it is, e.g. qcow2) to out; works over any URI."""
+        try:
+            vol = self.conn.storageVolLookupByPath(path)
+            total = vol.info()[2] or vol.info()[1]
+            stream = self.conn.newStream(0)
+            vol.download(stream, 0, 0, 0)
+            got = 0
+
+            def sink(_stream, data, _opaque):
+                nonlocal got
+                out.write(data)
+                got += len(data)
+                if progress:
+                    progress(got, total)
+                return len(data)
+
+            stream.recvAll(sink, None)
+            stream.finish()
+            return got
+        except libvirt.libvirtError as e:
+            raise _err(f"cannot download {path}", e) from e
+
+    # --- networks and consoles (DR drills) ----------------------------------------------------
+    def remove_network(self, name: str) -> None:
+        try:
+            net = self.conn.networkLookupByName(name)
+        except libvirt.libvirtError:
+            return
+        try:
+            if net.isActive():
+                net.destroy()
+            net.undefine()
+        except libvirt.libvirtError as e:
+            raise _err(f"cannot remove network {name}", e) from e
+
+    def watch_console(self, uuid: str, marker: bytes, found: threading.Event) -> Callable[[], None]:
+        """Reads the serial console on a thread and sets found once marker appears.
+
+        Returns a function that stops watching. Attach before the guest runs (start it paused)
+        so the line cannot pass before anyone listens."""
+        try:
+            stream = self.conn.newStream(0)
+            self._dom(uuid).openConsole(None, stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
+        except libvirt.libvirtError as e:
+            raise _err("cannot open the serial console", e) from e
+        stopped = threading.Event()
+
+        def read() -> None:
+            seen = b""
+            while not stopped.is_set():
+                try:
+                    data = stream.recv(4096)
+                except libvirt.libvirtError:
+                    return
+                if not data or not isinstance(data, bytes):
+                    return
+                seen = (seen + data)[-4096:]
+                if marker in seen:
+                    found.set()
+                    return
+
+        threading.Thread(target=read, name=f"console-{uuid[:8]}", daemon=True).start()
+
+        def stop() -> None:
+            stopped.set()
+            try:
+                stream.abort()
+            except libvirt.libvirtError:
+                pass
+
+        return stop

@@ -1,0 +1,94 @@
+"""Making a VM out of a disk that already exists (a restore, a clone, a DR drill copy).
+
+VMService.create makes its disk from an image; these VMs bring their own. The booking (placed,
+a row in `creating` that holds the name and the room) and the definition follow the same
+rules as a create, and VMService.discard undoes either.
+"""
+
+import uuid as uuidlib
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from vpool.hypervisor.domain_xml import DomainSpec, domain_xml
+from vpool.hypervisor.libvirt_driver import local_console_log_dir
+from vpool.model.errors import Conflict, NoCapacity
+from vpool.model.names import check_name
+from vpool.model.states import VMState
+from vpool.placement import PlacementRequest, place
+from vpool.services.pool import cluster_state, placement_lock
+from vpool.store.tables import VM, Host, Image
+
+
+@dataclass(frozen=True)
+class Booking:
+    vm_id: int
+    host_id: int
+    host: str
+    name: str
+
+
+def check_free_name(s, name: str, hint: str = "") -> None:
+    check_name(name, "VM name")
+    if s.scalar(select(VM.id).where(VM.name == name)):
+        raise Conflict(f"a VM named {name!r} already exists{hint}")
+
+
+def book(cp, name: str, cpus: int, memory_mib: int, disk_gib: int, image_id: int | None,
+         host: str | None) -> Booking:
+    """Places the VM and books it; the caller must discard it if what follows fails."""
+    with placement_lock, cp.store.session() as s:
+        check_free_name(s, name)
+        pinned = cp.hosts.get(s, host).name if host else None
+        decision = place(cluster_state(s, per_vm=False), PlacementRequest(
+            name=name, cpus=cpus, memory_mib=memory_mib, disk_gib=disk_gib, host=pinned))
+        if not decision.ok:
+            raise NoCapacity(decision.message)
+        h = s.scalar(select(Host).where(Host.name == decision.host))
+        vm = VM(name=name, uuid=str(uuidlib.uuid4()), host_id=h.id, state=VMState.creating, cpus=cpus,
+                memory_mib=memory_mib, disk_gib=disk_gib, image_id=image_id)
+        s.add(vm)
+        try:
+            s.commit()
+        except IntegrityError:
+            raise Conflict(f"a VM named {name!r} already exists") from None
+        booking = Booking(vm.id, h.id, h.name, name)
+    cp.vms.in_flight.add(booking.vm_id)  # so a host reconnect does not take it for an orphan
+    return booking
+
+
+def release(cp, booking: Booking) -> None:
+    cp.vms.in_flight.discard(booking.vm_id)
+
+
+def define(cp, booking: Booking, disk_path: str, network: str | None = None) -> str:
+    """Defines the domain on the booked host with the given disk; returns its UUID.
+
+    network overrides the host's guest network (a DR drill keeps its VMs on an isolated one)."""
+    with cp.store.session() as s:
+        vm, host = s.get(VM, booking.vm_id), s.get(Host, booking.host_id)
+        image = s.get(Image, vm.image_id) if vm.image_id else None
+        vm.disk_path = disk_path
+        s.commit()
+    drv = cp.connections.driver(booking.host_id)
+    kernel = initrd = cmdline = None
+    if image is not None and image.kind == "kernel":
+        copy = cp.images.ensure_copy(image.id, booking.host_id)
+        kernel, initrd = copy.kernel_path, copy.initrd_path
+        cmdline = image.cmdline.replace("{name}", vm.name) if image.cmdline else None
+    console = None if drv.is_test else f"{local_console_log_dir()}/vpool-{vm.name}.console.log"
+    drv.define(domain_xml(DomainSpec(
+        name=vm.name, uuid=vm.uuid, cpus=vm.cpus, memory_mib=vm.memory_mib, virt_type=host.virt_type,
+        disk_path=disk_path, network=network or host.network, kernel=kernel, initrd=initrd, cmdline=cmdline,
+        console_log=console, arch=host.arch or "x86_64")))
+    return vm.uuid
+
+
+def settle(cp, booking: Booking) -> str:
+    """Records the domain's state, which also ends `creating`."""
+    with cp.store.session() as s:
+        vm = s.get(VM, booking.vm_id)
+        vm.state = cp.connections.driver(booking.host_id).state(vm.uuid)
+        s.commit()
+        return vm.state
