@@ -1,5 +1,6 @@
 """The one place that speaks libvirt: any URI, local or remote, real or libvirt's test driver."""
 
+import functools
 import os
 import threading
 from dataclasses import dataclass
@@ -61,11 +62,32 @@ def _err(what: str, e: libvirt.libvirtError) -> HypervisorError:
     return HypervisorError(f"{what}: {e.get_error_message()}")
 
 
+def _one_call_at_a_time(cls):
+    """libvirt 9.0's client crashes the whole process (SIGSEGV) when a keepalive timeout closes
+    a connection that has two calls in flight (reproduced here by freezing a lab libvirtd while
+    two threads called it). So every method that talks to the daemon holds the connection's
+    lock; a long job (a migration, a backup) should open a connection of its own."""
+    for name, fn in list(vars(cls).items()):
+        if callable(fn) and not name.startswith("__") and name not in ("alive", "on_close"):
+            setattr(cls, name, _locked(fn))
+    return cls
+
+
+def _locked(fn):
+    @functools.wraps(fn)
+    def call(self, *args, **kwargs):
+        with self._lock:
+            return fn(self, *args, **kwargs)
+    return call
+
+
+@_one_call_at_a_time
 class LibvirtDriver:
     """A connection to one host. Methods raise HypervisorError with libvirt's own words."""
 
     def __init__(self, uri: str):
         self.uri = uri
+        self._lock = threading.RLock()
         try:
             self.conn = libvirt.open(uri)
         except libvirt.libvirtError as e:
