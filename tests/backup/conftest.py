@@ -13,12 +13,12 @@ import pytest
 
 from vpool.hypervisor import localhost
 from vpool.services.controlplane import ControlPlane
-from tests.core.conftest import Api, eventually, make_settings
+from tests.core.conftest import Api, api, cp, eventually, make_settings, settings
 
 POOL = "vpool-bk-test"
 POOL_PATH = "/var/lib/vpool/bk-test-images"
 
-__all__ = ["Api", "eventually"]
+__all__ = ["Api", "api", "cp", "eventually", "settings"]  # the simulated-host fixtures serve here too
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,6 @@ from vpool.model.errors import Conflict, Invalid, NotFound
 from vpool.model.names import check_name
 from vpool.model.states import VMOwnership, VMState
 from vpool.services import provision
-from vpool.services.images import describe as describe_image
 from vpool.services.images import inspect_image
 from vpool.services.vms import CreateRequest
 from vpool.store.backup_tables import Template
@@ -87,7 +86,7 @@ class CloneService:
                 s.add(Template(image_id=image.id, source_vm=vm_name, cpus=size[0], memory_mib=size[1],
                                disk_gib=size[2]))
                 s.commit()
-                return {"template": describe_image(image), "from": vm_name}
+                return {"template": name, "kind": image.kind, "size_bytes": image.size_bytes, "from": vm_name}
 
         return self.busy.run(self.cp, vm_name, "sealing a template", "vm.template", {"name": name}, body,
                              requested_by)

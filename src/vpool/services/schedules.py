@@ -23,11 +23,11 @@ TICK_S = 20.0
 NEW_CHAIN_AFTER = timedelta(days=7)  # an incremental schedule starts a new full chain weekly
 
 
-def describe(sc: Schedule, runs: list[ScheduleRun] | None = None, now: datetime | None = None) -> dict:
+def describe(sc: Schedule, runs: list[ScheduleRun] | None = None) -> dict:
     out = {"id": sc.id, "kind": sc.kind, "vm": sc.vm_name, "cron": sc.cron, "incremental": sc.incremental,
            "keep_daily": sc.keep_daily, "keep_weekly": sc.keep_weekly, "enabled": sc.enabled,
            "handled_until": sc.handled_until, "created_at": sc.created_at,
-           "next_run": cronlib.parse(sc.cron).next_after(max(sc.handled_until, now or utcnow()))}
+           "next_run": cronlib.parse(sc.cron).next_after(sc.handled_until)}
     if runs is not None:
         out["runs"] = [{"due_at": r.due_at, "outcome": r.outcome, "task_id": r.task_id, "note": r.note}
                        for r in runs]
