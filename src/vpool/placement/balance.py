@@ -14,6 +14,7 @@ state fits (and, as in hbal, keeps some memory free on its destination); the pla
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -268,10 +269,13 @@ class _Balancer:
                 after[s] -= a[v] / c[s]
             after[d] += a[v] / c[d]
             change = weight * (np.std(x[online]) - np.std(after[online]))
-            effects[label] = effects.get(label, 0.0) + change
+            effects[f"evens out {label}"] = effects.get(f"evens out {label}", 0.0) + change
         if not online[s]:
-            effects["an offline host"] = OFFLINE_WEIGHT
-        return max(effects, key=effects.get) if effects else "balance"
+            effects["leaves an offline host"] = OFFLINE_WEIGHT
+        elif self.groups:
+            crowded = self.member[v] & (self.group_count[:, s] >= 2)
+            effects["separates anti-affinity members"] = TAGS_WEIGHT * float(crowded.sum())
+        return max(effects, key=effects.get) if effects else "evens out the load"
 
     def apply(self, v: int, d: int):
         s = int(self.vm_host[v])
@@ -326,9 +330,9 @@ def balance(state: ClusterState, policy: BalancePolicy = BalancePolicy()) -> Pla
         if found is None:
             break
         gain, v, d = found
-        label = work.main_effect(v, d)
+        effect = work.main_effect(v, d)
         s = work.apply(v, d)
-        steps.append((v, s, d, f"evens out {label}, score -{gain:.4f}"))
+        steps.append((v, s, d, f"{effect}, score -{gain:.4f}"))
         score_now -= gain
     steps = _collapse(state, steps)
     names = state.host_names
@@ -344,30 +348,21 @@ def balance(state: ClusterState, policy: BalancePolicy = BalancePolicy()) -> Pla
 def _collapse(state: ClusterState, steps: list) -> list:
     """Replace the moves of a VM moved several times by one move to its last host (or by
     none if it ends where it started), placed where its last move was, if that still fits."""
-    hops: dict[int, list[int]] = {}
-    for i, (v, _, _, _) in enumerate(steps):
-        hops.setdefault(v, []).append(i)
     current = list(steps)
-    for v, positions in hops.items():
-        if len(positions) < 2:
-            continue
+    counts = Counter(step[0] for step in steps)
+    for v in (v for v, n in counts.items() if n > 1):
+        positions = [i for i, step in enumerate(current) if step[0] == v]
         first, last = current[positions[0]], current[positions[-1]]
-        direct = None if first[1] == last[2] else (
-            v, first[1], last[2], f"{last[3]}; straight there instead of {len(positions)} moves")
-        trial = [direct if i == positions[-1] else step for i, step in enumerate(current)
-                 if i not in positions[:-1]]
-        trial = [step for step in trial if step is not None]
+        trial = [step for i, step in enumerate(current) if i not in positions[:-1]]
+        at = positions[-1] - (len(positions) - 1)
+        if first[1] == last[2]:
+            del trial[at]
+        else:
+            trial[at] = (v, first[1], last[2],
+                         f"{last[3]}; straight there instead of {len(positions)} moves")
         if _fits(state, trial):
             current = trial
-            hops = _renumber(hops, positions, v)
     return current
-
-
-def _renumber(hops, removed, kept_vm):
-    """Positions after dropping `removed` (all but the last kept unless the VM vanished)."""
-    dropped = removed[:-1]
-    return {v: [p - sum(1 for r in dropped if r < p) for p in ps]
-            for v, ps in hops.items() if v != kept_vm}
 
 
 def _fits(state: ClusterState, steps: list) -> bool:

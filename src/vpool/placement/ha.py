@@ -71,10 +71,11 @@ def ha_admission(state: ClusterState, failures: int = 1) -> HaReport:
     _, failed, unplaced, headroom = worst
     names = state.host_names
     ok = not bottlenecks
-    what = "every" if exhaustive else "the heaviest"
+    scope = (f"whichever {failures} host(s) fail" if exhaustive else
+             f"for the {len(sets)} heaviest sets of {failures} host(s) tried")
     if ok:
-        message = (f"N+{failures} holds: the VMs of {what} {failures} failed host(s) restart on "
-                   f"the others; after the worst ({', '.join(names[h] for h in failed)}) "
+        message = (f"N+{failures} holds {scope}: their VMs restart on the others; after the "
+                   f"worst ({', '.join(names[h] for h in failed)}) "
                    + ", ".join(f"{r} {s:.0%}" for r, s in zip(RESOURCES, headroom)) + " stays free")
     else:
         message = (f"N+{failures} fails: if {', '.join(names[h] for h in failed)} "
