@@ -314,6 +314,10 @@ from vpool.cli import telemetry as _telemetry  # noqa: E402  (top, stats, alarm)
 
 _telemetry.register(app)
 
+from vpool.cli import protection as _protection  # noqa: E402  (snapshot, backup, schedule, dr, vm template/clone)
+
+_protection.mount(app, vm_app)
+
 
 if __name__ == "__main__":
     app()
