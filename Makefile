@@ -5,15 +5,16 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 DEBS := libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils libvirt-dev pkg-config gcc \
-        python3-venv python3-dev busybox-static xz-utils
+        python3-venv python3-dev busybox-static xz-utils dnsmasq-base nftables iproute2 util-linux
 TEST_DEBS := postgresql prometheus
 HOST ?= 127.0.0.1
 PORT ?= 8080
+LAB ?= 3
 
 .PHONY: run test deps test-deps bench clean
 
 run: $(STAMP)
-	$(VENV)/bin/vpool serve --host $(HOST) --port $(PORT)
+	$(VENV)/bin/vpool serve --host $(HOST) --port $(PORT) --lab $(LAB)
 
 test: $(STAMP) test-deps
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)

@@ -41,11 +41,15 @@ def _post_task(path: str, body: dict | None, no_wait: bool, as_json: bool) -> di
 @app.command()
 def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
           port: int = typer.Option(8080, help="Port to listen on."),
-          register_local: bool = typer.Option(True, help="Register this machine as a host if the pool has none.")):
+          register_local: bool = typer.Option(True, help="Register this machine as a host if the pool has none."),
+          lab: int = typer.Option(0, help="Also start a lab of N libvirtd hosts on this machine (vpool lab)."),
+          lab_guests: int = typer.Option(3, help="Tiny guests to start on the lab, one per host.")):
     """Run the control plane (API, task runner, host watchers) in the foreground."""
     from vpool.services.serve import run
 
-    run(host, port, register_local)
+    if not 0 <= lab <= 9:
+        fail("--lab takes 0 to 9 hosts")
+    run(host, port, register_local, lab, lab_guests)
 
 
 # --- hosts --------------------------------------------------------------------------------------

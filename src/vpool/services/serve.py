@@ -6,7 +6,9 @@ from sqlalchemy import select
 
 from vpool.hypervisor import localhost
 from vpool.services.controlplane import ControlPlane
-from vpool.store.tables import Host, Task
+from vpool.model.errors import VpoolError
+from vpool.services.vms import CreateRequest
+from vpool.store.tables import VM, Host, Image, Task
 
 
 def say(message: str) -> None:
@@ -37,14 +39,50 @@ def register_local_host(cp: ControlPlane, uri: str | None) -> None:
         say("WARNING: no local libvirtd could run, so the pool starts with libvirt's test driver "
             "(test:///default): VMs there are simulated, not real guests")
     task = cp.hosts.add(uri, None)
-    cp.runner.wait(task.id, 120)
+    if _wait_task(cp, task, f"registering {uri}", 120):
+        say(f"registered this machine as host {task.target} ({uri})")
+
+
+def _wait_task(cp: ControlPlane, task, what: str, timeout: float = 600) -> bool:
+    cp.runner.wait(task.id, timeout)
     with cp.store.session() as s:
         t = s.get(Task, task.id)
-        say(f"registered this machine as host {t.target} ({uri})" if t.state == "succeeded"
-            else f"WARNING: could not register {uri}: {t.error}")
+        if t.state != "succeeded":
+            say(f"WARNING: {what} failed: {t.error or t.state}")
+        return t.state == "succeeded"
 
 
-def run(host: str, port: int, register_local: bool = True) -> None:
+def start_lab(cp: ControlPlane, hosts: int, guests: int) -> None:
+    """A pool with real VMs at once: lab hosts on this machine, the tiny image, a guest per host."""
+    from vpool.lab.hosts import Lab
+
+    lab = Lab()
+    statuses = lab.up(hosts, say=say)
+    topology = lab.topology
+    with cp.store.session() as s:
+        known = set(s.scalars(select(Host.uri)))
+    for h in statuses:
+        if h.uri not in known:
+            _wait_task(cp, cp.hosts.add(h.uri, h.name, "qemu", f"bridge:{topology.guest_bridge}"),
+                       f"registering {h.name}")
+    with cp.store.session() as s:
+        has_tiny = s.scalar(select(Image.id).where(Image.name == "tiny")) is not None
+    if not has_tiny and not _wait_task(cp, cp.images.build_tiny("tiny"), "building the tiny image"):
+        return
+    for n, h in enumerate(statuses[:guests], start=1):
+        name = f"web{n}"
+        with cp.store.session() as s:
+            if s.scalar(select(VM.id).where(VM.name == name)) is not None:
+                continue
+        try:
+            cp.vms.create(CreateRequest(name=name, memory_mib=256, disk_gib=1, image="tiny", host=h.name))
+        except VpoolError as e:
+            say(f"WARNING: could not create {name} on {h.name}: {e.detail}")
+    say(f"lab: {len(statuses)} hosts, guests web1..web{min(guests, len(statuses))} starting "
+        "(vpool vm list; their addresses in vpool vm show NAME)")
+
+
+def run(host: str, port: int, register_local: bool = True, lab_hosts: int = 0, lab_guests: int = 3) -> None:
     import uvicorn
 
     from vpool.api.app import create_app
@@ -54,6 +92,11 @@ def run(host: str, port: int, register_local: bool = True) -> None:
     cp.start()
     if register_local:
         register_local_host(cp, uri)
+    if lab_hosts:
+        try:
+            start_lab(cp, lab_hosts, lab_guests)
+        except Exception as e:  # the API is still worth serving without the lab
+            say(f"WARNING: the lab did not start: {e}")
     say(f"state in {cp.settings.database_url}")
     say(f"admin API token in {cp.settings.token_file}")
     say(f"API on http://{host}:{port} (OpenAPI at http://{host}:{port}/docs)")
