@@ -321,20 +321,26 @@ class LibvirtDriver:
             libvirt.VIR_DOMAIN_METADATA_ELEMENT, '<vm managed="yes"/>', "vpool", dx.VPOOL_NS,
             libvirt.VIR_DOMAIN_AFFECT_CONFIG))
 
-    def domains(self) -> list[DomainInfo]:
-        out = []
+    def domain_states(self) -> dict[str, str]:
+        """uuid -> state of every domain in one round trip (the periodic sync's hot path)."""
         try:
-            for d in self.conn.listAllDomains(0):
-                try:
-                    state, max_kib, _mem, vcpus, _cpu = d.info()
-                    xml = d.XMLDesc(0)
-                except libvirt.libvirtError:
-                    continue  # vanished between list and look
-                out.append(DomainInfo(d.UUIDString(), d.name(), STATE_NAMES.get(state, "unknown"), vcpus,
-                                      max_kib // 1024, dx.is_managed(xml), tuple(dx.domain_disk_paths(xml))))
+            stats = self.conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE, 0)
         except libvirt.libvirtError as e:
             raise _err(f"cannot list domains on {self.uri}", e) from e
-        return out
+        return {d.UUIDString(): STATE_NAMES.get(st.get("state.state"), "unknown") for d, st in stats}
+
+    def domain_info(self, uuid: str) -> DomainInfo | None:
+        try:
+            d = self.conn.lookupByUUIDString(uuid)
+            state, max_kib, _mem, vcpus, _cpu = d.info()
+            xml = d.XMLDesc(0)
+        except libvirt.libvirtError:
+            return None  # vanished meanwhile
+        return DomainInfo(uuid, d.name(), STATE_NAMES.get(state, "unknown"), vcpus, max_kib // 1024,
+                          dx.is_managed(xml), tuple(dx.domain_disk_paths(xml)))
+
+    def domains(self) -> list[DomainInfo]:
+        return [info for uuid in self.domain_states() if (info := self.domain_info(uuid)) is not None]
 
     def mac_addresses(self, uuid: str) -> list[str]:
         try:

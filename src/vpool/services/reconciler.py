@@ -21,15 +21,17 @@ class Reconciler:
         drv = self.connections.drivers.get(host_id)
         if drv is None:
             return
-        domains = {d.uuid: d for d in drv.domains()}
+        domains = drv.domain_states()
         with self.store.session() as s:
             known = {vm.uuid: vm for vm in s.scalars(select(VM).where(VM.uuid.in_(list(domains))))} if domains else {}
-            for uuid, info in domains.items():
+            for uuid, state in domains.items():
                 vm = known.get(uuid)
                 if vm is None:
-                    s.add(_unmanaged(s, info, host_id))
+                    info = drv.domain_info(uuid)
+                    if info is not None:
+                        s.add(_unmanaged(s, info, host_id))
                 elif vm.state != VMState.creating:
-                    _observe(vm, info, host_id)
+                    _observe(vm, state, host_id)
             gone = s.scalars(select(VM).where(VM.host_id == host_id, VM.uuid.is_not(None),
                                               VM.uuid.not_in(list(domains)) if domains else VM.uuid.is_not(None),
                                               VM.state != VMState.creating))
@@ -48,10 +50,9 @@ class Reconciler:
         with self.store.session() as s:
             vm = s.scalar(select(VM).where(VM.uuid == uuid))
             if vm is None:
-                if state != "missing":
-                    info = next((d for d in drv.domains() if d.uuid == uuid), None)
-                    if info:
-                        s.add(_unmanaged(s, info, host_id))
+                info = drv.domain_info(uuid) if state != "missing" else None
+                if info is not None:
+                    s.add(_unmanaged(s, info, host_id))
             elif vm.state == VMState.creating:
                 return
             elif state == "missing":
@@ -76,8 +77,8 @@ def _unmanaged(s, info: DomainInfo, host_id: int) -> VM:
               disk_path=info.disk_paths[0] if info.disk_paths else None)
 
 
-def _observe(vm: VM, info: DomainInfo, host_id: int) -> None:
-    if vm.state != info.state:
-        vm.state = info.state
+def _observe(vm: VM, state: str, host_id: int) -> None:
+    if vm.state != state:
+        vm.state = state
     if vm.host_id != host_id:
         vm.host_id = host_id
