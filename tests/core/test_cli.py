@@ -1,34 +1,20 @@
 """The CLI against a real server on loopback: exit codes, one-line errors, --json."""
 
 import json
-import socket
-import threading
-import time
 
 import pytest
-import uvicorn
 from typer.testing import CliRunner
 
-from vpool.api.app import create_app
 from vpool.cli.main import app
 from vpool.lab.simhost import write_sim_host
+
+from ..serving import cli_env
 
 
 @pytest.fixture
 def server(cp, monkeypatch):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_app(cp), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    while not srv.started:
-        time.sleep(0.02)
-    monkeypatch.setenv("VPOOL_URL", f"http://127.0.0.1:{port}")
-    monkeypatch.setenv("VPOOL_TOKEN", cp.admin_token)
-    yield
-    srv.should_exit = True
-    thread.join(5)
+    with cli_env(cp, monkeypatch):
+        yield
 
 
 def vpool(*args):
