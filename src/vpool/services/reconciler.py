@@ -9,7 +9,7 @@ from sqlalchemy import delete, select
 from vpool.hypervisor.libvirt_driver import DomainInfo
 from vpool.model.states import VMOwnership, VMState
 from vpool.store.db import Store
-from vpool.store.tables import VM
+from vpool.store.tables import VM, utcnow
 
 
 class Reconciler:
@@ -21,6 +21,7 @@ class Reconciler:
         drv = self.connections.drivers.get(host_id)
         if drv is None:
             return
+        read_at = utcnow()
         domains = drv.domain_states()
         with self.store.session() as s:
             known = {vm.uuid: vm for vm in s.scalars(select(VM).where(VM.uuid.in_(list(domains))))} if domains else {}
@@ -30,11 +31,11 @@ class Reconciler:
                     info = drv.domain_info(uuid)
                     if info is not None:
                         s.add(_unmanaged(s, info, host_id))
-                elif vm.state != VMState.creating:
-                    _observe(vm, state, host_id)
+                elif vm.state != VMState.creating and vm.updated_at < read_at:
+                    _observe(vm, state, host_id)  # unless a task wrote fresher news since the read
             gone = s.scalars(select(VM).where(VM.host_id == host_id, VM.uuid.is_not(None),
                                               VM.uuid.not_in(list(domains)) if domains else VM.uuid.is_not(None),
-                                              VM.state != VMState.creating))
+                                              VM.state != VMState.creating, VM.updated_at < read_at))
             for vm in gone:
                 if vm.ownership == VMOwnership.unmanaged:
                     s.delete(vm)
@@ -46,6 +47,7 @@ class Reconciler:
         drv = self.connections.drivers.get(host_id)
         if drv is None:
             return
+        read_at = utcnow()
         state = drv.state(uuid)
         with self.store.session() as s:
             vm = s.scalar(select(VM).where(VM.uuid == uuid))
@@ -53,8 +55,8 @@ class Reconciler:
                 info = drv.domain_info(uuid) if state != "missing" else None
                 if info is not None:
                     s.add(_unmanaged(s, info, host_id))
-            elif vm.state == VMState.creating:
-                return
+            elif vm.state == VMState.creating or vm.updated_at >= read_at:
+                return  # being created, or a task wrote fresher news since the read
             elif state == "missing":
                 if vm.host_id == host_id:
                     if vm.ownership == VMOwnership.unmanaged:
