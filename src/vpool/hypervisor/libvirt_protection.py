@@ -1,8 +1,13 @@
 """libvirt's snapshot, checkpoint, backup, volume-copy and console calls for one host.
 
 Kept beside LibvirtDriver rather than in it: data protection is a separate concern, and this
-wraps the same connection. Methods raise HypervisorError with libvirt's own words.
+wraps the same connection. Like LibvirtDriver, every call holds the connection's lock (libvirt
+9.0 crashes when keepalive closes a connection with two calls in flight); the waits poll with
+the lock taken per call, so a long backup does not stall the host's other work.
+Methods raise HypervisorError with libvirt's own words.
 """
+
+import functools
 
 import threading
 import time
@@ -21,6 +26,17 @@ Progress = Callable[[int, int], None]
 
 class JobFailed(HypervisorError):
     pass
+
+
+def _locked(fn):
+    @functools.wraps(fn)
+    def call(self, *args, **kwargs):
+        with self.drv._lock:
+            return fn(self, *args, **kwargs)
+    return call
+
+
+POLLING = ("wait_job", "commit_active", "watch_console")
 
 
 class ProtectionOps:
@@ -77,11 +93,15 @@ class ProtectionOps:
 
     def commit_active(self, uuid: str, disk: str, progress: Callable[[str], None] | None = None) -> None:
         """Merge the active overlay of a running VM's disk into its backing file and pivot onto it."""
-        dom = self._dom(uuid)
+        lock = self.drv._lock
+        with lock:
+            dom = self._dom(uuid)
         try:
-            dom.blockCommit(disk, None, None, 0, libvirt.VIR_DOMAIN_BLOCK_COMMIT_ACTIVE)
+            with lock:
+                dom.blockCommit(disk, None, None, 0, libvirt.VIR_DOMAIN_BLOCK_COMMIT_ACTIVE)
             while True:
-                info = dom.blockJobInfo(disk, 0)
+                with lock:
+                    info = dom.blockJobInfo(disk, 0)
                 if info and info["end"] and info["cur"] == info["end"]:
                     break
                 if not info:
@@ -89,7 +109,8 @@ class ProtectionOps:
                 if progress:
                     progress(f"merging the overlay of {disk}: {info['cur'] * 100 // max(info['end'], 1)}%")
                 time.sleep(0.1)
-            dom.blockJobAbort(disk, libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT)
+            with lock:
+                dom.blockJobAbort(disk, libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT)
         except libvirt.libvirtError as e:
             raise _err(f"cannot merge the overlay of {disk}", e) from e
 
@@ -125,18 +146,23 @@ class ProtectionOps:
 
     def wait_job(self, uuid: str, on_progress: Progress, should_abort: Callable[[], bool]) -> dict:
         """Follows the domain's block job (a backup) to its end; returns libvirt's completed stats."""
-        dom = self._dom(uuid)
+        lock = self.drv._lock
+        with lock:
+            dom = self._dom(uuid)
         try:
             while True:
-                stats = dom.jobStats(0)
+                with lock:
+                    stats = dom.jobStats(0)
                 if stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) == libvirt.VIR_DOMAIN_JOB_NONE:
                     break
                 if should_abort():
-                    dom.abortJob()
+                    with lock:
+                        dom.abortJob()
                     raise JobFailed("the backup job was aborted")
                 on_progress(stats.get("disk_processed", 0), stats.get("disk_total", 0))
                 time.sleep(0.05)
-            done = dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
+            with lock:
+                done = dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
         except libvirt.libvirtError as e:
             raise _err("lost track of the backup job", e) from e
         if not done.get("success", True) or done.get("type") == libvirt.VIR_DOMAIN_JOB_FAILED:
@@ -221,8 +247,9 @@ class ProtectionOps:
         Returns a function that stops watching. Attach before the guest runs (start it paused)
         so the line cannot pass before anyone listens."""
         try:
-            stream = self.conn.newStream(0)
-            self._dom(uuid).openConsole(None, stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
+            with self.drv._lock:
+                stream = self.conn.newStream(0)
+                self._dom(uuid).openConsole(None, stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
         except libvirt.libvirtError as e:
             raise _err("cannot open the serial console", e) from e
         stopped = threading.Event()
@@ -251,3 +278,8 @@ class ProtectionOps:
                 pass
 
         return stop
+
+
+for _name, _fn in list(vars(ProtectionOps).items()):
+    if callable(_fn) and not _name.startswith("__") and _name not in POLLING:
+        setattr(ProtectionOps, _name, _locked(_fn))
