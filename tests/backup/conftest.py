@@ -38,7 +38,8 @@ def guest_api(tmp_path_factory):
     yield api
     for vm in api.get("/vms", params={"limit": 1000}).json()["items"]:
         if vm["ownership"] == "managed" and vm["host"] == "local":
-            api.delete(f"/vms/{vm['name']}")
+            api.task(api.delete(f"/vms/{vm['name']}"), timeout=120)
+    assert api.delete("/images/tiny").status_code == 204  # and with it its copy in the test pool
     cp.stop()
 
 
