@@ -36,8 +36,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(data_dir: Path, port: int) -> subprocess.Popen:
+def start_server(data_dir: Path, port: int, telemetry: bool) -> subprocess.Popen:
     env = {**os.environ, "VPOOL_DATA_DIR": str(data_dir)}
+    if not telemetry:
+        env["VPOOL_TELEMETRY_INTERVAL"] = "0"
     proc = subprocess.Popen([sys.executable, "-m", "vpool.cli.main", "serve", "--port", str(port),
                              "--no-register-local"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
@@ -111,11 +113,13 @@ def main() -> None:
     ap.add_argument("--fill", type=int, default=10000)
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--samples", type=int, default=300)
+    ap.add_argument("--telemetry", action="store_true",
+                    help="keep the stats collector on (it shares the API's process and its CPU)")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="vpool-bench-api-"))
     port = free_port()
-    server = start_server(tmp / "data", port)
+    server = start_server(tmp / "data", port, args.telemetry)
     token = (tmp / "data" / "admin.token").read_text().strip()
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"},
                           timeout=120, limits=httpx.Limits(max_connections=args.clients * 2))
@@ -138,7 +142,7 @@ def main() -> None:
         server.terminate()
         server.wait(10)
     print(json.dumps({
-        "benchmark": "api", "hosts": args.hosts, "clients": args.clients,
+        "benchmark": "api", "hosts": args.hosts, "clients": args.clients, "telemetry": args.telemetry,
         "create_through_api": created, "raw_libvirt_define": raw,
         "api_vs_raw_define": round(created["vms_per_s"] / raw["defines_per_s"], 4),
         "fill": fill, "vms_in_pool": total,

@@ -40,7 +40,8 @@ class Settings:
     storage_path: str = "/var/lib/vpool/images"
     network: str = "vpool"
     dhcp_lease_files: tuple[Path, ...] = field(default_factory=_lease_files)
-    telemetry_interval_s: float = 10.0
+    # VPOOL_TELEMETRY_INTERVAL=0 turns collection off (e.g. to measure the API alone).
+    telemetry_interval_s: float = field(default_factory=lambda: float(os.environ.get("VPOOL_TELEMETRY_INTERVAL", "10")))
     telemetry_raw_retention_s: int = 86400
     telemetry_5m_retention_s: int = 30 * 86400
     telemetry_1h_retention_s: int = 365 * 86400

@@ -70,7 +70,8 @@ class TelemetryService:
         self._stop = threading.Event()
 
     def start(self) -> None:
-        threading.Thread(target=self._loop, name="telemetry", daemon=True).start()
+        if self.interval_s > 0:
+            threading.Thread(target=self._loop, name="telemetry", daemon=True).start()
 
     def stop(self) -> None:
         self._stop.set()

@@ -6,10 +6,11 @@ checks, and always ends in succeeded, failed or cancelled, also across a restart
 """
 
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import select, update
 
@@ -25,12 +26,22 @@ class Cancelled(Exception):
     """Raised inside a task at a cancel point once someone asked to cancel it."""
 
 
+PROGRESS_EVERY_S = 0.2
+
+
 @dataclass
 class TaskContext:
     task_id: int
     runner: "TaskRunner"
+    _written: float = field(default_factory=time.monotonic)
 
     def progress(self, percent: int, message: str | None = None) -> None:
+        """Progress nobody can see is not written: a step that ends within PROGRESS_EVERY_S of the
+        last write is skipped, so a fast task costs two writes, not one per step."""
+        now = time.monotonic()
+        if now - self._written < PROGRESS_EVERY_S:
+            return
+        self._written = now
         values: dict = {"progress": max(0, min(100, int(percent)))}
         if message is not None:
             values["message"] = message

@@ -8,7 +8,7 @@ import time
 import uuid as uuidlib
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from vpool.hypervisor import leases
@@ -128,10 +128,8 @@ class VMService:
         ctx.check_cancel()
         ctx.progress(40, "creating the disk (a linked clone of the image)")
         vol = f"vm-{vm.name}.qcow2"
+        # Not stored until the end: if the process dies first, discard() finds the disk by its name.
         disk = drv.create_disk(host.storage_pool, vol, vm.disk_gib, backing, image.format if image else None)
-        with self.cp.store.session() as s:
-            s.get(VM, vm_id).disk_path = disk
-            s.commit()
         ctx.check_cancel()
         ctx.progress(60, f"defining the VM on {host.name}")
         console = None if drv.is_test else f"{local_console_log_dir()}/vpool-{vm.name}.console.log"
@@ -144,7 +142,7 @@ class VMService:
             ctx.progress(80, "starting")
             drv.start(vm.uuid)
         with self.cp.store.session() as s:
-            s.get(VM, vm_id).state = drv.state(vm.uuid)
+            s.execute(update(VM).where(VM.id == vm_id).values(state=drv.state(vm.uuid), disk_path=disk))
             s.commit()
 
     def discard(self, vm_id: int) -> None:
