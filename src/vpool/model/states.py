@@ -24,6 +24,7 @@ class VMState(StrEnum):
     """libvirt's domain states, plus vpool's own before a domain exists."""
 
     creating = "creating"
+    migrating = "migrating"  # a live migration owns the VM: the reconciler keeps its hands off
     running = "running"
     paused = "paused"
     shutoff = "shutoff"
