@@ -102,13 +102,16 @@ def host_remove(name: str):
 @host_app.command("maintenance")
 def host_maintenance(mode: str = typer.Argument(..., help="on or off"), name: str = typer.Argument(...),
                      as_json: bool = JSON):
-    """Maintenance on: no new placements on the host; off: back in service."""
+    """Maintenance on: no new placements, every VM leaves by live migration (those that cannot are
+    named with the reason); off: back in service."""
     if mode not in ("on", "off"):
         fail(f"maintenance takes 'on' or 'off', not {mode!r}")
-    h = call("PATCH", f"/hosts/{name}", json={"maintenance": mode == "on"})
-    if as_json:
-        return emit_json(h)
-    console.print(f"host {name}: maintenance {mode}")
+    task = follow(call("POST", f"/hosts/{name}/maintenance", json={"mode": mode}), True, as_json)
+    moved = (task.get("result") or {}).get("moved") or {}
+    if not as_json:
+        for vm, dest in moved.items():
+            console.print(f"  {vm} -> {dest}", highlight=False)
+        console.print(f"host {name}: maintenance {mode}")
 
 
 @host_app.command("set")
@@ -317,6 +320,10 @@ app.add_typer(lab.app, name="lab")
 from vpool.cli import telemetry as _telemetry  # noqa: E402  (top, stats, alarm)
 
 _telemetry.register(app)
+
+from vpool.cli import migrate as _migrate  # noqa: E402  (vm migrate, vm migrations)
+
+_migrate.register(vm_app)
 
 from vpool.cli import protection as _protection  # noqa: E402  (snapshot, backup, schedule, dr, vm template/clone)
 

@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 from vpool.model.capacity import DEFAULTS, effective
 from vpool.model.errors import Invalid
 from vpool.placement import ClusterState, HostRecord, VMRecord
+from vpool.store.migration_tables import BOOKING, Migration
 from vpool.store.tables import VM, Host, Setting
 
 # One control plane places one VM at a time, so two requests never book the same free space.
@@ -39,9 +40,25 @@ def host_policy(host: Host, defaults: dict) -> dict:
 
 
 def allocations(s: Session) -> dict[int, dict]:
+    """Per host: what its VMs take, plus the room migrations on their way there have booked."""
     rows = s.execute(select(VM.host_id, func.sum(VM.cpus), func.sum(VM.memory_mib), func.sum(VM.disk_gib),
                             func.count()).where(VM.host_id.is_not(None)).group_by(VM.host_id))
-    return {h: {"cpus": c or 0, "memory_mib": m or 0, "disk_gib": d or 0, "vms": n} for h, c, m, d, n in rows}
+    out = {h: {"cpus": c or 0, "memory_mib": m or 0, "disk_gib": d or 0, "vms": n} for h, c, m, d, n in rows}
+    for h, booked in incoming(s).items():
+        line = out.setdefault(h, {"cpus": 0, "memory_mib": 0, "disk_gib": 0, "vms": 0})
+        for k, v in booked.items():
+            line[k] += v
+    return out
+
+
+def incoming(s: Session) -> dict[int, dict]:
+    """Room booked on each destination by live migrations that have not ended: the VM still
+    counts on its source until it has arrived, so both hosts hold its size meanwhile."""
+    rows = s.execute(select(Migration.destination_host_id, func.sum(Migration.cpus), func.sum(Migration.memory_mib),
+                            func.sum(Migration.disk_gib)).where(Migration.state.in_(BOOKING),
+                                                                Migration.destination_host_id.is_not(None))
+                     .group_by(Migration.destination_host_id))
+    return {h: {"cpus": c or 0, "memory_mib": m or 0, "disk_gib": d or 0} for h, c, m, d in rows}
 
 
 def cluster_state(s: Session, per_vm: bool = True) -> ClusterState:
@@ -51,14 +68,19 @@ def cluster_state(s: Session, per_vm: bool = True) -> ClusterState:
     defaults = pool_defaults(s)
     hosts = list(s.scalars(select(Host).order_by(Host.id)))
     names = {h.id: h.name for h in hosts}
+    # One VM per VM below; a migration's booking is no VM (no plan may move it), so it
+    # counts as room the host keeps back. Folded rows already carry it (allocations).
+    booked = incoming(s) if per_vm else {}
     host_records = []
     for h in hosts:
         p = host_policy(h, defaults)
+        b = booked.get(h.id, {"cpus": 0, "memory_mib": 0, "disk_gib": 0})
         host_records.append(HostRecord(
             name=h.name, cpus=h.cpus, memory_mib=h.memory_mib, disk_gib=h.disk_gib,
             cpu_ratio=p["cpu_ratio"], ram_ratio=p["ram_ratio"], disk_ratio=p["disk_ratio"],
-            reserved_cpus=p["reserved_cpus"], reserved_memory_mib=p["reserved_memory_mib"],
-            reserved_disk_gib=p["reserved_disk_gib"], up=h.state == "up", maintenance=h.maintenance))
+            reserved_cpus=p["reserved_cpus"] + b["cpus"],
+            reserved_memory_mib=p["reserved_memory_mib"] + b["memory_mib"],
+            reserved_disk_gib=p["reserved_disk_gib"] + b["disk_gib"], up=h.state == "up", maintenance=h.maintenance))
     if per_vm:
         rows = s.execute(select(VM.name, VM.host_id, VM.cpus, VM.memory_mib, VM.disk_gib))
     else:

@@ -1,8 +1,10 @@
+from typing import Literal
+
 from fastapi import APIRouter, Depends
 
 from vpool.api.deps import caller, control_plane
 from vpool.api.routes.common import Page, accepted
-from vpool.api.schemas import HostAdd, HostPatch, Policy
+from vpool.api.schemas import Body, HostAdd, HostPatch, Policy
 from vpool.services.pool import pool_defaults, set_pool_defaults
 
 router = APIRouter(tags=["hosts"])
@@ -30,6 +32,16 @@ def show_host(ref: str, cp=Depends(control_plane)):
 def patch_host(ref: str, body: HostPatch, cp=Depends(control_plane)):
     values = body.model_dump(exclude_unset=True)
     return cp.hosts.set(ref, values.pop("maintenance", None), **values)
+
+
+class MaintenanceBody(Body):
+    mode: Literal["on", "off"]
+
+
+@router.post("/hosts/{ref}/maintenance", status_code=202)
+def maintenance(ref: str, body: MaintenanceBody, who: str = Depends(caller), cp=Depends(control_plane)):
+    """on: no new VMs, and every VM leaves by live migration (the task names any that cannot); off: back in service."""
+    return accepted(cp.maintenance.set(ref, body.mode == "on", requested_by=who))
 
 
 @router.delete("/hosts/{ref}", status_code=204)

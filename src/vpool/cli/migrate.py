@@ -1,0 +1,73 @@
+"""`vpool vm migrate`, `vpool vm migrations` and `vpool vm migration-policy`."""
+
+import typer
+from rich.table import Table
+
+from vpool.cli.client import call, console, emit_json, fail, follow
+
+JSON = typer.Option(False, "--json", help="Print JSON for scripts.")
+
+
+def register(vm_app: typer.Typer) -> None:
+    vm_app.command("migrate")(migrate)
+    vm_app.command("migrations")(migrations)
+    vm_app.command("migration-policy")(policy)
+
+
+def migrate(name: str, to: str = typer.Option(None, "--to", help="Destination host (default: placement picks)."),
+            copy_storage: bool = typer.Option(False, "--copy-storage",
+                                              help="Copy the disk too (hosts without shared storage)."),
+            storage_pool: str = typer.Option("private", help="With --copy-storage: the destination's pool."),
+            max_downtime: int = typer.Option(None, "--max-downtime", help="Switch-over budget in ms."),
+            bandwidth: int = typer.Option(None, "--bandwidth", help="Cap in MiB/s."),
+            no_wait: bool = typer.Option(False, "--no-wait", help="Return at once with the task."),
+            as_json: bool = JSON):
+    """Live-migrate a running VM to another host; `vpool task cancel ID` aborts it (the VM stays)."""
+    task = follow(call("POST", f"/vms/{name}/migrate", json={
+        "to": to, "copy_storage": copy_storage, "storage_pool": storage_pool, "max_downtime_ms": max_downtime,
+        "bandwidth_mib_s": bandwidth}), not no_wait, as_json)
+    r = task.get("result") or {}
+    if not as_json and task["state"] == "succeeded":
+        console.print(f"{name}: {r['source']} -> {r['destination']} in {_ms(r['duration_ms'])}, downtime "
+                      f"{_ms(r['downtime_ms'])}, {_mib(r['memory_bytes'])} of memory sent"
+                      + (", finished in post-copy" if r.get("postcopy") else ""), highlight=False)
+
+
+def migrations(name: str, as_json: bool = JSON):
+    """A VM's migrations, newest first."""
+    items = call("GET", f"/vms/{name}/migrations")["items"]
+    if as_json:
+        return emit_json(items)
+    table = Table(title=f"Migrations of {name}", title_justify="left")
+    for c in ("id", "when", "from", "to", "result", "took", "downtime", "memory", "disk", "post-copy", "error"):
+        table.add_column(c)
+    for m in items:
+        table.add_row(str(m["id"]), str(m["created_at"])[:19], m["source"], m["destination"], m["state"],
+                      _ms(m["duration_ms"]), _ms(m["downtime_ms"]), _mib(m["memory_bytes"]), _mib(m["disk_bytes"]),
+                      "yes" if m["postcopy"] else "", m["error"] or "")
+    console.print(table)
+
+
+def policy(settings: list[str] = typer.Option(None, "--set", help="KEY=VALUE, repeatable, e.g. --set "
+                                                                   "postcopy_after_s=30"),
+           as_json: bool = JSON):
+    """Show or change the pool's migration policy (auto-converge, post-copy bound, limits per host)."""
+    changes = {}
+    for item in settings or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            fail(f"--set takes KEY=VALUE, not {item!r}")
+        changes[key] = value
+    p = call("PATCH", "/migrations/policy", json=changes) if changes else call("GET", "/migrations/policy")
+    if as_json:
+        return emit_json(p)
+    for key, value in p.items():
+        console.print(f"[bold]{key:>26}[/bold]  {value}", highlight=False)
+
+
+def _ms(v) -> str:
+    return "" if v is None else f"{v / 1000:.2f} s" if v >= 1000 else f"{v} ms"
+
+
+def _mib(v) -> str:
+    return "" if v is None else f"{v / 2**20:.0f} MiB"

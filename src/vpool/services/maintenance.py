@@ -1,0 +1,87 @@
+"""Maintenance mode: a host that takes no new VMs and gives away the ones it has.
+
+`on` flags the host at once (placement then skips it, so nothing new lands there while it
+empties) and evacuates it in a Task: one live migration per VM, each placed by the placement
+engine and run under the usual per-host limits. A VM that cannot move (no room anywhere, not
+running, the host went down) stays where it is and the task names it with the reason; running
+`on` again retries what is left. `off` puts the host back in service.
+"""
+
+import time
+
+from sqlalchemy import select
+
+from vpool.model.errors import Conflict, VpoolError
+from vpool.model.states import TaskState, VMOwnership
+from vpool.services.tasks import Cancelled
+from vpool.store.tables import VM, Task
+
+WAIT_S = 0.5
+
+
+class MaintenanceService:
+    def __init__(self, cp, migrations):
+        self.cp = cp
+        self.migrations = migrations
+
+    def set(self, ref: str, on: bool, requested_by: str = "admin"):
+        with self.cp.store.session() as s:
+            host = self.cp.hosts.get(s, ref)
+            host.maintenance = on
+            s.commit()
+            host_id, name = host.id, host.name
+        if not on:
+            return self.cp.runner.submit("host.maintenance", name, {"mode": "off"},
+                                         lambda ctx: {"host": name, "maintenance": False},
+                                         requested_by=requested_by)
+        return self.cp.runner.submit("host.maintenance", name, {"mode": "on"},
+                                     lambda ctx: self._evacuate(ctx, host_id, name, requested_by),
+                                     requested_by=requested_by)
+
+    def _evacuate(self, ctx, host_id: int, name: str, requested_by: str) -> dict:
+        with self.cp.store.session() as s:
+            vms = [(v.name, v.ownership) for v in s.scalars(select(VM).where(VM.host_id == host_id).order_by(VM.name))]
+        not_moved: dict[str, str] = {}
+        started: dict[str, int] = {}
+        for vm, ownership in vms:
+            if ownership != VMOwnership.managed:
+                not_moved[vm] = "not managed by vpool, so vpool does not move it"
+                continue
+            try:
+                started[vm] = self.migrations.migrate(vm, requested_by=requested_by).id
+            except VpoolError as e:
+                not_moved[vm] = e.detail
+        moved = self._wait(ctx, started, not_moved, len(vms))
+        report = {"host": name, "maintenance": True, "moved": moved, "not_moved": not_moved}
+        if not_moved:
+            reasons = "; ".join(f"{vm}: {why}" for vm, why in not_moved.items())
+            raise Conflict(f"{len(moved)} of {len(vms)} VMs left {name}; not moved: {reasons}. {name} stays in "
+                           "maintenance (no new VMs); run maintenance on again to retry")
+        return report
+
+    def _wait(self, ctx, started: dict[str, int], not_moved: dict[str, str], total: int) -> dict[str, str]:
+        """Follows the migrations to their end; returns VM -> destination for those that moved."""
+        moved: dict[str, str] = {}
+        pending = dict(started)
+        while pending:
+            if ctx.cancelled():
+                for task_id in pending.values():
+                    self.cp.runner.cancel(task_id)
+            with self.cp.store.session() as s:
+                tasks = {vm: s.get(Task, tid) for vm, tid in pending.items()}
+            for vm, t in tasks.items():
+                if t.state == TaskState.succeeded:
+                    moved[vm] = t.result["destination"]
+                elif t.state in (TaskState.failed, TaskState.cancelled):
+                    not_moved[vm] = t.error or t.message
+                else:
+                    continue
+                del pending[vm]
+            done = total - len(pending)
+            ctx.progress(int(100 * done / max(total, 1)), f"{len(moved)} moved, {len(not_moved)} not moved, "
+                                                          f"{len(pending)} migrating")
+            if pending:
+                time.sleep(WAIT_S)
+        if ctx.cancelled():
+            raise Cancelled()
+        return moved

@@ -1,0 +1,491 @@
+"""Live migration as a Task: placed, booked, throttled per host, watched, and always settled.
+
+The request decides and books before anything starts (a refusal changes nothing): the
+destination is checked (or picked by placement, the VM's own host excluded), the VM's size is
+booked there in the same transaction that marks the VM `migrating`, so no other placement can
+take that room and the reconciler leaves the VM alone. The task then waits for a slot (per-host
+limits on migrations out and in), runs libvirt's peer-to-peer pre-copy with auto-converge, and
+switches to post-copy when pre-copy does not converge within the policy's bound. However it
+ends, the task asks both hosts where the VM runs and writes that into the store, ends the
+booking and keeps the record: duration, downtime, bytes, result.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, fields, replace
+
+from sqlalchemy import func, select
+
+from vpool.hypervisor.libvirt_driver import LibvirtDriver
+from vpool.hypervisor.libvirt_migration import (ACTIVE, UNREACHABLE, JobProgress, LiveMigration, MigrationSpec,
+                                                source_job_abort)
+from vpool.model.errors import Conflict, HypervisorError, Invalid, NoCapacity
+from vpool.model.states import VMOwnership, VMState
+from vpool.placement import ClusterState, PlacementRequest, place
+from vpool.services.pool import cluster_state, placement_lock
+from vpool.services.tasks import Cancelled
+from vpool.store.migration_tables import BOOKING, Migration
+from vpool.store.tables import VM, Host, Setting, utcnow
+
+POLL_S = 0.2
+CURRENT_HOST = "vpool:current-host"  # the tag that keeps placement off the VM's own host
+RESTARTED = "the control plane restarted during the migration"
+
+
+@dataclass(frozen=True)
+class MigrationPolicy:
+    """Pool-wide migration policy. The defaults follow vCenter's vMotion: stun the guest a
+    little when it dirties memory faster than the link carries it (auto-converge, vMotion's
+    SDPS), give pre-copy a bounded number of passes, then finish in post-copy rather than run
+    on; two migrations out and two in per host at a time."""
+
+    max_downtime_ms: int = 100  # a third of QEMU's default: an idle guest stops for well under 0.1 s
+    bandwidth_mib_s: int = 0  # 0: as fast as the link goes
+    auto_converge: bool = True
+    postcopy: str = "auto"  # "auto": switch when pre-copy does not converge; "never"
+    postcopy_after_iterations: int = 5  # passes over memory before the switch...
+    postcopy_after_s: float = 60.0  # ...or seconds, whichever comes first (never in the first pass)
+    stall_timeout_s: float = 60.0  # no byte moved for this long: abort
+    timeout_s: float = 1800.0
+    max_outgoing: int = 2
+    max_incoming: int = 2
+
+    def check(self) -> MigrationPolicy:
+        if self.postcopy not in ("auto", "never"):
+            raise Invalid(f"postcopy must be 'auto' or 'never', not {self.postcopy!r}")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.type in ("int", "float") and value < 0:
+                raise Invalid(f"{f.name} must not be negative, got {value}")
+        for name in ("max_outgoing", "max_incoming", "timeout_s", "stall_timeout_s", "max_downtime_ms"):
+            if getattr(self, name) <= 0:
+                raise Invalid(f"{name} must be positive")
+        return self
+
+
+def load_policy(s) -> MigrationPolicy:
+    stored = {k.removeprefix("migration."): v for k, v in s.execute(
+        select(Setting.key, Setting.value).where(Setting.key.startswith("migration.")))}
+    return MigrationPolicy(**{f.name: _parse(f.type, stored[f.name]) for f in fields(MigrationPolicy)
+                              if f.name in stored})
+
+
+def save_policy(s, changes: dict) -> MigrationPolicy:
+    known = {f.name: f.type for f in fields(MigrationPolicy)}
+    unknown = set(changes) - set(known)
+    if unknown:
+        raise Invalid(f"unknown migration setting(s) {', '.join(sorted(unknown))}; known: {', '.join(known)}")
+    try:
+        policy = replace(load_policy(s), **{k: _parse(known[k], str(v)) for k, v in changes.items()}).check()
+    except ValueError as e:
+        raise Invalid(f"bad migration setting: {e}") from None
+    for key in changes:
+        row = s.get(Setting, f"migration.{key}") or Setting(key=f"migration.{key}")
+        row.value = str(getattr(policy, key))
+        s.add(row)
+    s.commit()
+    return policy
+
+
+def _parse(kind: str, text: str):
+    if kind == "bool":
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"{text!r} is not true or false")
+        return text.lower() in ("true", "1")
+    return {"int": int, "float": float}.get(kind, str)(text)
+
+
+# --- the pure decisions -------------------------------------------------------------------------
+def next_step(policy: MigrationPolicy, p: JobProgress | None, elapsed_s: float, stalled_s: float,
+              switched: bool, postcopy_allowed: bool) -> str | None:
+    """'postcopy', an abort reason, or None to keep going."""
+    if elapsed_s > policy.timeout_s:
+        return f"it did not finish within {policy.timeout_s:g} s"
+    if stalled_s > policy.stall_timeout_s:
+        return f"no data moved for {policy.stall_timeout_s:g} s"
+    if (postcopy_allowed and not switched and p is not None and p.active and p.iteration >= 2
+            and (p.iteration > policy.postcopy_after_iterations or elapsed_s >= policy.postcopy_after_s)):
+        return "postcopy"
+    return None
+
+
+def describe(p: JobProgress, switched: bool) -> tuple[int, str]:
+    """(percent, message) for the Task."""
+    mib = 2**20
+    sent = p.memory_processed + p.disk_processed
+    left = p.memory_remaining + p.disk_remaining
+    pct = 5 + int(90 * sent / (sent + left)) if sent + left else 5
+    words = [f"{'post-copy' if switched else f'pass {max(p.iteration, 1)}'}: {p.memory_processed // mib} MiB sent",
+             f"{p.memory_remaining // mib} MiB left"]
+    if p.disk_total:
+        words.append(f"disk {p.disk_processed // mib}/{p.disk_total // mib} MiB")
+    if p.dirty_rate_bps:
+        words.append(f"guest dirties {p.dirty_rate_bps // mib} MiB/s")
+    if p.expected_downtime_ms is not None and not switched:
+        words.append(f"expected downtime {p.expected_downtime_ms} ms")
+    if p.throttle_pct:
+        words.append(f"vCPU throttled {p.throttle_pct}%")
+    return min(pct, 95), ", ".join(words)
+
+
+def settle(succeeded: bool, switched: bool, source_state: str, dest_state: str) -> str | None:
+    """Where the VM runs once the migrate call has returned: 'source', 'destination', or None
+    when the hosts' answers do not tell (a host unreachable, or a post-copy cut in the middle)."""
+    if succeeded:
+        return "destination"
+    on_source, on_dest = source_state in ACTIVE, dest_state in ACTIVE
+    if on_source and on_dest:
+        # Pre-copy never resumes the destination before the source hands over, so its copy
+        # is a leftover libvirt removes; after a post-copy switch both halves are the VM.
+        return None if switched else "source"
+    if on_source:
+        return "source" if dest_state != UNREACHABLE or not switched else None
+    if on_dest:
+        return "destination" if source_state != UNREACHABLE else None
+    return None
+
+
+def _without_source(state: ClusterState, host: str) -> ClusterState:
+    hosts = [replace(h, tags=h.tags | {CURRENT_HOST}) if h.name == host else h for h in state.hosts]
+    return ClusterState.from_records(hosts, state.vms, state.group_policies)
+
+
+def describe_row(m: Migration) -> dict:
+    return {
+        "id": m.id, "vm": m.vm_name, "vm_uuid": m.vm_uuid, "task_id": m.task_id, "source": m.source,
+        "destination": m.destination, "state": m.state, "copy_storage": m.copy_storage,
+        "max_downtime_ms": m.max_downtime_ms, "bandwidth_mib_s": m.bandwidth_mib_s, "postcopy": m.postcopy,
+        "iterations": m.iterations, "duration_ms": m.duration_ms, "downtime_ms": m.downtime_ms,
+        "memory_bytes": m.memory_bytes, "disk_bytes": m.disk_bytes, "error": m.error,
+        "created_at": m.created_at, "started_at": m.started_at, "finished_at": m.finished_at,
+        "wall_ms": int((m.finished_at - m.started_at).total_seconds() * 1000)
+        if m.finished_at and m.started_at else None,
+    }
+
+
+@dataclass
+class _Run:
+    """What one migration knows once its migrate call has returned."""
+
+    started: bool = False  # the migrate call was made: only then may the VM be anywhere but the source
+    error: str | None = None
+    aborted_why: str | None = None
+    cancelled: bool = False
+    switched: bool = False
+    stats: dict | None = None
+    source_state: str = UNREACHABLE
+    dest_state: str = UNREACHABLE
+
+
+class MigrationService:
+    def __init__(self, cp):
+        self.cp = cp
+        self._slots = threading.Condition()
+        self._out: Counter[int] = Counter()
+        self._in: Counter[int] = Counter()
+
+    def policy(self) -> MigrationPolicy:
+        with self.cp.store.session() as s:
+            return load_policy(s)
+
+    # --- request: decide and book, or refuse with nothing changed ------------------------------
+    def migrate(self, ref: str, to: str | None = None, copy_storage: bool = False,
+                max_downtime_ms: int | None = None, bandwidth_mib_s: int | None = None,
+                storage_pool: str = "private", requested_by: str = "admin"):
+        if max_downtime_ms is not None and not 1 <= max_downtime_ms <= 60000:
+            raise Invalid("max downtime must be 1 to 60000 ms")
+        if bandwidth_mib_s is not None and not 1 <= bandwidth_mib_s <= 1_000_000:
+            raise Invalid("bandwidth must be 1 to 1000000 MiB/s")
+        with self.cp.store.session() as s:
+            vm = self.cp.vms.get(s, ref)
+            self._check_movable(s, vm)
+            src_id, src_name = vm.host_id, vm.host.name
+            if to is not None:
+                target = self.cp.hosts.get(s, to)
+                if target.id == src_id:
+                    raise Invalid(f"VM {vm.name} already runs on {target.name}")
+        self.cp.connections.driver(src_id)  # refuse at once when the source is down
+        with placement_lock, self.cp.store.session() as s:
+            vm = self.cp.vms.get(s, ref)
+            self._check_movable(s, vm)  # again, under the lock: a second request may have won
+            decision = place(_without_source(cluster_state(s, per_vm=False), src_name), PlacementRequest(
+                name=vm.name, cpus=vm.cpus, memory_mib=vm.memory_mib, disk_gib=vm.disk_gib,
+                host=to, forbid_tags=frozenset({CURRENT_HOST})))
+            if not decision.ok:
+                raise NoCapacity(f"cannot migrate {vm.name}: {decision.message} (its own host {src_name} "
+                                 "does not count)")
+            dest = s.scalar(select(Host).where(Host.name == decision.host))
+            row = Migration(vm_id=vm.id, vm_name=vm.name, vm_uuid=vm.uuid, source_host_id=src_id,
+                            destination_host_id=dest.id, source=src_name, destination=dest.name,
+                            cpus=vm.cpus, memory_mib=vm.memory_mib, disk_gib=vm.disk_gib, copy_storage=copy_storage,
+                            max_downtime_ms=max_downtime_ms, bandwidth_mib_s=bandwidth_mib_s, state="queued")
+            s.add(row)
+            prior_state = vm.state
+            vm.state = VMState.migrating
+            s.commit()
+            mig_id, vm_id, dest_id, name = row.id, vm.id, dest.id, vm.name
+        try:
+            dest_drv = self.cp.connections.driver(dest_id)
+            if not copy_storage and vm.disk_path and not dest_drv.volume_exists(vm.disk_path):
+                raise Conflict(f"{dest.name} does not see {name}'s disk {vm.disk_path} (no shared storage); "
+                               "migrate with --copy-storage")
+        except BaseException:
+            self._unbook(mig_id, vm_id, prior_state)
+            raise
+        task = self.cp.runner.new("vm.migrate", name, {
+            "to": dest.name, "from": src_name, "copy_storage": copy_storage, "max_downtime_ms": max_downtime_ms,
+            "bandwidth_mib_s": bandwidth_mib_s, "storage_pool": storage_pool if copy_storage else None},
+            requested_by)
+        with self.cp.store.session() as s:
+            s.get(Migration, mig_id).task_id = task.id
+            s.commit()
+
+        def body(ctx):
+            return self._run_task(ctx, mig_id, storage_pool)
+
+        return self.cp.runner.start(task, body)
+
+    def _check_movable(self, s, vm: VM) -> None:
+        if vm.ownership != VMOwnership.managed:
+            raise Conflict(f"VM {vm.name} is not managed by vpool; adopt it first (vpool vm adopt {vm.name})")
+        if vm.state == VMState.migrating:
+            task = s.scalar(select(Migration.task_id).where(Migration.vm_uuid == vm.uuid,
+                                                            Migration.state.in_(BOOKING)))
+            raise Conflict(f"VM {vm.name} is already migrating (task {task})")
+        if vm.state not in ACTIVE:
+            raise Conflict(f"VM {vm.name} is {vm.state}: live migration moves running or paused VMs")
+        if vm.host_id is None:
+            raise Conflict(f"VM {vm.name} has no host")
+
+    # --- the task ----------------------------------------------------------------------------
+    def _run_task(self, ctx, mig_id: int, storage_pool: str) -> dict:
+        with self.cp.store.session() as s:
+            m = s.get(Migration, mig_id)
+            vm = s.get(VM, m.vm_id)
+            src, dst = s.get(Host, m.source_host_id), s.get(Host, m.destination_host_id)
+            policy = load_policy(s)
+            job = dict(vm_id=vm.id, uuid=vm.uuid, name=vm.name, disk=vm.disk_path, disk_gib=vm.disk_gib,
+                       src_id=src.id, src=src.name, src_uri=src.uri, dst_id=dst.id, dst=dst.name, dst_uri=dst.uri,
+                       copy=m.copy_storage, downtime=m.max_downtime_ms or policy.max_downtime_ms,
+                       bandwidth=m.bandwidth_mib_s or policy.bandwidth_mib_s or None)
+        run, new_disk, took_slot = _Run(), None, False
+        try:
+            took_slot = self._take_slot(ctx, job)
+            with self.cp.store.session() as s:
+                row = s.get(Migration, mig_id)
+                row.state, row.started_at = "running", utcnow()
+                s.commit()
+            if job["copy"]:
+                ctx.progress(3, f"creating {job['name']}'s disk in pool {storage_pool} on {job['dst']}")
+                new_disk = self.cp.connections.driver(job["dst_id"]).create_disk(
+                    storage_pool, f"vm-{job['name']}.qcow2", job["disk_gib"])
+            self._live(ctx, job, policy, new_disk, run)
+        except Cancelled:
+            run.cancelled = True
+        except Exception as e:
+            run.error = e.detail if isinstance(e, HypervisorError) else f"{type(e).__name__}: {e}"
+        finally:
+            if took_slot:
+                self._release_slot(job)
+        return self._finish(mig_id, job, run, new_disk)
+
+    def _take_slot(self, ctx, job: dict) -> bool:
+        policy = self.policy()
+        with self._slots:
+            while self._out[job["src_id"]] >= policy.max_outgoing or self._in[job["dst_id"]] >= policy.max_incoming:
+                ctx.progress(1, f"waiting for a migration slot ({self._out[job['src_id']]} leaving {job['src']}, "
+                                f"{self._in[job['dst_id']]} arriving at {job['dst']})")
+                self._slots.wait(0.5)
+                ctx.check_cancel()
+            self._out[job["src_id"]] += 1
+            self._in[job["dst_id"]] += 1
+        return True
+
+    def _release_slot(self, job: dict) -> None:
+        with self._slots:
+            self._out[job["src_id"]] -= 1
+            self._in[job["dst_id"]] -= 1
+            self._slots.notify_all()
+
+    def _live(self, ctx, job: dict, policy: MigrationPolicy, new_disk: str | None, run: _Run) -> None:
+        ctx.progress(4, f"{job['src']} -> {job['dst']}: starting")
+        postcopy_allowed = policy.postcopy == "auto" and not job["copy"]  # libvirt: no post-copy with disk copy
+        lm = LiveMigration(MigrationSpec(job["uuid"], job["src_uri"], job["dst_uri"], job["bandwidth"],
+                                         postcopy_allowed, policy.auto_converge, new_disk))
+        try:
+            lm.start(job["downtime"])
+            run.started = True
+            started = last_change = time.monotonic()
+            moved = -1
+            while not lm.wait(POLL_S):
+                now = time.monotonic()
+                p = lm.progress()
+                if p is not None and p.active:
+                    if p.memory_processed + p.disk_processed != moved:
+                        moved, last_change = p.memory_processed + p.disk_processed, now
+                    ctx.progress(*describe(p, run.switched))
+                if ctx.cancelled() and not run.cancelled:
+                    run.cancelled = True
+                    if not run.switched:  # post-copy cannot go back: the destination already runs the VM
+                        lm.abort()
+                step = next_step(policy, p, now - started, now - last_change, run.switched, postcopy_allowed)
+                if step == "postcopy":
+                    run.switched = lm.start_postcopy()
+                    if run.switched:
+                        ctx.progress(90, f"pre-copy did not converge in {p.iteration} passes: switched to post-copy")
+                elif step and run.aborted_why is None and not run.switched:
+                    run.aborted_why = step
+                    lm.abort()
+        finally:
+            if run.started:
+                if not lm.wait(0):  # vpool itself failed mid-way: leave no migration that nobody watches
+                    lm.abort()
+                    lm.wait(60)
+                run.error = lm.error
+                if run.error is None:
+                    run.stats = lm.final_stats()
+                run.source_state, run.dest_state = lm.states()
+            lm.close()
+
+    def _finish(self, mig_id: int, job: dict, run: _Run, new_disk: str | None) -> dict:
+        """Writes where the VM is, ends the booking, and answers as the task."""
+        succeeded = run.started and run.error is None
+        if run.started:
+            where = settle(succeeded, run.switched, run.source_state, run.dest_state)
+        else:
+            where, run.source_state = "source", self._state_now(job["src_id"], job["uuid"])
+        host_id = {"source": job["src_id"], "destination": job["dst_id"]}.get(where)
+        vm_state = {"source": run.source_state, "destination": run.dest_state}.get(where, VMState.unknown)
+        if vm_state not in ACTIVE:
+            vm_state = VMState.running if where == "destination" else VMState.unknown  # the reconciler corrects it
+        stats = run.stats or {}
+        if succeeded:
+            state, error = "succeeded", None
+        elif run.cancelled and where == "source":
+            state, error = "cancelled", "cancelled at the operator's request"
+        else:
+            state = "failed"
+            why = run.aborted_why and f"vpool aborted it: {run.aborted_why}"
+            error = why or run.error or "cancelled after the switch to post-copy, which cannot go back"
+        self._end(mig_id, job["vm_id"], state, vm_state, host_id, error=error, stats=stats, switched=run.switched,
+                  disk_path=new_disk if where == "destination" else None)
+        self._clean_disks(job, where, new_disk)
+        if state == "cancelled":
+            raise Cancelled()
+        if state == "failed":
+            there = {"source": f"it still runs on {job['src']}", "destination": f"it runs on {job['dst']}"}.get(
+                where, f"vpool cannot tell where it runs ({job['src']}: {run.source_state}, {job['dst']}: "
+                       f"{run.dest_state}); it is recorded as unknown until a host answers")
+            raise HypervisorError(f"migration of {job['name']} from {job['src']} to {job['dst']} failed: {error}; "
+                                  f"{there}")
+        return {"vm": job["name"], "source": job["src"], "destination": job["dst"], "postcopy": run.switched,
+                "duration_ms": stats.get("time_elapsed"), "downtime_ms": stats.get("downtime"),
+                "memory_bytes": stats.get("memory_processed"), "disk_bytes": stats.get("disk_processed"),
+                "iterations": stats.get("memory_iteration")}
+
+    def _end(self, mig_id: int, vm_id: int, state: str, vm_state: str, host_id: int | None, error: str | None = None,
+             stats: dict | None = None, switched: bool = False, disk_path: str | None = None) -> None:
+        stats = stats or {}
+        with self.cp.store.session() as s:
+            row = s.get(Migration, mig_id)
+            row.state, row.error, row.finished_at, row.postcopy = state, error, utcnow(), switched
+            row.duration_ms, row.downtime_ms = stats.get("time_elapsed"), stats.get("downtime")
+            row.memory_bytes, row.disk_bytes = stats.get("memory_processed"), stats.get("disk_processed")
+            row.iterations = stats.get("memory_iteration")
+            vm = s.get(VM, vm_id)
+            if vm is not None:
+                vm.state = vm_state
+                if host_id is not None:
+                    vm.host_id = host_id
+                if disk_path:
+                    vm.disk_path = disk_path
+            s.commit()
+
+    def _unbook(self, mig_id: int, vm_id: int, prior_state: str) -> None:
+        """A request refused after it booked: as if it never came."""
+        with self.cp.store.session() as s:
+            s.delete(s.get(Migration, mig_id))
+            s.get(VM, vm_id).state = prior_state
+            s.commit()
+
+    def _state_now(self, host_id: int, uuid: str) -> str:
+        try:
+            return self.cp.connections.driver(host_id).state(uuid)
+        except Conflict:  # the host is down
+            return UNREACHABLE
+
+    def _clean_disks(self, job: dict, where: str | None, new_disk: str | None) -> None:
+        """A copy-storage migration leaves one disk: the source's once the VM arrived, else the new one."""
+        if not new_disk or where is None:
+            return
+        host_id, path = (job["src_id"], job["disk"]) if where == "destination" else (job["dst_id"], new_disk)
+        try:
+            self.cp.connections.driver(host_id).delete_volume(path)
+        except (Conflict, HypervisorError) as e:
+            print(f"vpool: could not remove {path} after migrating {job['name']}: {e}")
+
+    # --- after a restart ---------------------------------------------------------------------
+    def recover(self) -> list[str]:
+        """Bookings a dead control plane left: abort the job if it still runs, find the VM, end
+        the booking. Returns the names of the VMs it settled."""
+        with self.cp.store.session() as s:
+            rows = [(m.id, m.vm_id, m.vm_uuid, m.vm_name, m.source_host_id, m.destination_host_id)
+                    for m in s.scalars(select(Migration).where(Migration.state.in_(BOOKING)))]
+            uris = {h.id: h.uri for h in s.scalars(select(Host))}
+        settled = []
+        for mig_id, vm_id, uuid, name, src_id, dst_id in rows:
+            source_state = source_job_abort(uris[src_id], uuid) if src_id in uris else UNREACHABLE
+            dest_state = _state_at(uris.get(dst_id), uuid)
+            where = settle(False, False, source_state, dest_state)
+            host_id = {"source": src_id, "destination": dst_id}.get(where)
+            vm_state = {"source": source_state, "destination": dest_state}.get(where, VMState.unknown)
+            self._end(mig_id, vm_id, "failed", vm_state, host_id,
+                      error=f"{RESTARTED}; the VM was found {'on the ' + where if where else 'nowhere for sure'}")
+            settled.append(name)
+        return settled
+
+    # --- reading -------------------------------------------------------------------------------
+    def history(self, ref: str) -> list[dict]:
+        with self.cp.store.session() as s:
+            vm = self.cp.vms.get(s, ref)
+            return [describe_row(m) for m in s.scalars(
+                select(Migration).where(Migration.vm_uuid == vm.uuid).order_by(Migration.id.desc()))]
+
+    def list(self, state: str | None = None, limit: int = 100, offset: int = 0) -> tuple[list[dict], int]:
+        where = [Migration.state == state] if state else []
+        with self.cp.store.session() as s:
+            total = s.scalar(select(func.count()).select_from(Migration).where(*where))
+            rows = s.scalars(select(Migration).where(*where).order_by(Migration.id.desc()).limit(limit).offset(offset))
+            return [describe_row(m) for m in rows], total
+
+    def set_policy(self, changes: dict) -> dict:
+        with self.cp.store.session() as s:
+            return asdict(save_policy(s, changes))
+
+
+def _state_at(uri: str | None, uuid: str) -> str:
+    if uri is None:
+        return UNREACHABLE
+    try:
+        drv = LibvirtDriver(uri)
+    except HypervisorError:
+        return UNREACHABLE
+    try:
+        return drv.state(uuid)
+    finally:
+        drv.close()
+
+
+def attach(cp) -> MigrationService:
+    """Wires migrations (and maintenance, which evacuates by migrating) onto a control plane,
+    once, settling what a previous process left half done."""
+    if getattr(cp, "migrations", None) is None:
+        from vpool.services.maintenance import MaintenanceService
+
+        cp.migrations = MigrationService(cp)
+        cp.maintenance = MaintenanceService(cp, cp.migrations)
+        cp.migrations.recover()
+    return cp.migrations

@@ -1,0 +1,47 @@
+"""Live migrations: the room each one books on its destination while it runs, then its history.
+
+A row is the booking and the record at once: services.pool counts the size of every row still
+`queued` or `running` against its destination, so a placement made meanwhile cannot give the
+same room away, and a restart finds the bookings it must settle in the same table.
+VMs and hosts are kept by name too (history outlives them), their ids only while they exist.
+"""
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from vpool.store.tables import Base, utcnow
+
+BOOKING = ("queued", "running")  # states in which a migration holds room on its destination
+
+
+class Migration(Base):
+    __tablename__ = "migrations"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    vm_id: Mapped[int | None] = mapped_column(ForeignKey("vms.id", ondelete="SET NULL"), default=None, index=True)
+    vm_name: Mapped[str] = mapped_column(String(63))
+    vm_uuid: Mapped[str] = mapped_column(String(64), index=True)
+    task_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    source_host_id: Mapped[int | None] = mapped_column(ForeignKey("hosts.id", ondelete="SET NULL"), default=None)
+    destination_host_id: Mapped[int | None] = mapped_column(ForeignKey("hosts.id", ondelete="SET NULL"),
+                                                            default=None, index=True)
+    source: Mapped[str] = mapped_column(String(63))
+    destination: Mapped[str] = mapped_column(String(63))
+    state: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    cpus: Mapped[int] = mapped_column(Integer)
+    memory_mib: Mapped[int] = mapped_column(Integer)
+    disk_gib: Mapped[int] = mapped_column(Integer)
+    copy_storage: Mapped[bool] = mapped_column(Boolean, default=False)
+    max_downtime_ms: Mapped[int | None] = mapped_column(Integer, default=None)
+    bandwidth_mib_s: Mapped[int | None] = mapped_column(Integer, default=None)
+    postcopy: Mapped[bool] = mapped_column(Boolean, default=False)  # switched to post-copy
+    iterations: Mapped[int | None] = mapped_column(Integer, default=None)
+    duration_ms: Mapped[int | None] = mapped_column(BigInteger, default=None)  # libvirt's job time
+    downtime_ms: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    memory_bytes: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    disk_bytes: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
