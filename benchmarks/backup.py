@@ -27,7 +27,6 @@ from pathlib import Path
 from vpool.config import Settings
 from vpool.hypervisor import localhost
 from vpool.services.controlplane import ControlPlane
-from vpool.services.protection import attach
 from vpool.services.vms import CreateRequest
 from vpool.store.tables import Task
 
@@ -95,7 +94,6 @@ def main() -> None:
                                    storage_pool=POOL, storage_path=POOL_PATH)
     cp = ControlPlane(settings)
     cp.start()
-    attach(cp, run_schedules=False)
     out: dict = {"machine": "2 vCPU, TCG guests (1 vCPU, 256 MiB, 1 GiB disk)", "fill_mib": args.fill_mib}
     names = ["bb1"] + [f"bdr{i}" for i in range(1, args.drill_vms + 1)]
     try:

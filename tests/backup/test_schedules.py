@@ -42,9 +42,6 @@ def test_bad_schedules_are_refused(api, tmp_path):
 
 
 def test_a_backup_running_when_the_control_plane_died_is_marked_failed(cp):
-    from vpool.services.protection import attach
-
-    attach(cp, run_schedules=False)
     with cp.store.session() as s:
         s.add(Backup(vm_name="x", vm_uuid="u", chain="c", kind="full", state="running", spec={}))
         s.commit()

@@ -8,7 +8,6 @@ from vpool.api.routes import flavors, hosts, images, plans, tasks, vms
 from vpool.api import prometheus
 from vpool.api.routes import alarms, metrics
 from vpool.api.routes import backups, clones, drills, schedules, snapshots
-from vpool.services.protection import attach as attach_protection
 from vpool.api.routes import migrations
 from vpool.services.migration import attach as attach_migrations
 
@@ -24,7 +23,6 @@ def create_app(cp) -> FastAPI:
     def healthz():
         return {"status": "ok"}
 
-    attach_protection(cp)
     attach_migrations(cp)
     app.include_router(migrations.router, dependencies=[Depends(caller)])  # before vms, as below
     # Before vms: its /vms/{ref}/{op} would otherwise answer /vms/{ref}/snapshots and /vms/{ref}/clone.

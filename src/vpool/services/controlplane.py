@@ -8,12 +8,19 @@ import threading
 from vpool.config import Settings
 from vpool.security.tokens import ensure_admin_token
 from vpool.services.alarms import AlarmService
+from vpool.services.backups import BackupService
+from vpool.services.busy import Busy
+from vpool.services.clones import CloneService
 from vpool.services.connections import Connections
 from vpool.services.collector import TelemetryService
+from vpool.services.drills import DrillService
 from vpool.services.flavors import FlavorService
 from vpool.services.hosts import HostService
 from vpool.services.images import ImageService
 from vpool.services.reconciler import Reconciler
+from vpool.services.repository import default_repository
+from vpool.services.schedules import ScheduleService
+from vpool.services.snapshots import SnapshotService
 from vpool.services.tasks import TaskRunner
 from vpool.services.vms import VMService
 from vpool.store.db import Store
@@ -34,15 +41,23 @@ class ControlPlane:
         self.flavors = FlavorService(self)
         self.alarms = AlarmService(self)
         self.telemetry = TelemetryService(self)
+        busy = Busy()  # snapshots, backups and clones of one VM never run at once
+        self.snapshots = SnapshotService(self, busy)
+        self.backups = BackupService(self, busy, default_repository(self.settings.data_dir))
+        self.clones = CloneService(self, busy)
+        self.schedules = ScheduleService(self)
+        self.drills = DrillService(self)
         self.admin_token = ensure_admin_token(self.store, self.settings.token_file)
         self._stop = threading.Event()
 
     def start(self) -> None:
         self.runner.recover()
+        self.backups.recover()
         self.connections.check_all()
         self.connections.start()
         threading.Thread(target=self._sync_loop, name="full-sync", daemon=True).start()
         self.telemetry.start()
+        self.schedules.start(self._stop)
 
     def stop(self) -> None:
         self._stop.set()
