@@ -23,7 +23,7 @@ from vpool.model.states import VMOwnership, VMState
 from vpool.services import provision
 from vpool.services.repository import Repository
 from vpool.store.backup_tables import Backup
-from vpool.store.tables import VM, Host, Image, utcnow
+from vpool.store.tables import Host, Image, utcnow
 
 RESTARTED = "the control plane stopped while this backup ran; it is not a restore point"
 

@@ -44,7 +44,7 @@ class CloneService:
                 raise Conflict(f"VM {vm.name} is not a managed, finished VM")
             source_image = vm.image
             host = s.get(Host, vm.host_id)
-            vm_id, vm_name, uuid, host_id, pool, disk = vm.id, vm.name, vm.uuid, vm.host_id, host.storage_pool, vm.disk_path
+            vm_name, uuid, host_id, pool, disk = vm.name, vm.uuid, vm.host_id, host.storage_pool, vm.disk_path
             size = (vm.cpus, vm.memory_mib, vm.disk_gib)
         drv = self.cp.connections.driver(host_id)
         state = drv.state(uuid)

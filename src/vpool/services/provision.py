@@ -1,8 +1,8 @@
 """Making a VM out of a disk that already exists (a restore, a clone, a DR drill copy).
 
-VMService.create makes its disk from an image; these VMs bring their own. The booking (placed,
-a row in `creating` that holds the name and the room) and the definition follow the same
-rules as a create, and VMService.discard undoes either.
+Every VM comes to be this way: booked (placed, a row in `creating` that holds the name and the
+room), its disk made (VMService.create makes a linked clone of an image; a restore, a clone or a
+DR drill brings its own), defined, settled. VMService.discard undoes any of them.
 """
 
 import uuid as uuidlib
@@ -36,7 +36,7 @@ def check_free_name(s, name: str, hint: str = "") -> None:
 
 
 def book(cp, name: str, cpus: int, memory_mib: int, disk_gib: int, image_id: int | None,
-         host: str | None) -> Booking:
+         host: str | None, flavor_id: int | None = None) -> Booking:
     """Places the VM and books it; the caller must discard it if what follows fails."""
     with placement_lock, cp.store.session() as s:
         check_free_name(s, name)
@@ -47,7 +47,7 @@ def book(cp, name: str, cpus: int, memory_mib: int, disk_gib: int, image_id: int
             raise NoCapacity(decision.message)
         h = s.scalar(select(Host).where(Host.name == decision.host))
         vm = VM(name=name, uuid=str(uuidlib.uuid4()), host_id=h.id, state=VMState.creating, cpus=cpus,
-                memory_mib=memory_mib, disk_gib=disk_gib, image_id=image_id)
+                memory_mib=memory_mib, disk_gib=disk_gib, image_id=image_id, flavor_id=flavor_id)
         s.add(vm)
         try:
             s.commit()

@@ -5,21 +5,16 @@ requests never take the same room, and a failure after libvirt defined anything 
 """
 
 import time
-import uuid as uuidlib
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import func, select
 
 from vpool.hypervisor import leases
-from vpool.hypervisor.domain_xml import DomainSpec, domain_xml
-from vpool.hypervisor.libvirt_driver import local_console_log_dir
-from vpool.model.errors import Conflict, Invalid, NoCapacity, NotFound
+from vpool.services import provision
+from vpool.model.errors import Conflict, Invalid, NotFound
 from vpool.model.names import check_name
 from vpool.model.resources import Resources
 from vpool.model.states import VMOwnership, VMState
-from vpool.placement import PlacementRequest, place
-from vpool.services.pool import cluster_state, placement_lock
 from vpool.store.tables import VM, Flavor, Host, Image
 
 POWER_OPS = {
@@ -73,77 +68,43 @@ class VMService:
             if image is not None and size.disk_gib * 2**30 < image.virtual_size_bytes:
                 need = -(-image.virtual_size_bytes // 2**30)
                 raise Invalid(f"image {image.name} needs a disk of at least {need} GiB, asked {size.disk_gib} GiB")
-            pinned = self.cp.hosts.get(s, req.host) if req.host else None
-            if s.scalar(select(VM.id).where(VM.name == req.name)):
-                raise Conflict(f"a VM named {req.name!r} already exists")
-        with placement_lock, self.cp.store.session() as s:
-            decision = place(cluster_state(s, per_vm=False), PlacementRequest(
-                name=req.name, cpus=size.cpus, memory_mib=size.memory_mib, disk_gib=size.disk_gib,
-                host=pinned.name if pinned else None))
-            if not decision.ok:
-                raise NoCapacity(decision.message)
-            host = s.scalar(select(Host).where(Host.name == decision.host))
-            vm = VM(name=req.name, uuid=str(uuidlib.uuid4()), host_id=host.id, state=VMState.creating,
-                    cpus=size.cpus, memory_mib=size.memory_mib, disk_gib=size.disk_gib,
-                    image_id=image.id if image else None, flavor_id=flavor.id if flavor else None)
-            s.add(vm)
-            try:
-                s.commit()
-            except IntegrityError:
-                raise Conflict(f"a VM named {req.name!r} already exists") from None
-            vm_id, host_id = vm.id, host.id
-        self.in_flight.add(vm_id)
+            image_id, image_format = (image.id, image.format) if image else (None, None)
+        booking = provision.book(self.cp, req.name, size.cpus, size.memory_mib, size.disk_gib, image_id, req.host,
+                                 flavor.id if flavor else None)
         task = self.cp.runner.new("vm.create", req.name, {
             "cpus": size.cpus, "memory_mib": size.memory_mib, "disk_gib": size.disk_gib,
-            "image": req.image, "flavor": req.flavor, "host": decision.host, "start": req.start},
+            "image": req.image, "flavor": req.flavor, "host": booking.host, "start": req.start},
             requested_by)
 
         def body(ctx):
-            self._build(ctx, vm_id, host_id, req.start)
-            return {"vm": req.name, "host": decision.host}
-
-        def rollback():
-            self.discard(vm_id)
-
-        def body_then_release(ctx):
             try:
-                return body(ctx)
+                self._build(ctx, booking, image_id, image_format, size.disk_gib, req.start)
             finally:
-                self.in_flight.discard(vm_id)
+                provision.release(self.cp, booking)
+            return {"vm": req.name, "host": booking.host}
 
-        return self.cp.runner.start(task, body_then_release, on_failure=rollback)
+        return self.cp.runner.start(task, body, on_failure=lambda: self.discard(booking.vm_id))
 
-    def _build(self, ctx, vm_id: int, host_id: int, start: bool) -> None:
-        with self.cp.store.session() as s:
-            vm, host = s.get(VM, vm_id), s.get(Host, host_id)
-            image = s.get(Image, vm.image_id) if vm.image_id else None
-        drv = self.cp.connections.driver(host_id)
-        kernel = initrd = cmdline = backing = None
-        if image is not None:
-            ctx.progress(10, f"copying image {image.name} to {host.name} (first use there)")
-            copy = self.cp.images.ensure_copy(image.id, host_id)
-            backing, kernel, initrd = copy.disk_path, copy.kernel_path, copy.initrd_path
-            if image.cmdline:
-                cmdline = image.cmdline.replace("{name}", vm.name)
+    def _build(self, ctx, booking: provision.Booking, image_id: int | None, image_format: str | None,
+               disk_gib: int, start: bool) -> None:
+        drv = self.cp.connections.driver(booking.host_id)
+        backing = None
+        if image_id is not None:
+            ctx.progress(10, f"copying the image to {booking.host} (first use there)")
+            backing = self.cp.images.ensure_copy(image_id, booking.host_id).disk_path
         ctx.check_cancel()
         ctx.progress(40, "creating the disk (a linked clone of the image)")
-        vol = f"vm-{vm.name}.qcow2"
-        # Not stored until the end: if the process dies first, discard() finds the disk by its name.
-        disk = drv.create_disk(host.storage_pool, vol, vm.disk_gib, backing, image.format if image else None)
+        with self.cp.store.session() as s:
+            pool = s.get(Host, booking.host_id).storage_pool
+        disk = drv.create_disk(pool, f"vm-{booking.name}.qcow2", disk_gib, backing, image_format)
         ctx.check_cancel()
-        ctx.progress(60, f"defining the VM on {host.name}")
-        console = None if drv.is_test else f"{local_console_log_dir()}/vpool-{vm.name}.console.log"
-        drv.define(domain_xml(DomainSpec(
-            name=vm.name, uuid=vm.uuid, cpus=vm.cpus, memory_mib=vm.memory_mib, virt_type=host.virt_type,
-            disk_path=disk, network=host.network, kernel=kernel, initrd=initrd, cmdline=cmdline,
-            console_log=console, arch=host.arch or "x86_64")))
+        ctx.progress(60, f"defining the VM on {booking.host}")
+        uuid = provision.define(self.cp, booking, disk)
         ctx.check_cancel()
         if start:
             ctx.progress(80, "starting")
-            drv.start(vm.uuid)
-        with self.cp.store.session() as s:
-            s.execute(update(VM).where(VM.id == vm_id).values(state=drv.state(vm.uuid), disk_path=disk))
-            s.commit()
+            drv.start(uuid)
+        provision.settle(self.cp, booking)
 
     def discard(self, vm_id: int) -> None:
         """Undo a create that did not finish, or delete: the domain, its disk and the booking all go."""
