@@ -1,0 +1,106 @@
+"""A two-host lab of its own (mg1, mg2 on 10.92.0/10.82.0), one control plane on it, and the
+tiny guest's counters read over HTTP: the ground truth a migration must not disturb.
+
+The lab lives in a fixed directory, so a run that died before its teardown is cleaned by the
+next one (down first, then up), and it is always taken down at the end.
+"""
+
+import dataclasses
+import os
+import shutil
+import tempfile
+import urllib.request
+from pathlib import Path
+
+import libvirt
+import pytest
+
+from vpool.lab.hosts import Lab
+from vpool.lab.network import Topology, lease_file
+from vpool.services.controlplane import ControlPlane
+from tests.core.conftest import Api, api, cp, eventually, make_settings, settings
+
+__all__ = ["api", "cp", "settings"]  # the simulated-host fixtures serve the request tests
+
+TOPOLOGY = Topology(prefix="mg", mgmt_bridge="mgmgmt0", guest_bridge="mgbr0", mgmt_subnet="10.92.0",
+                    guest_subnet="10.82.0")
+HOSTS = ("mg1", "mg2")
+
+
+@pytest.fixture(scope="session")
+def lab():
+    if os.geteuid() != 0 or not shutil.which("libvirtd"):
+        pytest.fail("the migration tests need root and libvirtd (make test installs it)")
+    lab = Lab(Path(tempfile.gettempdir()) / "vpool-test-mglab", TOPOLOGY)
+    lab.down(fence=False)
+    try:
+        lab.up(len(HOSTS))
+        yield lab
+    finally:
+        lab.down(fence=False)
+
+
+@pytest.fixture(scope="session")
+def pool(lab, tmp_path_factory):
+    """The API over a control plane that has both lab hosts and the tiny image."""
+    settings = dataclasses.replace(make_settings(tmp_path_factory.mktemp("mg")),
+                                   dhcp_lease_files=(lease_file(lab.root),), sync_interval_s=2.0)
+    cp = ControlPlane(settings)
+    cp.start()
+    api = Api(cp)
+    try:
+        for n, name in enumerate(HOSTS, start=1):
+            api.task(api.post("/hosts", json={"uri": lab.uri(n), "name": name, "virt_type": "qemu",
+                                              "network": f"bridge:{TOPOLOGY.guest_bridge}"}))
+        api.task(api.post("/images/build-tiny"), timeout=600)
+        yield api
+    finally:
+        cp.stop()
+
+
+@pytest.fixture(scope="module")
+def guest(pool):
+    """One tiny guest on mg1, deleted at the end; its address once its web server answers."""
+    name = "mgvm"
+    pool.task(pool.post("/vms", json={"name": name, "image": "tiny", "memory": "256M", "disk": "1G",
+                                      "host": HOSTS[0]}), timeout=120)
+    ip = eventually(lambda: pool.get(f"/vms/{name}").json()["ip"], timeout=90, interval=0.5)
+    assert ip, f"{name} never got an address"
+    assert eventually(lambda: status(ip).get("tick"), timeout=120, interval=0.5), f"{name} never answered"
+    yield name, ip
+    pool.task(pool.delete(f"/vms/{name}"), timeout=120)
+
+
+def status(ip: str) -> dict:
+    """The guest's own view: uptime, tick (a 1 Hz counter in RAM) and boots."""
+    try:
+        with urllib.request.urlopen(f"http://{ip}/cgi-bin/status", timeout=3) as r:
+            return dict(w.split("=", 1) for w in r.read().decode().split() if "=" in w)
+    except OSError:
+        return {}
+
+
+def counters(ip: str) -> dict:
+    s = eventually(lambda: status(ip), timeout=30, interval=0.3)
+    assert s, f"the guest at {ip} does not answer"
+    return {"uptime": float(s["uptime"]), "tick": int(s["tick"]), "boots": int(s["boots"])}
+
+
+def running_on(lab: Lab, uuid: str) -> list[str]:
+    """The lab hosts where the VM's domain is active, asked over fresh connections."""
+    found = []
+    for n, name in enumerate(HOSTS, start=1):
+        conn = libvirt.open(lab.uri(n))
+        try:
+            try:
+                if conn.lookupByUUIDString(uuid).isActive():
+                    found.append(name)
+            except libvirt.libvirtError:
+                pass
+        finally:
+            conn.close()
+    return found
+
+
+def other(host: str) -> str:
+    return HOSTS[1] if host == HOSTS[0] else HOSTS[0]

@@ -1,0 +1,80 @@
+"""The pure parts of live migration: when to switch to post-copy or give up, where the VM is
+once the migrate call returned, what the Task says, and the policy's validation."""
+
+import pytest
+
+from vpool.hypervisor.libvirt_migration import UNREACHABLE, JobProgress, with_disk_at
+from vpool.model.errors import Invalid
+from vpool.services.migration import MigrationPolicy, describe, next_step, settle
+
+POLICY = MigrationPolicy(postcopy_after_iterations=5, postcopy_after_s=60, stall_timeout_s=30, timeout_s=600)
+
+
+def _job(iteration: int, **kw) -> JobProgress:
+    return JobProgress(active=True, iteration=iteration, **kw)
+
+
+@pytest.mark.parametrize("p, elapsed, stalled, switched, allowed, expected", [
+    (_job(1), 5, 0, False, True, None),  # first pass: keep going
+    (_job(1), 120, 0, False, True, None),  # never switch during the first pass, however long
+    (_job(3), 10, 0, False, True, None),  # converging within the bounds
+    (_job(6), 10, 0, False, True, "postcopy"),  # too many passes
+    (_job(2), 61, 0, False, True, "postcopy"),  # too long
+    (_job(6), 61, 0, True, True, None),  # already switched
+    (_job(6), 61, 0, False, False, None),  # post-copy not allowed: pre-copy runs on (auto-converge)
+    (_job(2), 601, 0, False, True, "it did not finish within 600 s"),
+    (_job(2), 40, 31, False, True, "no data moved for 30 s"),
+    (None, 5, 0, False, True, None),  # the source did not answer one poll
+])
+def test_next_step(p, elapsed, stalled, switched, allowed, expected):
+    assert next_step(POLICY, p, elapsed, stalled, switched, allowed) == expected
+
+
+@pytest.mark.parametrize("succeeded, switched, source, dest, expected", [
+    (True, False, "missing", "running", "destination"),
+    (True, True, UNREACHABLE, UNREACHABLE, "destination"),  # libvirt said it finished
+    (False, False, "running", "missing", "source"),  # aborted or cancelled
+    (False, False, "running", UNREACHABLE, "source"),  # the destination died
+    (False, False, "running", "paused", "source"),  # a half-arrived copy, never resumed
+    (False, True, "paused", "paused", None),  # post-copy cut in the middle: both halves are the VM
+    (False, True, "running", UNREACHABLE, None),
+    (False, False, "missing", "running", "destination"),  # arrived, the confirmation failed
+    (False, False, UNREACHABLE, "paused", None),  # the source died: cannot tell
+    (False, False, UNREACHABLE, "missing", None),
+    (False, False, "missing", "missing", None),
+])
+def test_settle(succeeded, switched, source, dest, expected):
+    assert settle(succeeded, switched, source, dest) == expected
+
+
+def test_describe_says_what_an_operator_watches():
+    mib = 2**20
+    pct, message = describe(_job(3, memory_processed=300 * mib, memory_remaining=100 * mib,
+                                 dirty_rate_bps=40 * mib, expected_downtime_ms=120, throttle_pct=30), False)
+    assert pct == 5 + int(90 * 300 / 400)
+    assert message == ("pass 3: 300 MiB sent, 100 MiB left, guest dirties 40 MiB/s, expected downtime 120 ms, "
+                       "vCPU throttled 30%")
+    assert describe(_job(7, memory_processed=10 * mib), True)[1].startswith("post-copy: 10 MiB sent")
+
+
+def test_job_progress_reads_libvirt_stats():
+    p = JobProgress.from_stats({"type": 2, "time_elapsed": 1500, "memory_total": 512, "memory_processed": 100,
+                                "memory_remaining": 400, "memory_iteration": 2, "memory_dirty_rate": 10,
+                                "memory_page_size": 4096, "downtime": 80})
+    assert (p.active, p.iteration, p.dirty_rate_bps, p.expected_downtime_ms) == (True, 2, 40960, 80)
+    assert JobProgress.from_stats({"type": 0}).active is False
+
+
+@pytest.mark.parametrize("bad", [{"postcopy": "sometimes"}, {"max_outgoing": 0}, {"timeout_s": -1},
+                                 {"max_downtime_ms": 0}])
+def test_policy_refuses_what_cannot_work(bad):
+    with pytest.raises(Invalid):
+        MigrationPolicy(**bad).check()
+
+
+def test_copy_storage_definition_points_at_the_new_flat_disk():
+    xml = ("<domain><devices><disk type='file' device='disk'><source file='/shared/vm-a.qcow2' index='2'/>"
+           "<backingStore type='file'><source file='/shared/img.qcow2'/></backingStore></disk>"
+           "<disk type='file' device='cdrom'><source file='/iso'/></disk></devices></domain>")
+    out = with_disk_at(xml, "/private/vm-a.qcow2")
+    assert "<source file=\"/private/vm-a.qcow2\" />" in out and "backingStore" not in out and "/iso" in out

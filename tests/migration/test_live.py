@@ -1,0 +1,199 @@
+"""Live migration of a real guest between two lab hosts, and what happens when it goes wrong.
+
+Every test reads the guest's own counters over HTTP before and after: `boots` and a growing
+`uptime` say it never rebooted. Each one starts from wherever the guest is now, so they also
+hold when run alone. Slow migrations (--bandwidth 4 MiB/s: ~75 MiB of RAM takes ~20 s) give
+the faults time to land mid-way.
+"""
+
+import os
+import signal
+import time
+
+import libvirt
+import pytest
+
+from tests.core.conftest import eventually
+
+from .conftest import HOSTS, counters, other, running_on
+
+pytestmark = pytest.mark.guest
+SLOW = 4  # MiB/s
+
+
+def _vm(pool, name: str) -> dict:
+    return pool.get(f"/vms/{name}").json()
+
+
+def _defined_on(lab, host: str, uuid: str) -> bool:
+    conn = libvirt.open(lab.uri(HOSTS.index(host) + 1))
+    try:
+        conn.lookupByUUIDString(uuid)
+        return True
+    except libvirt.libvirtError:
+        return False
+    finally:
+        conn.close()
+
+
+def _sending(pool, task_id: int) -> dict:
+    """Waits until the migration streams memory (its progress says so), and returns the task."""
+    def check():
+        t = pool.get(f"/tasks/{task_id}").json()
+        return t if t["state"] != "running" or " MiB sent" in t["message"] and not t["message"].startswith(
+            "pass 1: 0 MiB") else None
+    task = eventually(check, timeout=60, interval=0.2)
+    assert task and task["state"] == "running", task
+    return task
+
+
+def _end(pool, task_id: int, timeout: float = 120) -> dict:
+    return eventually(lambda: (t := pool.get(f"/tasks/{task_id}", params={"wait": 5}).json())["state"]
+                      in ("succeeded", "failed", "cancelled") and t, timeout=timeout, interval=0.2)
+
+
+def _libvirtd_pid(lab, host: str) -> int:
+    return next(s.pids["libvirtd"] for s in lab.status() if s.name == host)
+
+
+def _restart(lab, pool, host: str) -> None:
+    lab.up(len(HOSTS))
+    assert eventually(lambda: pool.get(f"/hosts/{host}").json()["state"] == "up", timeout=60, interval=0.5)
+
+
+def test_migration_moves_the_running_guest_and_leaves_no_copy(lab, pool, guest):
+    name, ip = guest
+    vm = _vm(pool, name)
+    src, dst = vm["host"], other(vm["host"])
+    before = counters(ip)
+    task = pool.task(pool.post(f"/vms/{name}/migrate", json={"to": dst}), timeout=120)
+    after = counters(ip)
+
+    assert task["result"]["source"] == src and task["result"]["destination"] == dst
+    vm = _vm(pool, name)
+    assert (vm["host"], vm["state"]) == (dst, "running")
+    assert running_on(lab, vm["uuid"]) == [dst]
+    assert not _defined_on(lab, src, vm["uuid"])
+    assert after["boots"] == before["boots"] and after["uptime"] > before["uptime"]
+    assert after["tick"] >= before["tick"]
+    last = pool.get(f"/vms/{name}/migrations").json()["items"][0]
+    assert (last["state"], last["source"], last["destination"]) == ("succeeded", src, dst)
+    assert last["downtime_ms"] is not None and last["duration_ms"] > 0 and last["memory_bytes"] > 0
+
+
+def test_a_host_without_room_is_refused_before_anything_starts(lab, pool, guest):
+    name, _ = guest
+    vm = _vm(pool, name)
+    src, dst = vm["host"], other(vm["host"])
+    host = pool.get(f"/hosts/{dst}").json()
+    reserved = host["policy"]["reserved_memory_mib"]
+    tasks_before = pool.get("/tasks").json()["total"]
+    history_before = pool.get(f"/vms/{name}/migrations").json()["total"]
+    pool.patch(f"/hosts/{dst}", json={"reserved_memory_mib": reserved + host["capacity"]["memory_mib"]["free"]})
+    try:
+        for body in ({"to": dst}, {}):
+            r = pool.post(f"/vms/{name}/migrate", json=body)
+            assert r.status_code == 409, r.text
+            assert "no host has room" in r.json()["detail"] and "RAM" in r.json()["detail"]
+    finally:
+        pool.patch(f"/hosts/{dst}", json={"reserved_memory_mib": reserved})
+    assert pool.get("/tasks").json()["total"] == tasks_before
+    assert pool.get(f"/vms/{name}/migrations").json()["total"] == history_before
+    vm = _vm(pool, name)
+    assert (vm["host"], vm["state"]) == (src, "running")
+    assert running_on(lab, vm["uuid"]) == [src]
+
+
+def test_maintenance_evacuates_the_host_and_blocks_placements(lab, pool, guest):
+    name, ip = guest
+    src = _vm(pool, name)["host"]
+    before = counters(ip)
+    try:
+        task = pool.task(pool.post(f"/hosts/{src}/maintenance", json={"mode": "on"}), timeout=180)
+        assert task["result"]["moved"] == {name: other(src)} and task["result"]["not_moved"] == {}
+        assert pool.get(f"/hosts/{src}").json()["maintenance"] is True
+        r = pool.post("/vms", json={"name": "mgblocked", "memory": "128M", "disk": "1G", "host": src})
+        assert r.status_code == 409 and "Maintenance" in r.json()["detail"], r.text
+    finally:
+        pool.task(pool.post(f"/hosts/{src}/maintenance", json={"mode": "off"}))
+    assert pool.get(f"/hosts/{src}").json()["maintenance"] is False
+    vm = _vm(pool, name)
+    assert vm["host"] == other(src) and running_on(lab, vm["uuid"]) == [other(src)]
+    assert counters(ip)["boots"] == before["boots"]
+
+
+def test_cancel_aborts_the_migration_and_the_guest_stays_on_the_source(lab, pool, guest):
+    name, ip = guest
+    vm = _vm(pool, name)
+    src, dst = vm["host"], other(vm["host"])
+    before = counters(ip)
+    r = pool.post(f"/vms/{name}/migrate", json={"to": dst, "bandwidth_mib_s": SLOW})
+    assert r.status_code == 202, r.text
+    _sending(pool, r.json()["id"])
+    assert pool.post(f"/tasks/{r.json()['id']}/cancel").status_code in (200, 202)
+    task = _end(pool, r.json()["id"])
+
+    assert task["state"] == "cancelled", task
+    vm = _vm(pool, name)
+    assert (vm["host"], vm["state"]) == (src, "running")
+    assert running_on(lab, vm["uuid"]) == [src] and not _defined_on(lab, dst, vm["uuid"])
+    assert pool.get(f"/vms/{name}/migrations").json()["items"][0]["state"] == "cancelled"
+    after = counters(ip)
+    assert after["boots"] == before["boots"] and after["uptime"] > before["uptime"]
+
+
+def test_destination_libvirtd_killed_mid_migration(lab, pool, guest):
+    name, ip = guest
+    vm = _vm(pool, name)
+    src, dst = vm["host"], other(vm["host"])
+    before = counters(ip)
+    r = pool.post(f"/vms/{name}/migrate", json={"to": dst, "bandwidth_mib_s": SLOW})
+    _sending(pool, r.json()["id"])
+    os.kill(_libvirtd_pid(lab, dst), signal.SIGKILL)
+    try:
+        task = _end(pool, r.json()["id"])
+        assert task["state"] == "failed", task
+        assert f"still runs on {src}" in task["error"], task["error"]
+        vm = _vm(pool, name)
+        assert (vm["host"], vm["state"]) == (src, "running")
+        assert pool.get(f"/vms/{name}/migrations").json()["items"][0]["state"] == "failed"
+    finally:
+        _restart(lab, pool, dst)
+    # The restarted destination drops the half-arrived copy: the guest runs on exactly one host.
+    assert eventually(lambda: running_on(lab, vm["uuid"]) == [src], timeout=60, interval=0.5)
+    after = counters(ip)
+    assert after["boots"] == before["boots"] and after["uptime"] > before["uptime"]
+
+
+def test_source_host_down_during_evacuation(lab, pool, guest):
+    name, ip = guest
+    vm = _vm(pool, name)
+    src = vm["host"]
+    before = counters(ip)
+    pool.patch("/migrations/policy", json={"bandwidth_mib_s": SLOW})
+    try:
+        r = pool.post(f"/hosts/{src}/maintenance", json={"mode": "on"})
+        assert r.status_code == 202, r.text
+        migration = eventually(lambda: pool.get("/tasks", params={"kind": "vm.migrate", "target": name,
+                                                                   "state": "running"}).json()["items"],
+                               timeout=30, interval=0.2)
+        assert migration, "the evacuation started no migration"
+        _sending(pool, migration[0]["id"])
+        os.kill(_libvirtd_pid(lab, src), signal.SIGKILL)
+        evacuation = _end(pool, r.json()["id"])
+        assert evacuation["state"] == "failed", evacuation
+        assert "not moved" in evacuation["error"] and name in evacuation["error"]
+        assert pool.get(f"/hosts/{src}").json()["state"] == "down"
+        _restart(lab, pool, src)
+    finally:
+        pool.patch("/migrations/policy", json={"bandwidth_mib_s": 0})
+        pool.task(pool.post(f"/hosts/{src}/maintenance", json={"mode": "off"}))
+
+    def settled():
+        hosts = running_on(lab, vm["uuid"])
+        now = _vm(pool, name)
+        return len(hosts) == 1 and now["host"] == hosts[0] and now["state"] == "running" and hosts
+
+    assert eventually(settled, timeout=90, interval=1), (running_on(lab, vm["uuid"]), _vm(pool, name))
+    after = counters(ip)
+    assert after["boots"] == before["boots"] and after["uptime"] > before["uptime"]

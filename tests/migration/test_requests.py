@@ -1,0 +1,93 @@
+"""Migration requests on simulated hosts (libvirt's test driver): what is refused changes
+nothing, a booking holds the destination's room, and a migration that fails leaves the VM
+where it was. No guest boots here; tests/migration/test_live.py has the real thing."""
+
+import pytest
+from sqlalchemy import select
+
+from vpool.store.migration_tables import Migration
+
+
+@pytest.fixture
+def pool(api, tmp_path):
+    api.add_sim_host(tmp_path, "h1", cpus=8, memory_mib=8192)
+    api.add_sim_host(tmp_path, "h2", cpus=8, memory_mib=4096)  # usable 3584 MiB after the 512 MiB reserve
+    api.task(api.post("/vms", json={"name": "a", "cpus": 1, "memory": "1G", "disk": "1G", "host": "h1"}))
+    return api
+
+
+def _nothing_changed(api, tasks_before: int) -> None:
+    assert api.get("/tasks").json()["total"] == tasks_before
+    assert api.get("/vms/a/migrations").json()["total"] == 0
+    vm = api.get("/vms/a").json()
+    assert (vm["host"], vm["state"]) == ("h1", "running")
+    assert api.get("/hosts/h2").json()["capacity"]["memory_mib"]["allocated"] == 0
+
+
+@pytest.mark.parametrize("body, status, words", [
+    ({"to": "h1"}, 422, "already runs on h1"),
+    ({"to": "nowhere"}, 404, "no host 'nowhere'"),
+    ({"to": "h2", "bandwidth_mib_s": 0}, 422, "bandwidth"),
+    ({"to": "h2", "max_downtime_ms": 10**6}, 422, "downtime"),
+    ({"to": "h2", "sideways": True}, 422, "sideways"),
+    ({"to": "h2"}, 409, "no shared storage"),  # test-driver hosts share no disks
+])
+def test_bad_requests_change_nothing(pool, body, status, words):
+    before = pool.get("/tasks").json()["total"]
+    r = pool.post("/vms/a/migrate", json=body)
+    assert r.status_code == status, r.text
+    assert words in r.text
+    _nothing_changed(pool, before)
+
+
+def test_no_room_is_refused_with_the_reason(pool):
+    before = pool.get("/tasks").json()["total"]
+    pool.patch("/hosts/h2", json={"reserved_memory_mib": 3500})
+    r = pool.post("/vms/a/migrate", json={})
+    assert r.status_code == 409
+    assert "no host has room" in r.json()["detail"] and "h2 is short" in r.json()["detail"]
+    _nothing_changed(pool, before)
+
+
+def test_a_stopped_vm_is_not_live_migrated(pool):
+    pool.task(pool.post("/vms/a/stop", json={"force": True}))
+    before = pool.get("/tasks").json()["total"]
+    r = pool.post("/vms/a/migrate", json={"to": "h2"})
+    assert r.status_code == 409 and "shutoff" in r.json()["detail"]
+    assert pool.get("/tasks").json()["total"] == before
+
+
+def test_a_booking_holds_the_destinations_room(pool):
+    with pool.cp.store.session() as s:
+        s.add(Migration(vm_name="x", vm_uuid="x", source="h1", destination="h2", state="running",
+                        destination_host_id=pool.get("/hosts/h2").json()["id"], cpus=1, memory_mib=3000, disk_gib=1))
+        s.commit()
+    assert pool.get("/hosts/h2").json()["capacity"]["memory_mib"]["allocated"] == 3000
+    r = pool.post("/vms", json={"name": "b", "memory": "1G", "disk": "1G", "host": "h2"})
+    assert r.status_code == 409 and "short" in r.json()["detail"]
+    with pool.cp.store.session() as s:
+        s.scalar(select(Migration).where(Migration.vm_name == "x")).state = "succeeded"
+        s.commit()
+    pool.task(pool.post("/vms", json={"name": "b", "memory": "1G", "disk": "1G", "host": "h2"}))
+
+
+def test_a_failed_migration_leaves_the_vm_where_it_was(pool):
+    # Copy-storage needs no shared disk, so the request is accepted; the test driver cannot migrate.
+    task = pool.task(pool.post("/vms/a/migrate", json={"to": "h2", "copy_storage": True,
+                                                        "storage_pool": "default-pool"}), expect="failed")
+    assert "still runs on h1" in task["error"]
+    vm = pool.get("/vms/a").json()
+    assert (vm["host"], vm["state"]) == ("h1", "running")
+    last = pool.get("/vms/a/migrations").json()["items"][0]
+    assert (last["state"], last["source"], last["destination"]) == ("failed", "h1", "h2") and last["error"]
+    assert pool.get("/hosts/h2").json()["capacity"]["memory_mib"]["allocated"] == 0  # the booking ended
+
+
+def test_policy_reads_and_changes_and_refuses_nonsense(api):
+    assert api.get("/migrations/policy").json()["postcopy"] == "auto"
+    assert api.patch("/migrations/policy", json={"postcopy_after_s": 30}).json()["postcopy_after_s"] == 30
+    for bad in ({"postcopy": "sometimes"}, {"nope": 1}, {"max_incoming": 0}, {"auto_converge": "maybe"}):
+        r = api.patch("/migrations/policy", json=bad)
+        assert r.status_code == 422, (bad, r.text)
+    policy = api.get("/migrations/policy").json()
+    assert (policy["postcopy"], policy["postcopy_after_s"], policy["max_incoming"]) == ("auto", 30, 2)
