@@ -63,7 +63,7 @@ def test_disk_only_snapshot_of_a_running_vm_is_an_overlay_that_merges_on_delete(
     api.task(api.post("/vms/snapx/snapshots", json={"name": "m1", "memory": True}))
     r = api.task(api.post("/vms/snapx/snapshots", json={"name": "d1"}))
     assert r["result"]["kind"] == "disk (external overlay)"
-    overlay = "/var/lib/vpool/bk-test-images/vm-snapx.d1.qcow2"
+    overlay = "/var/lib/vpool/bk-test-images/vm-snapx@d1.qcow2"
     assert os.path.exists(overlay)
     assert [(s["name"], s["depth"], s["current"]) for s in api.get("/vms/snapx/snapshots").json()["snapshots"]] == [
         ("m1", 0, False), ("d1", 1, True)]

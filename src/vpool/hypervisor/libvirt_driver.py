@@ -253,6 +253,13 @@ class LibvirtDriver:
         except libvirt.libvirtError:
             return None
 
+    def volume_paths(self, pool_name: str, prefix: str) -> list[str]:
+        try:
+            pool = self.conn.storagePoolLookupByName(pool_name)
+            return [v.path() for v in pool.listAllVolumes(0) if v.name().startswith(prefix)]
+        except libvirt.libvirtError:
+            return []
+
     def volume_exists(self, path: str) -> bool:
         return self._volume(path) is not None
 

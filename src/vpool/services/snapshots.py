@@ -105,7 +105,7 @@ class SnapshotService:
             if external:
                 ctx.progress(20, "taking a disk-only snapshot (the disk continues in a new overlay)")
                 base = ops.pool_path(pool)
-                files = {disk: f"{base}/vm-{vm.name}.{name}.qcow2" for disk in ops.disks(vm.uuid)}
+                files = {disk: f"{base}/{overlay_name(vm.name, name)}" for disk in ops.disks(vm.uuid)}
                 ops.create_snapshot(vm.uuid, px.snapshot_xml(name, description, files), disk_only=True)
                 ops.refresh_pool(pool)
             else:
@@ -229,3 +229,8 @@ class SnapshotService:
 
         return self.busy.run(self.cp, vm.name, "a snapshot delete", "snapshot.delete", {"name": name}, body,
                              requested_by)
+
+
+def overlay_name(vm: str, snapshot: str) -> str:
+    """'@' cannot be in a VM name, so VM a's overlay never takes the name of VM a.s1's disk."""
+    return f"vm-{vm}@{snapshot}.qcow2"

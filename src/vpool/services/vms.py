@@ -117,8 +117,9 @@ class VMService:
         if uuid and drv.has_domain(uuid):
             drv.undefine(uuid)
         disk = disk or drv.volume_path(pool, f"vm-{name}.qcow2")
-        if disk:
-            drv.delete_volume(disk)
+        for path in [disk, *drv.volume_paths(pool, prefix=f"vm-{name}@")]:  # with its snapshot overlays
+            if path:
+                drv.delete_volume(path)
         with self.cp.store.session() as s:
             vm = s.get(VM, vm_id)
             if vm is not None:
