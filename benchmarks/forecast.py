@@ -1,6 +1,6 @@
 """Forecast accuracy of vpool's Holt-Winters on PlanetLab CPU traces, beside naive peers.
 
-    benchmarks/forecast.py [--data /work/shared/planetlab] [--horizons 1,6,12] [--jobs 2] [--limit N]
+    benchmarks/forecast.py [--data ../shared/planetlab] [--horizons 1,6,12] [--jobs 2] [--limit N]
 
 Each trace (one VM, 288 five-minute CPU samples) is split 80/20. The model is fitted on the
 first 80 %, then rolled through the last 20 %: at every origin it forecasts 1..H steps
@@ -95,7 +95,7 @@ def summarise(results: list[dict], horizons: tuple[int, ...]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=Path("/work/shared/planetlab"))
+    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "planetlab")
     parser.add_argument("--horizons", default="1,6,12", help="steps of 5 minutes")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (the machine is shared)")
     parser.add_argument("--limit", type=int, default=0, help="evaluate only the first N traces (sorted), 0 = all")

@@ -39,7 +39,7 @@ from vpool.placement.packing import lower_bound
 from vpool.placement.score import hbal_score
 from vpool.placement.state import Workspace
 
-GANETI = Path(os.environ.get("VPOOL_GANETI_DIR", "/work/shared/ganeti"))
+GANETI = Path(os.environ.get("VPOOL_GANETI_DIR") or Path(__file__).resolve().parents[1].parent / "shared" / "ganeti")
 HTOOLS_BIN = Path("/usr/lib/ganeti/3.0/usr/bin")
 HAIL = Path("/usr/lib/ganeti/3.0/usr/lib/ganeti/iallocators/hail")
 

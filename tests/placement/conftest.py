@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-GANETI = Path("/work/shared/ganeti")
+from tests.shared import SHARED
+
+GANETI = SHARED / "ganeti"
 
 
 def _need(path: Path) -> Path:

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.shared import SHARED
 from vpool.telemetry.detectors import ContextNoveltyDetector, make_detector
 
-NAB = Path("/work/shared/nab/data")
+NAB = SHARED / "nab" / "data"
 
 
 def run(detector, values):
