@@ -5,6 +5,8 @@ where it was. No guest boots here; tests/migration/test_live.py has the real thi
 import pytest
 from sqlalchemy import select
 
+from tests.core.conftest import eventually
+from vpool.services.migration import MigrationService
 from vpool.store.migration_tables import Migration
 
 
@@ -91,3 +93,22 @@ def test_policy_reads_and_changes_and_refuses_nonsense(api):
         assert r.status_code == 422, (bad, r.text)
     policy = api.get("/migrations/policy").json()
     assert (policy["postcopy"], policy["postcopy_after_s"], policy["max_incoming"]) == ("auto", 30, 2)
+
+
+def test_a_restart_settles_the_bookings_it_finds(pool):
+    """A control plane that died mid-migration left a booking and a VM marked migrating: the
+    next one ends the booking and hands the VM back to the reconciler."""
+    h1, h2 = (pool.get(f"/hosts/{h}").json()["id"] for h in ("h1", "h2"))
+    with pool.cp.store.session() as s:
+        vm = pool.cp.vms.get(s, "a")
+        s.add(Migration(vm_id=vm.id, vm_name="a", vm_uuid=vm.uuid, source="h1", destination="h2", state="running",
+                        source_host_id=h1, destination_host_id=h2, cpus=1, memory_mib=1024, disk_gib=1))
+        vm.state = "migrating"
+        s.commit()
+    assert pool.get("/hosts/h2").json()["capacity"]["memory_mib"]["allocated"] == 1024
+    assert MigrationService(pool.cp).recover() == ["a"]
+    assert pool.get("/hosts/h2").json()["capacity"]["memory_mib"]["allocated"] == 0
+    last = pool.get("/vms/a/migrations").json()["items"][0]
+    assert last["state"] == "failed" and "restarted" in last["error"]
+    assert eventually(lambda: pool.get("/vms/a").json()["state"] == "running", timeout=15)  # the reconciler's again
+    assert pool.get("/vms/a").json()["host"] == "h1"
