@@ -1,68 +1,27 @@
 """Real guests: the tiny image booted by QEMU (TCG here) on this machine's libvirtd, through the API."""
 
-import dataclasses
 import subprocess
 import time
-import urllib.request
 
 import libvirt
 import pytest
 
 from vpool.hypervisor import localhost
-from vpool.services.controlplane import ControlPlane
 
-from .conftest import Api, eventually, make_settings
+from ..guests import http, local_control_plane, remove_domains, status
+from .conftest import eventually
 
 pytestmark = pytest.mark.guest
-
-
-@pytest.fixture(scope="module")
-def local_api(tmp_path_factory):
-    localhost.fix_kvm_permissions()
-    try:
-        localhost.start_libvirtd(tmp_path_factory.mktemp("logs"))
-    except RuntimeError as e:
-        pytest.fail(f"real-guest tests need a local libvirtd: {e}")
-    _remove_leftovers(GUESTS)
-    tmp = tmp_path_factory.mktemp("guest")
-    settings = dataclasses.replace(make_settings(tmp), storage_pool="vpool-test",
-                                   storage_path="/var/lib/vpool/test-images")
-    cp = ControlPlane(settings)
-    cp.start()
-    api = Api(cp)
-    api.task(api.post("/hosts", json={"uri": localhost.LOCAL_URI, "name": "local"}))
-    api.task(api.post("/images/build-tiny"), timeout=600)
-    yield api
-    cp.stop()
 
 
 GUESTS = ("guest1", "guest2")
 
 
-def _remove_leftovers(names) -> None:
-    """A run killed half-way leaves its guests in libvirtd; they would be adopted as unmanaged."""
-    conn = libvirt.open(localhost.LOCAL_URI)
-    try:
-        for dom in conn.listAllDomains():
-            if dom.name() in names:
-                if dom.isActive():
-                    dom.destroy()
-                dom.undefine()
-    finally:
-        conn.close()
-
-
-def http(ip: str, path: str = "/") -> str | None:
-    try:
-        with urllib.request.urlopen(f"http://{ip}{path}", timeout=2) as r:
-            return r.read().decode().strip()
-    except OSError:
-        return None
-
-
-def status(ip: str) -> dict:
-    text = http(ip, "/cgi-bin/status") or ""
-    return dict(kv.split("=", 1) for kv in text.split() if "=" in kv)
+@pytest.fixture(scope="module")
+def local_api(tmp_path_factory):
+    remove_domains(GUESTS)
+    with local_control_plane(tmp_path_factory, "vpool-test", "/var/lib/vpool/test-images") as api:
+        yield api
 
 
 def test_tiny_guest_life_cycle(local_api):
