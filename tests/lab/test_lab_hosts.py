@@ -189,7 +189,7 @@ def test_up_registers_the_hosts_once(lab, served_control_plane, monkeypatch):
         result = CliRunner().invoke(lab_cli, ["up", "--hosts", str(len(HOSTS))])
         assert result.exit_code == 0, result.output
     with served_control_plane.store.session() as s:
-        hosts = served_control_plane.hosts.list(s)
+        hosts = served_control_plane.hosts.describe_all(s)
     assert [(h["name"], h["uri"], h["state"], h["virt_type"], h["network"], h["host_uuid"]) for h in hosts] == [
         (st.name, st.uri, "up", "qemu", "bridge:vtbr0", st.host_uuid) for st in lab.status()]
     assert result.output.count("host.add") == 0  # the second run found them registered

@@ -153,7 +153,7 @@ class TelemetryService:
             for name in failed:
                 self.readings.pop(name, None)
             with self.cp.store.session() as s:
-                pm = pool_metrics(self.cp.hosts.list(s))
+                pm = pool_metrics(self.cp.hosts.describe_all(s))
             latest[("pool", "pool")] = self._points(points, "pool", "", "pool", "", t_ms, now, pm)
             self.samples_stored += self.series.write(points)
             self.latest, self.placement = latest, placement
@@ -246,7 +246,7 @@ class TelemetryService:
     def snapshot(self) -> dict:
         """Everything the Prometheus exporter shows, as plain data, for one scrape."""
         with self.cp.store.session() as s:
-            hosts = self.cp.hosts.list(s)
+            hosts = self.cp.hosts.describe_all(s)
             tasks = dict(s.execute(select(Task.state, func.count(Task.id)).group_by(Task.state)).all())
         return {"hosts": hosts, "readings": dict(self.readings), "latest": self.latest, "status": dict(self.status),
                 "tasks": tasks, "alarms_firing": self.cp.alarms.firing_counts(),

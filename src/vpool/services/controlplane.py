@@ -17,6 +17,7 @@ from vpool.services.drills import DrillService
 from vpool.services.flavors import FlavorService
 from vpool.services.hosts import HostService
 from vpool.services.images import ImageService
+from vpool.services.plans import PlanService
 from vpool.services.reconciler import Reconciler
 from vpool.services.repository import default_repository
 from vpool.services.schedules import ScheduleService
@@ -39,6 +40,7 @@ class ControlPlane:
         self.vms = VMService(self)
         self.images = ImageService(self)
         self.flavors = FlavorService(self)
+        self.plans = PlanService(self)
         self.alarms = AlarmService(self)
         self.telemetry = TelemetryService(self)
         busy = Busy()  # snapshots, backups and clones of one VM never run at once

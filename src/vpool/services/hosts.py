@@ -11,7 +11,7 @@ from vpool.hypervisor.localhost import kvm_boots_guests
 from vpool.model.capacity import DEFAULTS, capacity_lines
 from vpool.model.errors import Conflict, Invalid, NotFound
 from vpool.model.names import check_name
-from vpool.services.pool import allocations, host_policy, pool_defaults
+from vpool.services.pool import allocations, host_policy, pool_defaults, set_pool_defaults
 from vpool.store.tables import VM, Host
 
 VIRT_TYPES = ("auto", "kvm", "qemu")
@@ -167,6 +167,27 @@ class HostService:
                          for r, ln in lines.items()},
         }
 
-    def list(self, s) -> list[dict]:
+    def describe_all(self, s) -> list[dict]:
         alloc, defaults = allocations(s), pool_defaults(s)
         return [self.describe(s, h, alloc.get(h.id, {}), defaults) for h in s.scalars(select(Host).order_by(Host.id))]
+
+    def listing(self, state: str | None = None) -> list[dict]:
+        with self.cp.store.session() as s:
+            return [h for h in self.describe_all(s) if state is None or h["state"] == state]
+
+    def show(self, ref: str) -> dict:
+        with self.cp.store.session() as s:
+            return self.describe(s, self.get(s, ref))
+
+    def summary(self) -> dict:
+        """The pool at a glance: hosts up, VMs, and capacity summed over every host."""
+        hosts = self.listing()
+        total = {r: {k: sum(h["capacity"][r][k] for h in hosts) for k in ("usable", "allocated", "free")}
+                 for r in ("cpus", "memory_mib", "disk_gib")}
+        return {"hosts": len(hosts), "hosts_up": sum(1 for h in hosts if h["state"] == "up"),
+                "vms": sum(h["vms"] for h in hosts), "capacity": total}
+
+    def defaults(self, values: dict | None = None) -> dict:
+        """The pool's default ratios and reservations; with values, changed first."""
+        with self.cp.store.session() as s:
+            return set_pool_defaults(s, values) if values else pool_defaults(s)

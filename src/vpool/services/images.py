@@ -59,6 +59,14 @@ class ImageService:
             raise NotFound(f"there is no image {ref!r}")
         return image
 
+    def listing(self) -> list[dict]:
+        with self.cp.store.session() as s:
+            return [describe(i) for i in s.scalars(select(Image).order_by(Image.name))]
+
+    def show(self, ref: str) -> dict:
+        with self.cp.store.session() as s:
+            return describe(self.get(s, ref))
+
     def _reserve_name(self, name: str) -> None:
         check_name(name, "image name")
         with self.cp.store.session() as s:

@@ -12,9 +12,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
-from vpool.model.errors import VpoolError
+from vpool.model.errors import Conflict, NotFound, VpoolError
 from vpool.model.states import TaskState
 from vpool.store.db import Store
 from vpool.store.tables import Task, utcnow
@@ -139,6 +139,30 @@ class TaskRunner:
             traceback.print_exc()
             return f" (and rolling back failed too: {e})"
 
+    def get(self, task_id: int) -> dict:
+        with self.store.session() as s:
+            task = s.get(Task, task_id)
+            if task is None:
+                raise NotFound(f"there is no task {task_id}")
+            return describe(task)
+
+    def listing(self, limit: int, offset: int, state: str | None = None, kind: str | None = None,
+                target: str | None = None) -> tuple[list[dict], int]:
+        """Newest first; filters combine."""
+        where = [col == v for col, v in ((Task.state, state), (Task.kind, kind), (Task.target, target)) if v]
+        with self.store.session() as s:
+            total = s.scalar(select(func.count(Task.id)).where(*where))
+            rows = s.scalars(select(Task).where(*where).order_by(Task.id.desc()).limit(limit).offset(offset))
+            return [describe(t) for t in rows], total
+
+    def request_cancel(self, task_id: int) -> dict:
+        """An operator's cancel: refused, with the reason, for a task that has already ended."""
+        task = self.get(task_id)
+        if TaskState(task["state"]).finished:
+            raise Conflict(f"task {task_id} has already {task['state']}")
+        self.cancel(task_id)
+        return self.get(task_id)
+
     def cancel(self, task_id: int) -> None:
         self.cancel_flags.add(task_id)
         with self.store.session() as s:
@@ -154,3 +178,12 @@ class TaskRunner:
 
     def shutdown(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def describe(t: Task) -> dict:
+    return {
+        "id": t.id, "kind": t.kind, "state": t.state, "progress": t.progress, "message": t.message,
+        "error": t.error, "target": t.target, "requested_by": t.requested_by, "params": t.params,
+        "result": t.result, "cancel_requested": t.cancel_requested, "created_at": t.created_at,
+        "started_at": t.started_at, "finished_at": t.finished_at,
+    }

@@ -225,6 +225,27 @@ class VMService:
 
         return self.cp.runner.submit("vm.adopt", name, {}, body, requested_by=requested_by)
 
+    def listing(self, limit: int, offset: int, state: str | None = None, host: str | None = None,
+                ownership: str | None = None, name: str | None = None) -> tuple[list[dict], int]:
+        """Filters combine; `name` matches a prefix."""
+        where = []
+        if state:
+            where.append(VM.state == state)
+        if ownership:
+            where.append(VM.ownership == ownership)
+        if name:
+            where.append(VM.name.startswith(name, autoescape=True))
+        with self.cp.store.session() as s:
+            if host:
+                where.append(VM.host_id == self.cp.hosts.get(s, host).id)
+            return list_page(s, where, limit, offset)
+
+    def show(self, ref: str) -> dict:
+        """One VM, with the address its guest has now."""
+        with self.cp.store.session() as s:
+            vm = self.get(s, ref)
+            return describe(vm, self.address(vm))
+
     def address(self, vm: VM) -> str | None:
         drv = self.cp.connections.drivers.get(vm.host_id) if vm.host_id else None
         if drv is None or vm.state != VMState.running or not vm.uuid:

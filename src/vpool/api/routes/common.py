@@ -5,6 +5,7 @@ from fastapi import Query
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 
+from vpool.services.tasks import describe
 from vpool.store.tables import Task
 
 
@@ -16,17 +17,8 @@ class Page:
         return {"items": items, "total": total, "limit": self.limit, "offset": self.offset}
 
 
-def task_dict(t: Task) -> dict:
-    return {
-        "id": t.id, "kind": t.kind, "state": t.state, "progress": t.progress, "message": t.message,
-        "error": t.error, "target": t.target, "requested_by": t.requested_by, "params": t.params,
-        "result": t.result, "cancel_requested": t.cancel_requested, "created_at": t.created_at,
-        "started_at": t.started_at, "finished_at": t.finished_at,
-    }
-
-
 def accepted(task: Task) -> JSONResponse:
-    return JSONResponse(jsonable_encoder(task_dict(task)), status_code=202,
+    return JSONResponse(jsonable_encoder(describe(task)), status_code=202,
                         headers={"Location": f"/tasks/{task.id}"})
 
 

@@ -5,16 +5,14 @@ from fastapi import APIRouter, Depends
 from vpool.api.deps import caller, control_plane
 from vpool.api.routes.common import Page, accepted
 from vpool.api.schemas import Body, HostAdd, HostPatch, Policy
-from vpool.services.pool import pool_defaults, set_pool_defaults
 
 router = APIRouter(tags=["hosts"])
 
 
 @router.get("/hosts")
 def list_hosts(page: Page = Depends(), state: str | None = None, cp=Depends(control_plane)):
-    with cp.store.session() as s:
-        hosts = [h for h in cp.hosts.list(s) if state is None or h["state"] == state]
-        return page.wrap(hosts[page.offset:page.offset + page.limit], len(hosts))
+    hosts = cp.hosts.listing(state)
+    return page.wrap(hosts[page.offset:page.offset + page.limit], len(hosts))
 
 
 @router.post("/hosts", status_code=202)
@@ -24,8 +22,7 @@ def add_host(body: HostAdd, who: str = Depends(caller), cp=Depends(control_plane
 
 @router.get("/hosts/{ref}")
 def show_host(ref: str, cp=Depends(control_plane)):
-    with cp.store.session() as s:
-        return cp.hosts.describe(s, cp.hosts.get(s, ref))
+    return cp.hosts.show(ref)
 
 
 @router.patch("/hosts/{ref}")
@@ -51,21 +48,14 @@ def remove_host(ref: str, cp=Depends(control_plane)):
 
 @router.get("/pool/defaults")
 def get_defaults(cp=Depends(control_plane)):
-    with cp.store.session() as s:
-        return pool_defaults(s)
+    return cp.hosts.defaults()
 
 
 @router.patch("/pool/defaults")
 def patch_defaults(body: Policy, cp=Depends(control_plane)):
-    with cp.store.session() as s:
-        return set_pool_defaults(s, body.model_dump(exclude_unset=True))
+    return cp.hosts.defaults(body.model_dump(exclude_unset=True))
 
 
 @router.get("/pool")
 def pool_summary(cp=Depends(control_plane)):
-    with cp.store.session() as s:
-        hosts = cp.hosts.list(s)
-        up = sum(1 for h in hosts if h["state"] == "up")
-        total = {r: {k: sum(h["capacity"][r][k] for h in hosts) for k in ("usable", "allocated", "free")}
-                 for r in ("cpus", "memory_mib", "disk_gib")}
-        return {"hosts": len(hosts), "hosts_up": up, "vms": sum(h["vms"] for h in hosts), "capacity": total}
+    return cp.hosts.summary()

@@ -2,28 +2,23 @@ import tempfile
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, Request
-from sqlalchemy import select
 
 from vpool.api.deps import caller, control_plane
 from vpool.api.routes.common import accepted
 from vpool.model.names import check_name
-from vpool.services.images import describe
-from vpool.store.tables import Image
 
 router = APIRouter(tags=["images"])
 
 
 @router.get("/images")
 def list_images(cp=Depends(control_plane)):
-    with cp.store.session() as s:
-        items = [describe(i) for i in s.scalars(select(Image).order_by(Image.name))]
+    items = cp.images.listing()
     return {"items": items, "total": len(items), "limit": len(items), "offset": 0}
 
 
 @router.get("/images/{ref}")
 def show_image(ref: str, cp=Depends(control_plane)):
-    with cp.store.session() as s:
-        return describe(cp.images.get(s, ref))
+    return cp.images.show(ref)
 
 
 @router.put("/images/{name}", status_code=201)

@@ -5,8 +5,7 @@ from vpool.api.routes.common import Page, accepted, fast_json
 from vpool.api.schemas import VMCreate, VMStop
 from vpool.model.names import parse_size_gib, parse_size_mib
 from vpool.model.errors import NotFound
-from vpool.services.vms import POWER_OPS, CreateRequest, describe, list_page
-from vpool.store.tables import VM
+from vpool.services.vms import POWER_OPS, CreateRequest
 
 router = APIRouter(tags=["vms"])
 
@@ -15,17 +14,7 @@ router = APIRouter(tags=["vms"])
 def list_vms(page: Page = Depends(), state: str | None = None, host: str | None = None,
              ownership: str | None = None, name: str | None = None, cp=Depends(control_plane)):
     """Filters combine; `name` matches a prefix."""
-    where = []
-    if state:
-        where.append(VM.state == state)
-    if ownership:
-        where.append(VM.ownership == ownership)
-    if name:
-        where.append(VM.name.startswith(name, autoescape=True))
-    with cp.store.session() as s:
-        if host:
-            where.append(VM.host_id == cp.hosts.get(s, host).id)
-        items, total = list_page(s, where, page.limit, page.offset)
+    items, total = cp.vms.listing(page.limit, page.offset, state, host, ownership, name)
     return fast_json(page.wrap(items, total))
 
 
@@ -40,9 +29,7 @@ def create_vm(body: VMCreate, who: str = Depends(caller), cp=Depends(control_pla
 
 @router.get("/vms/{ref}")
 def show_vm(ref: str, cp=Depends(control_plane)):
-    with cp.store.session() as s:
-        vm = cp.vms.get(s, ref)
-        return describe(vm, cp.vms.address(vm))
+    return cp.vms.show(ref)
 
 
 @router.post("/vms/{ref}/stop", status_code=202)
