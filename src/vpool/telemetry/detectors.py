@@ -44,7 +44,7 @@ import math
 from collections import deque
 from typing import Protocol
 
-__all__ = ["Detector", "ContextNoveltyDetector", "make_detector"]
+__all__ = ["Detector", "ContextNoveltyDetector", "PARAMETERS", "make_detector"]
 
 
 class Detector(Protocol):
@@ -201,6 +201,17 @@ class ContextNoveltyDetector:
         return out
 
 
+# vpool's one parameter set; ``benchmarks/nab.py --cv`` scores each parameter's neighbours.
+PARAMETERS: dict = {
+    "levels": 6,
+    "context": 3,
+    "scales": (1, 4, 16),
+    "grids": 3,
+    "rate_memory": 200,
+    "inhibition_decay": 0.98,
+}
+
+
 def make_detector(learning_period: int = 300, value_range: tuple[float, float] | None = None) -> Detector:
     """The detector the control plane runs on every series, with vpool's one parameter set.
 
@@ -208,4 +219,4 @@ def make_detector(learning_period: int = 300, value_range: tuple[float, float] |
     10 s interval the default is 50 minutes). ``value_range`` is the series' known range, if
     any; see the module docstring.
     """
-    return ContextNoveltyDetector(learning_period, value_range)
+    return ContextNoveltyDetector(learning_period, value_range, **PARAMETERS)
