@@ -31,8 +31,10 @@ HOSTS = ("mg1", "mg2")
 def lab():
     if os.geteuid() != 0 or not shutil.which("libvirtd"):
         pytest.fail("the migration tests need root and libvirtd (make test installs it)")
-    lab = Lab(Path(tempfile.gettempdir()) / "vpool-test-mglab", TOPOLOGY)
-    lab.down(fence=False)
+    root = Path(tempfile.gettempdir()) / "vpool-test-mglab"
+    Lab(root, TOPOLOGY).down(fence=False)  # what a run that died left behind...
+    shutil.rmtree(root)  # ...down to the hosts' domain definitions: each run starts empty
+    lab = Lab(root, TOPOLOGY)
     try:
         lab.up(len(HOSTS))
         yield lab
