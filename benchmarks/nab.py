@@ -139,7 +139,7 @@ DETECTORS: dict[str, DetectorRun] = {
 # One-at-a-time neighbours of each default in ``PARAMETERS``, scored by ``--cv``.
 NEIGHBOURS: dict[str, tuple] = {
     "levels": (5, 7),
-    "context": (2, 4),
+    "context": (1, 3),
     "scales": ((1, 4), (1, 4, 16, 64)),
     "grids": (2, 4),
     "rate_memory": (100, 1000),
@@ -272,10 +272,10 @@ def cross_validate(corpus: list[dict], scores: dict[str, list[float]], by: str) 
             raw = sum(raw_file_score(scores[i["name"]], i["windows"], profile, threshold) for i in held_out)
             windows = sum(_live_windows(i) for i in held_out)
             pooled_raw += raw
-            per_group[key] = {"raw": round(raw, 4), "windows": windows, "threshold": round(threshold, 4)}
+            per_group[key] = {"raw": round(float(raw), 4), "windows": windows, "threshold": round(threshold, 4)}
             if windows:
-                per_group[key]["score"] = round(normalise(raw, profile, windows), 2)
-        result[pname] = {"pooled": round(normalise(pooled_raw, profile, n_windows), 2)}
+                per_group[key]["score"] = round(float(normalise(raw, profile, windows)), 2)
+        result[pname] = {"pooled": round(float(normalise(pooled_raw, profile, n_windows)), 2)}
         if by == "folders":
             result[pname]["groups"] = per_group
     return result

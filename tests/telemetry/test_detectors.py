@@ -87,9 +87,42 @@ def test_state_stays_bounded_on_a_long_random_walk():
     for i in range(30000):
         x += rng.gauss(0, 1)
         detector.update(10.0 * i, x)
-    bound = (detector.levels + 2) ** 3
+    bound = (detector.levels + 2) ** detector.scales[0].context
     assert all(k.bit_length() <= bound for scale in detector.scales for k in scale.known)
     assert len(detector.history) <= 300
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("value_range", [None, "known"])
+def test_white_noise_raises_at_most_a_couple_of_alerts(seed, value_range):
+    rng = random.Random(seed)
+    values = [rng.gauss(0, 1) for _ in range(4000)]
+    known = (min(values), max(values)) if value_range else None
+    scores = run(make_detector(600, known), values)
+    assert sum(s > 0.5 for s in scores[600:]) <= 2
+
+
+def poisson(rng, lam):
+    limit, k, p = math.exp(-lam), 0, 1.0
+    while True:
+        p *= rng.random()
+        if p <= limit:
+            return k
+        k += 1
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_burst_in_spiky_hourly_counts_is_the_only_alert(seed):
+    """Mention counts (small Poisson counts on a daily cycle, one point an hour) with a
+    burst: the burst's first point is the top score and nothing before it alerts."""
+    rng = random.Random(seed)
+    values = [poisson(rng, 4 + 3 * math.sin(2 * math.pi * i / 24)) for i in range(6000)]
+    for i in range(4500, 4520):
+        values[i] += 40
+    detector = make_detector(750, (min(values), max(values)))
+    scores = [detector.update(3600.0 * i, v) for i, v in enumerate(values)]
+    assert max(range(750, 6000), key=scores.__getitem__) == 4500
+    assert max(scores[750:4500]) < 0.5
 
 
 @pytest.mark.skipif(not NAB.exists(), reason="NAB development subset not present")

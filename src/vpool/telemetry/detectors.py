@@ -12,7 +12,14 @@ CAD-OSE, the best published detectors on the Numenta Anomaly Benchmark:
   context, and a context that was never seen before is *novel*. The raw scale sees spikes
   and sudden shape changes; the 4- and 16-point scales see a changed shape or a slow level
   shift that no single point betrays (a fourth, 64-point scale scored exactly the same on
-  NAB's development subset, so it was dropped);
+  NAB's development subset, so it was dropped). Scales count points, not seconds, so the
+  detector is the same on 10 s, 5 min or hourly series;
+* the context is two values long: a pair already says "this jump from here" or "this level
+  after that one", and with only (levels + 2)^2 = 64 pairs per grid the learning period
+  meets almost every pair a noisy but normal series can make. Three-value contexts (512)
+  kept meeting rare tail combinations of plain noise for thousands of points and raised
+  false alarms on white noise; held out by folder on NAB's subset (``benchmarks/nab.py
+  --cv folders``) two values score 75.3 against 68.2 for three;
 * the grid is laid three times, shifted by a third of a bin, and a context counts as novel
   only when it is new on every grid, so a value dithering on a bin edge is not news;
 * a novelty is worth ``1 - rate``, where ``rate`` is that scale's recent novelty rate, so a
@@ -32,10 +39,9 @@ quarter of its width the grid is rebuilt over the wider range and the last learn
 period's values (kept for that) are replayed onto it, so the detector stays live; the
 excursion itself is then scored on the new grid, where it is novel.
 
-Cost, measured on CPython 3.11: about 3 us per point (``benchmarks/nab.py`` prints the
-figure per corpus); state is about 1 kB pickled with a known range, plus the replay buffer
-(``learning_period`` floats) without one. A known weakness: on white noise, rare tail
-combinations stay novel for a long time and raise sporadic alerts.
+Cost, measured on CPython 3.11: about 3-5 us per point (``benchmarks/nab.py`` prints the
+figure per corpus); state is under 1 kB pickled with a known range, plus the replay buffer
+(``learning_period`` floats) without one.
 """
 
 from __future__ import annotations
@@ -126,7 +132,7 @@ class ContextNoveltyDetector:
         value_range: tuple[float, float] | None = None,
         *,
         levels: int = 6,
-        context: int = 3,
+        context: int = 2,
         scales: tuple[int, ...] = (1, 4, 16),
         grids: int = 3,
         rate_memory: int = 200,
@@ -204,7 +210,7 @@ class ContextNoveltyDetector:
 # vpool's one parameter set; ``benchmarks/nab.py --cv`` scores each parameter's neighbours.
 PARAMETERS: dict = {
     "levels": 6,
-    "context": 3,
+    "context": 2,
     "scales": (1, 4, 16),
     "grids": 3,
     "rate_memory": 200,
