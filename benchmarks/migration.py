@@ -32,7 +32,6 @@ from vpool.config import Settings
 from vpool.lab.hosts import Lab
 from vpool.lab.network import Topology, lease_file
 from vpool.services.controlplane import ControlPlane
-from vpool.services.migration import attach
 from vpool.services.vms import CreateRequest
 from vpool.store.tables import Task
 
@@ -164,7 +163,6 @@ def run(args) -> dict:
                                           sync_interval_s=5.0, reconnect_interval_s=2.0, telemetry_interval_s=0))
     try:
         cp.start()
-        attach(cp)
         for n, host in enumerate(HOSTS, start=1):
             wait_task(cp, cp.hosts.add(lab.uri(n), host, "qemu", f"bridge:{TOPOLOGY.guest_bridge}"))
         wait_task(cp, cp.images.build_tiny("tiny"), 900)

@@ -9,7 +9,6 @@ from vpool.api import prometheus
 from vpool.api.routes import alarms, metrics
 from vpool.api.routes import backups, clones, drills, schedules, snapshots
 from vpool.api.routes import migrations
-from vpool.services.migration import attach as attach_migrations
 
 
 def create_app(cp) -> FastAPI:
@@ -23,7 +22,6 @@ def create_app(cp) -> FastAPI:
     def healthz():
         return {"status": "ok"}
 
-    attach_migrations(cp)
     app.include_router(migrations.router, dependencies=[Depends(caller)])  # before vms, as below
     # Before vms: its /vms/{ref}/{op} would otherwise answer /vms/{ref}/snapshots and /vms/{ref}/clone.
     for module in (snapshots, backups, clones, schedules, drills):

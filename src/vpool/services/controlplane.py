@@ -17,6 +17,8 @@ from vpool.services.drills import DrillService
 from vpool.services.flavors import FlavorService
 from vpool.services.hosts import HostService
 from vpool.services.images import ImageService
+from vpool.services.maintenance import MaintenanceService
+from vpool.services.migration import MigrationService
 from vpool.services.plans import PlanService
 from vpool.services.reconciler import Reconciler
 from vpool.services.repository import default_repository
@@ -49,6 +51,8 @@ class ControlPlane:
         self.clones = CloneService(self, busy)
         self.schedules = ScheduleService(self)
         self.drills = DrillService(self)
+        self.migrations = MigrationService(self)
+        self.maintenance = MaintenanceService(self, self.migrations)  # evacuates by migrating
         self.admin_token = ensure_admin_token(self.store, self.settings.token_file)
         self._stop = threading.Event()
 
@@ -56,6 +60,7 @@ class ControlPlane:
         self.runner.recover()
         self.backups.recover()
         self.connections.check_all()
+        self.migrations.recover()  # bookings a dead process left: find each VM, end the booking
         self.connections.start()
         threading.Thread(target=self._sync_loop, name="full-sync", daemon=True).start()
         self.telemetry.start()

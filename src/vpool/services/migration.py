@@ -477,15 +477,3 @@ def _state_at(uri: str | None, uuid: str) -> str:
         return drv.state(uuid)
     finally:
         drv.close()
-
-
-def attach(cp) -> MigrationService:
-    """Wires migrations (and maintenance, which evacuates by migrating) onto a control plane,
-    once, settling what a previous process left half done."""
-    if getattr(cp, "migrations", None) is None:
-        from vpool.services.maintenance import MaintenanceService
-
-        cp.migrations = MigrationService(cp)
-        cp.maintenance = MaintenanceService(cp, cp.migrations)
-        cp.migrations.recover()
-    return cp.migrations
