@@ -161,3 +161,21 @@ def test_cancel_a_running_create_rolls_it_back(pool, monkeypatch):
     assert "slow" not in [d.name for d in drv.domains()]
     assert drv.volume_path("default-pool", "vm-slow.qcow2") is None
     assert pool.post(f"/tasks/{r.json()['id']}/cancel").status_code == 409
+
+
+def test_server_groups_keep_vms_apart_or_together(pool):
+    assert pool.post("/groups", json={"name": "web", "policy": "anti-affinity"}).status_code == 201
+    assert pool.post("/groups", json={"name": "db", "policy": "affinity"}).status_code == 201
+    assert pool.post("/groups", json={"name": "web", "policy": "affinity"}).status_code == 409
+    r = pool.post("/groups", json={"name": "x", "policy": "sideways"})
+    assert r.status_code == 422 and "anti-affinity" in r.json()["detail"]
+    hosts = {create(pool, f"web{i}", group="web")["result"]["host"] for i in range(2)}
+    assert hosts == {"h1", "h2"}
+    r = pool.post("/vms", json={"name": "web2", "cpus": 1, "memory": "256M", "group": "web"})
+    assert r.status_code == 409 and "anti" in r.json()["detail"].lower()
+    first = create(pool, "db0", group="db")["result"]["host"]
+    assert all(create(pool, f"db{i}", group="db")["result"]["host"] == first for i in (1, 2))
+    assert pool.post("/vms", json={"name": "x", "cpus": 1, "group": "nope"}).status_code == 404
+    groups = {g["name"]: g for g in pool.get("/groups").json()["items"]}
+    assert groups["web"]["vms"] == ["web0", "web1"] and pool.get("/vms/web0").json()["group"] == "web"
+    assert pool.delete("/groups/web").status_code == 409

@@ -112,3 +112,18 @@ def test_a_restart_settles_the_bookings_it_finds(pool):
     assert last["state"] == "failed" and "restarted" in last["error"]
     assert eventually(lambda: pool.get("/vms/a").json()["state"] == "running", timeout=15)  # the reconciler's again
     assert pool.get("/vms/a").json()["host"] == "h1"
+
+
+def test_placement_for_a_migration_honours_anti_affinity(api, tmp_path):
+    for h in ("g1", "g2", "g3"):
+        api.add_sim_host(tmp_path, h, cpus=8, memory_mib=8192)
+    api.post("/groups", json={"name": "apart", "policy": "anti-affinity"})
+    for name, host in (("x", "g1"), ("y", "g2")):
+        api.task(api.post("/vms", json={"name": name, "memory": "512M", "host": host, "group": "apart"}))
+    # g2 has the most room left after g3 only by name order; anti-affinity must rule it out.
+    api.task(api.post("/vms", json={"name": "filler", "memory": "4G", "host": "g3"}))
+    r = api.post("/vms/x/migrate", json={})
+    # Simulated hosts share no disk, so the request stops after placement, naming the host it chose.
+    assert r.status_code == 409 and r.json()["detail"].startswith("g3 does not see"), r.text
+    r = api.post("/vms/x/migrate", json={"to": "g2"})
+    assert r.status_code == 409 and "AntiAffinity" in r.json()["detail"], r.text

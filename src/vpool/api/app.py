@@ -4,7 +4,7 @@ from fastapi import Depends, FastAPI
 
 from vpool.api import problems
 from vpool.api.deps import caller
-from vpool.api.routes import flavors, hosts, images, plans, tasks, vms
+from vpool.api.routes import flavors, groups, hosts, images, plans, tasks, vms
 from vpool.api import prometheus
 from vpool.api.routes import alarms, metrics
 from vpool.api.routes import backups, clones, drills, schedules, snapshots
@@ -26,7 +26,7 @@ def create_app(cp) -> FastAPI:
     # Before vms: its /vms/{ref}/{op} would otherwise answer /vms/{ref}/snapshots and /vms/{ref}/clone.
     for module in (snapshots, backups, clones, schedules, drills):
         app.include_router(module.router, dependencies=[Depends(caller)])
-    for module in (hosts, vms, flavors, images, tasks, plans):
+    for module in (hosts, vms, flavors, groups, images, tasks, plans):
         app.include_router(module.router, dependencies=[Depends(caller)])
     for module in (metrics, alarms):
         app.include_router(module.router, dependencies=[Depends(caller)])

@@ -35,12 +35,18 @@ class VMCreate(Body):
     flavor: str | None = None
     image: str | None = None
     host: str | None = None
+    group: str | None = Field(None, description="server group the VM joins (see /groups)")
     start: bool = True
 
 
 class VMStop(Body):
     force: bool = False
     timeout: float = 60.0
+
+
+class GroupCreate(Body):
+    name: str
+    policy: str = Field(description="affinity, anti-affinity or soft-anti-affinity")
 
 
 class FlavorCreate(Body):

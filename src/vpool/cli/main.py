@@ -15,9 +15,10 @@ vm_app = typer.Typer(help="VMs: create, power, delete, adopt.", no_args_is_help=
 flavor_app = typer.Typer(help="Flavors: named VM sizes.", no_args_is_help=True)
 image_app = typer.Typer(help="Images: base disks VMs are linked clones of.", no_args_is_help=True)
 task_app = typer.Typer(help="Tasks: long operations and how they ended.", no_args_is_help=True)
+group_app = typer.Typer(help="Server groups: VMs that must, or must not, share a host.", no_args_is_help=True)
 pool_app = typer.Typer(help="The pool as a whole: capacity and defaults.", no_args_is_help=True)
 for sub, name in ((host_app, "host"), (vm_app, "vm"), (flavor_app, "flavor"), (image_app, "image"),
-                  (task_app, "task"), (pool_app, "pool")):
+                  (task_app, "task"), (pool_app, "pool"), (group_app, "group")):
     app.add_typer(sub, name=name)
 
 JSON = typer.Option(False, "--json", help="Print JSON for scripts.")
@@ -160,11 +161,12 @@ def vm_create(name: str, cpus: int = typer.Option(None, help="vCPUs (default: th
               disk: str = typer.Option(None, help="e.g. 10G (default: the flavor's, else 1G)."),
               flavor: str = typer.Option(None), image: str = typer.Option(None),
               host: str = typer.Option(None, help="Pin to this host (default: placement picks)."),
+              group: str = typer.Option(None, help="Join this server group (vpool group create)."),
               no_start: bool = typer.Option(False, "--no-start", help="Define but do not start."),
               no_wait: bool = NO_WAIT, as_json: bool = JSON):
     """Create a VM: placed, its disk a linked clone of the image, defined and started."""
     _post_task("/vms", {"name": name, "cpus": cpus, "memory": memory, "disk": disk, "flavor": flavor,
-                        "image": image, "host": host, "start": not no_start}, no_wait, as_json)
+                        "image": image, "host": host, "group": group, "start": not no_start}, no_wait, as_json)
 
 
 def _power(op: str, doc: str):
@@ -242,6 +244,29 @@ def flavor_list(as_json: bool = JSON):
 def flavor_delete(name: str):
     call("DELETE", f"/flavors/{name}")
     console.print(f"flavor {name} deleted")
+
+
+# --- groups -------------------------------------------------------------------------------------
+@group_app.command("create")
+def group_create(name: str, policy: str = typer.Option(..., help="affinity, anti-affinity or soft-anti-affinity"),
+                 as_json: bool = JSON):
+    """A server group; VMs join it with `vpool vm create --group NAME`."""
+    g = call("POST", "/groups", json={"name": name, "policy": policy})
+    emit_json(g) if as_json else console.print(f"group {g['name']}: {g['policy']}")
+
+
+@group_app.command("list")
+def group_list(as_json: bool = JSON):
+    items = call("GET", "/groups")["items"]
+    if as_json:
+        return emit_json(items)
+    _table("Groups", ["name", "policy", "VMs"], [[g["name"], g["policy"], ", ".join(g["vms"])] for g in items])
+
+
+@group_app.command("delete")
+def group_delete(name: str):
+    call("DELETE", f"/groups/{name}")
+    console.print(f"group {name} deleted")
 
 
 # --- images -------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from vpool.services.connections import Connections
 from vpool.services.collector import TelemetryService
 from vpool.services.drills import DrillService
 from vpool.services.flavors import FlavorService
+from vpool.services.groups import GroupService
 from vpool.services.hosts import HostService
 from vpool.services.images import ImageService
 from vpool.services.maintenance import MaintenanceService
@@ -42,6 +43,7 @@ class ControlPlane:
         self.vms = VMService(self)
         self.images = ImageService(self)
         self.flavors = FlavorService(self)
+        self.groups = GroupService(self)
         self.plans = PlanService(self)
         self.alarms = AlarmService(self)
         self.telemetry = TelemetryService(self)

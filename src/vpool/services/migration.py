@@ -25,7 +25,7 @@ from vpool.hypervisor.libvirt_migration import (ACTIVE, UNREACHABLE, JobProgress
 from vpool.model.errors import Conflict, HypervisorError, Invalid, NoCapacity
 from vpool.model.states import VMOwnership, VMState
 from vpool.placement import ClusterState, PlacementRequest, place
-from vpool.services.pool import cluster_state, placement_lock
+from vpool.services.pool import group_constraints, cluster_state, placement_lock
 from vpool.services.tasks import Cancelled
 from vpool.store.migration_tables import BOOKING, Migration
 from vpool.store.tables import VM, Host, Setting, utcnow
@@ -213,7 +213,7 @@ class MigrationService:
             self._check_movable(s, vm)  # again, under the lock: a second request may have won
             decision = place(_without_source(cluster_state(s, per_vm=False), src_name), PlacementRequest(
                 name=vm.name, cpus=vm.cpus, memory_mib=vm.memory_mib, disk_gib=vm.disk_gib,
-                host=to, forbid_tags=frozenset({CURRENT_HOST})))
+                host=to, forbid_tags=frozenset({CURRENT_HOST}), **group_constraints(vm.group)))
             if not decision.ok:
                 raise NoCapacity(f"cannot migrate {vm.name}: {decision.message} (its own host {src_name} "
                                  "does not count)")

@@ -9,7 +9,10 @@ from vpool.model.capacity import DEFAULTS, effective
 from vpool.model.errors import Invalid
 from vpool.placement import ClusterState, HostRecord, VMRecord
 from vpool.store.migration_tables import BOOKING, Migration
-from vpool.store.tables import VM, Host, Setting
+from vpool.store.tables import VM, Group, Host, Setting
+
+# The group policies a VM can be created under, and the request field that carries each.
+POLICY_FIELD = {"affinity": "affinity", "anti-affinity": "anti_affinity", "soft-anti-affinity": "soft_anti_affinity"}
 
 # One control plane places one VM at a time, so two requests never book the same free space.
 placement_lock = threading.Lock()
@@ -39,10 +42,11 @@ def host_policy(host: Host, defaults: dict) -> dict:
     return effective({k: getattr(host, k) for k in DEFAULTS}, defaults)
 
 
-def allocations(s: Session) -> dict[int, dict]:
+def allocations(s: Session, ungrouped_only: bool = False) -> dict[int, dict]:
     """Per host: what its VMs take, plus the room migrations on their way there have booked."""
+    where = [VM.host_id.is_not(None)] + ([VM.group_id.is_(None)] if ungrouped_only else [])
     rows = s.execute(select(VM.host_id, func.sum(VM.cpus), func.sum(VM.memory_mib), func.sum(VM.disk_gib),
-                            func.count()).where(VM.host_id.is_not(None)).group_by(VM.host_id))
+                            func.count()).where(*where).group_by(VM.host_id))
     out = {h: {"cpus": c or 0, "memory_mib": m or 0, "disk_gib": d or 0, "vms": n} for h, c, m, d, n in rows}
     for h, booked in incoming(s).items():
         line = out.setdefault(h, {"cpus": 0, "memory_mib": 0, "disk_gib": 0, "vms": 0})
@@ -61,10 +65,18 @@ def incoming(s: Session) -> dict[int, dict]:
     return {h: {"cpus": c or 0, "memory_mib": m or 0, "disk_gib": d or 0} for h, c, m, d in rows}
 
 
+def group_constraints(group: Group | None) -> dict:
+    """The PlacementRequest fields that make a VM of `group` follow the group's policy."""
+    if group is None:
+        return {}
+    return {POLICY_FIELD[group.policy]: frozenset({group.name})}
+
+
 def cluster_state(s: Session, per_vm: bool = True) -> ClusterState:
     """per_vm=False folds each host's VMs into one record: enough for capacity decisions and
-    O(hosts) instead of O(VMs), which keeps a create fast in a pool of ten thousand VMs.
-    Plans that move VMs need them one by one."""
+    O(hosts) instead of O(VMs), which keeps a create fast in a pool of ten thousand VMs. VMs in
+    a server group stay one by one either way (group rules count them). Plans that move VMs
+    need them all one by one."""
     defaults = pool_defaults(s)
     hosts = list(s.scalars(select(Host).order_by(Host.id)))
     names = {h.id: h.name for h in hosts}
@@ -81,10 +93,15 @@ def cluster_state(s: Session, per_vm: bool = True) -> ClusterState:
             reserved_cpus=p["reserved_cpus"] + b["cpus"],
             reserved_memory_mib=p["reserved_memory_mib"] + b["memory_mib"],
             reserved_disk_gib=p["reserved_disk_gib"] + b["disk_gib"], up=h.state == "up", maintenance=h.maintenance))
+    groups = {gid: (name, policy) for gid, name, policy in s.execute(select(Group.id, Group.name, Group.policy))}
+    columns = (VM.name, VM.host_id, VM.cpus, VM.memory_mib, VM.disk_gib, VM.group_id)
     if per_vm:
-        rows = s.execute(select(VM.name, VM.host_id, VM.cpus, VM.memory_mib, VM.disk_gib))
+        rows = list(s.execute(select(*columns)))
     else:
-        rows = [(f"vms-on-{names[h]}", h, a["cpus"], a["memory_mib"], a["disk_gib"])
-                for h, a in allocations(s).items() if h in names]
-    vm_records = [VMRecord(name=n, host=names.get(hid), cpus=c, memory_mib=m, disk_gib=d) for n, hid, c, m, d in rows]
-    return ClusterState.from_records(host_records, vm_records)
+        rows = list(s.execute(select(*columns).where(VM.group_id.is_not(None)))) + [
+            (f"vms@{names[h]}", h, a["cpus"], a["memory_mib"], a["disk_gib"], None)
+            for h, a in allocations(s, ungrouped_only=True).items() if h in names]
+    vm_records = [VMRecord(name=n, host=names.get(hid), cpus=c, memory_mib=m, disk_gib=d,
+                           groups=frozenset({groups[g][0]}) if g else frozenset())
+                  for n, hid, c, m, d, g in rows]
+    return ClusterState.from_records(host_records, vm_records, dict(groups.values()))

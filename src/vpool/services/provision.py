@@ -17,8 +17,8 @@ from vpool.model.errors import Conflict, NoCapacity
 from vpool.model.names import check_name
 from vpool.model.states import VMState
 from vpool.placement import PlacementRequest, place
-from vpool.services.pool import cluster_state, placement_lock
-from vpool.store.tables import VM, Host, Image
+from vpool.services.pool import cluster_state, group_constraints, placement_lock
+from vpool.store.tables import VM, Group, Host, Image
 
 
 @dataclass(frozen=True)
@@ -36,18 +36,20 @@ def check_free_name(s, name: str, hint: str = "") -> None:
 
 
 def book(cp, name: str, cpus: int, memory_mib: int, disk_gib: int, image_id: int | None,
-         host: str | None, flavor_id: int | None = None) -> Booking:
+         host: str | None, flavor_id: int | None = None, group_id: int | None = None) -> Booking:
     """Places the VM and books it; the caller must discard it if what follows fails."""
     with placement_lock, cp.store.session() as s:
         check_free_name(s, name)
         pinned = cp.hosts.get(s, host).name if host else None
+        group = s.get(Group, group_id) if group_id else None
         decision = place(cluster_state(s, per_vm=False), PlacementRequest(
-            name=name, cpus=cpus, memory_mib=memory_mib, disk_gib=disk_gib, host=pinned))
+            name=name, cpus=cpus, memory_mib=memory_mib, disk_gib=disk_gib, host=pinned,
+            **group_constraints(group)))
         if not decision.ok:
             raise NoCapacity(decision.message)
         h = s.scalar(select(Host).where(Host.name == decision.host))
         vm = VM(name=name, uuid=str(uuidlib.uuid4()), host_id=h.id, state=VMState.creating, cpus=cpus,
-                memory_mib=memory_mib, disk_gib=disk_gib, image_id=image_id, flavor_id=flavor_id)
+                memory_mib=memory_mib, disk_gib=disk_gib, image_id=image_id, flavor_id=flavor_id, group_id=group_id)
         s.add(vm)
         try:
             s.commit()

@@ -15,7 +15,7 @@ from vpool.model.errors import Conflict, Invalid, NotFound
 from vpool.model.names import check_name
 from vpool.model.resources import Resources
 from vpool.model.states import VMOwnership, VMState
-from vpool.store.tables import VM, Flavor, Host, Image
+from vpool.store.tables import VM, Flavor, Group, Host, Image
 
 POWER_OPS = {
     "start": ("start", ("shutoff", "crashed")),
@@ -34,6 +34,7 @@ class CreateRequest:
     flavor: str | None = None
     image: str | None = None
     host: str | None = None
+    group: str | None = None
     start: bool = True
 
 
@@ -69,11 +70,12 @@ class VMService:
                 need = -(-image.virtual_size_bytes // 2**30)
                 raise Invalid(f"image {image.name} needs a disk of at least {need} GiB, asked {size.disk_gib} GiB")
             image_id, image_format = (image.id, image.format) if image else (None, None)
+            group_id = self.cp.groups.get(s, req.group).id if req.group else None
         booking = provision.book(self.cp, req.name, size.cpus, size.memory_mib, size.disk_gib, image_id, req.host,
-                                 flavor.id if flavor else None)
+                                 flavor.id if flavor else None, group_id)
         task = self.cp.runner.new("vm.create", req.name, {
             "cpus": size.cpus, "memory_mib": size.memory_mib, "disk_gib": size.disk_gib,
-            "image": req.image, "flavor": req.flavor, "host": booking.host, "start": req.start},
+            "image": req.image, "flavor": req.flavor, "group": req.group, "host": booking.host, "start": req.start},
             requested_by)
 
         def body(ctx):
@@ -257,8 +259,8 @@ class VMService:
 
 
 _LIST_COLUMNS = (VM.id, VM.name, VM.uuid, VM.state, VM.ownership, Host.name.label("host"), VM.cpus, VM.memory_mib,
-                 VM.disk_gib, Image.name.label("image"), Flavor.name.label("flavor"), VM.ip, VM.created_at,
-                 VM.updated_at)
+                 VM.disk_gib, Image.name.label("image"), Flavor.name.label("flavor"), Group.name.label("group"),
+                 VM.ip, VM.created_at, VM.updated_at)
 
 
 def list_page(s, where: list, limit: int, offset: int) -> tuple[list[dict], int]:
@@ -266,6 +268,7 @@ def list_page(s, where: list, limit: int, offset: int) -> tuple[list[dict], int]
     total = s.scalar(select(func.count()).select_from(VM).where(*where))
     rows = s.execute(select(*_LIST_COLUMNS).outerjoin(Host, VM.host_id == Host.id)
                      .outerjoin(Image, VM.image_id == Image.id).outerjoin(Flavor, VM.flavor_id == Flavor.id)
+                     .outerjoin(Group, VM.group_id == Group.id)
                      .where(*where).order_by(VM.id).limit(limit).offset(offset))
     return [dict(r._mapping) for r in rows], total
 
@@ -275,6 +278,6 @@ def describe(vm: VM, ip: str | None = None) -> dict:
         "id": vm.id, "name": vm.name, "uuid": vm.uuid, "state": vm.state, "ownership": vm.ownership,
         "host": vm.host.name if vm.host else None, "cpus": vm.cpus, "memory_mib": vm.memory_mib,
         "disk_gib": vm.disk_gib, "image": vm.image.name if vm.image else None,
-        "flavor": vm.flavor.name if vm.flavor else None, "ip": ip if ip is not None else vm.ip,
+        "flavor": vm.flavor.name if vm.flavor else None, "group": vm.group.name if vm.group else None, "ip": ip if ip is not None else vm.ip,
         "created_at": vm.created_at, "updated_at": vm.updated_at,
     }

@@ -102,6 +102,16 @@ class Flavor(Base):
     disk_gib: Mapped[int] = mapped_column(Integer)
 
 
+class Group(Base):
+    """A server group (Nova's word): its VMs share a host, or never do, as its policy says."""
+
+    __tablename__ = "groups"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    policy: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class VM(Base):
     __tablename__ = "vms"
     # Covers the per-host sums placement reads on every create: an index-only scan.
@@ -117,6 +127,7 @@ class VM(Base):
     disk_gib: Mapped[int] = mapped_column(Integer)
     image_id: Mapped[int | None] = mapped_column(ForeignKey("images.id"), default=None)
     flavor_id: Mapped[int | None] = mapped_column(ForeignKey("flavors.id"), default=None)
+    group_id: Mapped[int | None] = mapped_column(ForeignKey("groups.id"), default=None)
     disk_path: Mapped[str | None] = mapped_column(String(1024), default=None)
     ip: Mapped[str | None] = mapped_column(String(64), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -125,6 +136,7 @@ class VM(Base):
     host: Mapped[Host | None] = relationship(lazy="joined")
     image: Mapped[Image | None] = relationship(lazy="joined")
     flavor: Mapped[Flavor | None] = relationship(lazy="joined")
+    group: Mapped[Group | None] = relationship(lazy="joined")
 
 
 class Task(Base):

@@ -23,3 +23,4 @@ def create_flavor(body: FlavorCreate, cp=Depends(control_plane)):
 @router.delete("/flavors/{name}", status_code=204)
 def delete_flavor(name: str, cp=Depends(control_plane)):
     cp.flavors.delete(name)
+

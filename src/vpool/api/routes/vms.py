@@ -21,7 +21,8 @@ def list_vms(page: Page = Depends(), state: str | None = None, host: str | None 
 @router.post("/vms", status_code=202)
 def create_vm(body: VMCreate, who: str = Depends(caller), cp=Depends(control_plane)):
     req = CreateRequest(
-        name=body.name, cpus=body.cpus, flavor=body.flavor, image=body.image, host=body.host, start=body.start,
+        name=body.name, cpus=body.cpus, flavor=body.flavor, image=body.image, host=body.host, group=body.group,
+        start=body.start,
         memory_mib=parse_size_mib(body.memory, "memory") if body.memory is not None else None,
         disk_gib=parse_size_gib(body.disk, "disk") if body.disk is not None else None)
     return accepted(cp.vms.create(req, requested_by=who))
