@@ -84,8 +84,15 @@ def run_peer(cmd: list[str], cpu_limit: float) -> dict:
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"finished": proc.returncode == 0, "wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
-            "output": out, "cpu_limit_s": cpu_limit}
+    finished = proc.returncode == 0
+    result = {"finished": finished, "wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
+              "output": out, "cpu_limit_s": cpu_limit}
+    if not finished:
+        result["note"] = (f"did not finish within {cpu_limit:.0f} CPU seconds"
+                          if cpu >= cpu_limit - 1 or wall >= 4 * cpu_limit else
+                          f"exited with code {proc.returncode}: "
+                          f"{(out.strip().splitlines() or [''])[-1][:200]}")
+    return result
 
 
 def hbal(path: Path, dynamic: bool, timeout: float) -> dict:
@@ -96,8 +103,7 @@ def hbal(path: Path, dynamic: bool, timeout: float) -> dict:
     initial = re.search(r"Initial score: ([\d.]+)", out)
     result["score_before"] = float(initial.group(1)) if initial else None
     if not run["finished"]:
-        result.update(score_after=None, moves=None,
-                      note=f"did not finish within {timeout:.0f} CPU seconds")
+        result.update(score_after=None, moves=None)
         return result
     improved = re.search(r"Cluster score improved from [\d.]+ to ([\d.]+)", out)
     length = re.search(r"Solution length=(\d+)", out)
@@ -117,7 +123,7 @@ def generate(directory: Path, nodes: int, instances: int, seed: int, *extra: str
              request: bool = False) -> Path:
     name = f"c{nodes}x{instances}s{seed}{''.join(extra).replace('-', '')}.txt"
     path = directory / name
-    if not path.exists():
+    if not path.exists() or (request and not path.with_suffix(".req.json").exists()):
         args = [sys.executable, str(GANETI / "gen_cluster.py"), "-n", str(nodes), "-i",
                 str(instances), "--seed", str(seed), "-o", str(path), *extra]
         if request:
@@ -213,8 +219,6 @@ def bench_place(path: Path, peer: bool, timeout: float, decisions: int) -> dict:
             theirs["decisions_per_s"] = round(1 / run["wall_s"], 3)
             row["ratio"] = {"decisions_per_s": round(row["vpool"]["decisions_per_s"]
                                                      * run["wall_s"])}
-        elif not run["finished"]:
-            theirs["note"] = f"did not finish within {timeout:.0f} CPU seconds"
         row["hail"] = theirs
     log(f"place {path.name}: {row['vpool']['decisions_per_s']} decisions/s"
         + (f"; hail {row['hail'].get('wall_s')} s for one" if peer else ""))
