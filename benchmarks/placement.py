@@ -22,14 +22,12 @@ import os
 import platform
 import re
 import resource
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 from vpool.placement import (BalancePolicy, ClusterState, ConsolidationPolicy, PlacementRequest,
                              VMRecord, balance, consolidate, place, place_many)

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vpool.placement.htools import HtoolsError, read_htools
-from vpool.placement.report import htools_text, plan_report
+from vpool.placement.report import plan_report
 
 app = typer.Typer(help="Plans: balance, consolidate, HA and capacity, read-only.",
                   no_args_is_help=True)
