@@ -26,7 +26,8 @@ def test_n_plus_one_fails_and_names_the_bottlenecks():
 
 def test_anti_affinity_is_kept_when_restarting():
     hosts = [HostRecord(f"h{i}", cpus=8, memory_mib=65536) for i in range(2)]
-    vms = [VMRecord("a", "h0", groups=frozenset({"db"})), VMRecord("b", "h1", groups=frozenset({"db"}))]
+    vms = [VMRecord("a", "h0", groups=frozenset({"db"})),
+           VMRecord("b", "h1", groups=frozenset({"db"}))]
     state = ClusterState.from_records(hosts, vms, {"db": "anti-affinity"})
     assert not ha_admission(state).ok
 

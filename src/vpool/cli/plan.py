@@ -53,8 +53,8 @@ def _emit(data: dict) -> None:
 
 def _show_plan(data: dict) -> None:
     if data["moves"]:
-        table = Table(title=f"{data['kind']}: {len(data['moves'])} moves in {data['stages']} stages",
-                      title_justify="left")
+        title = f"{data['kind']}: {len(data['moves'])} moves in {data['stages']} stages"
+        table = Table(title=title, title_justify="left")
         for column in ("stage", "vm", "from", "to", "why"):
             table.add_column(column)
         for m in data["moves"]:

@@ -9,7 +9,8 @@ most loaded hosts and at the least loaded destinations; a full search confirms t
 better remains before the balancer stops.
 
 Every move is checked against the state left by the moves before it, so every intermediate
-state fits (and, as in hbal, keeps some memory free on its destination); the plan's stages group moves on disjoint hosts that may run together.
+state fits (and, as in hbal, keeps some memory free on its destination); the plan's stages
+group moves on disjoint hosts that may run together.
 """
 
 from __future__ import annotations
@@ -87,7 +88,6 @@ class _Balancer:
         self.r_mem, self.unallocated, reported = n1_state(state)
         self.n1_fail = reported < self.r_mem
         self.instances = instance_counts(state)[1].astype(float)
-        self.touched = np.zeros(state.n_hosts, dtype=bool)
         hard = state.groups_with("anti-affinity")
         soft = state.groups_with("soft-anti-affinity")
         self.groups = sorted(hard | soft)
@@ -295,9 +295,8 @@ class _Balancer:
         self.unallocated[d] -= mem
         self.instances[s] -= 1
         self.instances[d] += 1
-        for h in (s, d):
+        for h in (s, d):      # hbal re-judges N+1 on the hosts a move touches
             self.n1_fail[h] = self.unallocated[h] <= self.r_mem[h]
-            self.touched[h] = True
         if self.groups:
             self.group_count[self.member[v], s] -= 1
             self.group_count[self.member[v], d] += 1

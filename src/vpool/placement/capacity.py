@@ -56,7 +56,8 @@ def parse_mix(text: str) -> dict[str, float]:
     return mix
 
 
-def capacity(state: ClusterState, mix: Mapping[str, float], flavors: Mapping[str, Any] | None = None,
+def capacity(state: ClusterState, mix: Mapping[str, float],
+             flavors: Mapping[str, Any] | None = None,
              failures: int = 1, policy: PlacementPolicy = DEFAULT_POLICY,
              limit: int = 1_000_000) -> CapacityReport:
     """Count the VMs of `mix` (flavor name -> weight) that fit; `flavors` maps names to

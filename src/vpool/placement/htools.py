@@ -242,7 +242,8 @@ def read_htools(text: str) -> HtoolsCluster:
             sections[-1].append((number, line))
     if len(sections) not in (4, 5):
         raise HtoolsError(f"expected 4 or 5 sections separated by empty lines "
-                          f"(groups, nodes, instances, cluster tags, policies), found {len(sections)}")
+                          "(groups, nodes, instances, cluster tags, policies), "
+                          f"found {len(sections)}")
     groups = tuple(_group(n, line) for n, line in sections[0])
     if len(groups) != 1:
         raise HtoolsError(f"vpool reads one node group per file, found {len(groups)}; "
