@@ -11,8 +11,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
-import time
 import urllib.request
 import uuid
 import xml.etree.ElementTree as ET
@@ -157,29 +155,15 @@ def served_control_plane(tmp_path, monkeypatch):
     """A real control plane behind a real HTTP server, as `vpool lab up` finds it."""
     import dataclasses
 
-    import uvicorn
-
-    from vpool.api.app import create_app
+    from tests.serving import cli_env
     from vpool.services.controlplane import ControlPlane
 
     cp = ControlPlane(dataclasses.replace(Settings(data_dir=tmp_path / "data"), sync_interval_s=60))
     cp.start()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(cp), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    monkeypatch.setenv("VPOOL_URL", f"http://127.0.0.1:{port}")
-    monkeypatch.setenv("VPOOL_TOKEN", cp.admin_token)
     try:
-        yield cp
+        with cli_env(cp, monkeypatch):
+            yield cp
     finally:
-        server.should_exit = True
-        thread.join(10)
         cp.stop()
 
 

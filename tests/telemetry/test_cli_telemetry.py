@@ -1,32 +1,18 @@
 """`vpool top`, `vpool stats` and `vpool alarm` against a real server on loopback."""
 
 import json
-import socket
-import threading
 
 import pytest
-import uvicorn
 from typer.testing import CliRunner
 
-from tests.core.conftest import eventually
-from vpool.api.app import create_app
+from tests.serving import cli_env
 from vpool.cli.main import app
 
 
 @pytest.fixture
 def server(tcp, monkeypatch):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_app(tcp), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    assert eventually(lambda: srv.started)
-    monkeypatch.setenv("VPOOL_URL", f"http://127.0.0.1:{port}")
-    monkeypatch.setenv("VPOOL_TOKEN", tcp.admin_token)
-    yield
-    srv.should_exit = True
-    thread.join(5)
+    with cli_env(tcp, monkeypatch):
+        yield
 
 
 def vpool(*args):
