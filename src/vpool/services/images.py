@@ -131,10 +131,9 @@ class ImageService:
                     for path in (c.disk_path, c.kernel_path, c.initrd_path):
                         if path:
                             drv.delete_volume(path)
-                s.delete(c)
             if image.kind == "disk":
                 Path(image.path).unlink(missing_ok=True)
-            s.delete(image)
+            s.delete(image)  # its image_copies rows go with it (ON DELETE CASCADE)
             s.commit()
 
     def ensure_copy(self, image_id: int, host_id: int, progress=None) -> ImageCopy:
