@@ -37,6 +37,8 @@ class Reconciler:
                     continue  # a task owns it, or wrote fresher news since the read
                 observed = domains.get(uuid)
                 if observed is not None:
+                    if vm_host != host_id and not _moved_here(observed, state):
+                        continue
                     if (observed, host_id) != (state, vm_host):
                         changed.append({"id": vm_id, "state": observed, "host_id": host_id, "updated_at": read_at})
                 elif vm_host == host_id and uuid is not None:
@@ -75,10 +77,16 @@ class Reconciler:
                         s.execute(delete(VM).where(VM.id == vm.id))
                     else:
                         vm.state = VMState.missing
-            else:
+            elif vm.host_id == host_id or _moved_here(state, vm.state):
                 vm.state = state
                 vm.host_id = host_id
             s.commit()
+
+
+def _moved_here(observed: str, stored: str) -> bool:
+    """A VM another host holds moves here only once it runs here, or once the other host lost
+    it: an incoming migration's paused copy is not yet the VM (an aborted move leaves it home)."""
+    return observed == VMState.running or stored == VMState.missing
 
 
 def _unmanaged(s, info: DomainInfo, host_id: int) -> VM:
