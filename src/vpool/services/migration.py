@@ -42,7 +42,8 @@ class MigrationPolicy:
     SDPS), give pre-copy a bounded number of passes, then finish in post-copy rather than run
     on; two migrations out and two in per host at a time."""
 
-    max_downtime_ms: int = 100  # a third of QEMU's default: an idle guest stops for well under 0.1 s
+    max_downtime_ms: int = 50  # QEMU measures the RAM switch-over against it; device state and stopping
+    # the vCPUs come on top (tens of ms under TCG), so half the 100 ms a guest may notice
     bandwidth_mib_s: int = 0  # 0: as fast as the link goes
     auto_converge: bool = True
     postcopy: str = "auto"  # "auto": switch when pre-copy does not converge; "never"
