@@ -8,11 +8,14 @@ import httpx
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from vpool.config import Settings
 
 console = Console()
 err = Console(stderr=True)
+JSON = typer.Option(False, "--json", help="Print JSON for scripts.")
+NO_WAIT = typer.Option(False, "--no-wait", help="Return at once with the task instead of waiting.")
 FINISHED = ("succeeded", "failed", "cancelled")
 
 
@@ -55,6 +58,16 @@ def call(method: str, path: str, **kwargs):
         return None
     ctype = r.headers.get("content-type", "")
     return r.json() if "json" in ctype else r.text
+
+
+def table(title: str, columns: list[str], rows: list[list]) -> None:
+    """The CLI's one table style: a left-aligned title, empty cells for missing values."""
+    t = Table(title=title, title_justify="left")
+    for c in columns:
+        t.add_column(c)
+    for r in rows:
+        t.add_row(*["" if v is None else str(v) for v in r])
+    console.print(t)
 
 
 def emit_json(data) -> None:

@@ -3,10 +3,9 @@
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
 from vpool.cli import lab, plan
-from vpool.cli.client import call, console, emit_json, fail, follow
+from vpool.cli.client import JSON, NO_WAIT, call, console, emit_json, fail, follow, table
 
 app = typer.Typer(help="vpool: one virtual resource pool out of libvirt hosts.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -21,17 +20,8 @@ for sub, name in ((host_app, "host"), (vm_app, "vm"), (flavor_app, "flavor"), (i
                   (task_app, "task"), (pool_app, "pool"), (group_app, "group")):
     app.add_typer(sub, name=name)
 
-JSON = typer.Option(False, "--json", help="Print JSON for scripts.")
-NO_WAIT = typer.Option(False, "--no-wait", help="Return at once with the task instead of waiting.")
 
 
-def _table(title: str, columns: list[str], rows: list[list]) -> None:
-    table = Table(title=title, title_justify="left")
-    for c in columns:
-        table.add_column(c)
-    for r in rows:
-        table.add_row(*["" if v is None else str(v) for v in r])
-    console.print(table)
 
 
 def _post_task(path: str, body: dict | None, no_wait: bool, as_json: bool) -> dict:
@@ -73,7 +63,7 @@ def host_list(as_json: bool = JSON):
     items = call("GET", "/hosts", params={"limit": 1000})["items"]
     if as_json:
         return emit_json(items)
-    _table("Hosts", ["name", "state", "maint", "virt", "vms", "vCPU", "RAM MiB", "disk GiB", "uri"],
+    table("Hosts", ["name", "state", "maint", "virt", "vms", "vCPU", "RAM MiB", "disk GiB", "uri"],
            [[h["name"], h["state"], "yes" if h["maintenance"] else "", h["virt_type"], h["vms"],
              _fmt_line(h["capacity"]["cpus"]), _fmt_line(h["capacity"]["memory_mib"]),
              _fmt_line(h["capacity"]["disk_gib"]), h["uri"]] for h in items])
@@ -88,7 +78,7 @@ def host_show(name: str, as_json: bool = JSON):
     for key in ("name", "uri", "state", "maintenance", "error", "hostname", "host_uuid", "arch", "hypervisor",
                 "hypervisor_version", "virt_type", "network", "storage_pool", "vms"):
         console.print(f"[bold]{key:>18}[/bold]  {h[key]}", highlight=False)
-    _table("Capacity", ["resource", "capacity", "ratio", "reserved", "usable", "allocated", "free"],
+    table("Capacity", ["resource", "capacity", "ratio", "reserved", "usable", "allocated", "free"],
            [[r, c["capacity"], c["ratio"], c["reserved"], c["usable"], c["allocated"], c["free"]]
             for r, c in h["capacity"].items()])
 
@@ -135,7 +125,7 @@ def pool_show(as_json: bool = JSON):
     if as_json:
         return emit_json(p)
     console.print(f"{p['hosts']} hosts ({p['hosts_up']} up), {p['vms']} VMs")
-    _table("Capacity", ["resource", "usable", "allocated", "free"],
+    table("Capacity", ["resource", "usable", "allocated", "free"],
            [[r, c["usable"], c["allocated"], c["free"]] for r, c in p["capacity"].items()])
 
 
@@ -151,7 +141,7 @@ def pool_defaults(cpu_ratio: float = typer.Option(None), ram_ratio: float = type
     d = call("PATCH", "/pool/defaults", json=body) if body else call("GET", "/pool/defaults")
     if as_json:
         return emit_json(d)
-    _table("Pool defaults", ["setting", "value"], [[k, v] for k, v in d.items()])
+    table("Pool defaults", ["setting", "value"], [[k, v] for k, v in d.items()])
 
 
 # --- VMs ----------------------------------------------------------------------------------------
@@ -205,7 +195,7 @@ def vm_list(host: str = typer.Option(None), state: str = typer.Option(None),
     page = call("GET", "/vms", params=params)
     if as_json:
         return emit_json(page)
-    _table(f"VMs ({len(page['items'])} of {page['total']})", ["name", "state", "host", "vCPU", "RAM MiB",
+    table(f"VMs ({len(page['items'])} of {page['total']})", ["name", "state", "host", "vCPU", "RAM MiB",
                                                               "disk GiB", "image", "owner"],
            [[v["name"], v["state"], v["host"], v["cpus"], v["memory_mib"], v["disk_gib"], v["image"], v["ownership"]]
             for v in page["items"]])
@@ -236,7 +226,7 @@ def flavor_list(as_json: bool = JSON):
     items = call("GET", "/flavors")["items"]
     if as_json:
         return emit_json(items)
-    _table("Flavors", ["name", "vCPU", "RAM MiB", "disk GiB"],
+    table("Flavors", ["name", "vCPU", "RAM MiB", "disk GiB"],
            [[f["name"], f["cpus"], f["memory_mib"], f["disk_gib"]] for f in items])
 
 
@@ -260,7 +250,7 @@ def group_list(as_json: bool = JSON):
     items = call("GET", "/groups")["items"]
     if as_json:
         return emit_json(items)
-    _table("Groups", ["name", "policy", "VMs"], [[g["name"], g["policy"], ", ".join(g["vms"])] for g in items])
+    table("Groups", ["name", "policy", "VMs"], [[g["name"], g["policy"], ", ".join(g["vms"])] for g in items])
 
 
 @group_app.command("delete")
@@ -293,7 +283,7 @@ def image_list(as_json: bool = JSON):
     items = call("GET", "/images")["items"]
     if as_json:
         return emit_json(items)
-    _table("Images", ["name", "kind", "format", "size MiB", "virtual MiB"],
+    table("Images", ["name", "kind", "format", "size MiB", "virtual MiB"],
            [[i["name"], i["kind"], i["format"], i["size_bytes"] // 2**20, i["virtual_size_bytes"] // 2**20]
             for i in items])
 
@@ -312,7 +302,7 @@ def task_list(state: str = typer.Option(None), kind: str = typer.Option(None), t
     page = call("GET", "/tasks", params=params)
     if as_json:
         return emit_json(page)
-    _table(f"Tasks ({len(page['items'])} of {page['total']})",
+    table(f"Tasks ({len(page['items'])} of {page['total']})",
            ["id", "kind", "target", "state", "%", "by", "created", "message / error"],
            [[t["id"], t["kind"], t["target"], t["state"], t["progress"], t["requested_by"],
              str(t["created_at"])[:19], t["error"] or t["message"]] for t in page["items"]])

@@ -3,9 +3,8 @@
 import typer
 from rich.table import Table
 
-from vpool.cli.client import call, console, emit_json, fail, follow
+from vpool.cli.client import JSON, call, console, emit_json, fail, follow
 
-JSON = typer.Option(False, "--json", help="Print JSON for scripts.")
 
 
 def register(vm_app: typer.Typer) -> None:

@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from vpool.cli.client import JSON, call
 from vpool.placement.htools import HtoolsError, read_htools
 from vpool.placement.report import plan_report
 
@@ -25,7 +26,6 @@ err = Console(stderr=True)
 
 HTOOLS = typer.Option(None, "--htools", help="Plan from a Ganeti htools text file instead of "
                                              "the live pool (no server needed).")
-JSON = typer.Option(False, "--json", help="Print JSON for scripts.")
 
 
 def _fail(message: str) -> None:
@@ -35,7 +35,6 @@ def _fail(message: str) -> None:
 
 def _report(kind: str, htools: Optional[Path], params: dict) -> dict:
     if htools is None:
-        from vpool.cli.client import call
         return call("GET", f"/plans/{kind}",
                     params={k: v for k, v in params.items() if v is not None})
     try:
@@ -144,7 +143,6 @@ def capacity(htools: Optional[Path] = HTOOLS,
 def export_htools(output: Optional[Path] = typer.Option(None, "--output", "-o",
                                                         help="Write here instead of stdout.")):
     """The live pool in Ganeti's htools text format, for hbal -t / hinfo -t."""
-    from vpool.cli.client import call
     text = call("GET", "/plans/export-htools")
     if output is None:
         sys.stdout.write(text)

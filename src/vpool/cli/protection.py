@@ -3,10 +3,8 @@
 import typer
 from rich.tree import Tree
 
-from vpool.cli.client import call, console, emit_json, fail, follow
+from vpool.cli.client import JSON, NO_WAIT, call, console, emit_json, fail, follow, table
 
-JSON = typer.Option(False, "--json", help="Print JSON for scripts.")
-NO_WAIT = typer.Option(False, "--no-wait", help="Return at once with the task instead of waiting.")
 
 snapshot_app = typer.Typer(help="Snapshots: points in a VM's life to go back to.", no_args_is_help=True)
 backup_app = typer.Typer(help="Backups: full and incremental copies in the backup repository.",
@@ -15,15 +13,6 @@ schedule_app = typer.Typer(help="Schedules: backups on a cron expression (UTC)."
 dr_app = typer.Typer(help="Disaster recovery: drills that restore, boot and time the backups.", no_args_is_help=True)
 
 
-def _table(title: str, columns: list[str], rows: list[list]) -> None:
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left")
-    for c in columns:
-        table.add_column(c)
-    for r in rows:
-        table.add_row(*["" if v is None else str(v) for v in r])
-    console.print(table)
 
 
 def _size(n: int | None) -> str:
@@ -88,7 +77,7 @@ def backup_list(vm: str = typer.Argument(None), as_json: bool = JSON):
     items = call("GET", "/backups", params={"vm": vm} if vm else None)["items"]
     if as_json:
         return emit_json(items)
-    _table("Backups", ["id", "vm", "kind", "state", "point (UTC)", "size", "chain", "parent", "error"],
+    table("Backups", ["id", "vm", "kind", "state", "point (UTC)", "size", "chain", "parent", "error"],
            [[b["id"], b["vm"], b["kind"], b["state"], (b["point_at"] or "")[:19], _size(b["size_bytes"]),
              b["chain"][:8], b["parent"], b["error"]] for b in items])
 
@@ -142,7 +131,7 @@ def schedule_list(as_json: bool = JSON):
     items = call("GET", "/schedules")["items"]
     if as_json:
         return emit_json(items)
-    _table("Schedules", ["id", "kind", "vm", "cron (UTC)", "incremental", "keep d/w", "next", "missed"],
+    table("Schedules", ["id", "kind", "vm", "cron (UTC)", "incremental", "keep d/w", "next", "missed"],
            [[s["id"], s["kind"], s["vm"], s["cron"], s["incremental"], f"{s['keep_daily']}/{s['keep_weekly']}",
              str(s["next_run"])[:16], s["missed"]] for s in items])
 
@@ -154,7 +143,7 @@ def schedule_show(schedule_id: int, as_json: bool = JSON):
     if as_json:
         return emit_json(sc)
     console.print(f"schedule {sc['id']}: {sc['kind']} {sc['vm']} at {sc['cron']!r}, next {sc['next_run']}")
-    _table("Runs", ["due (UTC)", "outcome", "task", "note"],
+    table("Runs", ["due (UTC)", "outcome", "task", "note"],
            [[str(r["due_at"])[:16], r["outcome"], r["task_id"], r["note"]] for r in sc["runs"]])
 
 
@@ -181,7 +170,7 @@ def dr_drills(as_json: bool = JSON):
     items = call("GET", "/dr/drills")["items"]
     if as_json:
         return emit_json(items)
-    _table("DR drills", ["id", "state", "selector", "host", "VMs", "RTO s", "RPO s", "started"],
+    table("DR drills", ["id", "state", "selector", "host", "VMs", "RTO s", "RPO s", "started"],
            [[d["id"], d["state"], d["selector"], d["target_host"], d["vms"],
              f"{d['rto_s']:.1f}" if d["rto_s"] is not None else "", f"{d['rpo_s']:.0f}" if d["rpo_s"] is not None
              else "", str(d["started_at"])[:19]] for d in items])

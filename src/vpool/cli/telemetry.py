@@ -6,9 +6,8 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
-from vpool.cli.client import call, console, emit_json, fail
+from vpool.cli.client import JSON, call, console, emit_json, fail
 
-JSON = typer.Option(False, "--json", help="Print JSON for scripts.")
 alarm_app = typer.Typer(help="Alarms: threshold and anomaly rules, their states and history.", no_args_is_help=True)
 TOP_SORT = {"cpu": "cpu_percent", "mem": "memory_used_bytes", "read": "disk_read_bytes_per_s",
             "write": "disk_write_bytes_per_s", "rx": "net_rx_bytes_per_s", "tx": "net_tx_bytes_per_s"}
@@ -34,7 +33,7 @@ def _anomaly(metrics: dict) -> float | None:
     return max(scores) if scores else None
 
 
-def top_table(data: dict, sort: str = "cpu", limit: int = 50) -> Table:
+def toptable(data: dict, sort: str = "cpu", limit: int = 50) -> Table:
     """One frame of `vpool top`: a line per host, then the busiest VMs."""
     hosts = ", ".join(f"{h['name']} {'[red]stale[/red]' if h['stale'] else ''}{h['vms']} VMs "
                       f"{_num(h['metrics'].get('guest_cpu_cores'), '{:.2f}')} cores" for h in data["hosts"])
@@ -69,13 +68,13 @@ def top(host: str = typer.Option(None, help="Only this host's VMs."),
     if as_json:
         return emit_json(data)
     if once or not console.is_terminal:
-        return console.print(top_table(data, sort, limit))
+        return console.print(toptable(data, sort, limit))
     every = interval or data["interval_s"]
     try:
-        with Live(top_table(data, sort, limit), console=console, auto_refresh=False) as live:
+        with Live(toptable(data, sort, limit), console=console, auto_refresh=False) as live:
             while True:
                 time.sleep(every)
-                live.update(top_table(call("GET", "/metrics/latest", params=params), sort, limit), refresh=True)
+                live.update(toptable(call("GET", "/metrics/latest", params=params), sort, limit), refresh=True)
     except KeyboardInterrupt:
         pass
 
