@@ -9,7 +9,6 @@ import dataclasses
 import os
 import shutil
 import tempfile
-import urllib.request
 from pathlib import Path
 
 import libvirt
@@ -18,9 +17,10 @@ import pytest
 from vpool.lab.hosts import Lab
 from vpool.lab.network import Topology, lease_file
 from vpool.services.controlplane import ControlPlane
-from tests.core.conftest import Api, api, cp, eventually, make_settings, settings
+from tests.core.conftest import Api, api, cp, make_settings, settings
+from tests.guests import counters, status, wait_up
 
-__all__ = ["api", "cp", "settings"]  # the simulated-host fixtures serve the request tests
+__all__ = ["api", "cp", "settings", "counters", "status"]  # the simulated-host fixtures serve the request tests
 
 TOPOLOGY = Topology(prefix="mg", mgmt_bridge="mgmgmt0", guest_bridge="mgbr0", mgmt_subnet="10.92.0",
                     guest_subnet="10.82.0")
@@ -66,26 +66,8 @@ def guest(pool):
     name = "mgvm"
     pool.task(pool.post("/vms", json={"name": name, "image": "tiny", "memory": "256M", "disk": "1G",
                                       "host": HOSTS[0]}), timeout=120)
-    ip = eventually(lambda: pool.get(f"/vms/{name}").json()["ip"], timeout=90, interval=0.5)
-    assert ip, f"{name} never got an address"
-    assert eventually(lambda: status(ip).get("tick"), timeout=120, interval=0.5), f"{name} never answered"
-    yield name, ip
+    yield name, wait_up(pool, name)
     pool.task(pool.delete(f"/vms/{name}"), timeout=120)
-
-
-def status(ip: str) -> dict:
-    """The guest's own view: uptime, tick (a 1 Hz counter in RAM) and boots."""
-    try:
-        with urllib.request.urlopen(f"http://{ip}/cgi-bin/status", timeout=3) as r:
-            return dict(w.split("=", 1) for w in r.read().decode().split() if "=" in w)
-    except OSError:
-        return {}
-
-
-def counters(ip: str) -> dict:
-    s = eventually(lambda: status(ip), timeout=30, interval=0.3)
-    assert s, f"the guest at {ip} does not answer"
-    return {"uptime": float(s["uptime"]), "tick": int(s["tick"]), "boots": int(s["boots"])}
 
 
 def running_on(lab: Lab, uuid: str) -> list[str]:

@@ -4,9 +4,9 @@
 import pytest
 
 from tests.core.conftest import eventually
-from tests.guests import status
+from tests.guests import counters, status
 
-from .conftest import counters, other, running_on
+from .conftest import other, running_on
 from .test_live import _vm
 
 pytestmark = pytest.mark.guest

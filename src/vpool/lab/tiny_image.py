@@ -31,6 +31,8 @@ from importlib import resources
 from pathlib import Path
 from typing import BinaryIO
 
+from vpool.config import cache_dir
+
 READY_MARKER = "LAB-READY"
 HOSTNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 KERNEL_PACKAGE = "linux-image-amd64"
@@ -120,10 +122,7 @@ def validate_hostname(hostname: str) -> str:
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("VPOOL_CACHE_DIR")
-    if not root:
-        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vpool"
-    return Path(root) / "images" / "tiny"
+    return cache_dir() / "images" / "tiny"
 
 
 def build_tiny(

@@ -12,6 +12,7 @@ from vpool.model.capacity import DEFAULTS, capacity_lines
 from vpool.model.errors import Conflict, Invalid, NotFound
 from vpool.model.names import check_name
 from vpool.services.pool import allocations, host_policy, pool_defaults, set_pool_defaults
+from vpool.store.lookup import by_ref
 from vpool.store.tables import VM, Host
 
 VIRT_TYPES = ("auto", "kvm", "qemu")
@@ -62,9 +63,7 @@ class HostService:
         self.cp = cp
 
     def get(self, s, ref: str) -> Host:
-        host = s.scalar(select(Host).where(Host.name == ref))
-        if host is None and ref.isdigit():
-            host = s.get(Host, int(ref))
+        host = by_ref(s, Host, ref)
         if host is None:
             raise NotFound(f"there is no host {ref!r}")
         return host

@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from vpool.model.errors import Conflict, Invalid, NotFound
 from vpool.model.names import check_name
+from vpool.store.lookup import by_ref
 from vpool.store.tables import VM, Host, Image, ImageCopy
 
 ALLOWED_FORMATS = ("qcow2", "raw")
@@ -52,9 +53,7 @@ class ImageService:
         self._locks_lock = threading.Lock()
 
     def get(self, s, ref: str) -> Image:
-        image = s.scalar(select(Image).where(Image.name == ref))
-        if image is None and ref.isdigit():
-            image = s.get(Image, int(ref))
+        image = by_ref(s, Image, ref)
         if image is None:
             raise NotFound(f"there is no image {ref!r}")
         return image

@@ -15,6 +15,7 @@ from vpool.model.errors import Conflict, Invalid, NotFound
 from vpool.model.names import check_name
 from vpool.model.resources import Resources
 from vpool.model.states import VMOwnership, VMState
+from vpool.store.lookup import by_ref
 from vpool.store.tables import VM, Flavor, Group, Host, Image
 
 POWER_OPS = {
@@ -44,9 +45,7 @@ class VMService:
         self.in_flight: set[int] = set()  # VMs whose create task runs in this process
 
     def get(self, s, ref: str) -> VM:
-        vm = s.scalar(select(VM).where(VM.name == ref))
-        if vm is None and ref.isdigit():
-            vm = s.get(VM, int(ref))
+        vm = by_ref(s, VM, ref)
         if vm is None:
             raise NotFound(f"there is no VM {ref!r}")
         return vm
@@ -251,7 +250,7 @@ class VMService:
     def address(self, vm: VM) -> str | None:
         drv = self.cp.connections.drivers.get(vm.host_id) if vm.host_id else None
         if drv is None or vm.state != VMState.running or not vm.uuid:
-            return vm.ip
+            return None
         addrs = drv.guest_addresses(vm.uuid)
         if addrs:
             return addrs[0]
@@ -260,7 +259,7 @@ class VMService:
 
 _LIST_COLUMNS = (VM.id, VM.name, VM.uuid, VM.state, VM.ownership, Host.name.label("host"), VM.cpus, VM.memory_mib,
                  VM.disk_gib, Image.name.label("image"), Flavor.name.label("flavor"), Group.name.label("group"),
-                 VM.ip, VM.created_at, VM.updated_at)
+                 VM.created_at, VM.updated_at)
 
 
 def list_page(s, where: list, limit: int, offset: int) -> tuple[list[dict], int]:
@@ -278,6 +277,6 @@ def describe(vm: VM, ip: str | None = None) -> dict:
         "id": vm.id, "name": vm.name, "uuid": vm.uuid, "state": vm.state, "ownership": vm.ownership,
         "host": vm.host.name if vm.host else None, "cpus": vm.cpus, "memory_mib": vm.memory_mib,
         "disk_gib": vm.disk_gib, "image": vm.image.name if vm.image else None,
-        "flavor": vm.flavor.name if vm.flavor else None, "group": vm.group.name if vm.group else None, "ip": ip if ip is not None else vm.ip,
+        "flavor": vm.flavor.name if vm.flavor else None, "group": vm.group.name if vm.group else None, "ip": ip,
         "created_at": vm.created_at, "updated_at": vm.updated_at,
     }

@@ -129,7 +129,6 @@ class VM(Base):
     flavor_id: Mapped[int | None] = mapped_column(ForeignKey("flavors.id"), default=None)
     group_id: Mapped[int | None] = mapped_column(ForeignKey("groups.id"), default=None)
     disk_path: Mapped[str | None] = mapped_column(String(1024), default=None)
-    ip: Mapped[str | None] = mapped_column(String(64), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -131,7 +131,6 @@ def upgrade() -> None:
     sa.Column('image_id', sa.Integer(), nullable=True),
     sa.Column('flavor_id', sa.Integer(), nullable=True),
     sa.Column('disk_path', sa.String(length=1024), nullable=True),
-    sa.Column('ip', sa.String(length=64), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['flavor_id'], ['flavors.id'], ),
