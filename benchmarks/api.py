@@ -2,9 +2,18 @@
 single-GET latency with ten thousand VMs in the pool. Prints JSON.
 
     .venv/bin/python benchmarks/api.py [--hosts 4] [--create 2000] [--fill 10000] [--clients 8]
+                                       [--telemetry off,thread,process]
 
 The control plane runs as `vpool serve` in its own process (SQLite, its own temp data dir) with
 simulated hosts on libvirt's test driver, so the figures are vpool's own cost, not QEMU's.
+
+`--telemetry` runs the whole benchmark once per mode, each on a fresh server, and compares
+them in the same run: `off` (no collection), `thread` (the collection loop on a thread of the
+API's process) and `process` (its own process, what `vpool serve` does). A collector process
+cannot see a simulated host that lives inside the API's process, so with telemetry on the pool
+is one host that the local libvirtd simulates for every client, `test+unix:///default` (its
+VMs are cleared before and after), for every mode of that run; raw defines then go through
+the daemon too.
 """
 
 import argparse
@@ -36,9 +45,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(data_dir: Path, port: int, telemetry: bool) -> subprocess.Popen:
-    env = {**os.environ, "VPOOL_DATA_DIR": str(data_dir)}
-    if not telemetry:
+DAEMON_HOST = "test+unix:///default"  # the one simulated host libvirtd shares between connections
+
+
+def start_server(data_dir: Path, port: int, telemetry: str) -> subprocess.Popen:
+    env = {**os.environ, "VPOOL_DATA_DIR": str(data_dir),
+           "VPOOL_TELEMETRY_PROCESS": "1" if telemetry == "process" else "0"}
+    if telemetry == "off":
         env["VPOOL_TELEMETRY_INTERVAL"] = "0"
     proc = subprocess.Popen([sys.executable, "-m", "vpool.cli.main", "serve", "--port", str(port),
                              "--no-register-local"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -94,9 +107,24 @@ def raw_define_rate(uri: str, n: int) -> dict:
     return {"domains": n, "seconds": round(elapsed, 3), "defines_per_s": round(n / elapsed, 1)}
 
 
-def latencies(client: httpx.Client, paths: list[str]) -> dict:
+def clear_daemon_host() -> None:
+    """The daemon keeps test:///default's domains until it restarts: leave only its own `test`."""
+    conn = libvirt.open(DAEMON_HOST)
+    for dom in conn.listAllDomains():
+        if dom.name() != "test":
+            if dom.isActive():
+                dom.destroy()
+            dom.undefine()
+    conn.close()
+
+
+def latencies(client: httpx.Client, paths: list[str], seconds: float) -> dict:
+    """Requests spread evenly over `seconds`, so that they meet every phase of the collection
+    intervals that pass meanwhile, not just whichever one a burst happens to fall in."""
     samples = []
-    for path in paths:
+    start = time.perf_counter()
+    for k, path in enumerate(paths):
+        time.sleep(max(0.0, start + k * seconds / len(paths) - time.perf_counter()))
         t0 = time.perf_counter()
         r = client.get(path)
         samples.append((time.perf_counter() - t0) * 1000)
@@ -106,6 +134,58 @@ def latencies(client: httpx.Client, paths: list[str]) -> dict:
             "p99_ms": round(samples[min(len(samples) - 1, int(len(samples) * 0.99))], 2)}
 
 
+def run(args, telemetry: str, daemon_host: bool) -> dict:
+    """One fresh server and pool, the whole benchmark against it."""
+    tmp = Path(tempfile.mkdtemp(prefix="vpool-bench-api-"))
+    port = free_port()
+    server = start_server(tmp / "data", port, telemetry)
+    token = (tmp / "data" / "admin.token").read_text().strip()
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"},
+                          timeout=120, limits=httpx.Limits(max_connections=args.clients * 2))
+    try:
+        if not daemon_host:
+            # Thin disks are overcommitted here on purpose: the test driver's pool reports 100 GiB.
+            client.patch("/pool/defaults", json={"disk_ratio": 100.0}).raise_for_status()
+            for h in range(args.hosts):
+                uri = write_sim_host(tmp / "hosts", f"sim{h}", cpus=1024, memory_mib=4 * 1024 * 1024)
+                wait_task(client, client.post("/hosts", json={"uri": uri, "name": f"sim{h}"}).json()["id"])
+            raw = raw_define_rate(write_sim_host(tmp / "hosts", "raw", cpus=1024), args.create)
+        else:
+            clear_daemon_host()  # 16 simulated CPUs and 3 GiB: ratios make room for 10,000 small VMs
+            client.patch("/pool/defaults", json={"disk_ratio": 1000.0, "cpu_ratio": 1000.0,
+                                                 "ram_ratio": 1000.0}).raise_for_status()
+            wait_task(client, client.post("/hosts", json={"uri": DAEMON_HOST, "name": "sim0"}).json()["id"])
+            raw = raw_define_rate(DAEMON_HOST, args.create)
+            clear_daemon_host()
+            time.sleep(12)  # the collector sees the empty host before the creates start
+        created = create_many(client, [f"vm{i:05d}" for i in range(args.create)], args.clients)
+        fill = create_many(client, [f"vm{i:05d}" for i in range(args.create, args.fill)], args.clients)
+        total = client.get("/vms", params={"limit": 1}).json()["total"]
+        if telemetry != "off":
+            time.sleep(25)  # two intervals over all 10,000 VMs before latency is sampled
+            top = client.get("/metrics/latest").json()
+            collected = {"vms_in_last_interval": len(top["vms"]),
+                         "host_read_s": [h["duration_s"] for h in top["hosts"]]}
+        rng = random.Random(1)
+        list_lat = latencies(client, [f"/vms?limit=100&offset={rng.randrange(0, total - 100)}"
+                                      for _ in range(args.samples)], args.sample_seconds)
+        get_lat = latencies(client, [f"/vms/vm{rng.randrange(args.fill):05d}" for _ in range(args.samples)],
+                            args.sample_seconds)
+    finally:
+        client.close()
+        server.terminate()
+        server.wait(30)
+        if daemon_host:
+            clear_daemon_host()
+    out = {"telemetry": telemetry, "create_through_api": created, "raw_libvirt_define": raw,
+           "api_vs_raw_define": round(created["vms_per_s"] / raw["defines_per_s"], 4),
+           "fill": fill, "vms_in_pool": total, "list_page_100": list_lat, "single_get": get_lat,
+           "met": {"create": created["vms_per_s"] >= 50, "list_p99": list_lat["p99_ms"] < 50}}
+    if telemetry != "off":
+        out["collected"] = collected
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hosts", type=int, default=4)
@@ -113,43 +193,24 @@ def main() -> None:
     ap.add_argument("--fill", type=int, default=10000)
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--samples", type=int, default=300)
-    ap.add_argument("--telemetry", action="store_true",
-                    help="keep the stats collector on (it shares the API's process and its CPU)")
+    ap.add_argument("--sample-seconds", type=float, default=30.0,
+                    help="spread each latency test over this long (three collection intervals)")
+    ap.add_argument("--telemetry", default="off",
+                    help="comma-separated modes to run and compare: off, thread, process")
     args = ap.parse_args()
-
-    tmp = Path(tempfile.mkdtemp(prefix="vpool-bench-api-"))
-    port = free_port()
-    server = start_server(tmp / "data", port, args.telemetry)
-    token = (tmp / "data" / "admin.token").read_text().strip()
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"},
-                          timeout=120, limits=httpx.Limits(max_connections=args.clients * 2))
-    try:
-        # Thin disks are overcommitted here on purpose: the test driver's pool reports 100 GiB.
-        client.patch("/pool/defaults", json={"disk_ratio": 100.0}).raise_for_status()
-        for h in range(args.hosts):
-            uri = write_sim_host(tmp / "hosts", f"sim{h}", cpus=1024, memory_mib=4 * 1024 * 1024)
-            wait_task(client, client.post("/hosts", json={"uri": uri, "name": f"sim{h}"}).json()["id"])
-        raw = raw_define_rate(write_sim_host(tmp / "hosts", "raw", cpus=1024), args.create)
-        created = create_many(client, [f"vm{i:05d}" for i in range(args.create)], args.clients)
-        fill = create_many(client, [f"vm{i:05d}" for i in range(args.create, args.fill)], args.clients)
-        total = client.get("/vms", params={"limit": 1}).json()["total"]
-        rng = random.Random(1)
-        list_lat = latencies(client, [f"/vms?limit=100&offset={rng.randrange(0, total - 100)}"
-                                      for _ in range(args.samples)])
-        get_lat = latencies(client, [f"/vms/vm{rng.randrange(args.fill):05d}" for _ in range(args.samples)])
-    finally:
-        client.close()
-        server.terminate()
-        server.wait(10)
-    print(json.dumps({
-        "benchmark": "api", "hosts": args.hosts, "clients": args.clients, "telemetry": args.telemetry,
-        "create_through_api": created, "raw_libvirt_define": raw,
-        "api_vs_raw_define": round(created["vms_per_s"] / raw["defines_per_s"], 4),
-        "fill": fill, "vms_in_pool": total,
-        "list_page_100": list_lat, "single_get": get_lat,
-        "targets": {"create_vms_per_s": 50, "list_p99_ms": 50},
-        "met": {"create": created["vms_per_s"] >= 50, "list_p99": list_lat["p99_ms"] < 50},
-    }, indent=2))
+    modes = args.telemetry.split(",")
+    if any(m not in ("off", "thread", "process") for m in modes):
+        raise SystemExit(f"--telemetry takes off, thread and process, got {args.telemetry!r}")
+    daemon_host = modes != ["off"]  # every mode of one run on the same kind of host
+    runs = {m: run(args, m, daemon_host) for m in modes}
+    report = {"benchmark": "api", "hosts": 1 if daemon_host else args.hosts, "clients": args.clients, "runs": runs,
+              "targets": {"create_vms_per_s": 50, "list_p99_ms": 50}}
+    if "thread" in runs and "process" in runs:
+        report["process_vs_thread"] = {
+            "create_rate": round(runs["process"]["create_through_api"]["vms_per_s"]
+                                 / runs["thread"]["create_through_api"]["vms_per_s"], 3),
+            "list_p99": round(runs["process"]["list_page_100"]["p99_ms"] / runs["thread"]["list_page_100"]["p99_ms"], 3)}
+    print(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

@@ -42,6 +42,8 @@ class Settings:
     dhcp_lease_files: tuple[Path, ...] = field(default_factory=_lease_files)
     # VPOOL_TELEMETRY_INTERVAL=0 turns collection off (e.g. to measure the API alone).
     telemetry_interval_s: float = field(default_factory=lambda: float(os.environ.get("VPOOL_TELEMETRY_INTERVAL", "10")))
+    # The collection loop in a process of its own (VPOOL_TELEMETRY_PROCESS=0: on a thread of the API's).
+    telemetry_process: bool = field(default_factory=lambda: os.environ.get("VPOOL_TELEMETRY_PROCESS", "1") != "0")
     telemetry_raw_retention_s: int = 86400
     telemetry_5m_retention_s: int = 30 * 86400
     telemetry_1h_retention_s: int = 365 * 86400

@@ -13,14 +13,12 @@ from fastapi import Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 
 from vpool.api.deps import caller
-from vpool.telemetry.exporter import PoolCollector
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
 def install(app) -> None:
-    registry = CollectorRegistry()
-    registry.register(PoolCollector(app.state.cp.telemetry.snapshot))
+    registry = CollectorRegistry()  # the API's own series; the pool's come from the collection loop
     latency = Histogram("vpool_api_request_duration_seconds", "API request latency by route template",
                         ["method", "route", "status"], buckets=LATENCY_BUCKETS, registry=registry)
 
@@ -37,4 +35,5 @@ def install(app) -> None:
     @app.get("/metrics", tags=["metrics"], dependencies=[Depends(caller)], include_in_schema=True)
     def metrics():
         """Prometheus text exposition: host, VM, pool and control-plane series."""
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        pool = app.state.cp.telemetry.exposition()
+        return Response(pool + generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

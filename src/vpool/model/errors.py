@@ -38,6 +38,11 @@ class Unauthorized(VpoolError):
     title = "Unauthorized"
 
 
+class Unavailable(VpoolError):
+    status = 503
+    title = "Service unavailable"
+
+
 class HypervisorError(VpoolError):
     status = 502
     title = "Hypervisor error"

@@ -5,6 +5,11 @@ Hosts are read in parallel and waited for at most one interval, so a host that h
 fails is marked stale and the others are stored on time; a host whose previous read has not
 returned is not asked again until it does. One detector per series is kept in memory (a
 restart relearns, which the detector's learning period is for).
+
+`vpool serve` runs this loop in a process of its own (`collector_process`), so that at
+thousands of VMs its rates, detectors and exposition never hold the API's interpreter lock;
+it then reads hosts over connections of its own (`Source`). Tests and embedded control
+planes run it on a thread over the control plane's connections (`SharedConnections`).
 """
 
 import threading
@@ -12,16 +17,19 @@ import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
+from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy import func, select
 
 import vpool.store.telemetry_tables  # noqa: F401  (registers the telemetry tables on Base.metadata)
-from vpool.model.errors import Invalid, NotFound
+from vpool.model.errors import HypervisorError, Invalid, NotFound
+from vpool.model.states import HostState
 from vpool.store.tables import VM, Host, Task
 from vpool.store.timeseries import ROLLUP_STEPS_S, Point, Retention, TimeSeries
 from vpool.telemetry.collector import (ANOMALY_SUFFIX, PERCENT_METRICS, SCOPES, HostReading, VMReading,
                                        anomaly_metric, host_rates, host_reading, known_metric, pool_metrics,
                                        vm_rates, vm_reading)
 from vpool.telemetry.detectors import Detector, make_detector
+from vpool.telemetry.exporter import PoolCollector
 from vpool.telemetry.timespec import parse_duration, parse_instant
 
 DETECTOR_IDLE_S = 3600  # a series unseen this long (its VM deleted) gives its detector back
@@ -48,9 +56,28 @@ class HostStatus:
     vms: int = 0
 
 
+class SharedConnections:
+    """Reads hosts over the control plane's own connections (the loop runs on a thread of the
+    control plane's process); a host without one is down, and its reconnection is not ours."""
+
+    def __init__(self, connections):
+        self.connections = connections
+
+    def driver(self, host_id: int, uri: str):
+        drv = self.connections.drivers.get(host_id)
+        if drv is None:
+            raise HypervisorError("vpool has no connection to the host")
+        return drv
+
+    def failed(self, host_id: int) -> None:
+        pass
+
+
 class TelemetryService:
-    def __init__(self, cp):
+    def __init__(self, cp, source=None):
         self.cp = cp
+        self.source = source or SharedConnections(cp.connections)
+        self.remote = None  # the collector process's view, when the loop runs there
         st = cp.settings
         self.interval_s = st.telemetry_interval_s
         self.series = TimeSeries(cp.store, Retention(st.telemetry_raw_retention_s, st.telemetry_5m_retention_s,
@@ -68,14 +95,25 @@ class TelemetryService:
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="collect")
         self._stop = threading.Event()
+        self._registry = CollectorRegistry()
+        self._registry.register(PoolCollector(self.snapshot))
 
-    def start(self) -> None:
-        if self.interval_s > 0:
+    def start(self, remote=None) -> None:
+        """Runs the loop on a thread here, or hands it to `remote` (a started `CollectorProcess`)
+        and asks that for the last interval from then on."""
+        if self.interval_s <= 0:
+            return
+        if remote is not None:
+            self.remote = remote
+            remote.start()
+        else:
             threading.Thread(target=self._loop, name="telemetry", daemon=True).start()
 
     def stop(self) -> None:
         self._stop.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self.remote is not None:
+            self.remote.stop()
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -89,17 +127,16 @@ class TelemetryService:
         """Reads every host, stores and scores the interval, steps the alarms; returns announcements."""
         now = time.time() if now is None else now
         with self.cp.store.session() as s:
-            hosts = list(s.execute(select(Host.id, Host.name).order_by(Host.id)))
+            hosts = list(s.execute(select(Host.id, Host.name, Host.uri, Host.state).order_by(Host.id)))
         futures, failed = {}, {}
-        for host_id, name in hosts:
-            drv = self.cp.connections.drivers.get(host_id)
-            if drv is None:
-                failed[name] = "vpool has no connection to the host"
+        for host_id, name, uri, state in hosts:
+            if state == HostState.down:
+                failed[name] = "the host is down"
             elif host_id in self._busy:
                 failed[name] = "its previous reading has not returned yet"
             else:
                 self._busy.add(host_id)
-                future = self._pool.submit(self._read, host_id, name, drv)
+                future = self._pool.submit(self._read, host_id, name, uri)
                 future.add_done_callback(lambda _f, h=host_id: self._busy.discard(h))
                 futures[future] = name
         done, late = wait(futures, timeout=self.interval_s)
@@ -113,10 +150,15 @@ class TelemetryService:
             failed[futures[future]] = f"no answer within the {self.interval_s:g} s interval"
         return self.ingest(now, reads, failed)
 
-    def _read(self, host_id: int, name: str, drv) -> HostRead:
+    def _read(self, host_id: int, name: str, uri: str) -> HostRead:
         start = time.monotonic()
-        domains = drv.all_domain_stats()
-        host_stats = drv.host_stats()
+        try:
+            drv = self.source.driver(host_id, uri)
+            domains = drv.all_domain_stats()
+            host_stats = drv.host_stats()
+        except Exception:
+            self.source.failed(host_id)
+            raise
         end = time.monotonic()
         return HostRead(host_id, name, end, domains, host_stats, end - start)
 
@@ -233,6 +275,8 @@ class TelemetryService:
 
     def current(self, host: str | None = None) -> dict:
         """The last interval, from memory: what `vpool top` shows."""
+        if self.remote is not None:
+            return self.remote.latest(host)
         latest, placement = self.latest, self.placement
         vms = [{"name": name, "host": placement.get(name), "metrics": metrics}
                for (scope, name), metrics in latest.items()
@@ -242,6 +286,12 @@ class TelemetryService:
                  for name, st in sorted(self.status.items()) if host is None or name == host]
         return {"interval_s": self.interval_s, "vms": sorted(vms, key=lambda v: v["name"]), "hosts": hosts,
                 "pool": latest.get(("pool", "pool"), {})}
+
+    def exposition(self) -> bytes:
+        """The pool's Prometheus text, rendered where the loop's memory is."""
+        if self.remote is not None:
+            return self.remote.exposition()
+        return generate_latest(self._registry)
 
     def snapshot(self) -> dict:
         """Everything the Prometheus exporter shows, as plain data, for one scrape."""

@@ -13,6 +13,7 @@ from vpool.services.busy import Busy
 from vpool.services.clones import CloneService
 from vpool.services.connections import Connections
 from vpool.services.collector import TelemetryService
+from vpool.services.collector_process import CollectorProcess
 from vpool.services.drills import DrillService
 from vpool.services.flavors import FlavorService
 from vpool.services.groups import GroupService
@@ -65,7 +66,7 @@ class ControlPlane:
         self.migrations.recover()  # bookings a dead process left: find each VM, end the booking
         self.connections.start()
         threading.Thread(target=self._sync_loop, name="full-sync", daemon=True).start()
-        self.telemetry.start()
+        self.telemetry.start(CollectorProcess(self.settings) if self.settings.telemetry_process else None)
         self.schedules.start(self._stop)
 
     def stop(self) -> None:

@@ -1,13 +1,16 @@
 """The time-series repository: bulk writes, rollups, retention and range queries in SQL.
 
 One collection interval is one transaction with one executemany of its samples, so a
-thousand VMs cost one commit, not ten thousand. Rollups are aggregated by the database
+thousand VMs cost one commit, not ten thousand. The samples go straight to the DB-API
+cursor as tuples: at 10,000 VMs an interval is 180,000 rows, and the ORM's per-row
+bookkeeping cost three times what SQLite's own insert does. Rollups are aggregated by the database
 (INSERT ... SELECT ... GROUP BY t - t % step), which is the same SQL on SQLite and
 PostgreSQL because times are integer milliseconds.
 """
 
 import threading
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from sqlalchemy import delete, func, insert, literal, literal_column, select, tuple_, update
 
@@ -17,8 +20,7 @@ from vpool.store.telemetry_tables import Rollup, Sample, Series
 ROLLUP_STEPS_S = (300, 3600)  # each rolled up from the one before it (raw for the first)
 
 
-@dataclass(frozen=True)
-class Point:
+class Point(NamedTuple):  # a tuple: an interval makes hundreds of thousands
     scope: str
     subject: str
     metric: str
@@ -54,7 +56,13 @@ class TimeSeries:
         with self._lock, self.store.session() as s:
             ids = self._series_ids(s, points)
             rows = {(ids[(p.scope, p.subject, p.metric)], p.t_ms): p.value for p in points}
-            s.execute(insert(Sample), [{"series_id": i, "t": t, "value": v} for (i, t), v in rows.items()])
+            mark = "?" if s.bind.dialect.paramstyle == "qmark" else "%s"
+            cursor = s.connection().connection.dbapi_connection.cursor()
+            try:
+                cursor.executemany(f"INSERT INTO {Sample.__tablename__} (series_id, t, value) "
+                                   f"VALUES ({mark}, {mark}, {mark})", [(i, t, v) for (i, t), v in rows.items()])
+            finally:
+                cursor.close()
             s.commit()
             return len(rows)
 
