@@ -197,6 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     while os.getppid() == parent:  # the API process is gone: so is the reason to collect
         time.sleep(1.0)
     plane.telemetry.stop()
+    shutil.rmtree(Path(args.socket).parent, ignore_errors=True)  # the parent died before it could
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """`vpool serve`: prepare this machine, start the control plane, register the local host, serve the API."""
 
+import signal
 import sys
 
 from sqlalchemy import select
@@ -100,6 +101,9 @@ def run(host: str, port: int, register_local: bool = True, lab_hosts: int = 0, l
     say(f"state in {cp.settings.database_url}")
     say(f"admin API token in {cp.settings.token_file}")
     say(f"API on http://{host}:{port} (OpenAPI at http://{host}:{port}/docs)")
+    # uvicorn re-raises the SIGTERM it shut down on; as an exception it lets cp.stop() run (the
+    # default action would end the process first, leaving the collector and half-done work behind).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         uvicorn.run(create_app(cp), host=host, port=port, log_level="warning")
     finally:
