@@ -8,7 +8,7 @@ restart relearns, which the detector's learning period is for).
 
 `vpool serve` runs this loop in a process of its own (`collector_process`), so that at
 thousands of VMs its rates, detectors and exposition never hold the API's interpreter lock;
-it then reads hosts over connections of its own (`Source`). Tests and embedded control
+it then reads hosts over connections of its own (`OwnConnections`). Tests and embedded control
 planes run it on a thread over the control plane's connections (`SharedConnections`).
 """
 
