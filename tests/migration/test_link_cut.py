@@ -7,24 +7,19 @@ import pytest
 
 from tests.core.conftest import eventually
 
-from .conftest import HOSTS, TOPOLOGY, counters, other, running_on
-from .test_live import SLOW, _end, _sending, _vm
+from .conftest import HOSTS, TOPOLOGY, counters, running_on
+from .test_live import _end, _slow_migration, _vm
 
 pytestmark = pytest.mark.guest
 
 
 def test_cut_link_fails_the_migration_and_the_guest_stays_on_the_source(lab, pool, guest):
     name, ip = guest
-    vm = _vm(pool, name)
-    src, dst = vm["host"], other(vm["host"])
-    before = counters(ip)
-    r = pool.post(f"/vms/{name}/migrate", json={"to": dst, "bandwidth_mib_s": SLOW})
-    assert r.status_code == 202, r.text
-    _sending(pool, r.json()["id"])
+    src, dst, before, task_id = _slow_migration(pool, guest)
     link = TOPOLOGY.veths(HOSTS.index(dst) + 1)[0]  # the destination's management link, root side
     subprocess.run(["ip", "link", "set", link, "down"], check=True)
     try:
-        task = _end(pool, r.json()["id"], timeout=240)
+        task = _end(pool, task_id, timeout=240)
         assert task and task["state"] == "failed", task
         vm = _vm(pool, name)
         assert (vm["host"], vm["state"]) == (src, "running"), (vm, task)

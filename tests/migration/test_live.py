@@ -46,6 +46,18 @@ def _sending(pool, task_id: int) -> dict:
     return task
 
 
+def _slow_migration(pool, guest) -> tuple[str, str, dict, int]:
+    """Starts a bandwidth-capped migration of the guest to the other host and waits until it
+    streams memory; returns source, destination, the guest's counters before, and the task id."""
+    name, ip = guest
+    src = _vm(pool, name)["host"]
+    before = counters(ip)
+    r = pool.post(f"/vms/{name}/migrate", json={"to": other(src), "bandwidth_mib_s": SLOW})
+    assert r.status_code == 202, r.text
+    _sending(pool, r.json()["id"])
+    return src, other(src), before, r.json()["id"]
+
+
 def _end(pool, task_id: int, timeout: float = 120) -> dict:
     return eventually(lambda: (t := pool.get(f"/tasks/{task_id}", params={"wait": 5}).json())["state"]
                       in ("succeeded", "failed", "cancelled") and t, timeout=timeout, interval=0.2)
@@ -123,14 +135,9 @@ def test_maintenance_evacuates_the_host_and_blocks_placements(lab, pool, guest):
 
 def test_cancel_aborts_the_migration_and_the_guest_stays_on_the_source(lab, pool, guest):
     name, ip = guest
-    vm = _vm(pool, name)
-    src, dst = vm["host"], other(vm["host"])
-    before = counters(ip)
-    r = pool.post(f"/vms/{name}/migrate", json={"to": dst, "bandwidth_mib_s": SLOW})
-    assert r.status_code == 202, r.text
-    _sending(pool, r.json()["id"])
-    assert pool.post(f"/tasks/{r.json()['id']}/cancel").status_code == 202
-    task = _end(pool, r.json()["id"])
+    src, dst, before, task_id = _slow_migration(pool, guest)
+    assert pool.post(f"/tasks/{task_id}/cancel").status_code == 202
+    task = _end(pool, task_id)
 
     assert task["state"] == "cancelled", task
     vm = _vm(pool, name)
@@ -143,14 +150,10 @@ def test_cancel_aborts_the_migration_and_the_guest_stays_on_the_source(lab, pool
 
 def test_destination_libvirtd_killed_mid_migration(lab, pool, guest):
     name, ip = guest
-    vm = _vm(pool, name)
-    src, dst = vm["host"], other(vm["host"])
-    before = counters(ip)
-    r = pool.post(f"/vms/{name}/migrate", json={"to": dst, "bandwidth_mib_s": SLOW})
-    _sending(pool, r.json()["id"])
+    src, dst, before, task_id = _slow_migration(pool, guest)
     os.kill(_libvirtd_pid(lab, dst), signal.SIGKILL)
     try:
-        task = _end(pool, r.json()["id"])
+        task = _end(pool, task_id)
         assert task["state"] == "failed", task
         assert f"still runs on {src}" in task["error"], task["error"]
         vm = _vm(pool, name)
