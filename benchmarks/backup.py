@@ -35,9 +35,7 @@ FILL_OFFSETS_MIB = (660, 790, 920)  # inside block groups 5-7 of the guest's 1 G
 
 
 def wait(cp, task, timeout: float = 600) -> Task:
-    cp.runner.wait(task.id, timeout)
-    with cp.store.session() as s:
-        t = s.get(Task, task.id)
+    t = cp.runner.outcome(task.id, timeout)
     if t.state != "succeeded":
         raise SystemExit(f"{t.kind} {t.target} {t.state}: {t.error}")
     return t

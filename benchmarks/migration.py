@@ -42,9 +42,7 @@ VIRSH_FLAGS = ["--live", "--p2p", "--unsafe", "--persistent", "--undefinesource"
 
 
 def wait_task(cp: ControlPlane, task, timeout: float = 900) -> Task:
-    cp.runner.wait(task.id, timeout)
-    with cp.store.session() as s:
-        t = s.get(Task, task.id)
+    t = cp.runner.outcome(task.id, timeout)
     if t.state != "succeeded":
         raise SystemExit(f"{t.kind} {t.target}: {t.state}: {t.error}")
     return t

@@ -74,8 +74,10 @@ def test_collector_process_reads_real_libvirt_and_is_supervised(tmp_path):
         assert eventually(lambda: proc.pid != first and latest() is not None, timeout=60)
         assert eventually(seen, timeout=60)
     finally:
-        child = cp.telemetry.remote._proc if cp.telemetry.remote else None
+        child = cp.telemetry.remote.pid if cp.telemetry.remote else None
         cp.stop()
         dom.undefine()
         conn.close()
-    assert child is not None and child.poll() is not None
+    assert child is not None
+    with pytest.raises(ProcessLookupError):  # stopped and reaped with the control plane
+        os.kill(child, 0)

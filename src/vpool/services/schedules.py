@@ -15,7 +15,7 @@ from vpool.model import cron as cronlib
 from vpool.model.errors import Invalid, NotFound, VpoolError
 from vpool.model.retention import keep_set
 from vpool.store.backup_tables import Backup, Schedule, ScheduleRun
-from vpool.store.tables import Task, utcnow
+from vpool.store.tables import utcnow
 
 KINDS = ("backup",)
 LATE_AFTER = timedelta(minutes=5)
@@ -132,10 +132,7 @@ class ScheduleService:
 
     def _retain_after(self, task_id: int, vm: str, daily: int, weekly: int) -> None:
         def prune_when_done() -> None:
-            self.cp.runner.wait(task_id)
-            with self.cp.store.session() as s:
-                ok = s.get(Task, task_id).state == "succeeded"
-            if ok:
+            if self.cp.runner.outcome(task_id).state == "succeeded":
                 self.cp.backups.apply_retention(vm, daily, weekly)
 
         threading.Thread(target=prune_when_done, name=f"retain-{vm}", daemon=True).start()

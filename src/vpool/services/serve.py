@@ -9,7 +9,7 @@ from vpool.hypervisor import localhost
 from vpool.services.controlplane import ControlPlane
 from vpool.model.errors import VpoolError
 from vpool.services.vms import CreateRequest
-from vpool.store.tables import VM, Host, Image, Task
+from vpool.store.tables import VM, Host, Image
 
 
 def say(message: str) -> None:
@@ -45,12 +45,10 @@ def register_local_host(cp: ControlPlane, uri: str | None) -> None:
 
 
 def _wait_task(cp: ControlPlane, task, what: str, timeout: float = 600) -> bool:
-    cp.runner.wait(task.id, timeout)
-    with cp.store.session() as s:
-        t = s.get(Task, task.id)
-        if t.state != "succeeded":
-            say(f"WARNING: {what} failed: {t.error or t.state}")
-        return t.state == "succeeded"
+    t = cp.runner.outcome(task.id, timeout)
+    if t.state != "succeeded":
+        say(f"WARNING: {what} failed: {t.error or t.state}")
+    return t.state == "succeeded"
 
 
 def start_lab(cp: ControlPlane, hosts: int, guests: int) -> None:

@@ -176,6 +176,12 @@ class TaskRunner:
             event = self.done.get(task_id)
         return True if event is None else event.wait(timeout)
 
+    def outcome(self, task_id: int, timeout: float | None = None) -> Task:
+        """The task's row once it has ended, or as it stands when `timeout` runs out."""
+        self.wait(task_id, timeout)
+        with self.store.session() as s:
+            return s.get(Task, task_id)
+
     def shutdown(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
