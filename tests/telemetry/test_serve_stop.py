@@ -1,0 +1,57 @@
+"""`vpool serve` as an operator runs it: SIGTERM stops the control plane cleanly, so the
+collector process it started goes with it and leaves no socket directory behind."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.core.conftest import eventually
+
+pytestmark = pytest.mark.guest  # `vpool serve` starts the local libvirtd if none runs
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()]
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def test_sigterm_stops_serve_and_its_collector(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "VPOOL_DATA_DIR": str(tmp_path / "data"), "VPOOL_TELEMETRY_INTERVAL": "1",
+           "VPOOL_TELEMETRY_PROCESS": "1"}
+    serve = subprocess.Popen([sys.executable, "-m", "vpool.cli.main", "serve", "--port", str(port),
+                              "--no-register-local"], env=env, stderr=subprocess.DEVNULL)
+    try:
+        assert eventually(lambda: _healthy(f"http://127.0.0.1:{port}"), timeout=60, interval=0.2)
+
+        def collector() -> tuple[int, str] | None:
+            for pid in _children(serve.pid):
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                if b"vpool.services.collector_process" in argv:
+                    return pid, argv[argv.index(b"--socket") + 1].decode()
+            return None
+        found = eventually(collector, timeout=30)
+        assert found, "vpool serve started no collector process"
+        child, sock = found
+        assert Path(sock).parent.is_dir()
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(30) == 0
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+    assert not Path(f"/proc/{child}").exists()  # reaped by the parent's cp.stop(), not orphaned
+    assert not Path(sock).parent.exists()
