@@ -1,6 +1,6 @@
 """Schedules on a simulated host: every due time is accounted for, missed ones are reported."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 from vpool.store.backup_tables import Backup, Schedule
 
