@@ -7,20 +7,34 @@ from pathlib import Path
 
 import pytest
 
+from vpool.hypervisor.libvirt_protection import ProtectionOps
+from vpool.services.repository import DirectoryRepository
+
 from .conftest import counters, disk_digest, domain, eventually, volume_path, wait_up
 
 pytestmark = pytest.mark.guest
 
 
-def test_full_and_incremental_chain_restores_byte_identical(guest_api, vms):
+def streamed(monkeypatch):
+    """Backups take libvirt's download stream, as from a remote host, not the local rename."""
+    monkeypatch.setattr(ProtectionOps, "local_file", lambda self, path: None)
+
+
+def test_full_and_incremental_chain_restores_byte_identical(guest_api, vms, monkeypatch):
+    """The full and the last point are renamed into the repository (the host is this machine),
+    the middle one streamed through libvirtd as from a remote host: the chain restores alike."""
     api = guest_api
+    adopted, adopt = [], DirectoryRepository.adopt
+    monkeypatch.setattr(DirectoryRepository, "adopt", lambda self, key, *a: adopted.append(key) or adopt(self, key, *a))
     vms("bsrc")
     ip = wait_up(api, "bsrc")
     full = api.task(api.post("/backups", json={"vm": "bsrc"}))["result"]
     assert full["kind"] == "full"
     start = counters(ip)["disk"]
     assert eventually(lambda: counters(ip)["disk"] >= start + 3, timeout=60)  # the guest writes its disk
-    inc1 = api.task(api.post("/backups", json={"vm": "bsrc", "incremental": True}))["result"]
+    with monkeypatch.context() as m:
+        streamed(m)
+        inc1 = api.task(api.post("/backups", json={"vm": "bsrc", "incremental": True}))["result"]
     assert inc1["kind"] == "incremental" and inc1["chain"] == full["chain"]
     assert inc1["size_bytes"] < full["size_bytes"] / 4
 
@@ -34,6 +48,7 @@ def test_full_and_incremental_chain_restores_byte_identical(guest_api, vms):
     restored = api.task(api.post("/backups/restore", json={"vm": "bsrc", "as": "bcopy", "start": False}),
                         timeout=180)["result"]
     assert restored["chain"] == [full["backup"], inc1["backup"], inc2["backup"]]
+    assert [k.split("/")[-1].split("-")[0] for k in adopted] == [f"{full['backup']:06d}", f"{inc2['backup']:06d}"]
     assert disk_digest(volume_path("vm-bcopy.qcow2")) == source
 
     # an earlier point: only the full backup, and the copy boots from it
@@ -52,16 +67,18 @@ def test_full_and_incremental_chain_restores_byte_identical(guest_api, vms):
 
 
 class FailingRepository:
-    """A repository whose disk fills up after the first megabyte of an object."""
+    """A repository whose disk fails after the first megabyte of an object, written or adopted."""
 
     def __init__(self, real):
         self.real = real
+        self.used = None
 
     def __getattr__(self, name):
         return getattr(self.real, name)
 
     @contextmanager
     def writer(self, key):
+        self.used = "writer"
         with self.real.writer(key) as (sink, written):
             class Sink:
                 got = 0
@@ -74,29 +91,42 @@ class FailingRepository:
 
             yield Sink(), written
 
+    def adopt(self, key, source, progress=None):
+        self.used = "adopt"
 
-def test_a_backup_broken_half_way_is_never_a_restore_point(guest_api, vms):
+        def fail(done, _total):
+            if done > 2**20:
+                raise OSError(28, "No space left on device")
+
+        return self.real.adopt(key, source, fail)
+
+
+@pytest.mark.parametrize("path", ["renamed", "streamed"])
+def test_a_backup_broken_half_way_is_never_a_restore_point(guest_api, vms, monkeypatch, path):
     api = guest_api
-    vms("bfail")
-    wait_up(api, "bfail")
+    if path == "streamed":
+        streamed(monkeypatch)
+    vm = f"bfail{path[0]}"
+    vms(vm)
+    wait_up(api, vm)
     repo = api.cp.backups.repo
-    api.cp.backups.repo = FailingRepository(repo)
+    api.cp.backups.repo = failing = FailingRepository(repo)
     try:
-        task = api.task(api.post("/backups", json={"vm": "bfail"}), expect="failed")
+        task = api.task(api.post("/backups", json={"vm": vm}), expect="failed")
     finally:
         api.cp.backups.repo = repo
-    assert "No space left" in task["error"]
-    [row] = api.get("/backups", params={"vm": "bfail"}).json()["items"]
+    assert "No space left" in task["error"] and failing.used == {"renamed": "adopt", "streamed": "writer"}[path]
+    [row] = api.get("/backups", params={"vm": vm}).json()["items"]
     assert row["state"] == "failed" and row["files"] == []
-    assert not [p for p in Path(repo.location).rglob("*") if p.is_file() and "bfail" in str(p)]  # not even partial
-    assert not [v for v in os.listdir("/var/lib/vpool/bk-test-images") if v.startswith("bk-bfail")]
-    conn, dom = domain("bfail")
+    assert not [p for p in Path(repo.location).rglob("*") if p.is_file() and f"/{vm}/" in str(p)]  # not even partial
+    assert not [v for v in os.listdir("/var/lib/vpool/bk-test-images") if v.startswith(f"bk-{vm}-")]
+    conn, dom = domain(vm)
     assert dom.listAllCheckpoints() == []  # its checkpoint is gone: the next incremental cannot build on it
     conn.close()
-    r = api.post("/backups/restore", json={"vm": "bfail", "as": "bfail2"})
+    r = api.post("/backups/restore", json={"vm": vm, "as": f"{vm}2"})
     assert r.status_code == 404 and "no restorable backup" in r.json()["detail"]
 
-    again = api.task(api.post("/backups", json={"vm": "bfail", "incremental": True}))["result"]
+    again = api.task(api.post("/backups", json={"vm": vm, "incremental": True}))["result"]
     assert again["kind"] == "full" and "no earlier backup" in again["note"]
 
 

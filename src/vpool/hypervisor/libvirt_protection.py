@@ -8,10 +8,11 @@ Methods raise HypervisorError with libvirt's own words.
 """
 
 import functools
-
+import os
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import BinaryIO
 
 import libvirt
@@ -19,6 +20,7 @@ import libvirt
 from vpool.hypervisor import domain_xml as dx
 from vpool.hypervisor import protection_xml as px
 from vpool.hypervisor.libvirt_driver import LibvirtDriver, _err
+from vpool.hypervisor.localhost import is_local
 from vpool.model.errors import HypervisorError
 
 Progress = Callable[[int, int], None]
@@ -187,6 +189,18 @@ class ProtectionOps:
             self.conn.storagePoolLookupByName(pool_name).refresh(0)
         except libvirt.libvirtError as e:
             raise _err(f"cannot refresh storage pool {pool_name}", e) from e
+
+    def local_file(self, path: str) -> Path | None:
+        """The volume as a file this process can open, when the host is this machine (the same
+        file: libvirt's allocation matches the one we see), else None and callers stream it."""
+        if not is_local(self.drv.uri):
+            return None
+        try:
+            seen = os.stat(path).st_blocks * 512
+            allocation = self.conn.storageVolLookupByPath(path).info()[2]
+        except (OSError, libvirt.libvirtError):
+            return None
+        return Path(path) if seen == allocation else None
 
     def volume_size(self, path: str) -> int:
         try:

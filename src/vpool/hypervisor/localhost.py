@@ -12,10 +12,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 LIBVIRT_SOCK = Path("/run/libvirt/libvirt-sock")
 LOCAL_URI = "qemu:///system"
 TEST_URI = "test:///default"
+
+
+def is_local(uri: str) -> bool:
+    """Whether a libvirt URI reaches a daemon on this machine (so its files are ours to open)."""
+    parsed = urlparse(uri)
+    return not parsed.scheme.startswith("test") and parsed.hostname in (None, "", "localhost", "127.0.0.1")
 
 
 def libvirtd_answers(sock: Path = LIBVIRT_SOCK) -> bool:

@@ -3,7 +3,9 @@
 A full backup copies the whole disk as the guest sees it; an incremental copies what changed
 since the previous point's checkpoint (a persistent dirty bitmap in the qcow2). Either way
 qemu writes a qcow2 file on the host, vpool streams it over libvirt into the repository,
-checksumming as it goes, and only then marks the point valid. Restoring stacks a chain's
+checksumming as it goes, and only then marks the point valid. When the host is this machine the
+file is renamed into the repository instead (read once, to hash it): the stream through
+libvirtd was most of a full backup's time. Restoring stacks a chain's
 files (each incremental over its parent) and flattens them into one new disk.
 """
 
@@ -140,15 +142,25 @@ class BackupService:
         for disk, path in targets.items():
             ctx.check_cancel()
             key = f"{vm_name}/{parent.chain if parent else self._chain(backup_id)}/{backup_id:06d}-{disk}.qcow2"
-            with self.repo.writer(key) as (sink, written):
-                ops.download(path, sink, lambda got, size: ctx.progress(50 + 45 * got // max(size, 1),
-                                                                       f"storing {disk} in the repository"))
+
+            def stored(got: int, size: int, disk: str = disk) -> None:
+                ctx.progress(50 + 45 * got // max(size, 1), f"storing {disk} in the repository")
+
+            local = ops.local_file(path)
+            if local:
+                written = self.repo.adopt(key, local, stored)
+            else:
+                with self.repo.writer(key) as (sink, written):
+                    ops.download(path, sink, stored)
             files.append({"disk": disk, "key": key, "size": written.size, "sha256": written.sha256})
             total += written.size
             with self.cp.store.session() as s:  # recorded at once, so a failure later cleans it up
                 s.get(Backup, backup_id).files = list(files)
                 s.commit()
-            ops.drv.delete_volume(path)
+            if local:
+                ops.refresh_pool(pool)  # the staged file moved into the repository
+            else:
+                ops.drv.delete_volume(path)
         with self.cp.store.session() as s:
             row = s.get(Backup, backup_id)
             row.state, row.point_at, row.size_bytes, row.finished_at = "valid", point_at, total, utcnow()

@@ -7,7 +7,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from vpool.hypervisor.libvirt_driver import LibvirtDriver
-from vpool.hypervisor.localhost import kvm_boots_guests
+from vpool.hypervisor.localhost import is_local, kvm_boots_guests
 from vpool.model.capacity import DEFAULTS, capacity_lines
 from vpool.model.errors import Conflict, Invalid, NotFound
 from vpool.model.names import check_name
@@ -37,11 +37,6 @@ def default_name(uri: str) -> str:
         base = parsed.hostname or socket.gethostname().split(".")[0]
     clean = "".join(c if c.isalnum() or c in "._-" else "-" for c in base).strip("._-") or "host"
     return clean[:63]
-
-
-def is_local(uri: str) -> bool:
-    host = urlparse(uri).hostname
-    return host in (None, "", "localhost", "127.0.0.1")
 
 
 def choose_virt_type(requested: str, offered: list[str], uri: str) -> str:

@@ -5,9 +5,10 @@ under its key, so a half-written backup can never be mistaken for a finished one
 is checksummed (SHA-256) as it is written, and re-read to verify.
 """
 
+import errno
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,10 @@ class Repository(Protocol):
         """Yields a sink and the record it fills in (size, sha256) once the block ends cleanly."""
         ...
 
+    def adopt(self, key: str, source: Path, progress: Callable[[int, int], None] | None = None) -> Written:
+        """Takes a file on this machine whole as the object; the source is gone once it is in."""
+        ...
+
     def fetch(self, key: str, dest: Path) -> str:
         """Copies the object to a local file; returns the SHA-256 of what was copied."""
         ...
@@ -55,6 +60,8 @@ def check_key(key: str) -> str:
 
 
 class _HashingFile:
+    """Checksums what passes through to a file (or, with ``hash_only``, what is only read)."""
+
     def __init__(self, fh):
         self.fh = fh
         self.hash = hashlib.sha256()
@@ -62,9 +69,21 @@ class _HashingFile:
 
     def write(self, data: bytes) -> int:
         self.fh.write(data)
+        return self.hash_only(data)
+
+    def hash_only(self, data: bytes) -> int:
         self.hash.update(data)
         self.size += len(data)
         return len(data)
+
+
+def _pump(src, sink: Callable[[bytes], int], total: int = 0, progress: Callable[[int, int], None] | None = None) -> None:
+    done = 0
+    while chunk := src.read(CHUNK):
+        sink(chunk)
+        done += len(chunk)
+        if progress:
+            progress(done, total)
 
 
 class DirectoryRepository:
@@ -94,20 +113,43 @@ class DirectoryRepository:
         finally:
             partial.unlink(missing_ok=True)
 
+    def adopt(self, key: str, source: Path, progress: Callable[[int, int], None] | None = None) -> Written:
+        """A rename when the source is on the repository's file system, so the bytes are read
+        once (to hash them) instead of copied; a copy otherwise. All or nothing, like writer."""
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        total = Path(source).stat().st_size
+        try:
+            try:
+                os.rename(source, partial)
+            except OSError as e:
+                if e.errno != errno.EXDEV:
+                    raise
+                with self.writer(key) as (sink, record), open(source, "rb") as src:
+                    _pump(src, sink.write, total, progress)
+                os.unlink(source)
+                return record
+            sink = _HashingFile(None)
+            with open(partial, "rb") as fh:
+                _pump(fh, sink.hash_only, total, progress)
+                os.fsync(fh.fileno())
+            os.replace(partial, path)
+            return Written(sink.size, sink.hash.hexdigest())
+        finally:
+            partial.unlink(missing_ok=True)
+
     def fetch(self, key: str, dest: Path) -> str:
-        h = hashlib.sha256()
         with open(self._path(key), "rb") as src, open(dest, "wb") as out:
-            while chunk := src.read(CHUNK):
-                h.update(chunk)
-                out.write(chunk)
-        return h.hexdigest()
+            copied = _HashingFile(out)
+            _pump(src, copied.write)
+        return copied.hash.hexdigest()
 
     def digest(self, key: str) -> str:
-        h = hashlib.sha256()
+        read = _HashingFile(None)
         with open(self._path(key), "rb") as src:
-            while chunk := src.read(CHUNK):
-                h.update(chunk)
-        return h.hexdigest()
+            _pump(src, read.hash_only)
+        return read.hash.hexdigest()
 
     def delete(self, key: str) -> None:
         path = self._path(key)
