@@ -1,13 +1,17 @@
 """A migration that needs a guest of its own: its disk copied to a host that does not share it
 (--copy-storage), after which the other tests' shared-storage moves no longer apply."""
 
+import re
+import subprocess
+import time
+
 import pytest
 
 from tests.core.conftest import eventually
 from tests.guests import counters, status
 
-from .conftest import other, running_on
-from .test_live import _vm
+from .conftest import HOSTS, TOPOLOGY, other, running_on
+from .test_live import SLOW, _end, _vm
 
 pytestmark = pytest.mark.guest
 
@@ -28,3 +32,39 @@ def test_copy_storage_moves_the_disk_and_the_guest_keeps_writing(lab, pool, gues
     assert eventually(lambda: int(status(ip).get("disk", 0)) > disk_before, timeout=30, interval=0.5)
     migration = pool.get(f"/vms/{name}/migrations").json()["items"][0]
     assert migration["state"] == "succeeded" and migration["copy_storage"] is True
+
+
+def test_cut_link_during_the_disk_copy_ends_the_task_in_bounded_time(lab, pool, guest):
+    """The disk copy's NBD connection stalls when the destination's link goes down, and qemu
+    cannot cancel it until TCP gives up (many minutes): the task still fails within the stall
+    timeout twice over, saying so, and the guest never leaves its source."""
+    name, ip = guest
+    vm = _vm(pool, name)
+    src, dst = vm["host"], other(vm["host"])
+    before = counters(ip)
+    stall = pool.get("/migrations/policy").json()["stall_timeout_s"]
+    assert pool.patch("/migrations/policy", json={"stall_timeout_s": 10}).status_code == 200
+    link = TOPOLOGY.veths(HOSTS.index(dst) + 1)[0]  # the destination's management link, root side
+    try:
+        r = pool.post(f"/vms/{name}/migrate", json={"to": dst, "copy_storage": True, "bandwidth_mib_s": SLOW})
+        assert r.status_code == 202, r.text
+        copying = eventually(lambda: (t := pool.get(f"/tasks/{r.json()['id']}").json())["state"] != "running"
+                             or re.search(r"disk [1-9]\d*/", t["message"]) and t, timeout=90, interval=0.2)
+        assert copying["state"] == "running", copying
+        subprocess.run(["ip", "link", "set", link, "down"], check=True)
+        cut = time.monotonic()
+        try:
+            task = _end(pool, r.json()["id"], timeout=240)
+            assert task, "the task had not ended 240 s after the cut"
+            print(f"\ncopy-storage migration failed {time.monotonic() - cut:.1f} s after the cut: {task['error']}")
+            assert task["state"] == "failed" and "no data moved" in task["error"], task
+            assert (_vm(pool, name)["host"], _vm(pool, name)["state"]) == (src, "running")
+        finally:
+            subprocess.run(["ip", "link", "set", link, "up"], check=True)
+    finally:
+        pool.patch("/migrations/policy", json={"stall_timeout_s": stall})
+    assert eventually(lambda: pool.get(f"/hosts/{dst}").json()["state"] == "up", timeout=60, interval=0.5)
+    assert eventually(lambda: running_on(lab, vm["uuid"]) == [src], timeout=120, interval=0.5)
+    after = counters(ip)
+    assert after["boots"] == before["boots"] and after["uptime"] > before["uptime"]
+    assert pool.get(f"/vms/{name}/migrations").json()["items"][0]["state"] == "failed"

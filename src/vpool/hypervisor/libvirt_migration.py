@@ -108,7 +108,7 @@ def _open(uri: str) -> libvirt.virConnect:
 
 
 class LiveMigration:
-    """Started by `start`, watched with `progress`, ended by libvirt or by `abort`; `close` always."""
+    """Started by `start`, watched with `progress`, ended by libvirt or by `abort`; `close_when_done` always."""
 
     def __init__(self, spec: MigrationSpec):
         start_event_loop()  # keepalives and the job-completed event need libvirt's loop
@@ -197,6 +197,15 @@ class LiveMigration:
     def states(self) -> tuple[str, str]:
         """(source, destination) state of the VM: a libvirt state, 'missing' or 'unreachable'."""
         return _state(self._control_conn, self.spec.uuid), _state(self._dest_conn, self.spec.uuid)
+
+    def close_when_done(self) -> None:
+        """Closes the connections once the migrate call has returned: closing one with a call in
+        flight can crash libvirt 9.0's client. A call stuck in libvirt is waited for on a thread."""
+        if self._thread is None or self.wait(0):
+            self.close()
+            return
+        threading.Thread(target=lambda: (self._thread.join(), self.close()), name=f"migrated-{self.spec.uuid[:8]}",
+                         daemon=True).start()
 
     def close(self) -> None:
         for conn in self._conns:

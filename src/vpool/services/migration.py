@@ -7,7 +7,9 @@ take that room and the reconciler leaves the VM alone. The task then waits for a
 limits on migrations out and in), runs libvirt's peer-to-peer pre-copy with auto-converge, and
 switches to post-copy when pre-copy does not converge within the policy's bound. However it
 ends, the task asks both hosts where the VM runs and writes that into the store, ends the
-booking and keeps the record: duration, downtime, bytes, result.
+booking and keeps the record: duration, downtime, bytes, result. An abort is bounded too: if
+libvirt has not ended the job one stall timeout after it (a disk copy whose connection died
+drains only when TCP gives up, many minutes later), the task settles without waiting for it.
 """
 
 from __future__ import annotations
@@ -176,6 +178,7 @@ class _Run:
     aborted_why: str | None = None
     cancelled: bool = False
     switched: bool = False
+    unfinished: bool = False  # libvirt had not ended the job a stall timeout after vpool aborted it
     stats: dict | None = None
     source_state: str = UNREACHABLE
     dest_state: str = UNREACHABLE
@@ -320,7 +323,7 @@ class MigrationService:
             lm.start(job["downtime"])
             run.started = True
             started = last_change = time.monotonic()
-            moved = -1
+            moved, aborted_at = -1, None
             while not lm.wait(POLL_S):
                 now = time.monotonic()
                 p = lm.progress()
@@ -332,6 +335,7 @@ class MigrationService:
                     run.cancelled = True
                     if not run.switched:  # post-copy cannot go back: the destination already runs the VM
                         lm.abort()
+                        aborted_at = now
                 step = next_step(policy, p, now - started, now - last_change, run.switched, postcopy_allowed)
                 if step == "postcopy":
                     run.switched = lm.start_postcopy()
@@ -340,16 +344,26 @@ class MigrationService:
                 elif step and run.aborted_why is None and not run.switched:
                     run.aborted_why = step
                     lm.abort()
+                    aborted_at = now
+                if aborted_at is not None and now - aborted_at > policy.stall_timeout_s:
+                    # Before the switch-over the VM never left its source, so the task can end
+                    # here; what keeps libvirt busy (a disk copy whose connection died: qemu
+                    # drains it only when TCP gives up) ends by itself, watched by close_when_done.
+                    run.unfinished = True
+                    break
         finally:
             if run.started:
-                if not lm.wait(0):  # vpool itself failed mid-way: leave no migration that nobody watches
+                if not lm.wait(0) and not run.unfinished:  # vpool failed mid-way: leave no migration nobody watches
                     lm.abort()
-                    lm.wait(60)
+                    run.unfinished = not lm.wait(60)
                 run.error = lm.error
-                if run.error is None:
+                if run.unfinished:
+                    run.error = (f"libvirt had not ended the job {policy.stall_timeout_s:g} s after the abort (a disk "
+                                 "copy whose connection died waits until TCP gives up); it ends by itself")
+                elif run.error is None:
                     run.stats = lm.final_stats()
                 run.source_state, run.dest_state = lm.states()
-            lm.close()
+            lm.close_when_done()
 
     def _finish(self, mig_id: int, job: dict, run: _Run, new_disk: str | None) -> dict:
         """Writes where the VM is, ends the booking, and answers as the task."""
@@ -371,6 +385,8 @@ class MigrationService:
             state = "failed"
             why = run.aborted_why and f"vpool aborted it: {run.aborted_why}"
             error = why or run.error or "cancelled after the switch to post-copy, which cannot go back"
+            if why and run.unfinished:
+                error = f"{why}; {run.error}"
         self._end(mig_id, job["vm_id"], state, vm_state, host_id, error=error, stats=stats, switched=run.switched,
                   disk_path=new_disk if where == "destination" else None)
         self._clean_disks(job, where, new_disk)
