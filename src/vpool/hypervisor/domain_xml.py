@@ -142,10 +142,5 @@ def domain_disk_paths(xml: str) -> list[str]:
     return [s.get("file") for s in root.iterfind("devices/disk/source") if s.get("file")]
 
 
-def domain_console_log(xml: str) -> str | None:
-    log = ET.fromstring(xml).find("devices/serial/log")
-    return log.get("file") if log is not None else None
-
-
 def domain_macs(xml: str) -> list[str]:
     return [m.get("address").lower() for m in ET.fromstring(xml).iterfind("devices/interface/mac") if m.get("address")]

@@ -202,12 +202,6 @@ class ProtectionOps:
             return None
         return Path(path) if seen == allocation else None
 
-    def volume_size(self, path: str) -> int:
-        try:
-            return self.conn.storageVolLookupByPath(path).info()[1]
-        except libvirt.libvirtError as e:
-            raise _err(f"cannot read volume {path}", e) from e
-
     def flat_copy(self, pool_name: str, source_path: str, new_name: str) -> str:
         """A standalone qcow2 copy of a disk with its whole backing chain folded in (qemu-img
         convert, run by libvirt on the host, so it works for remote hosts too)."""
