@@ -77,7 +77,8 @@ class _HashingFile:
         return len(data)
 
 
-def _pump(src, sink: Callable[[bytes], int], total: int = 0, progress: Callable[[int, int], None] | None = None) -> None:
+def _pump(src, sink: Callable[[bytes], int], total: int = 0,
+          progress: Callable[[int, int], None] | None = None) -> None:
     done = 0
     while chunk := src.read(CHUNK):
         sink(chunk)
