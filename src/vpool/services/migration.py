@@ -10,6 +10,8 @@ ends, the task asks both hosts where the VM runs and writes that into the store,
 booking and keeps the record: duration, downtime, bytes, result. An abort is bounded too: if
 libvirt has not ended the job one stall timeout after it (a disk copy whose connection died
 drains only when TCP gives up, many minutes later), the task settles without waiting for it.
+After the switch to post-copy nothing can be rolled back, so a broken link is waited out instead:
+the hosts finish the move when it returns (see ``_await_split``).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class MigrationPolicy:
     postcopy_after_iterations: int = 5  # passes over memory before the switch...
     postcopy_after_s: float = 60.0  # ...or seconds, whichever comes first (never in the first pass)
     stall_timeout_s: float = 60.0  # no byte moved for this long: abort
+    postcopy_recovery_s: float = 900.0  # a post-copy whose link broke: how long to wait for the hosts to finish it
     timeout_s: float = 1800.0
     max_outgoing: int = 2
     max_incoming: int = 2
@@ -63,7 +66,8 @@ class MigrationPolicy:
             value = getattr(self, f.name)
             if f.type in ("int", "float") and value < 0:
                 raise Invalid(f"{f.name} must not be negative, got {value}")
-        for name in ("max_outgoing", "max_incoming", "timeout_s", "stall_timeout_s", "max_downtime_ms"):
+        for name in ("max_outgoing", "max_incoming", "timeout_s", "stall_timeout_s", "postcopy_recovery_s",
+                     "max_downtime_ms"):
             if getattr(self, name) <= 0:
                 raise Invalid(f"{name} must be positive")
         return self
@@ -179,6 +183,7 @@ class _Run:
     cancelled: bool = False
     switched: bool = False
     unfinished: bool = False  # libvirt had not ended the job a stall timeout after vpool aborted it
+    interrupted: str | None = None  # why a post-copy broke that the hosts then finished
     stats: dict | None = None
     source_state: str = UNREACHABLE
     dest_state: str = UNREACHABLE
@@ -287,6 +292,8 @@ class MigrationService:
                 new_disk = self.cp.connections.driver(job["dst_id"]).create_disk(
                     storage_pool, f"vm-{job['name']}.qcow2", job["disk_gib"])
             self._live(ctx, job, policy, new_disk, run)
+            if run.switched and run.error is not None:
+                self._await_split(ctx, job, policy, run)
         except Cancelled:
             run.cancelled = True
         except Exception as e:
@@ -365,6 +372,22 @@ class MigrationService:
                 run.source_state, run.dest_state = lm.states()
             lm.close_when_done()
 
+    def _await_split(self, ctx, job: dict, policy: MigrationPolicy, run: _Run) -> None:
+        """After the switch to post-copy the VM's memory lives on both hosts, so a broken link
+        cannot be rolled back. qemu's stream resumes by itself when the link returns within
+        TCP's retry time, and libvirt then completes the move; so before calling the VM's home
+        unknown, watch both hosts (fresh connections) for up to ``postcopy_recovery_s``."""
+        deadline = time.monotonic() + policy.postcopy_recovery_s
+        while settle(False, True, run.source_state, run.dest_state) is None and time.monotonic() < deadline:
+            ctx.progress(95, f"the migration broke after the switch to post-copy ({run.error}); {job['name']} is "
+                             f"paused until {job['src']} and {job['dst']} finish it ({job['src']}: {run.source_state}, "
+                             f"{job['dst']}: {run.dest_state})")
+            time.sleep(2)
+            run.source_state = _state_at(job["src_uri"], job["uuid"])
+            run.dest_state = _state_at(job["dst_uri"], job["uuid"])
+        if settle(False, True, run.source_state, run.dest_state) == "destination":
+            run.interrupted, run.error = run.error, None
+
     def _finish(self, mig_id: int, job: dict, run: _Run, new_disk: str | None) -> dict:
         """Writes where the VM is, ends the booking, and answers as the task."""
         succeeded = run.started and run.error is None
@@ -398,10 +421,14 @@ class MigrationService:
                        f"{run.dest_state}); it is recorded as unknown until a host answers")
             raise HypervisorError(f"migration of {job['name']} from {job['src']} to {job['dst']} failed: {error}; "
                                   f"{there}")
-        return {"vm": job["name"], "source": job["src"], "destination": job["dst"], "postcopy": run.switched,
-                "duration_ms": stats.get("time_elapsed"), "downtime_ms": stats.get("downtime"),
-                "memory_bytes": stats.get("memory_processed"), "disk_bytes": stats.get("disk_processed"),
-                "iterations": stats.get("memory_iteration")}
+        result = {"vm": job["name"], "source": job["src"], "destination": job["dst"], "postcopy": run.switched,
+                  "duration_ms": stats.get("time_elapsed"), "downtime_ms": stats.get("downtime"),
+                  "memory_bytes": stats.get("memory_processed"), "disk_bytes": stats.get("disk_processed"),
+                  "iterations": stats.get("memory_iteration")}
+        if run.interrupted:
+            result["note"] = (f"the link broke during post-copy ({run.interrupted}); the hosts finished the "
+                              "migration once it came back")
+        return result
 
     def _end(self, mig_id: int, vm_id: int, state: str, vm_state: str, host_id: int | None, error: str | None = None,
              stats: dict | None = None, switched: bool = False, disk_path: str | None = None) -> None:
