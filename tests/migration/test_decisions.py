@@ -5,7 +5,7 @@ import pytest
 
 from vpool.hypervisor.libvirt_migration import UNREACHABLE, JobProgress, with_disk_at
 from vpool.model.errors import Invalid
-from vpool.services.migration import MigrationPolicy, describe, next_step, settle
+from vpool.services.migration import MigrationPolicy, describe, next_step, settle, whereabouts
 
 POLICY = MigrationPolicy(postcopy_after_iterations=5, postcopy_after_s=60, stall_timeout_s=30, timeout_s=600)
 
@@ -45,6 +45,17 @@ def test_next_step(p, elapsed, stalled, switched, allowed, expected):
 ])
 def test_settle(succeeded, switched, source, dest, expected):
     assert settle(succeeded, switched, source, dest) == expected
+
+
+@pytest.mark.parametrize("where, switched, source, dest, says", [
+    ("source", False, "running", "missing", "it still runs on a"),
+    ("source", False, "paused", "missing", "it is paused on a"),
+    ("source", True, "paused", "shutoff", "stop it (vpool vm stop --force) and start it again"),
+    ("destination", True, UNREACHABLE, "running", "it runs on b"),
+    (None, True, "paused", UNREACHABLE, "vpool cannot tell where it runs (a: paused, b: unreachable)"),
+])
+def test_whereabouts_never_says_a_paused_vm_runs(where, switched, source, dest, says):
+    assert says in whereabouts(where, switched, "a", "b", source, dest)
 
 
 def test_describe_says_what_an_operator_watches():

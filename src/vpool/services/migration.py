@@ -155,6 +155,22 @@ def settle(succeeded: bool, switched: bool, source_state: str, dest_state: str) 
     return None
 
 
+def whereabouts(where: str | None, switched: bool, src: str, dst: str, source_state: str, dest_state: str) -> str:
+    """What a failed migration's message says of the VM, from ``settle``'s answer."""
+    if where == "destination":
+        return f"it runs on {dst}"
+    if where is None:
+        return (f"vpool cannot tell where it runs ({src}: {source_state}, {dst}: {dest_state}); it is recorded as "
+                "unknown until a host answers")
+    if source_state == "running":
+        return f"it still runs on {src}"
+    if switched:  # the destination ran the guest for a while, and its part of the memory is gone
+        return (f"it is {source_state} on {src} with the memory it had at the switch to post-copy, which the "
+                "destination may have changed since: resuming it could corrupt its disk; stop it "
+                "(vpool vm stop --force) and start it again")
+    return f"it is {source_state} on {src}"
+
+
 def _without_source(state: ClusterState, host: str) -> ClusterState:
     hosts = [replace(h, tags=h.tags | {CURRENT_HOST}) if h.name == host else h for h in state.hosts]
     return ClusterState.from_records(hosts, state.vms, state.group_policies)
@@ -416,9 +432,7 @@ class MigrationService:
         if state == "cancelled":
             raise Cancelled()
         if state == "failed":
-            there = {"source": f"it still runs on {job['src']}", "destination": f"it runs on {job['dst']}"}.get(
-                where, f"vpool cannot tell where it runs ({job['src']}: {run.source_state}, {job['dst']}: "
-                       f"{run.dest_state}); it is recorded as unknown until a host answers")
+            there = whereabouts(where, run.switched, job["src"], job["dst"], run.source_state, run.dest_state)
             raise HypervisorError(f"migration of {job['name']} from {job['src']} to {job['dst']} failed: {error}; "
                                   f"{there}")
         result = {"vm": job["name"], "source": job["src"], "destination": job["dst"], "postcopy": run.switched,
