@@ -89,3 +89,46 @@ def test_copy_storage_definition_points_at_the_new_flat_disk():
            "<disk type='file' device='cdrom'><source file='/iso'/></disk></devices></domain>")
     out = with_disk_at(xml, "/private/vm-a.qcow2")
     assert "<source file=\"/private/vm-a.qcow2\" />" in out and "backingStore" not in out and "/iso" in out
+
+
+class _Ctx:
+    def __init__(self):
+        self.messages = []
+
+    def progress(self, _percent, message=None):
+        self.messages.append(message)
+
+
+@pytest.mark.parametrize("answers, settled", [
+    # the link comes back and the hosts finish the move: the migration succeeded after all
+    ([("paused", UNREACHABLE), ("paused", "paused"), ("shutoff", "running")], "destination"),
+    # the destination never answers again: still unknown once the bound has passed
+    ([("paused", UNREACHABLE)] * 100, None),
+])
+def test_a_broken_postcopy_is_watched_until_the_hosts_tell(monkeypatch, answers, settled):
+    """After the switch a failed migrate call may still end on the destination (qemu's stream
+    resumes with the link): the task watches both hosts for postcopy_recovery_s first."""
+    from vpool.services import migration
+
+    replies, now = iter(answers), {}
+
+    def state_at(uri, _uuid):  # each round asks the source, then the destination
+        if uri == "src":
+            now["pair"] = next(replies)
+        return now["pair"][0 if uri == "src" else 1]
+
+    monkeypatch.setattr(migration, "_state_at", state_at)
+    clock = iter(range(0, 10_000, 2))
+    monkeypatch.setattr(migration.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(migration.time, "sleep", lambda s: None)
+    run = migration._Run(started=True, error="client socket is closed", switched=True,
+                         source_state="paused", dest_state=UNREACHABLE)
+    job = {"name": "vm1", "uuid": "u", "src": "a", "dst": "b", "src_uri": "src", "dst_uri": "dst"}
+    ctx = _Ctx()
+    migration.MigrationService._await_split(None, ctx, job, MigrationPolicy(postcopy_recovery_s=60), run)
+    assert settle(run.error is None, True, run.source_state, run.dest_state) == settled
+    if settled == "destination":
+        assert run.error is None and run.interrupted == "client socket is closed"
+    else:
+        assert run.error == "client socket is closed" and len(ctx.messages) <= 31  # gave up after 60 s
+    assert "broke after the switch to post-copy" in ctx.messages[0]
