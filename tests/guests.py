@@ -29,9 +29,19 @@ def status(ip: str) -> dict:
     return dict(kv.split("=", 1) for kv in text.split() if "=" in kv)
 
 
+COUNTERS = ("tick", "disk", "boots", "uptime")
+
+
 def counters(ip: str) -> dict:
-    s = eventually(lambda: status(ip).get("tick") and status(ip), timeout=30, interval=0.3)
-    return {k: float(s[k]) if k == "uptime" else int(s[k]) for k in ("tick", "disk", "boots", "uptime")}
+    """The guest's counters, read again while one is empty: the guest rewrites its counter files
+    in place, so a read can fall between the truncate and the write."""
+    def read():
+        s = status(ip)
+        return s if all(s.get(k, "").replace(".", "", 1).isdigit() for k in COUNTERS) else None
+
+    s = eventually(read, timeout=30, interval=0.3)
+    assert s, f"{ip} never reported its counters"
+    return {k: float(s[k]) if k == "uptime" else int(s[k]) for k in COUNTERS}
 
 
 def wait_up(api: Api, name: str) -> str:
