@@ -5,8 +5,8 @@ since the previous point's checkpoint (a persistent dirty bitmap in the qcow2). 
 qemu writes a qcow2 file on the host, vpool streams it over libvirt into the repository,
 checksumming as it goes, and only then marks the point valid. When the host is this machine the
 file is renamed into the repository instead (read once, to hash it): the stream through
-libvirtd was most of a full backup's time. Restoring stacks a chain's
-files (each incremental over its parent) and flattens them into one new disk.
+libvirtd was most of a full backup's time. Restoring stacks a chain's files (each incremental
+over its parent) and flattens them into one new disk.
 """
 
 import subprocess
