@@ -34,6 +34,7 @@ import httpx
 import libvirt
 
 from vpool.hypervisor.domain_xml import DomainSpec, domain_xml
+from vpool.lab.procs import end_child
 from vpool.lab.simhost import write_sim_host
 
 libvirt.registerErrorHandler(lambda _c, _e: None, None)
@@ -173,8 +174,7 @@ def run(args, telemetry: str, daemon_host: bool) -> dict:
                             args.sample_seconds)
     finally:
         client.close()
-        server.terminate()
-        server.wait(30)
+        end_child(server, 30)
         if daemon_host:
             clear_daemon_host()
     out = {"telemetry": telemetry, "create_through_api": created, "raw_libvirt_define": raw,

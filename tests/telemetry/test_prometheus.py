@@ -16,6 +16,7 @@ import uvicorn
 
 from tests.core.conftest import eventually
 from vpool.api.app import create_app
+from vpool.lab.procs import end_child
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
@@ -105,12 +106,7 @@ def prometheus(served, tcp, tmp_path):
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        end_child(proc)
         log.close()
 
 

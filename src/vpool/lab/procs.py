@@ -83,6 +83,18 @@ def spawn(argv: list[str], log: Path) -> Proc:
     return proc
 
 
+def end_child(child: subprocess.Popen, timeout: float = 10.0) -> None:
+    """A child of this process: SIGTERM, SIGKILL after `timeout` seconds, and reaped either way."""
+    if child.poll() is not None:
+        return
+    child.terminate()
+    try:
+        child.wait(timeout)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+
+
 def run(argv: list[str], input: str | None = None) -> str:
     """A short command whose failure is an error worth its own words."""
     try:

@@ -32,7 +32,13 @@ from urllib.parse import parse_qs, urlparse
 import httpx
 
 from vpool.config import Settings
+from vpool.hypervisor.libvirt_driver import LibvirtDriver, start_event_loop
+from vpool.lab.procs import end_child
 from vpool.model.errors import HypervisorError, Unavailable
+from vpool.services.alarms import AlarmService
+from vpool.services.collector import TelemetryService
+from vpool.services.hosts import HostService
+from vpool.store.db import Store
 
 SETTINGS_PASSED = ("data_dir", "database_url", "telemetry_interval_s", "telemetry_raw_retention_s",
                    "telemetry_5m_retention_s", "telemetry_1h_retention_s")
@@ -58,14 +64,8 @@ class CollectorProcess:
 
     def stop(self) -> None:
         self._stop.set()
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if self._proc is not None:
+            end_child(self._proc)
         self._client.close()
         shutil.rmtree(self._dir, ignore_errors=True)
 
@@ -111,12 +111,10 @@ class OwnConnections:
     the first error, so the next interval connects afresh."""
 
     def __init__(self):
-        self._drivers: dict[int, object] = {}
+        self._drivers: dict[int, LibvirtDriver] = {}
         self._lock = threading.Lock()
 
     def driver(self, host_id: int, uri: str):
-        from vpool.hypervisor.libvirt_driver import LibvirtDriver
-
         if uri.startswith("test:"):
             raise HypervisorError("a test:/// host is a simulation inside the API's process; the collector "
                                   "process cannot see its VMs")
@@ -140,12 +138,6 @@ class CollectorPlane:
     no task runner, no reconciler, no host monitor, which stay the API process's."""
 
     def __init__(self, settings: Settings):
-        from vpool.hypervisor.libvirt_driver import start_event_loop
-        from vpool.services.alarms import AlarmService
-        from vpool.services.collector import TelemetryService
-        from vpool.services.hosts import HostService
-        from vpool.store.db import Store
-
         start_event_loop()  # keepalive on the child's connections
         self.settings = settings
         self.store = Store(settings.database_url)
