@@ -378,7 +378,7 @@ class MigrationService:
             if run.started:
                 if not lm.wait(0) and not run.unfinished:  # vpool failed mid-way: leave no migration nobody watches
                     lm.abort()
-                    run.unfinished = not lm.wait(60)
+                    run.unfinished = not lm.wait(policy.stall_timeout_s)
                 run.error = lm.error
                 if run.unfinished:
                     run.error = (f"libvirt had not ended the job {policy.stall_timeout_s:g} s after the abort (a disk "
