@@ -66,14 +66,17 @@ def remove_domains(names) -> None:
 
 
 @contextmanager
-def local_control_plane(tmp_path_factory, storage_pool: str, storage_path: str):
+def local_control_plane(tmp_path_factory, storage_pool: str, storage_path: str, leftovers=()):
     """The API over a control plane with this machine as host `local` (its own storage pool,
-    so tests never touch an operator's) and the tiny image built."""
+    so tests never touch an operator's) and the tiny image built; ``leftovers`` are domains an
+    earlier killed run may have left (removed once libvirtd runs: on a fresh machine it does
+    not run before this)."""
     localhost.fix_kvm_permissions()
     try:
         localhost.start_libvirtd(tmp_path_factory.mktemp("logs"))
     except RuntimeError as e:
         pytest.fail(f"real-guest tests need a local libvirtd: {e}")
+    remove_domains(leftovers)
     settings = dataclasses.replace(make_settings(tmp_path_factory.mktemp("guests")), storage_pool=storage_pool,
                                    storage_path=storage_path)
     cp = ControlPlane(settings)

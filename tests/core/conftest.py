@@ -34,7 +34,7 @@ class Api:
             task = self.get(f"/tasks/{task_id}", params={"wait": 5}).json()
             if task["state"] in ("succeeded", "failed", "cancelled") or time.monotonic() > deadline:
                 break
-        assert task["state"] == expect, task
+        assert task["state"] == expect, f"task {task['kind']} {task['state']}: {task.get('error')}"
         return task
 
     def add_sim_host(self, tmp_path, name: str, cpus: int = 32, memory_mib: int = 131072) -> dict:
