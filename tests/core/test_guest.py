@@ -7,8 +7,9 @@ import libvirt
 import pytest
 
 from vpool.hypervisor import localhost
+from vpool.hypervisor.libvirt_driver import LibvirtDriver
 
-from ..guests import http, local_control_plane, remove_domains, status
+from ..guests import http, local_control_plane, status
 from .conftest import eventually
 
 pytestmark = pytest.mark.guest
@@ -19,8 +20,7 @@ GUESTS = ("guest1", "guest2")
 
 @pytest.fixture(scope="module")
 def local_api(tmp_path_factory):
-    remove_domains(GUESTS)
-    with local_control_plane(tmp_path_factory, "vpool-test", "/var/lib/vpool/test-images") as api:
+    with local_control_plane(tmp_path_factory, "vpool-test", "/var/lib/vpool/test-images", GUESTS) as api:
         yield api
 
 
@@ -71,6 +71,29 @@ def test_virsh_changes_show_within_seconds(local_api):
     finally:
         conn.close()
     api.task(api.delete("/vms/guest2"))
+
+
+def test_a_storage_pool_whose_directory_is_gone_is_built_again(local_api, tmp_path):
+    """libvirt keeps a pool's definition after its directory is removed (by hand, or a tmpfs
+    after a reboot); starting such a pool, or refreshing it while active, fails."""
+    path = tmp_path / "pool"
+    drv = LibvirtDriver(localhost.LOCAL_URI)
+    try:
+        drv.ensure_storage_pool("vpool-test-gone", str(path))
+        pool = drv.conn.storagePoolLookupByName("vpool-test-gone")
+        path.rmdir()
+        assert drv.ensure_storage_pool("vpool-test-gone", str(path))["name"] == "vpool-test-gone"
+        assert path.is_dir() and pool.isActive()
+        pool.destroy()
+        path.rmdir()
+        drv.ensure_storage_pool("vpool-test-gone", str(path))
+        assert path.is_dir() and pool.isActive()
+    finally:
+        pool = drv.conn.storagePoolLookupByName("vpool-test-gone")
+        if pool.isActive():
+            pool.destroy()
+        pool.undefine()
+        drv.close()
 
 
 def test_image_import_checks_the_file(local_api, tmp_path):

@@ -139,7 +139,10 @@ class LibvirtDriver:
 
     # --- storage and network ----------------------------------------------------------------
     def ensure_storage_pool(self, name: str, path: str) -> dict:
-        """A dir pool vpool can create volumes in; the test driver's own pool stands in for it."""
+        """A dir pool vpool can create volumes in; the test driver's own pool stands in for it.
+
+        A pool libvirt knows but whose directory is gone (cleaned up by hand, a tmpfs after a
+        reboot) is built again rather than refused: it holds nothing vpool could lose."""
         try:
             if self.is_test:
                 pool = self.conn.storagePoolLookupByName("default-pool")
@@ -148,10 +151,15 @@ class LibvirtDriver:
                     pool = self.conn.storagePoolLookupByName(name)
                 except libvirt.libvirtError:
                     pool = self.conn.storagePoolDefineXML(dx.dir_pool_xml(name, path))
-                    pool.build(0)
                     pool.setAutostart(1)
                 if not pool.isActive():
-                    pool.create(0)
+                    pool.create(libvirt.VIR_STORAGE_POOL_CREATE_WITH_BUILD)
+                try:
+                    pool.refresh(0)
+                except libvirt.libvirtError:  # its directory went away while it was active
+                    if pool.isActive():  # libvirt stops a pool whose refresh failed, mostly
+                        pool.destroy()
+                    pool.create(libvirt.VIR_STORAGE_POOL_CREATE_WITH_BUILD)
             pool.refresh(0)
             _state, capacity, _alloc, available = pool.info()
             return {"name": pool.name(), "capacity_gib": capacity // 2**30, "available_gib": available // 2**30}
