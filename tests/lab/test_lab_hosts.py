@@ -247,3 +247,17 @@ def test_down_leaves_nothing_behind(lab):
         socket.create_connection((lab.topology.host_address(1), 16509), timeout=5)
     lab.down(fence=False)
     assert not subnets & _unreachable_routes()
+
+
+def test_up_lifts_a_fence_it_has_no_record_of(lab, tmp_path):
+    """A fence outlives the state that recorded it (another data directory, a wiped
+    /var/lib/vpool/lab); up must still lift it, or every host's libvirtd is unreachable."""
+    subnets = {f"{lab.topology.mgmt_subnet}.0/24", f"{lab.topology.guest_subnet}.0/24"}
+    network.fence(lab.topology)
+    fresh = Lab(tmp_path, lab.topology)
+    try:
+        fresh.up(1)
+        assert not subnets & _unreachable_routes()
+        socket.create_connection((lab.topology.host_address(1), 16509), timeout=5).close()
+    finally:
+        fresh.down(fence=False)

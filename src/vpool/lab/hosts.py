@@ -148,8 +148,10 @@ class Lab:
 
     def _up_network(self, say: Say) -> None:
         topo = self.topology
-        if self._state.pop("fenced", False):
-            network.unfence(topo)
+        # Lifted whether or not this state recorded it: a fence outlives a lost or other state
+        # directory, and left in place it makes every host unreachable.
+        network.unfence(topo)
+        self._state.pop("fenced", None)
         owned = set(self._state.get("bridges", []))
         created = network.ensure_root(topo, owned)
         if created:
