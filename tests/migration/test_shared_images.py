@@ -1,0 +1,49 @@
+"""Two hosts on shared storage asking for the same image at once: one upload, one file.
+
+The lab's hosts share vpool's storage path, so an image copy on one host is the other's too.
+Creates on both at once (what `make run` does with its three lab guests) used to race: the
+second upload of the same content-named volume failed with "already exists", or deleted the
+first one's file under it.
+"""
+
+import hashlib
+import os
+import threading
+from pathlib import Path
+
+from sqlalchemy import select
+
+from vpool.store.tables import Host
+
+
+def test_concurrent_copies_of_one_image_to_hosts_sharing_storage(lab, pool, tmp_path):
+    cp = pool.cp
+    source = tmp_path / "shared.raw"
+    data = os.urandom(96 * 2**20)  # large enough that the uploads overlap; no two blocks alike
+    source.write_bytes(data)
+    image = cp.images.import_file("shared-img", source)
+    with cp.store.session() as s:
+        hosts = list(s.scalars(select(Host.id).where(Host.name.in_(("mg1", "mg2")))))
+    barrier = threading.Barrier(len(hosts))
+    copies, errors = {}, []
+
+    def copy(host_id):
+        barrier.wait()
+        try:
+            copies[host_id] = cp.images.ensure_copy(image["id"], host_id).disk_path
+        except Exception as e:  # noqa: BLE001 - the test reports whatever a copy raised
+            errors.append(e)
+
+    threads = [threading.Thread(target=copy, args=(h,)) for h in hosts]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not errors, errors
+        paths = set(copies.values())
+        assert len(copies) == 2 and len(paths) == 1, copies
+        on_disk = (lab.shared_dir / Path(paths.pop()).name).read_bytes()
+        assert hashlib.sha256(on_disk).digest() == hashlib.sha256(data).digest()
+    finally:
+        cp.images.delete("shared-img")
