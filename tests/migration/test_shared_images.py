@@ -31,7 +31,7 @@ def test_concurrent_copies_of_one_image_to_hosts_sharing_storage(lab, pool, tmp_
         barrier.wait()
         try:
             copies[host_id] = cp.images.ensure_copy(image["id"], host_id).disk_path
-        except Exception as e:  # noqa: BLE001 - the test reports whatever a copy raised
+        except Exception as e:  # the test reports whatever a copy raised
             errors.append(e)
 
     threads = [threading.Thread(target=copy, args=(h,)) for h in hosts]

@@ -2,6 +2,7 @@
 
 import signal
 import sys
+import threading
 
 from sqlalchemy import select
 
@@ -68,17 +69,27 @@ def start_lab(cp: ControlPlane, hosts: int, guests: int) -> None:
         has_tiny = s.scalar(select(Image.id).where(Image.name == "tiny")) is not None
     if not has_tiny and not _wait_task(cp, cp.images.build_tiny("tiny"), "building the tiny image"):
         return
+    creates = []
     for n, h in enumerate(statuses[:guests], start=1):
         name = f"web{n}"
         with cp.store.session() as s:
             if s.scalar(select(VM.id).where(VM.name == name)) is not None:
                 continue
         try:
-            cp.vms.create(CreateRequest(name=name, memory_mib=256, disk_gib=1, image="tiny", host=h.name))
+            task = cp.vms.create(CreateRequest(name=name, memory_mib=256, disk_gib=1, image="tiny", host=h.name))
+            creates.append((f"{name} on {h.name}", task))
         except VpoolError as e:
             say(f"WARNING: could not create {name} on {h.name}: {e.detail}")
     say(f"lab: {len(statuses)} hosts, guests web1..web{min(guests, len(statuses))} starting "
         "(vpool vm list; their addresses in vpool vm show NAME)")
+    threading.Thread(target=_tell_how_they_end, args=(cp, creates), name="lab-guests", daemon=True).start()
+
+
+def _tell_how_they_end(cp: ControlPlane, creates: list) -> None:
+    """The API serves meanwhile; a guest that failed says why in serve's output, not only in its task."""
+    for what, task in creates:
+        if _wait_task(cp, task, f"creating {what}"):
+            say(f"lab: {what} runs")
 
 
 def run(host: str, port: int, register_local: bool = True, lab_hosts: int = 0, lab_guests: int = 3) -> None:
