@@ -146,6 +146,7 @@ class LibvirtDriver:
         try:
             if self.is_test:
                 pool = self.conn.storagePoolLookupByName("default-pool")
+                pool.refresh(0)
             else:
                 try:
                     pool = self.conn.storagePoolLookupByName(name)
@@ -153,14 +154,14 @@ class LibvirtDriver:
                     pool = self.conn.storagePoolDefineXML(dx.dir_pool_xml(name, path))
                     pool.setAutostart(1)
                 if not pool.isActive():
-                    pool.create(libvirt.VIR_STORAGE_POOL_CREATE_WITH_BUILD)
-                try:
-                    pool.refresh(0)
-                except libvirt.libvirtError:  # its directory went away while it was active
-                    if pool.isActive():  # libvirt stops a pool whose refresh failed, mostly
-                        pool.destroy()
-                    pool.create(libvirt.VIR_STORAGE_POOL_CREATE_WITH_BUILD)
-            pool.refresh(0)
+                    pool.create(libvirt.VIR_STORAGE_POOL_CREATE_WITH_BUILD)  # starting refreshes it
+                else:
+                    try:
+                        pool.refresh(0)
+                    except libvirt.libvirtError:  # its directory went away while it was active
+                        if pool.isActive():  # libvirt stops a pool whose refresh failed, mostly
+                            pool.destroy()
+                        pool.create(libvirt.VIR_STORAGE_POOL_CREATE_WITH_BUILD)
             _state, capacity, _alloc, available = pool.info()
             return {"name": pool.name(), "capacity_gib": capacity // 2**30, "available_gib": available // 2**30}
         except libvirt.libvirtError as e:
