@@ -2,7 +2,7 @@
 single-GET latency with ten thousand VMs in the pool. Prints JSON.
 
     .venv/bin/python benchmarks/api.py [--hosts 4] [--create 2000] [--fill 10000] [--clients 8]
-                                       [--telemetry off,thread,process]
+                                       [--telemetry off,thread,process | --sync 10,60]
 
 The control plane runs as `vpool serve` in its own process (SQLite, its own temp data dir) with
 simulated hosts on libvirt's test driver, so the figures are vpool's own cost, not QEMU's.
@@ -13,7 +13,8 @@ API's process) and `process` (its own process, what `vpool serve` does). A colle
 cannot see a simulated host that lives inside the API's process, so with telemetry on the pool
 is one host that the local libvirtd simulates for every client, `test+unix:///default` (its
 VMs are cleared before and after), for every mode of that run; raw defines then go through
-the daemon too.
+the daemon too. `--sync` instead runs once per full-sync interval of the reconciler, on that
+same daemon host with collection off: what the safety-net sync costs the API's latency.
 """
 
 import argparse
@@ -49,9 +50,11 @@ def free_port() -> int:
 DAEMON_HOST = "test+unix:///default"  # the one simulated host libvirtd shares between connections
 
 
-def start_server(data_dir: Path, port: int, telemetry: str) -> subprocess.Popen:
+def start_server(data_dir: Path, port: int, telemetry: str, sync_s: float | None) -> subprocess.Popen:
     env = {**os.environ, "VPOOL_DATA_DIR": str(data_dir),
            "VPOOL_TELEMETRY_PROCESS": "1" if telemetry == "process" else "0"}
+    if sync_s is not None:
+        env["VPOOL_SYNC_INTERVAL"] = str(sync_s)
     if telemetry == "off":
         env["VPOOL_TELEMETRY_INTERVAL"] = "0"
     proc = subprocess.Popen([sys.executable, "-m", "vpool.cli.main", "serve", "--port", str(port),
@@ -135,11 +138,11 @@ def latencies(client: httpx.Client, paths: list[str], seconds: float) -> dict:
             "p99_ms": round(samples[min(len(samples) - 1, int(len(samples) * 0.99))], 2)}
 
 
-def run(args, telemetry: str, daemon_host: bool) -> dict:
+def run(args, telemetry: str, daemon_host: bool, sync_s: float | None = None) -> dict:
     """One fresh server and pool, the whole benchmark against it."""
     tmp = Path(tempfile.mkdtemp(prefix="vpool-bench-api-"))
     port = free_port()
-    server = start_server(tmp / "data", port, telemetry)
+    server = start_server(tmp / "data", port, telemetry, sync_s)
     token = (tmp / "data" / "admin.token").read_text().strip()
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"},
                           timeout=120, limits=httpx.Limits(max_connections=args.clients * 2))
@@ -197,12 +200,24 @@ def main() -> None:
                     help="spread each latency test over this long (three collection intervals)")
     ap.add_argument("--telemetry", default="off",
                     help="comma-separated modes to run and compare: off, thread, process")
+    ap.add_argument("--sync", default="",
+                    help="comma-separated full-sync intervals in seconds to run and compare (with "
+                         "--telemetry off, on the daemon's host); default: vpool's own")
     args = ap.parse_args()
     modes = args.telemetry.split(",")
     if any(m not in ("off", "thread", "process") for m in modes):
         raise SystemExit(f"--telemetry takes off, thread and process, got {args.telemetry!r}")
-    daemon_host = modes != ["off"]  # every mode of one run on the same kind of host
-    runs = {m: run(args, m, daemon_host) for m in modes}
+    try:
+        syncs = [float(x) for x in args.sync.split(",") if x]
+    except ValueError:
+        raise SystemExit(f"--sync takes seconds like 10,60, got {args.sync!r}") from None
+    if syncs and modes != ["off"]:
+        raise SystemExit("--sync compares full-sync intervals with --telemetry off only")
+    daemon_host = modes != ["off"] or bool(syncs)  # every run on the same kind of host
+    if syncs:
+        runs = {f"sync every {s:g} s": run(args, "off", daemon_host, s) for s in syncs}
+    else:
+        runs = {m: run(args, m, daemon_host) for m in modes}
     report = {"benchmark": "api", "hosts": 1 if daemon_host else args.hosts, "clients": args.clients, "runs": runs,
               "targets": {"create_vms_per_s": 50, "list_p99_ms": 50}}
     if "thread" in runs and "process" in runs:
