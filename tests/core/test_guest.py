@@ -9,7 +9,7 @@ import pytest
 from vpool.hypervisor import localhost
 from vpool.hypervisor.libvirt_driver import LibvirtDriver
 
-from ..guests import http, local_control_plane, status
+from ..guests import counters, http, local_control_plane
 from .conftest import eventually
 
 pytestmark = pytest.mark.guest
@@ -32,15 +32,14 @@ def test_tiny_guest_life_cycle(local_api):
     ip = eventually(lambda: api.get("/vms/guest1").json()["ip"], timeout=60, interval=0.5)
     assert ip, "the guest never got an address"
     assert eventually(lambda: http(ip) == "guest1", timeout=90, interval=0.5)
-    first = status(ip)
-    assert first["boots"] == "1"
+    assert counters(ip)["boots"] == 1
 
     stop = api.task(api.post("/vms/guest1/stop", json={"timeout": 60}), timeout=90)
     assert stop["result"] == {"state": "shutoff", "how": "ACPI shutdown"}
     api.task(api.post("/vms/guest1/start"))
     ip = eventually(lambda: api.get("/vms/guest1").json()["ip"], timeout=60, interval=0.5)
     assert eventually(lambda: http(ip) == "guest1", timeout=90, interval=0.5)
-    assert status(ip)["boots"] == "2"  # the overlay kept what the guest wrote
+    assert counters(ip)["boots"] == 2  # the overlay kept what the guest wrote
 
     host_id = api.get("/hosts/local").json()["id"]
     disk = api.cp.connections.driver(host_id).volume_path("vpool-test", "vm-guest1.qcow2")
