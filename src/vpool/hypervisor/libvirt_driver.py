@@ -81,6 +81,18 @@ def _locked(fn):
     return call
 
 
+def _refreshed(pool: libvirt.virStoragePool) -> bool:
+    """False, and the pool stopped, when an active pool cannot be refreshed (its directory went
+    away under it; libvirt stops such a pool itself, mostly)."""
+    try:
+        pool.refresh(0)
+        return True
+    except libvirt.libvirtError:
+        if pool.isActive():
+            pool.destroy()
+        return False
+
+
 @_one_call_at_a_time
 class LibvirtDriver:
     """A connection to one host. Methods raise HypervisorError with libvirt's own words."""
@@ -153,15 +165,8 @@ class LibvirtDriver:
                 except libvirt.libvirtError:
                     pool = self.conn.storagePoolDefineXML(dx.dir_pool_xml(name, path))
                     pool.setAutostart(1)
-                if not pool.isActive():
+                if not (pool.isActive() and _refreshed(pool)):
                     pool.create(libvirt.VIR_STORAGE_POOL_CREATE_WITH_BUILD)  # starting refreshes it
-                else:
-                    try:
-                        pool.refresh(0)
-                    except libvirt.libvirtError:  # its directory went away while it was active
-                        if pool.isActive():  # libvirt stops a pool whose refresh failed, mostly
-                            pool.destroy()
-                        pool.create(libvirt.VIR_STORAGE_POOL_CREATE_WITH_BUILD)
             _state, capacity, _alloc, available = pool.info()
             return {"name": pool.name(), "capacity_gib": capacity // 2**30, "available_gib": available // 2**30}
         except libvirt.libvirtError as e:
