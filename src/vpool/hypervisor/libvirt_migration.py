@@ -204,8 +204,11 @@ class LiveMigration:
         if self._thread is None or self.wait(0):
             self.close()
             return
-        threading.Thread(target=lambda: (self._thread.join(), self.close()), name=f"migrated-{self.spec.uuid[:8]}",
-                         daemon=True).start()
+        def close_after_the_call():
+            self._thread.join()
+            self.close()
+
+        threading.Thread(target=close_after_the_call, name=f"migrated-{self.spec.uuid[:8]}", daemon=True).start()
 
     def close(self) -> None:
         for conn in self._conns:
