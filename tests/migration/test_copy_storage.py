@@ -47,9 +47,12 @@ def test_cut_link_during_the_disk_copy_ends_the_task_in_bounded_time(lab, pool, 
     try:
         r = pool.post(f"/vms/{name}/migrate", json={"to": dst, "copy_storage": True, "bandwidth_mib_s": SLOW})
         assert r.status_code == 202, r.text
-        copying = eventually(lambda: (t := pool.get(f"/tasks/{r.json()['id']}").json())["state"] != "running"
-                             or re.search(r"disk [1-9]\d*/", t["message"]) and t, timeout=90, interval=0.2)
-        assert copying["state"] == "running", copying
+        def copying_or_ended():
+            t = pool.get(f"/tasks/{r.json()['id']}").json()
+            return t if t["state"] != "running" or re.search(r"disk [1-9]\d*/", t["message"] or "") else None
+
+        copying = eventually(copying_or_ended, timeout=90, interval=0.2)
+        assert copying and copying["state"] == "running", copying
         subprocess.run(["ip", "link", "set", link, "down"], check=True)
         cut = time.monotonic()
         try:
