@@ -1,4 +1,5 @@
-"""Where vpool keeps its state and how it is reached; every value has an environment override."""
+"""Where vpool keeps its state and how it is reached; every setting has an environment override
+(VPOOL_DATA_DIR, VPOOL_DATABASE_URL and one VPOOL_<NAME> per field below)."""
 
 import os
 from dataclasses import dataclass, field
@@ -29,6 +30,31 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vpool"
 
 
+def _env(name: str, default, kind=str):
+    """A field default read from VPOOL_<name> when the service starts, so a deployment is configured
+    without code; a value that does not parse stops the start with the variable's name."""
+
+    def read():
+        raw = os.environ.get(f"VPOOL_{name}", "")
+        if raw == "":
+            return default
+        try:
+            return kind(raw)
+        except ValueError:
+            raise ValueError(f"VPOOL_{name} must be {_KINDS[kind]}, not {raw!r}") from None
+
+    return field(default_factory=read)
+
+
+def _flag(raw: str) -> bool:
+    if raw not in ("0", "1"):
+        raise ValueError(raw)
+    return raw == "1"
+
+
+_KINDS = {float: "a number", int: "a whole number", _flag: "0 or 1"}
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path = field(default_factory=_data_dir)
@@ -36,20 +62,20 @@ class Settings:
     # The full sync is the reconciler's safety net: events bring each change within a moment, and
     # a reconnect syncs the host at once. At 10,000 VMs a sync holds the API's interpreter for about
     # 0.2 s, so every 10 s it sat under 2 % of requests and set the list's p99 (BENCHMARKS.md, API).
-    sync_interval_s: float = field(default_factory=lambda: float(os.environ.get("VPOOL_SYNC_INTERVAL", "60")))
-    reconnect_interval_s: float = 5.0
-    task_workers: int = 16
-    storage_pool: str = "vpool"
-    storage_path: str = "/var/lib/vpool/images"
-    network: str = "vpool"
+    sync_interval_s: float = _env("SYNC_INTERVAL", 60.0, float)
+    reconnect_interval_s: float = _env("RECONNECT_INTERVAL", 5.0, float)
+    task_workers: int = _env("TASK_WORKERS", 16, int)
+    storage_pool: str = _env("STORAGE_POOL", "vpool")
+    storage_path: str = _env("STORAGE_PATH", "/var/lib/vpool/images")
+    network: str = _env("NETWORK", "vpool")
     dhcp_lease_files: tuple[Path, ...] = field(default_factory=_lease_files)
     # VPOOL_TELEMETRY_INTERVAL=0 turns collection off (e.g. to measure the API alone).
-    telemetry_interval_s: float = field(default_factory=lambda: float(os.environ.get("VPOOL_TELEMETRY_INTERVAL", "10")))
+    telemetry_interval_s: float = _env("TELEMETRY_INTERVAL", 10.0, float)
     # The collection loop in a process of its own (VPOOL_TELEMETRY_PROCESS=0: on a thread of the API's).
-    telemetry_process: bool = field(default_factory=lambda: os.environ.get("VPOOL_TELEMETRY_PROCESS", "1") != "0")
-    telemetry_raw_retention_s: int = 86400
-    telemetry_5m_retention_s: int = 30 * 86400
-    telemetry_1h_retention_s: int = 365 * 86400
+    telemetry_process: bool = _env("TELEMETRY_PROCESS", True, _flag)
+    telemetry_raw_retention_s: int = _env("TELEMETRY_RAW_RETENTION", 86400, int)
+    telemetry_5m_retention_s: int = _env("TELEMETRY_5M_RETENTION", 30 * 86400, int)
+    telemetry_1h_retention_s: int = _env("TELEMETRY_1H_RETENTION", 365 * 86400, int)
 
     def __post_init__(self):
         if not self.database_url:

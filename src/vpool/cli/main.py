@@ -36,11 +36,16 @@ def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
           lab: int = typer.Option(0, help="Also start a lab of N libvirtd hosts on this machine (vpool lab)."),
           lab_guests: int = typer.Option(3, help="Tiny guests to start on the lab, one per host.")):
     """Run the control plane (API, task runner, host watchers) in the foreground."""
+    from vpool.config import Settings
     from vpool.services.serve import run
 
     if not 0 <= lab <= 9:
         fail("--lab takes 0 to 9 hosts")
-    run(host, port, register_local, lab, lab_guests)
+    try:
+        settings = Settings()
+    except ValueError as e:
+        fail(str(e))
+    run(settings, host, port, register_local, lab, lab_guests)
 
 
 # --- hosts --------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import threading
 
 from sqlalchemy import select
 
+from vpool.config import Settings
 from vpool.hypervisor import localhost
 from vpool.services.controlplane import ControlPlane
 from vpool.model.errors import VpoolError
@@ -92,12 +93,13 @@ def _tell_how_they_end(cp: ControlPlane, creates: list) -> None:
             say(f"lab: {what} runs")
 
 
-def run(host: str, port: int, register_local: bool = True, lab_hosts: int = 0, lab_guests: int = 3) -> None:
+def run(settings: Settings, host: str, port: int, register_local: bool = True, lab_hosts: int = 0,
+        lab_guests: int = 3) -> None:
     import uvicorn
 
     from vpool.api.app import create_app
 
-    cp = ControlPlane()
+    cp = ControlPlane(settings)
     uri = prepare_local_libvirt(cp)
     cp.start()
     if register_local:
