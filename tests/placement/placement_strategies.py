@@ -19,7 +19,8 @@ def clusters(draw, max_hosts=8, max_vms=40, groups=True):
             cpu_ratio=draw(st.sampled_from([1.0, 2.0, 4.0])), reserved_cpus=1,
             reserved_memory_mib=1024, up=draw(st.booleans().map(lambda b: b or i == 0)),
             maintenance=draw(st.sampled_from([False, False, False, True])),
-            max_vms=draw(st.sampled_from([None, None, 4, 10]))))
+            max_vms=draw(st.sampled_from([None, None, 4, 10])),
+            storage=draw(st.sampled_from(["", "", "san"]))))
     state = ClusterState.from_records(hosts)
     free = state.free.copy()
     count = [0] * n_hosts

@@ -1,8 +1,11 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from vpool.placement import ClusterState, HostRecord, VMRecord
 from vpool.placement.balance import BalancePolicy, balance
 from vpool.placement.htools import read_htools
 from vpool.placement.score import hbal_score
@@ -34,9 +37,20 @@ def test_every_intermediate_state_fits_and_the_score_never_worsens(state, dynami
         assert (after.used[d] <= after.usable[d] + 1e-9).all(), "destination above capacity"
         assert after.accepts_vms[d], "destination down or in maintenance"
         assert after.vm_count[d] <= after.max_vms[d]
+        assert state.storage[d] == state.storage[state.host_index[move.src]], "the disk stays on its storage"
         for g in hard:
             assert (after.group_members(g) <= np.maximum(crowded_before[g], 1)).all(), \
                 f"hard anti-affinity group {g} gained a shared host"
+
+
+def test_no_move_leaves_its_storage():
+    hosts = [HostRecord("a1", cpus=16, memory_mib=32768, disk_gib=500, storage="a"),
+             HostRecord("b1", cpus=16, memory_mib=32768, disk_gib=500, storage="b")]
+    vms = [VMRecord(f"v{i}", "a1", 2, 4096, 10) for i in range(6)]
+    state = ClusterState.from_records(hosts, vms)
+    assert balance(state).moves == ()
+    shared = ClusterState.from_records([replace(h, storage="") for h in hosts], vms)
+    assert len(balance(shared).moves) == 3
 
 
 @settings(max_examples=40, deadline=None)

@@ -40,6 +40,7 @@ def test_every_intermediate_state_fits_and_emptied_hosts_are_empty(state):
             d = current.host_index[move.dst]
             assert (current.used[d] <= state.usable[d] + 1e-9).all()
             assert (current.used[d] <= limit[d] + 1e-9).all(), "destination above its target"
+            assert state.storage[d] == state.storage[state.host_index[move.src]], "the disk stays on its storage"
     for host in plan.power_off:
         assert current.vm_count[current.host_index[host]] == 0
     for g in state.groups_with("anti-affinity"):

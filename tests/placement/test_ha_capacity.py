@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import pytest
 
 from vpool.placement import ClusterState, HostRecord, VMRecord
@@ -30,6 +32,17 @@ def test_anti_affinity_is_kept_when_restarting():
            VMRecord("b", "h1", groups=frozenset({"db"}))]
     state = ClusterState.from_records(hosts, vms, {"db": "anti-affinity"})
     assert not ha_admission(state).ok
+
+
+def test_a_vm_restarts_only_where_its_disk_is():
+    hosts = [HostRecord("a1", cpus=8, memory_mib=8192, storage="a"), HostRecord("a2", cpus=8, memory_mib=8192, storage="a"),
+             HostRecord("b1", cpus=8, memory_mib=65536, storage="b")]
+    vms = [VMRecord("x", "a1", 1, 6144), VMRecord("y", "a2", 1, 6144)]
+    report = ha_admission(ClusterState.from_records(hosts, vms))
+    # b1 has room for both, but neither disk is there; a1 and a2 cannot take each other's
+    assert not report.ok and set(report.bottlenecks) == {"a1", "a2"}
+    shared = ClusterState.from_records([replace(h, storage="") for h in hosts], vms)
+    assert ha_admission(shared).ok
 
 
 def test_too_many_failures_for_the_pool():

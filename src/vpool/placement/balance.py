@@ -74,6 +74,7 @@ class _Balancer:
         self.vm_count = state.vm_count.astype(float)
         self.max_vms = state.max_vms
         self.demand = state.demand
+        self.storage = state.storage
         pinned = state.groups_with("affinity")
         self.movable = np.fromiter(
             (v.auto_balance and v.migratable and v.secondary is None and not (v.groups & pinned)
@@ -182,6 +183,7 @@ class _Balancer:
         feasible &= np.less.outer(demand[:, 1], free[:, 1] - EPSILON)
         feasible &= np.less_equal.outer(demand[:, 2], free[:, 2] + EPSILON)
         feasible &= src[:, None] != dsts[None, :]
+        feasible &= self.storage[src][:, None] == self.storage[dsts][None, :]
         feasible &= (self.vm_count[dsts] < self.max_vms[dsts])[None, :]
         if self.groups:
             self._add_tag_change(total, feasible, rows, src, src_online, dsts)

@@ -189,6 +189,7 @@ class _Layout:
             fits = (free + EPSILON >= demand).all(axis=1) & (count < room)
             if v in shed:
                 fits &= ~sheds
+            fits &= state.storage[keep] == state.storage[state.vm_host[v]]
             groups = [k for k, g in enumerate(self.hard) if g in state.vms[v].groups]
             for k in groups:
                 fits &= members[k] == 0

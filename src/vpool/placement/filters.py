@@ -53,6 +53,13 @@ def tag_filter(state, request: PlacementRequest) -> np.ndarray | None:
     return mask
 
 
+def storage_filter(state, request: PlacementRequest) -> np.ndarray | None:
+    """The host sees the storage the VM's disk is on."""
+    if request.storage is None:
+        return None
+    return state.storage_mask(request.storage)
+
+
 def anti_affinity_filter(state, request: PlacementRequest) -> np.ndarray | None:
     """No member of the VM's anti-affinity groups runs on the host."""
     if not request.anti_affinity:
@@ -92,6 +99,7 @@ FILTERS: dict[str, Filter] = {
     "MaintenanceFilter": maintenance_filter,
     "MaxVMsFilter": max_vms_filter,
     "TagFilter": tag_filter,
+    "StorageFilter": storage_filter,
     "AntiAffinityFilter": anti_affinity_filter,
     "AffinityFilter": affinity_filter,
 }

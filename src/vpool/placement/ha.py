@@ -1,8 +1,8 @@
 """`ha_admission`: could every VM of any k failed hosts restart on the others (N+k)?
 
 For each failure set the VMs of the failed hosts are restarted on the survivors largest
-first, each on the fullest survivor with room (best fit, keeping anti-affinity), the way an
-HA restart would have to fit them. With one failure every host is tried; with more, every
+first, each on the fullest survivor with room on the same storage (best fit, keeping
+anti-affinity), the way an HA restart would have to fit them. With one failure every host is tried; with more, every
 set is tried when there are few enough, otherwise the sets a load-ranking makes worst
 (the k hosts holding the most memory, CPU or VMs, and each host with the k−1 heaviest
 others) — the report says which.
@@ -118,6 +118,7 @@ def _restart(state, failed, on_host, hard, members):
     for v in victims:
         demand = state.demand[v]
         fits = (free + EPSILON >= demand).all(axis=1) & (count < room)
+        fits &= state.storage[targets] == state.storage[state.vm_host[v]]  # its disk stays there
         groups = [i for i, g in enumerate(hard) if g in state.vms[v].groups]
         for i in groups:
             fits &= crowd[i] == 0

@@ -14,7 +14,8 @@ class PlacementRequest:
     The VM joins every group it names: `affinity` groups must already have a member on the
     chosen host (unless the group has no member yet), `anti_affinity` groups must have none
     there, and `soft_anti_affinity` groups would rather have none. `host` pins the VM to a
-    named host, which is still checked by every filter.
+    named host, which is still checked by every filter. `storage` keeps the VM on hosts of
+    that storage: a live migration that leaves the disk where it is.
     """
 
     name: str = "new"
@@ -27,6 +28,7 @@ class PlacementRequest:
     anti_affinity: frozenset[str] = frozenset()
     soft_anti_affinity: frozenset[str] = frozenset()
     host: str | None = None
+    storage: str | None = None
 
     @property
     def demand(self) -> np.ndarray:

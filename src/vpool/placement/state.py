@@ -30,7 +30,9 @@ class HostRecord:
     the host reports in use that no VM accounts for (Ganeti's x_mem); a positive value is
     taken away from usable memory, so a host that says it has less free memory than we think
     is believed. `cpu_speed` and `spindle_capacity` (Ganeti's spindles × spindle ratio) only
-    matter to Ganeti's score.
+    matter to Ganeti's score. `storage` names the storage its VMs' disks live on: a VM moves
+    live only between hosts with equal `storage` (Ganeti's node groups play that part), so a
+    pool whose hosts all share storage leaves it equal everywhere.
     """
 
     name: str
@@ -50,6 +52,7 @@ class HostRecord:
     missing_memory_mib: float = 0.0
     cpu_speed: float = 1.0
     spindle_capacity: float = 32.0
+    storage: str = ""
 
 
 @dataclass(frozen=True)
@@ -231,6 +234,23 @@ class ClusterState:
     def _tag_masks(self) -> dict[str, np.ndarray]:
         return {}
 
+    @cached_property
+    def storage(self) -> np.ndarray:
+        """One code per host, equal for hosts on the same storage."""
+        codes = self._storage_codes
+        return np.fromiter((codes[h.storage] for h in self.hosts), dtype=np.int64, count=self.n_hosts)
+
+    @cached_property
+    def _storage_codes(self) -> dict[str, int]:
+        codes: dict[str, int] = {}
+        for h in self.hosts:
+            codes.setdefault(h.storage, len(codes))
+        return codes
+
+    def storage_mask(self, storage: str) -> np.ndarray:
+        """Hosts on `storage`."""
+        return self.storage == self._storage_codes.get(storage, -1)
+
     def groups_with(self, policy: str) -> frozenset[str]:
         return frozenset(g for g, p in self.group_policies.items() if p == policy)
 
@@ -281,7 +301,7 @@ class Workspace:
     """A mutable copy of a state's allocation, for algorithms that place VMs one after another.
 
     It has the attribute names filters and weighers read from a `ClusterState` (`free`,
-    `usable`, `vm_count`, `accepts_vms`, `group_members`, `tag_mask`, …), so the same
+    `usable`, `vm_count`, `accepts_vms`, `group_members`, `tag_mask`, `storage_mask`, …), so the same
     policies judge a one-off request and the hundredth VM of a batch, without rebuilding
     the state after every step.
     """
@@ -309,6 +329,9 @@ class Workspace:
 
     def tag_mask(self, tag: str) -> np.ndarray:
         return self.state.tag_mask(tag)
+
+    def storage_mask(self, storage: str) -> np.ndarray:
+        return self.state.storage_mask(storage)
 
     def add(self, host: int, demand: np.ndarray, groups: Iterable[str] = ()) -> None:
         """Book a VM of `demand` in `groups` on host index `host`."""
