@@ -39,6 +39,7 @@ def clusters(draw, max_hosts=8, max_vms=40, groups=True):
             frozenset()
         vms.append(VMRecord(f"vm{v}", host=f"h{h}", cpus=cpus, memory_mib=mem, disk_gib=disk,
                             groups=member, running=draw(st.booleans() | st.just(True)),
-                            cpu_load=draw(st.none() | st.floats(0, 4))))
+                            cpu_load=draw(st.none() | st.floats(0, 4)),
+                            storage=draw(st.sampled_from([None, None, None, f"own-h{h}", "san"]))))
     policies = {"web": "anti-affinity", "db": "soft-anti-affinity", "cache": "anti-affinity"}
     return ClusterState.from_records(hosts, vms, policies if groups else None)

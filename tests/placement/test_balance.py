@@ -37,7 +37,7 @@ def test_every_intermediate_state_fits_and_the_score_never_worsens(state, dynami
         assert (after.used[d] <= after.usable[d] + 1e-9).all(), "destination above capacity"
         assert after.accepts_vms[d], "destination down or in maintenance"
         assert after.vm_count[d] <= after.max_vms[d]
-        assert state.storage[d] == state.storage[state.host_index[move.src]], "the disk stays on its storage"
+        assert state.storage[d] == state.vm_storage[state.vm_index[move.vm]], "the disk is not there"
         for g in hard:
             assert (after.group_members(g) <= np.maximum(crowded_before[g], 1)).all(), \
                 f"hard anti-affinity group {g} gained a shared host"

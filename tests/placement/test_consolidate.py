@@ -17,6 +17,15 @@ def test_light_hosts_are_emptied_and_named_for_power_off():
     assert {m.src for m in plan.moves} == set(plan.power_off)
 
 
+def test_a_vm_whose_disk_no_other_host_sees_keeps_its_host_on():
+    hosts = [HostRecord(f"h{i}", cpus=16, memory_mib=32768, disk_gib=500) for i in range(4)]
+    vms = [VMRecord(f"v{i}", f"h{i % 4}", 2, 4096, 20) for i in range(8)]
+    vms[3] = VMRecord("v3", "h3", 2, 4096, 20, storage="h3-private")
+    plan = consolidate(ClusterState.from_records(hosts, vms))
+    assert len(plan.power_off) == 2 and "h3" not in plan.power_off
+    assert "v3" not in {m.vm for m in plan.moves}
+
+
 def test_high_demand_wakes_the_largest_sleeping_hosts():
     hosts = [HostRecord("on", cpus=16, memory_mib=32768),
              HostRecord("small", cpus=16, memory_mib=16384, up=False),
@@ -40,7 +49,7 @@ def test_every_intermediate_state_fits_and_emptied_hosts_are_empty(state):
             d = current.host_index[move.dst]
             assert (current.used[d] <= state.usable[d] + 1e-9).all()
             assert (current.used[d] <= limit[d] + 1e-9).all(), "destination above its target"
-            assert state.storage[d] == state.storage[state.host_index[move.src]], "the disk stays on its storage"
+            assert state.storage[d] == state.vm_storage[state.vm_index[move.vm]], "the disk is not there"
     for host in plan.power_off:
         assert current.vm_count[current.host_index[host]] == 0
     for g in state.groups_with("anti-affinity"):

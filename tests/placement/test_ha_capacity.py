@@ -43,6 +43,9 @@ def test_a_vm_restarts_only_where_its_disk_is():
     assert not report.ok and set(report.bottlenecks) == {"a1", "a2"}
     shared = ClusterState.from_records([replace(h, storage="") for h in hosts], vms)
     assert ha_admission(shared).ok
+    # a disk copied to a1's own pool restarts nowhere else, even on shared storage
+    own = ClusterState.from_records(shared.hosts, [replace(vms[0], storage="a1-private"), vms[1]])
+    assert ha_admission(own).unplaced == ("x",)
 
 
 def test_too_many_failures_for_the_pool():

@@ -74,7 +74,7 @@ class _Balancer:
         self.vm_count = state.vm_count.astype(float)
         self.max_vms = state.max_vms
         self.demand = state.demand
-        self.storage = state.storage
+        self.storage, self.vm_storage = state.storage, state.vm_storage
         pinned = state.groups_with("affinity")
         self.movable = np.fromiter(
             (v.auto_balance and v.migratable and v.secondary is None and not (v.groups & pinned)
@@ -107,11 +107,11 @@ class _Balancer:
 
     def _kinds(self) -> np.ndarray:
         """A number per VM, equal for VMs that any move affects identically (same demand,
-        same amounts in every term, no exclusion group): from one host, only the first VM
+        same amounts in every term, same storage, no exclusion group): from one host, only the first VM
         of each kind needs evaluating."""
         if self.demand.shape[0] == 0:
             return np.zeros(0, dtype=np.int64)
-        columns = [self.demand, self.running_mem[:, None], self.cost[:, None]]
+        columns = [self.demand, self.running_mem[:, None], self.cost[:, None], self.vm_storage[:, None]]
         columns += [a[:, None] for _, _, a, _ in self.terms]
         _, kind = np.unique(np.hstack(columns), axis=0, return_inverse=True)
         kind = kind.ravel()
@@ -183,7 +183,7 @@ class _Balancer:
         feasible &= np.less.outer(demand[:, 1], free[:, 1] - EPSILON)
         feasible &= np.less_equal.outer(demand[:, 2], free[:, 2] + EPSILON)
         feasible &= src[:, None] != dsts[None, :]
-        feasible &= self.storage[src][:, None] == self.storage[dsts][None, :]
+        feasible &= self.vm_storage[rows][:, None] == self.storage[dsts][None, :]
         feasible &= (self.vm_count[dsts] < self.max_vms[dsts])[None, :]
         if self.groups:
             self._add_tag_change(total, feasible, rows, src, src_online, dsts)

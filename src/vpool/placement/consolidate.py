@@ -103,6 +103,19 @@ def _within_budget(moves, budget):
     return kept
 
 
+def _seen_elsewhere(state: ClusterState) -> np.ndarray:
+    """Per VM: another host that takes VMs is on its disk's storage. A VM without one keeps its
+    host on, which the layout then orders first, as it does hosts of VMs that cannot move."""
+    if not state.vms:
+        return np.zeros(0, dtype=bool)
+    placed = state.vm_host >= 0
+    codes = np.where(placed, state.vm_storage, 0)
+    on = state.accepts_vms
+    hosts_on = np.bincount(state.storage[on], minlength=int(max(state.storage.max(initial=0), codes.max()) + 1))
+    own = on[state.vm_host] & (state.storage[state.vm_host] == codes) & placed
+    return placed & (hosts_on[codes] - own > 0)
+
+
 class _Layout:
     """Which hosts stay on and where the VMs of the others go."""
 
@@ -116,7 +129,7 @@ class _Layout:
             if h >= 0 and on[h]:
                 self.on_host[h].append(v)
         self.movable = np.fromiter((v.migratable and v.secondary is None for v in state.vms),
-                                   dtype=bool, count=len(state.vms))
+                                   dtype=bool, count=len(state.vms)) & _seen_elsewhere(state)
         pinned = np.array([not self.movable[vms].all() for vms in self.on_host], dtype=bool)
         hosts = np.flatnonzero(on)
         # hosts that must stay first, then the largest, then the fullest (fewer moves)
@@ -189,7 +202,7 @@ class _Layout:
             fits = (free + EPSILON >= demand).all(axis=1) & (count < room)
             if v in shed:
                 fits &= ~sheds
-            fits &= state.storage[keep] == state.storage[state.vm_host[v]]
+            fits &= state.storage[keep] == state.vm_storage[v]
             groups = [k for k, g in enumerate(self.hard) if g in state.vms[v].groups]
             for k in groups:
                 fits &= members[k] == 0

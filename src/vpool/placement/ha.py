@@ -118,7 +118,7 @@ def _restart(state, failed, on_host, hard, members):
     for v in victims:
         demand = state.demand[v]
         fits = (free + EPSILON >= demand).all(axis=1) & (count < room)
-        fits &= state.storage[targets] == state.storage[state.vm_host[v]]  # its disk stays there
+        fits &= state.storage[targets] == state.vm_storage[v]  # where its disk is
         groups = [i for i, g in enumerate(hard) if g in state.vms[v].groups]
         for i in groups:
             fits &= crowd[i] == 0

@@ -31,7 +31,7 @@ class HostRecord:
     taken away from usable memory, so a host that says it has less free memory than we think
     is believed. `cpu_speed` and `spindle_capacity` (Ganeti's spindles × spindle ratio) only
     matter to Ganeti's score. `storage` names the storage its VMs' disks live on: a VM moves
-    live only between hosts with equal `storage` (Ganeti's node groups play that part), so a
+    live only to hosts on the storage of its disk (Ganeti's node groups play that part), so a
     pool whose hosts all share storage leaves it equal everywhere.
     """
 
@@ -63,7 +63,9 @@ class VMRecord:
     capacity, as in Nova, but Ganeti's score counts only running memory). `secondary` is the
     host of a DRBD mirror (htools files only): that host also holds the disk, and
     `spindle_use` is what its disk weighs in Ganeti's spindle term. Only VMs with
-    `auto_balance` and `migratable` set and no secondary are moved by the balancer.
+    `auto_balance` and `migratable` set and no secondary are moved by the balancer. `storage`
+    is where its disk is when that is not its host's storage (a disk copied to a host's own
+    pool): only hosts on that storage can take it without copying the disk.
     """
 
     name: str
@@ -78,6 +80,7 @@ class VMRecord:
     migratable: bool = True
     secondary: str | None = None
     spindle_use: int = 0
+    storage: str | None = None
 
 
 def _column(records, attr, dtype=float) -> np.ndarray:
@@ -241,10 +244,17 @@ class ClusterState:
         return np.fromiter((codes[h.storage] for h in self.hosts), dtype=np.int64, count=self.n_hosts)
 
     @cached_property
+    def vm_storage(self) -> np.ndarray:
+        """Per VM, the code of the storage its disk is on (its host's unless it names one)."""
+        codes, storage = self._storage_codes, self.storage
+        return np.fromiter((codes[v.storage] if v.storage is not None else storage[h] if h >= 0 else -1
+                            for v, h in zip(self.vms, self.vm_host)), dtype=np.int64, count=len(self.vms))
+
+    @cached_property
     def _storage_codes(self) -> dict[str, int]:
         codes: dict[str, int] = {}
-        for h in self.hosts:
-            codes.setdefault(h.storage, len(codes))
+        for name in [h.storage for h in self.hosts] + [v.storage for v in self.vms if v.storage is not None]:
+            codes.setdefault(name, len(codes))
         return codes
 
     def storage_mask(self, storage: str) -> np.ndarray:
