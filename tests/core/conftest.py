@@ -37,8 +37,9 @@ class Api:
         assert task["state"] == expect, f"task {task['kind']} {task['state']}: {task.get('error')}"
         return task
 
-    def add_sim_host(self, tmp_path, name: str, cpus: int = 32, memory_mib: int = 131072) -> dict:
-        uri = write_sim_host(tmp_path / "simhosts", name, cpus, memory_mib)
+    def add_sim_host(self, tmp_path, name: str, cpus: int = 32, memory_mib: int = 131072,
+                     storage: str | None = None) -> dict:
+        uri = write_sim_host(tmp_path / "simhosts", name, cpus, memory_mib, storage)
         self.task(self.post("/hosts", json={"uri": uri, "name": name}))
         return self.get(f"/hosts/{name}").json()
 

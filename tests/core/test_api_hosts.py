@@ -58,9 +58,32 @@ def test_remove_host(api, tmp_path):
     assert api.delete("/hosts/h1").status_code == 404
 
 
+def test_hosts_say_which_share_storage_and_vms_move_only_within_it(api, tmp_path):
+    for name, storage in (("n1", "nas"), ("n2", "nas"), ("own", None)):
+        api.add_sim_host(tmp_path, name, storage=storage)
+    hosts = {h["name"]: h for h in api.get("/hosts").json()["items"]}
+    assert hosts["n1"]["storage"] == hosts["n2"]["storage"] == "nas" and hosts["n2"]["shares_storage_with"] == ["n1"]
+    assert hosts["own"]["storage"] not in (None, "nas") and hosts["own"]["shares_storage_with"] == []
+    api.task(api.post("/vms", json={"name": "v", "memory": "1G", "disk": "1G", "host": "own"}))
+    r = api.post("/vms/v/migrate", json={})
+    assert r.status_code == 409, r.text
+    assert r.json()["detail"] == ("cannot migrate v: the hosts with room (such as n1) cannot see its disk, which is on "
+                                  "other storage; migrate with --copy-storage")
+    r = api.post("/vms/v/migrate", json={"to": "n2"})
+    assert r.status_code == 409 and "n2 cannot see its disk" in r.json()["detail"]
+    assert api.get("/vms/v").json()["state"] == "running"  # refused with nothing changed
+    assert api.get("/plans/ha").json()["unplaced"] == ["v"]  # nothing else sees its disk
+    # n1 and n2 carry one storage's marker, but their simulated pools are apart: the last check,
+    # that the destination sees the disk, still refuses
+    api.task(api.post("/vms", json={"name": "w", "memory": "1G", "disk": "1G", "host": "n1"}))
+    r = api.post("/vms/w/migrate", json={"to": "n2"})
+    assert r.status_code == 409 and "n2 does not see w's disk" in r.json()["detail"]
+
+
 def test_plans_on_the_live_pool(api, tmp_path):
-    api.add_sim_host(tmp_path, "h1", cpus=8, memory_mib=16384)
-    api.add_sim_host(tmp_path, "h2", cpus=8, memory_mib=16384)
+    api.add_sim_host(tmp_path, "h1", cpus=8, memory_mib=16384, storage="nas")
+    api.add_sim_host(tmp_path, "h2", cpus=8, memory_mib=16384, storage="nas")
+    api.add_sim_host(tmp_path, "own", cpus=64, memory_mib=262144)  # the emptiest, on storage of its own
     for i in range(4):
         api.task(api.post("/vms", json={"name": f"v{i}", "cpus": 1, "memory": "2G", "disk": "1G", "host": "h1"}))
     plan = api.get("/plans/balance").json()

@@ -31,6 +31,12 @@ def test_copy_storage_moves_the_disk_and_the_guest_keeps_writing(lab, pool, gues
     assert eventually(lambda: counters(ip)["disk"] > before["disk"], timeout=30, interval=0.5)
     migration = pool.get(f"/vms/{name}/migrations").json()["items"][0]
     assert migration["state"] == "succeeded" and migration["copy_storage"] is True
+    # The disk is now in the destination's own pool: no other host sees it, and vpool says so.
+    shared = {h["storage"] for h in pool.get("/hosts").json()["items"] if h["name"] in HOSTS}
+    assert len(shared) == 1 and vm["storage"] not in shared | {None}, (shared, vm["storage"])
+    r = pool.post(f"/vms/{name}/migrate", json={})
+    assert r.status_code == 409 and "cannot see its disk" in r.json()["detail"], r.text
+    assert name in pool.get("/plans/ha").json()["unplaced"]  # if its host fails, it cannot restart elsewhere
 
 
 def test_cut_link_during_the_disk_copy_ends_the_task_in_bounded_time(lab, pool, guest):

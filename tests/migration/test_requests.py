@@ -32,7 +32,7 @@ def _nothing_changed(api, tasks_before: int) -> None:
     ({"to": "h2", "bandwidth_mib_s": 0}, 422, "bandwidth"),
     ({"to": "h2", "max_downtime_ms": 10**6}, 422, "downtime"),
     ({"to": "h2", "sideways": True}, 422, "sideways"),
-    ({"to": "h2"}, 409, "no shared storage"),  # test-driver hosts share no disks
+    ({"to": "h2"}, 409, "h2 cannot see its disk"),  # test-driver hosts share no storage
 ])
 def test_bad_requests_change_nothing(pool, body, status, words):
     before = pool.get("/tasks").json()["total"]
@@ -116,14 +116,15 @@ def test_a_restart_settles_the_bookings_it_finds(pool):
 
 def test_placement_for_a_migration_honours_anti_affinity(api, tmp_path):
     for h in ("g1", "g2", "g3"):
-        api.add_sim_host(tmp_path, h, cpus=8, memory_mib=8192)
+        api.add_sim_host(tmp_path, h, cpus=8, memory_mib=8192, storage="nas")
     api.post("/groups", json={"name": "apart", "policy": "anti-affinity"})
     for name, host in (("x", "g1"), ("y", "g2")):
         api.task(api.post("/vms", json={"name": name, "memory": "512M", "host": host, "group": "apart"}))
     # g2 has the most room left after g3 only by name order; anti-affinity must rule it out.
     api.task(api.post("/vms", json={"name": "filler", "memory": "4G", "host": "g3"}))
     r = api.post("/vms/x/migrate", json={})
-    # Simulated hosts share no disk, so the request stops after placement, naming the host it chose.
+    # The simulated hosts carry one storage's marker but share no disk, so the request stops at the
+    # last check, naming the host placement chose.
     assert r.status_code == 409 and r.json()["detail"].startswith("g3 does not see"), r.text
     r = api.post("/vms/x/migrate", json={"to": "g2"})
     assert r.status_code == 409 and "AntiAffinity" in r.json()["detail"], r.text

@@ -68,10 +68,10 @@ def host_list(as_json: bool = JSON):
     items = call("GET", "/hosts", params={"limit": 1000})["items"]
     if as_json:
         return emit_json(items)
-    table("Hosts", ["name", "state", "maint", "virt", "vms", "vCPU", "RAM MiB", "disk GiB", "uri"],
+    table("Hosts", ["name", "state", "maint", "virt", "vms", "vCPU", "RAM MiB", "disk GiB", "storage", "uri"],
            [[h["name"], h["state"], "yes" if h["maintenance"] else "", h["virt_type"], h["vms"],
              _fmt_line(h["capacity"]["cpus"]), _fmt_line(h["capacity"]["memory_mib"]),
-             _fmt_line(h["capacity"]["disk_gib"]), h["uri"]] for h in items])
+             _fmt_line(h["capacity"]["disk_gib"]), (h["storage"] or "?")[:8], h["uri"]] for h in items])
 
 
 @host_app.command("show")
@@ -83,6 +83,9 @@ def host_show(name: str, as_json: bool = JSON):
     for key in ("name", "uri", "state", "maintenance", "error", "hostname", "host_uuid", "arch", "hypervisor",
                 "hypervisor_version", "virt_type", "network", "storage_pool", "vms"):
         console.print(f"[bold]{key:>18}[/bold]  {h[key]}", highlight=False)
+    shared = ", ".join(h["shares_storage_with"]) or "no other host"
+    console.print(f"[bold]{'storage':>18}[/bold]  {h['storage'] or 'not read yet'} (shared with {shared}: VMs move "
+                  "between them without copying disks)", highlight=False)
     table("Capacity", ["resource", "capacity", "ratio", "reserved", "usable", "allocated", "free"],
            [[r, c["capacity"], c["ratio"], c["reserved"], c["usable"], c["allocated"], c["free"]]
             for r, c in h["capacity"].items()])

@@ -3,6 +3,7 @@
 import functools
 import os
 import threading
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,9 @@ libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
 KEEPALIVE_INTERVAL_S = 5
 KEEPALIVE_COUNT = 3  # a silent host is declared dead after about 5 * (3 + 1) = 20 s
+
+STORAGE_MARK = "vpool-storage-"  # + the storage's id: the marker volume storage_identity leaves
+_marking = threading.Lock()  # one marker per storage, even when hosts sharing it are added at once
 
 _event_loop_started = False
 _event_loop_lock = threading.Lock()
@@ -171,6 +175,23 @@ class LibvirtDriver:
             return {"name": pool.name(), "capacity_gib": capacity // 2**30, "available_gib": available // 2**30}
         except libvirt.libvirtError as e:
             raise _err(f"cannot prepare storage pool {name!r} on {self.uri}", e) from e
+
+    def storage_identity(self, pool_name: str) -> str:
+        """The id of the storage behind the pool: the name of a marker volume the first host to
+        reach that storage left in it. Hosts that share the storage see the same marker, under
+        whatever path or pool name they mount it, so equal ids mean a VM's disk is seen by both;
+        a host whose files are its own gets an id of its own."""
+        try:
+            pool = self.conn.storagePoolLookupByName(pool_name)
+            with _marking:
+                pool.refresh(0)
+                marks = sorted(v.name() for v in pool.listAllVolumes(0) if v.name().startswith(STORAGE_MARK))
+                if not marks:
+                    marks = [STORAGE_MARK + uuid.uuid4().hex]
+                    pool.createXML(dx.volume_xml(marks[0], 0, fmt="raw"), 0)
+            return marks[0][len(STORAGE_MARK):]
+        except libvirt.libvirtError as e:
+            raise _err(f"cannot read or mark the storage of pool {pool_name!r} on {self.uri}", e) from e
 
     def ensure_isolated_network(self, name: str, bridge: str, subnet_prefix: str) -> None:
         """subnet_prefix like '10.213.7' gives a /24 with the host at .1 and DHCP .100-.250."""

@@ -85,6 +85,7 @@ class ControlPlane:
             pass  # shutting down: the next start's full sync sees the change
 
     def _on_connect(self, host_id: int) -> None:
+        self.hosts.learn_storage(host_id)
         self.vms.cleanup_orphans(host_id)
         self.reconciler.sync_host(host_id)
 

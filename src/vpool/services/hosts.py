@@ -3,13 +3,13 @@
 import socket
 from urllib.parse import urlparse
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from vpool.hypervisor.libvirt_driver import LibvirtDriver
 from vpool.hypervisor.localhost import is_local, kvm_boots_guests
 from vpool.model.capacity import DEFAULTS, capacity_lines
-from vpool.model.errors import Conflict, Invalid, NotFound
+from vpool.model.errors import Conflict, HypervisorError, Invalid, NotFound
 from vpool.model.names import check_name
 from vpool.services.pool import allocations, host_policy, pool_defaults, set_pool_defaults
 from vpool.store.lookup import by_ref
@@ -85,6 +85,7 @@ class HostService:
                 facts = drv.facts()
                 ctx.progress(40, "preparing storage pool and network")
                 pool = drv.ensure_storage_pool(self.cp.settings.storage_pool, self.cp.settings.storage_path)
+                storage = drv.storage_identity(pool["name"])
                 vt = choose_virt_type(virt_type, facts["virt_types"], uri)
                 net = network
                 if net is None:
@@ -97,7 +98,8 @@ class HostService:
                     host = Host(name=name, uri=uri, state="up", cpus=facts["cpus"], memory_mib=facts["memory_mib"],
                                 disk_gib=pool["capacity_gib"], arch=facts["arch"], hypervisor=facts["hypervisor"],
                                 hypervisor_version=facts["hypervisor_version"], hostname=facts["hostname"],
-                                host_uuid=facts["host_uuid"], virt_type=vt, network=net, storage_pool=pool["name"])
+                                host_uuid=facts["host_uuid"], virt_type=vt, network=net, storage_pool=pool["name"],
+                                storage=storage)
                     s.add(host)
                     try:
                         s.commit()
@@ -114,6 +116,22 @@ class HostService:
 
         return self.cp.runner.submit("host.add", name, {"uri": uri, "virt_type": virt_type}, body,
                                      requested_by=requested_by)
+
+    def learn_storage(self, host_id: int) -> None:
+        """Read the host's storage id again on each connect: a host whose pool now sits on other
+        storage (remounted, moved to a SAN) is judged by where its disks are now."""
+        with self.cp.store.session() as s:
+            host = s.get(Host, host_id)
+            pool = host.storage_pool if host else None
+        if pool is None:
+            return
+        try:
+            storage = self.cp.connections.driver(host_id).storage_identity(pool)
+        except (Conflict, HypervisorError):
+            return  # gone again, or its pool is not there: the last id stands
+        with self.cp.store.session() as s:
+            s.execute(update(Host).where(Host.id == host_id).values(storage=storage))
+            s.commit()
 
     def remove(self, ref: str) -> None:
         with self.cp.store.session() as s:
@@ -143,9 +161,12 @@ class HostService:
             s.commit()
             return self.describe(s, host)
 
-    def describe(self, s, host: Host, allocated: dict | None = None, defaults: dict | None = None) -> dict:
+    def describe(self, s, host: Host, allocated: dict | None = None, defaults: dict | None = None,
+                 on_storage: dict | None = None) -> dict:
         if allocated is None:
             allocated = allocations(s).get(host.id, {})
+        if on_storage is None:
+            on_storage = hosts_by_storage(s)
         policy = host_policy(host, defaults if defaults is not None else pool_defaults(s))
         lines = capacity_lines({"cpus": host.cpus, "memory_mib": host.memory_mib, "disk_gib": host.disk_gib},
                                policy, allocated)
@@ -154,7 +175,9 @@ class HostService:
             "maintenance": host.maintenance, "error": host.error, "arch": host.arch,
             "hypervisor": host.hypervisor, "hypervisor_version": host.hypervisor_version,
             "hostname": host.hostname, "host_uuid": host.host_uuid, "virt_type": host.virt_type,
-            "network": host.network, "storage_pool": host.storage_pool, "vms": allocated.get("vms", 0),
+            "network": host.network, "storage_pool": host.storage_pool, "storage": host.storage,
+            "shares_storage_with": [n for n in on_storage.get(host.storage, ()) if n != host.name],
+            "vms": allocated.get("vms", 0),
             "policy": policy, "last_seen": host.last_seen, "created_at": host.created_at,
             "capacity": {r: {"capacity": ln.capacity, "ratio": ln.ratio, "reserved": ln.reserved,
                              "usable": ln.usable, "allocated": ln.allocated, "free": ln.free}
@@ -162,8 +185,9 @@ class HostService:
         }
 
     def describe_all(self, s) -> list[dict]:
-        alloc, defaults = allocations(s), pool_defaults(s)
-        return [self.describe(s, h, alloc.get(h.id, {}), defaults) for h in s.scalars(select(Host).order_by(Host.id))]
+        alloc, defaults, on_storage = allocations(s), pool_defaults(s), hosts_by_storage(s)
+        return [self.describe(s, h, alloc.get(h.id, {}), defaults, on_storage)
+                for h in s.scalars(select(Host).order_by(Host.id))]
 
     def listing(self, state: str | None = None) -> list[dict]:
         with self.cp.store.session() as s:
@@ -185,3 +209,12 @@ class HostService:
         """The pool's default ratios and reservations; with values, changed first."""
         with self.cp.store.session() as s:
             return set_pool_defaults(s, values) if values else pool_defaults(s)
+
+
+def hosts_by_storage(s) -> dict[str, list[str]]:
+    """Storage id -> the hosts on it: the hosts a VM can move to without copying its disk."""
+    out: dict[str, list[str]] = {}
+    for storage, name in s.execute(select(Host.storage, Host.name).where(Host.storage.is_not(None))
+                                   .order_by(Host.name)):
+        out.setdefault(storage, []).append(name)
+    return out

@@ -49,7 +49,7 @@ def inspect_image(path: Path) -> dict:
 class ImageService:
     def __init__(self, cp):
         self.cp = cp
-        self._copy_locks: dict[int, threading.Lock] = {}
+        self._copy_locks: dict[tuple[int, str | None], threading.Lock] = {}
         self._locks_lock = threading.Lock()
 
     def get(self, s, ref: str) -> Image:
@@ -139,12 +139,14 @@ class ImageService:
         """The image's files in the host's storage pool: uploaded over libvirt the first time, or
         found there when the host shares storage with one that already has them.
 
-        One copy of an image at a time, whatever the host: vpool cannot tell which hosts share
-        storage before a copy lands, and two hosts that do would upload the same file at once
-        (the second fails, or deletes the first one's file under it). The price is that first
-        copies to hosts with storage of their own are uploaded one after another."""
+        One copy of an image at a time per storage: two hosts that share it would upload the same
+        file at once (the second fails, or deletes the first one's file under it), while hosts
+        with storage of their own copy side by side. A host whose storage is not known yet
+        counts as sharing with every other such host."""
+        with self.cp.store.session() as s:
+            storage = s.get(Host, host_id).storage
         with self._locks_lock:
-            lock = self._copy_locks.setdefault(image_id, threading.Lock())
+            lock = self._copy_locks.setdefault((image_id, storage), threading.Lock())
         with lock:
             with self.cp.store.session() as s:
                 copy = s.scalar(select(ImageCopy).where(ImageCopy.image_id == image_id, ImageCopy.host_id == host_id))

@@ -236,9 +236,19 @@ class MigrationService:
         with placement_lock, self.cp.store.session() as s:
             vm = self.cp.vms.get(s, ref)
             self._check_movable(s, vm)  # again, under the lock: a second request may have won
-            decision = place(_without_source(cluster_state(s, per_vm=False), src_name), PlacementRequest(
-                name=vm.name, cpus=vm.cpus, memory_mib=vm.memory_mib, disk_gib=vm.disk_gib,
-                host=to, forbid_tags=frozenset({CURRENT_HOST}), **group_constraints(vm.group)))
+            state = _without_source(cluster_state(s, per_vm=False), src_name)
+            disk_on = None if copy_storage else vm.storage or vm.host.storage or ""
+            request = PlacementRequest(
+                name=vm.name, cpus=vm.cpus, memory_mib=vm.memory_mib, disk_gib=vm.disk_gib, host=to,
+                forbid_tags=frozenset({CURRENT_HOST}), storage=disk_on, **group_constraints(vm.group))
+            decision = place(state, request)
+            if not decision.ok and disk_on is not None:
+                elsewhere = place(state, replace(request, storage=None))
+                if elsewhere.ok:
+                    where = to or f"the hosts with room (such as {elsewhere.host})"
+                    raise Conflict(f"cannot migrate {vm.name}: {where} cannot see its disk, which is on other "
+                                   "storage; migrate with --copy-storage")
+                decision = elsewhere  # room is missing even with the disk copied: say where it is short
             if not decision.ok:
                 raise NoCapacity(f"cannot migrate {vm.name}: {decision.message} (its own host {src_name} "
                                  "does not count)")
@@ -305,8 +315,9 @@ class MigrationService:
                 s.commit()
             if job["copy"]:
                 ctx.progress(3, f"creating {job['name']}'s disk in pool {storage_pool} on {job['dst']}")
-                new_disk = self.cp.connections.driver(job["dst_id"]).create_disk(
-                    storage_pool, f"vm-{job['name']}.qcow2", job["disk_gib"])
+                dst_drv = self.cp.connections.driver(job["dst_id"])
+                job["disk_storage"] = dst_drv.storage_identity(storage_pool)
+                new_disk = dst_drv.create_disk(storage_pool, f"vm-{job['name']}.qcow2", job["disk_gib"])
             self._live(ctx, job, policy, new_disk, run)
             if run.switched and run.error is not None:
                 self._await_split(ctx, job, policy, run)
@@ -427,7 +438,7 @@ class MigrationService:
             if why and run.unfinished:
                 error = f"{why}; {run.error}"
         self._end(mig_id, job["vm_id"], state, vm_state, host_id, error=error, stats=stats, switched=run.switched,
-                  disk_path=new_disk if where == "destination" else None)
+                  disk=(new_disk, job.get("disk_storage")) if where == "destination" and new_disk else None)
         self._clean_disks(job, where, new_disk)
         if state == "cancelled":
             raise Cancelled()
@@ -445,7 +456,8 @@ class MigrationService:
         return result
 
     def _end(self, mig_id: int, vm_id: int, state: str, vm_state: str, host_id: int | None, error: str | None = None,
-             stats: dict | None = None, switched: bool = False, disk_path: str | None = None) -> None:
+             stats: dict | None = None, switched: bool = False, disk: tuple[str, str] | None = None) -> None:
+        """disk: (path, storage id) of a disk copied to the destination, now the VM's."""
         stats = stats or {}
         with self.cp.store.session() as s:
             row = s.get(Migration, mig_id)
@@ -458,8 +470,9 @@ class MigrationService:
                 vm.state = vm_state
                 if host_id is not None:
                     vm.host_id = host_id
-                if disk_path:
-                    vm.disk_path = disk_path
+                if disk is not None:
+                    vm.disk_path, storage = disk
+                    vm.storage = None if storage == s.get(Host, host_id).storage else storage
             s.commit()
 
     def _unbook(self, mig_id: int, vm_id: int, prior_state: str) -> None:

@@ -92,16 +92,17 @@ def cluster_state(s: Session, per_vm: bool = True) -> ClusterState:
             cpu_ratio=p["cpu_ratio"], ram_ratio=p["ram_ratio"], disk_ratio=p["disk_ratio"],
             reserved_cpus=p["reserved_cpus"] + b["cpus"],
             reserved_memory_mib=p["reserved_memory_mib"] + b["memory_mib"],
-            reserved_disk_gib=p["reserved_disk_gib"] + b["disk_gib"], up=h.state == "up", maintenance=h.maintenance))
+            reserved_disk_gib=p["reserved_disk_gib"] + b["disk_gib"], up=h.state == "up", maintenance=h.maintenance,
+            storage=h.storage or ""))
     groups = {gid: (name, policy) for gid, name, policy in s.execute(select(Group.id, Group.name, Group.policy))}
-    columns = (VM.name, VM.host_id, VM.cpus, VM.memory_mib, VM.disk_gib, VM.group_id)
+    columns = (VM.name, VM.host_id, VM.cpus, VM.memory_mib, VM.disk_gib, VM.group_id, VM.storage)
     if per_vm:
         rows = list(s.execute(select(*columns)))
     else:
         rows = list(s.execute(select(*columns).where(VM.group_id.is_not(None)))) + [
-            (f"vms@{names[h]}", h, a["cpus"], a["memory_mib"], a["disk_gib"], None)
+            (f"vms@{names[h]}", h, a["cpus"], a["memory_mib"], a["disk_gib"], None, None)
             for h, a in allocations(s, ungrouped_only=True).items() if h in names]
     vm_records = [VMRecord(name=n, host=names.get(hid), cpus=c, memory_mib=m, disk_gib=d,
-                           groups=frozenset({groups[g][0]}) if g else frozenset())
-                  for n, hid, c, m, d, g in rows]
+                           groups=frozenset({groups[g][0]}) if g else frozenset(), storage=st)
+                  for n, hid, c, m, d, g, st in rows]
     return ClusterState.from_records(host_records, vm_records, dict(groups.values()))

@@ -52,6 +52,9 @@ class Host(Base):
     virt_type: Mapped[str] = mapped_column(String(16))
     network: Mapped[str] = mapped_column(String(255))
     storage_pool: Mapped[str] = mapped_column(String(255))
+    # The id of the storage behind storage_pool (LibvirtDriver.storage_identity): equal on hosts that
+    # share it; None until the host has been reached once.
+    storage: Mapped[str | None] = mapped_column(String(64), default=None)
     cpu_ratio: Mapped[float | None] = mapped_column(Float, default=None)
     ram_ratio: Mapped[float | None] = mapped_column(Float, default=None)
     disk_ratio: Mapped[float | None] = mapped_column(Float, default=None)
@@ -129,6 +132,9 @@ class VM(Base):
     flavor_id: Mapped[int | None] = mapped_column(ForeignKey("flavors.id"), default=None)
     group_id: Mapped[int | None] = mapped_column(ForeignKey("groups.id"), default=None)
     disk_path: Mapped[str | None] = mapped_column(String(1024), default=None)
+    # The storage the disk is on when that is not its host's (a copy-storage migration into another
+    # pool); None: its host's. Placement moves the VM only to hosts on it.
+    storage: Mapped[str | None] = mapped_column(String(64), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
