@@ -107,8 +107,8 @@ class _Balancer:
 
     def _kinds(self) -> np.ndarray:
         """A number per VM, equal for VMs that any move affects identically (same demand,
-        same amounts in every term, same storage, no exclusion group): from one host, only the first VM
-        of each kind needs evaluating."""
+        same amounts in every term, same storage, no exclusion group): from one host, only the
+        first VM of each kind needs evaluating."""
         if self.demand.shape[0] == 0:
             return np.zeros(0, dtype=np.int64)
         columns = [self.demand, self.running_mem[:, None], self.cost[:, None], self.vm_storage[:, None]]

@@ -1,11 +1,11 @@
 """`ha_admission`: could every VM of any k failed hosts restart on the others (N+k)?
 
 For each failure set the VMs of the failed hosts are restarted on the survivors largest
-first, each on the fullest survivor with room on the same storage (best fit, keeping
-anti-affinity), the way an HA restart would have to fit them. With one failure every host is tried; with more, every
-set is tried when there are few enough, otherwise the sets a load-ranking makes worst
-(the k hosts holding the most memory, CPU or VMs, and each host with the k−1 heaviest
-others) — the report says which.
+first, each on the fullest survivor with room that sees its disk (best fit, keeping
+anti-affinity), the way an HA restart would have to fit them. With one failure every host
+is tried; with more, every set is tried when there are few enough, otherwise the sets a
+load-ranking makes worst (the k hosts holding the most memory, CPU or VMs, and each host
+with the k−1 heaviest others) — the report says which.
 """
 
 from __future__ import annotations
