@@ -10,6 +10,7 @@ from vpool.config import Settings
 from vpool.hypervisor import localhost
 from vpool.services.controlplane import ControlPlane
 from vpool.model.errors import VpoolError
+from vpool.model.states import VMOwnership, VMState
 from vpool.services.vms import CreateRequest
 from vpool.store.tables import VM, Host, Image
 
@@ -70,20 +71,37 @@ def start_lab(cp: ControlPlane, hosts: int, guests: int) -> None:
         has_tiny = s.scalar(select(Image.id).where(Image.name == "tiny")) is not None
     if not has_tiny and not _wait_task(cp, cp.images.build_tiny("tiny"), "building the tiny image"):
         return
-    creates = []
-    for n, h in enumerate(statuses[:guests], start=1):
-        name = f"web{n}"
-        with cp.store.session() as s:
-            if s.scalar(select(VM.id).where(VM.name == name)) is not None:
-                continue
-        try:
-            task = cp.vms.create(CreateRequest(name=name, memory_mib=256, disk_gib=1, image="tiny", host=h.name))
-            creates.append((f"{name} on {h.name}", task))
-        except VpoolError as e:
-            say(f"WARNING: could not create {name} on {h.name}: {e.detail}")
+    creates = ensure_lab_guests(cp, [h.name for h in statuses[:guests]])
     say(f"lab: {len(statuses)} hosts, guests web1..web{min(guests, len(statuses))} starting "
         "(vpool vm list; their addresses in vpool vm show NAME)")
     threading.Thread(target=_tell_how_they_end, args=(cp, creates), name="lab-guests", daemon=True).start()
+
+
+def ensure_lab_guests(cp: ControlPlane, hosts: list[str]) -> list[tuple[str, object]]:
+    """webN on the Nth host, running: created when missing, started when stopped (the lab came
+    back after a reboot), adopted first when vpool does not manage it (the lab keeps its domains
+    when the data directory is wiped). Returns what is under way, as (what, task)."""
+    under_way = []
+    for n, host in enumerate(hosts, start=1):
+        name = f"web{n}"
+        with cp.store.session() as s:
+            vm = s.scalar(select(VM).where(VM.name == name))
+            found = vm and (vm.ownership, vm.state, vm.host.name if vm.host else host)
+        try:
+            if not found:
+                task = cp.vms.create(CreateRequest(name=name, memory_mib=256, disk_gib=1, image="tiny", host=host))
+                under_way.append((f"{name} on {host}", task))
+                continue
+            ownership, state, where = found
+            if ownership != VMOwnership.managed:
+                if not _wait_task(cp, cp.vms.adopt(name), f"adopting {name}", 60):
+                    continue
+                say(f"lab: adopted {name} on {where}, which an earlier run left")
+            if state != VMState.running:
+                under_way.append((f"{name} on {where}", cp.vms.power(name, "start")))
+        except VpoolError as e:
+            say(f"WARNING: could not bring up {name} on {host}: {e.detail}")
+    return under_way
 
 
 def _tell_how_they_end(cp: ControlPlane, creates: list) -> None:
