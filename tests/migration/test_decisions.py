@@ -99,18 +99,23 @@ class _Ctx:
         self.messages.append(message)
 
 
-@pytest.mark.parametrize("answers, settled", [
+@pytest.mark.parametrize("answers, resumes, settled, resumed", [
     # the link comes back and the hosts finish the move: the migration succeeded after all
-    ([("paused", UNREACHABLE), ("paused", "paused"), ("shutoff", "running")], "destination"),
+    ([("paused", UNREACHABLE), ("paused", "paused"), ("shutoff", "running")], ["link down"] * 3, "destination",
+     False),
+    # the stream broke: the second try to resume it gets through, and the VM is on the destination
+    ([("paused", "paused"), ("missing", "running")], ["link down", None], "destination", True),
     # the destination never answers again: still unknown once the bound has passed
-    ([("paused", UNREACHABLE)] * 100, None),
+    ([("paused", UNREACHABLE)] * 100, ["unreachable"] * 100, None, False),
 ])
-def test_a_broken_postcopy_is_watched_until_the_hosts_tell(monkeypatch, answers, settled):
-    """After the switch a failed migrate call may still end on the destination (qemu's stream
-    resumes with the link): the task watches both hosts for postcopy_recovery_s first."""
+def test_a_broken_postcopy_is_watched_and_resumed_until_the_hosts_tell(monkeypatch, answers, resumes, settled,
+                                                                         resumed):
+    """After the switch a failed migrate call may still end on the destination: the task tries
+    to resume the stream while the source's half is paused, and watches both hosts for
+    postcopy_recovery_s."""
     from vpool.services import migration
 
-    replies, now = iter(answers), {}
+    replies, now, tries = iter(answers), {}, iter(resumes)
 
     def state_at(uri, _uuid):  # each round asks the source, then the destination
         if uri == "src":
@@ -118,17 +123,20 @@ def test_a_broken_postcopy_is_watched_until_the_hosts_tell(monkeypatch, answers,
         return now["pair"][0 if uri == "src" else 1]
 
     monkeypatch.setattr(migration, "_state_at", state_at)
+    monkeypatch.setattr(migration, "resume_postcopy", lambda spec: next(tries))
     clock = iter(range(0, 10_000, 2))
     monkeypatch.setattr(migration.time, "monotonic", lambda: next(clock))
     monkeypatch.setattr(migration.time, "sleep", lambda s: None)
     run = migration._Run(started=True, error="client socket is closed", switched=True,
                          source_state="paused", dest_state=UNREACHABLE)
-    job = {"name": "vm1", "uuid": "u", "src": "a", "dst": "b", "src_uri": "src", "dst_uri": "dst"}
+    job = {"name": "vm1", "uuid": "u", "src": "a", "dst": "b", "src_uri": "src", "dst_uri": "dst", "bandwidth": None}
     ctx = _Ctx()
     migration.MigrationService._await_split(None, ctx, job, MigrationPolicy(postcopy_recovery_s=60), run)
     assert settle(run.error is None, True, run.source_state, run.dest_state) == settled
+    assert run.resumed is resumed
     if settled == "destination":
         assert run.error is None and run.interrupted == "client socket is closed"
     else:
         assert run.error == "client socket is closed" and len(ctx.messages) <= 31  # gave up after 60 s
+        assert ctx.messages[-1].endswith("resuming failed: unreachable")
     assert "broke after the switch to post-copy" in ctx.messages[0]

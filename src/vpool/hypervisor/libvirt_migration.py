@@ -50,6 +50,15 @@ def migrate_flags(spec: MigrationSpec) -> int:
     return flags
 
 
+def migrate_params(spec: MigrationSpec) -> dict:
+    """The bandwidth cap holds in both phases: QEMU's post-copy has a limit of its own, unlimited
+    unless set, which would let the cap lapse at the switch."""
+    if not spec.bandwidth_mib_s:
+        return {}
+    return {libvirt.VIR_MIGRATE_PARAM_BANDWIDTH: spec.bandwidth_mib_s,
+            libvirt.VIR_MIGRATE_PARAM_BANDWIDTH_POSTCOPY: spec.bandwidth_mib_s}
+
+
 def with_disk_at(xml: str, path: str) -> str:
     """The domain's definition with its first disk moved to `path` (copy-storage migration)."""
     root = ET.fromstring(xml)
@@ -137,9 +146,7 @@ class LiveMigration:
         self.completed = dict(params)
 
     def start(self, max_downtime_ms: int | None = None) -> None:
-        params = {}
-        if self.spec.bandwidth_mib_s:
-            params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = self.spec.bandwidth_mib_s
+        params = migrate_params(self.spec)
         if self.spec.copy_storage_path:
             xml = with_disk_at(self._dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE), self.spec.copy_storage_path)
             params[libvirt.VIR_MIGRATE_PARAM_DEST_XML] = xml
@@ -228,6 +235,31 @@ def _state(conn: libvirt.virConnect, uuid: str) -> str:
         return STATE_NAMES.get(dom.state()[0], "unknown")
     except libvirt.libvirtError as e:
         return "missing" if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN else UNREACHABLE
+
+
+def resume_postcopy(spec: MigrationSpec) -> str | None:
+    """Restarts a post-copy migration whose stream broke, from where it stopped.
+
+    Once the destination runs the guest, some pages exist only on the source and others only on
+    the destination, so QEMU pauses each half (postcopy-paused) instead of failing, and libvirt
+    restarts the stream with the same call plus VIR_MIGRATE_POSTCOPY_RESUME. Blocks until the
+    migration completes; returns None then, else why not (the destination is out of reach, or
+    the source's half is not one a broken post-copy paused)."""
+    try:
+        conn = _open(spec.source_uri)
+    except HypervisorError as e:
+        return e.detail
+    try:
+        dom = conn.lookupByUUIDString(spec.uuid)
+        if tuple(dom.state()) != (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED):
+            return "the source's half is not paused by a broken post-copy"
+        dom.migrateToURI3(spec.destination_uri, migrate_params(spec),
+                          migrate_flags(spec) | libvirt.VIR_MIGRATE_POSTCOPY_RESUME)
+        return None
+    except libvirt.libvirtError as e:
+        return e.get_error_message()
+    finally:
+        conn.close()
 
 
 def source_job_abort(uri: str, uuid: str) -> str:

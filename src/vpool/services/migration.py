@@ -10,8 +10,9 @@ ends, the task asks both hosts where the VM runs and writes that into the store,
 booking and keeps the record: duration, downtime, bytes, result. An abort is bounded too: if
 libvirt has not ended the job one stall timeout after it (a disk copy whose connection died
 drains only when TCP gives up, many minutes later), the task settles without waiting for it.
-After the switch to post-copy nothing can be rolled back, so a broken link is waited out instead:
-the hosts finish the move when it returns (see ``_await_split``).
+After the switch to post-copy nothing can be rolled back, so a broken link is waited out instead,
+and the move finished when it returns: vpool restarts a broken post-copy stream from where it
+stopped (see ``_await_split``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from sqlalchemy import func, select
 
 from vpool.hypervisor.libvirt_driver import LibvirtDriver
 from vpool.hypervisor.libvirt_migration import (ACTIVE, UNREACHABLE, JobProgress, LiveMigration, MigrationSpec,
-                                                source_job_abort)
+                                                resume_postcopy, source_job_abort)
 from vpool.model.errors import Conflict, HypervisorError, Invalid, NoCapacity
 from vpool.model.states import VMOwnership, VMState
 from vpool.placement import ClusterState, PlacementRequest, place
@@ -54,7 +55,7 @@ class MigrationPolicy:
     postcopy_after_iterations: int = 5  # passes over memory before the switch...
     postcopy_after_s: float = 60.0  # ...or seconds, whichever comes first (never in the first pass)
     stall_timeout_s: float = 60.0  # no byte moved for this long: abort
-    postcopy_recovery_s: float = 900.0  # a post-copy whose link broke: how long to wait for the hosts to finish it
+    postcopy_recovery_s: float = 900.0  # a post-copy whose link broke: how long to keep resuming it
     timeout_s: float = 1800.0
     max_outgoing: int = 2
     max_incoming: int = 2
@@ -200,6 +201,7 @@ class _Run:
     switched: bool = False
     unfinished: bool = False  # libvirt had not ended the job a stall timeout after vpool aborted it
     interrupted: str | None = None  # why a post-copy broke that the hosts then finished
+    resumed: bool = False  # ...by vpool restarting its stream (else by the stream going on)
     stats: dict | None = None
     source_state: str = UNREACHABLE
     dest_state: str = UNREACHABLE
@@ -401,15 +403,23 @@ class MigrationService:
 
     def _await_split(self, ctx, job: dict, policy: MigrationPolicy, run: _Run) -> None:
         """After the switch to post-copy the VM's memory lives on both hosts, so a broken link
-        cannot be rolled back. qemu's stream resumes by itself when the link returns within
-        TCP's retry time, and libvirt then completes the move; so before calling the VM's home
-        unknown, watch both hosts (fresh connections) for up to ``postcopy_recovery_s``."""
+        cannot be rolled back: the migration is finished instead. A stream that only stalled
+        goes on by itself when the link returns within TCP's retry time; one that broke leaves
+        both halves paused, and vpool restarts it from where it stopped (resume_postcopy) as
+        soon as the hosts reach each other again. Both hosts are watched (fresh connections) for
+        up to ``postcopy_recovery_s`` before the VM's home is called unknown."""
+        spec = MigrationSpec(job["uuid"], job["src_uri"], job["dst_uri"], job["bandwidth"], True, policy.auto_converge)
         deadline = time.monotonic() + policy.postcopy_recovery_s
+        last_try = None
         while settle(False, True, run.source_state, run.dest_state) is None and time.monotonic() < deadline:
             ctx.progress(95, f"the migration broke after the switch to post-copy ({run.error}); {job['name']} is "
                              f"paused until {job['src']} and {job['dst']} finish it ({job['src']}: {run.source_state}, "
-                             f"{job['dst']}: {run.dest_state})")
-            time.sleep(2)
+                             f"{job['dst']}: {run.dest_state})" + (f"; resuming failed: {last_try}" if last_try else ""))
+            if run.source_state == VMState.paused and not run.resumed:
+                last_try = resume_postcopy(spec)
+                run.resumed = last_try is None
+            if not run.resumed:
+                time.sleep(2)
             run.source_state = _state_at(job["src_uri"], job["uuid"])
             run.dest_state = _state_at(job["dst_uri"], job["uuid"])
         if settle(False, True, run.source_state, run.dest_state) == "destination":
@@ -451,8 +461,9 @@ class MigrationService:
                   "memory_bytes": stats.get("memory_processed"), "disk_bytes": stats.get("disk_processed"),
                   "iterations": stats.get("memory_iteration")}
         if run.interrupted:
-            result["note"] = (f"the link broke during post-copy ({run.interrupted}); the hosts finished the "
-                              "migration once it came back")
+            result["note"] = f"the link broke during post-copy ({run.interrupted}); " + (
+                "vpool resumed the migration from where it stopped once the hosts reached each other again"
+                if run.resumed else "the hosts finished the migration once it came back")
         return result
 
     def _end(self, mig_id: int, vm_id: int, state: str, vm_state: str, host_id: int | None, error: str | None = None,
