@@ -5,6 +5,7 @@ import re
 import subprocess
 import time
 
+import libvirt
 import pytest
 
 from tests.core.conftest import eventually
@@ -14,6 +15,19 @@ from .conftest import HOSTS, TOPOLOGY, other, running_on
 from .test_live import SLOW, _end, _vm
 
 pytestmark = pytest.mark.guest
+
+
+def _volume_on(lab, host: str, path: str) -> bool:
+    conn = libvirt.open(lab.uri(HOSTS.index(host) + 1))
+    try:
+        for pool in conn.listAllStoragePools():
+            pool.refresh(0)
+        conn.storageVolLookupByPath(path)
+        return True
+    except libvirt.libvirtError:
+        return False
+    finally:
+        conn.close()
 
 
 def test_copy_storage_moves_the_disk_and_the_guest_keeps_writing(lab, pool, guest):
@@ -67,6 +81,9 @@ def test_cut_link_during_the_disk_copy_ends_the_task_in_bounded_time(lab, pool, 
             print(f"\ncopy-storage migration failed {time.monotonic() - cut:.1f} s after the cut: {task['error']}")
             assert task["state"] == "failed" and "no data moved" in task["error"], task
             assert (_vm(pool, name)["host"], _vm(pool, name)["state"]) == (src, "running")
+            # the copy on the unreachable destination could not be removed: it is recorded
+            leftover = pool.get(f"/vms/{name}/migrations").json()["items"][0]["leftover_disk"]
+            assert leftover and leftover.endswith(f"vm-{name}.qcow2"), leftover
         finally:
             subprocess.run(["ip", "link", "set", link, "up"], check=True)
     finally:
@@ -76,3 +93,7 @@ def test_cut_link_during_the_disk_copy_ends_the_task_in_bounded_time(lab, pool, 
     after = counters(ip)
     assert after["boots"] == before["boots"] and after["uptime"] > before["uptime"]
     assert pool.get(f"/vms/{name}/migrations").json()["items"][0]["state"] == "failed"
+    # ...and it goes once the destination is back
+    assert eventually(lambda: pool.get(f"/vms/{name}/migrations").json()["items"][0]["leftover_disk"] is None,
+                      timeout=60, interval=0.5)
+    assert not _volume_on(lab, dst, leftover)

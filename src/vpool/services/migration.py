@@ -182,6 +182,7 @@ def describe_row(m: Migration) -> dict:
         "id": m.id, "vm": m.vm_name, "vm_uuid": m.vm_uuid, "task_id": m.task_id, "source": m.source,
         "destination": m.destination, "state": m.state, "copy_storage": m.copy_storage,
         "max_downtime_ms": m.max_downtime_ms, "bandwidth_mib_s": m.bandwidth_mib_s, "postcopy": m.postcopy,
+        "leftover_disk": m.leftover_disk,
         "iterations": m.iterations, "duration_ms": m.duration_ms, "downtime_ms": m.downtime_ms,
         "memory_bytes": m.memory_bytes, "disk_bytes": m.disk_bytes, "error": m.error,
         "created_at": m.created_at, "started_at": m.started_at, "finished_at": m.finished_at,
@@ -449,7 +450,7 @@ class MigrationService:
                 error = f"{why}; {run.error}"
         self._end(mig_id, job["vm_id"], state, vm_state, host_id, error=error, stats=stats, switched=run.switched,
                   disk=(new_disk, job.get("disk_storage")) if where == "destination" and new_disk else None)
-        self._clean_disks(job, where, new_disk)
+        self._clean_disks(mig_id, job, where, new_disk)
         if state == "cancelled":
             raise Cancelled()
         if state == "failed":
@@ -499,15 +500,42 @@ class MigrationService:
         except Conflict:  # the host is down
             return UNREACHABLE
 
-    def _clean_disks(self, job: dict, where: str | None, new_disk: str | None) -> None:
-        """A copy-storage migration leaves one disk: the source's once the VM arrived, else the new one."""
+    def _clean_disks(self, mig_id: int, job: dict, where: str | None, new_disk: str | None) -> None:
+        """A copy-storage migration leaves one disk: the source's once the VM arrived, else the new
+        one. The other is removed now, or recorded and removed when its host is back."""
         if not new_disk or where is None:
             return
         host_id, path = (job["src_id"], job["disk"]) if where == "destination" else (job["dst_id"], new_disk)
         try:
             self.cp.connections.driver(host_id).delete_volume(path)
         except (Conflict, HypervisorError) as e:
-            print(f"vpool: could not remove {path} after migrating {job['name']}: {e}")
+            print(f"vpool: could not remove {path} after migrating {job['name']} ({e}); it goes when the host is back")
+            with self.cp.store.session() as s:
+                row = s.get(Migration, mig_id)
+                row.leftover_host_id, row.leftover_disk = host_id, path
+                s.commit()
+
+    def sweep_leftovers(self, host_id: int) -> list[str]:
+        """Removes the disks copy-storage migrations left on a host that was out of reach then
+        (unless a VM has come to use that file since). Returns the paths removed."""
+        with self.cp.store.session() as s:
+            rows = [(m.id, m.leftover_disk) for m in s.scalars(select(Migration).where(
+                Migration.leftover_host_id == host_id))]
+            in_use = set(s.scalars(select(VM.disk_path).where(VM.host_id == host_id,
+                                                              VM.disk_path.in_([p for _, p in rows]))))
+        removed = []
+        for mig_id, path in rows:
+            if path not in in_use:
+                try:
+                    self.cp.connections.driver(host_id).delete_volume(path)
+                except (Conflict, HypervisorError):
+                    continue  # out of reach again: the next connect tries again
+                removed.append(path)
+            with self.cp.store.session() as s:
+                row = s.get(Migration, mig_id)
+                row.leftover_host_id, row.leftover_disk = None, None
+                s.commit()
+        return removed
 
     # --- after a restart ---------------------------------------------------------------------
     def recover(self) -> list[str]:

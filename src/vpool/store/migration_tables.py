@@ -42,6 +42,11 @@ class Migration(Base):
     memory_bytes: Mapped[int | None] = mapped_column(BigInteger, default=None)
     disk_bytes: Mapped[int | None] = mapped_column(BigInteger, default=None)
     error: Mapped[str | None] = mapped_column(Text, default=None)
+    # The disk copy-storage left behind on a host that could not be reached to remove it (the
+    # copy that did not become the VM's); removed when that host is back.
+    leftover_host_id: Mapped[int | None] = mapped_column(ForeignKey("hosts.id", ondelete="SET NULL"), default=None,
+                                                         index=True)
+    leftover_disk: Mapped[str | None] = mapped_column(String(1024), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
