@@ -306,6 +306,7 @@ class MigrationService:
             src, dst = s.get(Host, m.source_host_id), s.get(Host, m.destination_host_id)
             policy = load_policy(s)
             job = dict(vm_id=vm.id, uuid=vm.uuid, name=vm.name, disk=vm.disk_path, disk_gib=vm.disk_gib,
+                       storage=vm.storage or src.storage,
                        src_id=src.id, src=src.name, src_uri=src.uri, dst_id=dst.id, dst=dst.name, dst_uri=dst.uri,
                        copy=m.copy_storage, downtime=m.max_downtime_ms or policy.max_downtime_ms,
                        bandwidth=m.bandwidth_mib_s or policy.bandwidth_mib_s or None)
@@ -505,27 +506,29 @@ class MigrationService:
         one. The other is removed now, or recorded and removed when its host is back."""
         if not new_disk or where is None:
             return
-        host_id, path = (job["src_id"], job["disk"]) if where == "destination" else (job["dst_id"], new_disk)
+        host_id, path, storage = ((job["src_id"], job["disk"], job["storage"]) if where == "destination"
+                                  else (job["dst_id"], new_disk, job["disk_storage"]))
         try:
             self.cp.connections.driver(host_id).delete_volume(path)
         except (Conflict, HypervisorError) as e:
             print(f"vpool: could not remove {path} after migrating {job['name']} ({e}); it goes when the host is back")
             with self.cp.store.session() as s:
                 row = s.get(Migration, mig_id)
-                row.leftover_host_id, row.leftover_disk = host_id, path
+                row.leftover_host_id, row.leftover_disk, row.leftover_storage = host_id, path, storage
                 s.commit()
 
     def sweep_leftovers(self, host_id: int) -> list[str]:
-        """Removes the disks copy-storage migrations left on a host that was out of reach then
-        (unless a VM has come to use that file since). Returns the paths removed."""
+        """Removes the disks copy-storage migrations left on a host that was out of reach then,
+        unless a VM whose disk is that file (the same path on the same storage) has come since.
+        Returns the paths removed."""
         with self.cp.store.session() as s:
-            rows = [(m.id, m.leftover_disk) for m in s.scalars(select(Migration).where(
+            rows = [(m.id, m.leftover_disk, m.leftover_storage) for m in s.scalars(select(Migration).where(
                 Migration.leftover_host_id == host_id))]
-            in_use = set(s.scalars(select(VM.disk_path).where(VM.host_id == host_id,
-                                                              VM.disk_path.in_([p for _, p in rows]))))
+            in_use = {(path, vm.storage or vm.host.storage) for path, vm in s.execute(
+                select(VM.disk_path, VM).where(VM.disk_path.in_([p for _, p, _ in rows]), VM.host_id.is_not(None)))}
         removed = []
-        for mig_id, path in rows:
-            if path not in in_use:
+        for mig_id, path, storage in rows:
+            if (path, storage) not in in_use:
                 try:
                     self.cp.connections.driver(host_id).delete_volume(path)
                 except (Conflict, HypervisorError):
@@ -533,7 +536,7 @@ class MigrationService:
                 removed.append(path)
             with self.cp.store.session() as s:
                 row = s.get(Migration, mig_id)
-                row.leftover_host_id, row.leftover_disk = None, None
+                row.leftover_host_id = row.leftover_disk = row.leftover_storage = None
                 s.commit()
         return removed
 

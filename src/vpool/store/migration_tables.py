@@ -47,6 +47,7 @@ class Migration(Base):
     leftover_host_id: Mapped[int | None] = mapped_column(ForeignKey("hosts.id", ondelete="SET NULL"), default=None,
                                                          index=True)
     leftover_disk: Mapped[str | None] = mapped_column(String(1024), default=None)
+    leftover_storage: Mapped[str | None] = mapped_column(String(64), default=None)  # the storage it is on
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -16,6 +16,7 @@ def upgrade() -> None:
     with op.batch_alter_table("migrations") as batch_op:
         batch_op.add_column(sa.Column("leftover_host_id", sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column("leftover_disk", sa.String(length=1024), nullable=True))
+        batch_op.add_column(sa.Column("leftover_storage", sa.String(length=64), nullable=True))
         batch_op.create_foreign_key("fk_migrations_leftover_host_id", "hosts", ["leftover_host_id"], ["id"],
                                     ondelete="SET NULL")
         batch_op.create_index("ix_migrations_leftover_host_id", ["leftover_host_id"])
@@ -25,5 +26,6 @@ def downgrade() -> None:
     with op.batch_alter_table("migrations") as batch_op:
         batch_op.drop_index("ix_migrations_leftover_host_id")
         batch_op.drop_constraint("fk_migrations_leftover_host_id", type_="foreignkey")
+        batch_op.drop_column("leftover_storage")
         batch_op.drop_column("leftover_disk")
         batch_op.drop_column("leftover_host_id")
