@@ -240,7 +240,7 @@ class MigrationService:
             vm = self.cp.vms.get(s, ref)
             self._check_movable(s, vm)  # again, under the lock: a second request may have won
             state = _without_source(cluster_state(s, per_vm=False), src_name)
-            disk_on = None if copy_storage else vm.storage or vm.host.storage or ""
+            disk_on = None if copy_storage else vm.disk_storage or ""
             request = PlacementRequest(
                 name=vm.name, cpus=vm.cpus, memory_mib=vm.memory_mib, disk_gib=vm.disk_gib, host=to,
                 forbid_tags=frozenset({CURRENT_HOST}), storage=disk_on, **group_constraints(vm.group))
@@ -306,7 +306,7 @@ class MigrationService:
             src, dst = s.get(Host, m.source_host_id), s.get(Host, m.destination_host_id)
             policy = load_policy(s)
             job = dict(vm_id=vm.id, uuid=vm.uuid, name=vm.name, disk=vm.disk_path, disk_gib=vm.disk_gib,
-                       storage=vm.storage or src.storage,
+                       storage=vm.disk_storage,
                        src_id=src.id, src=src.name, src_uri=src.uri, dst_id=dst.id, dst=dst.name, dst_uri=dst.uri,
                        copy=m.copy_storage, downtime=m.max_downtime_ms or policy.max_downtime_ms,
                        bandwidth=m.bandwidth_mib_s or policy.bandwidth_mib_s or None)
@@ -517,28 +517,24 @@ class MigrationService:
                 row.leftover_host_id, row.leftover_disk, row.leftover_storage = host_id, path, storage
                 s.commit()
 
-    def sweep_leftovers(self, host_id: int) -> list[str]:
+    def sweep_leftovers(self, host_id: int) -> None:
         """Removes the disks copy-storage migrations left on a host that was out of reach then,
-        unless a VM whose disk is that file (the same path on the same storage) has come since.
-        Returns the paths removed."""
+        unless a VM whose disk is that file (the same path on the same storage) has come since."""
         with self.cp.store.session() as s:
             rows = [(m.id, m.leftover_disk, m.leftover_storage) for m in s.scalars(select(Migration).where(
                 Migration.leftover_host_id == host_id))]
-            in_use = {(path, vm.storage or vm.host.storage) for path, vm in s.execute(
-                select(VM.disk_path, VM).where(VM.disk_path.in_([p for _, p, _ in rows]), VM.host_id.is_not(None)))}
-        removed = []
+            in_use = {(vm.disk_path, vm.disk_storage) for vm in s.scalars(
+                select(VM).where(VM.disk_path.in_([p for _, p, _ in rows])))}
         for mig_id, path, storage in rows:
             if (path, storage) not in in_use:
                 try:
                     self.cp.connections.driver(host_id).delete_volume(path)
                 except (Conflict, HypervisorError):
                     continue  # out of reach again: the next connect tries again
-                removed.append(path)
             with self.cp.store.session() as s:
                 row = s.get(Migration, mig_id)
                 row.leftover_host_id = row.leftover_disk = row.leftover_storage = None
                 s.commit()
-        return removed
 
     # --- after a restart ---------------------------------------------------------------------
     def recover(self) -> list[str]:

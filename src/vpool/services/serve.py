@@ -71,10 +71,10 @@ def start_lab(cp: ControlPlane, hosts: int, guests: int) -> None:
         has_tiny = s.scalar(select(Image.id).where(Image.name == "tiny")) is not None
     if not has_tiny and not _wait_task(cp, cp.images.build_tiny("tiny"), "building the tiny image"):
         return
-    creates = ensure_lab_guests(cp, [h.name for h in statuses[:guests]])
+    under_way = ensure_lab_guests(cp, [h.name for h in statuses[:guests]])
     say(f"lab: {len(statuses)} hosts, guests web1..web{min(guests, len(statuses))} starting "
         "(vpool vm list; their addresses in vpool vm show NAME)")
-    threading.Thread(target=_tell_how_they_end, args=(cp, creates), name="lab-guests", daemon=True).start()
+    threading.Thread(target=_tell_how_they_end, args=(cp, under_way), name="lab-guests", daemon=True).start()
 
 
 def ensure_lab_guests(cp: ControlPlane, hosts: list[str]) -> list[tuple[str, object]]:
@@ -104,10 +104,10 @@ def ensure_lab_guests(cp: ControlPlane, hosts: list[str]) -> list[tuple[str, obj
     return under_way
 
 
-def _tell_how_they_end(cp: ControlPlane, creates: list) -> None:
+def _tell_how_they_end(cp: ControlPlane, under_way: list) -> None:
     """The API serves meanwhile; a guest that failed says why in serve's output, not only in its task."""
-    for what, task in creates:
-        if _wait_task(cp, task, f"creating {what}"):
+    for what, task in under_way:
+        if _wait_task(cp, task, f"bringing up {what}"):
             say(f"lab: {what} runs")
 
 

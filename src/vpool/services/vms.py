@@ -277,7 +277,7 @@ def describe(vm: VM, ip: str | None = None) -> dict:
         "id": vm.id, "name": vm.name, "uuid": vm.uuid, "state": vm.state, "ownership": vm.ownership,
         "host": vm.host.name if vm.host else None, "cpus": vm.cpus, "memory_mib": vm.memory_mib,
         "disk_gib": vm.disk_gib, "disk_path": vm.disk_path,
-        "storage": vm.storage or (vm.host.storage if vm.host else None),  # where its disk is: who can take it
+        "storage": vm.disk_storage,
         "image": vm.image.name if vm.image else None,
         "flavor": vm.flavor.name if vm.flavor else None, "group": vm.group.name if vm.group else None, "ip": ip,
         "created_at": vm.created_at, "updated_at": vm.updated_at,

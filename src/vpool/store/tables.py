@@ -143,6 +143,11 @@ class VM(Base):
     flavor: Mapped[Flavor | None] = relationship(lazy="joined")
     group: Mapped[Group | None] = relationship(lazy="joined")
 
+    @property
+    def disk_storage(self) -> str | None:
+        """The storage its disk is on: what a host must see to run it without copying the disk."""
+        return self.storage or (self.host.storage if self.host else None)
+
 
 class Task(Base):
     __tablename__ = "tasks"
