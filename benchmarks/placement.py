@@ -1,6 +1,6 @@
 """Placement beside Ganeti's htools, in the same run; prints JSON.
 
-    .venv/bin/python benchmarks/placement.py            # minutes: hbal on 10 nodes only
+    .venv/bin/python benchmarks/placement.py            # minutes: hbal on 10-12 nodes only
     .venv/bin/python benchmarks/placement.py --slow     # + hbal at 100 and 1,000 nodes, hail
                                                         #   at 10,000 (about an hour)
     .venv/bin/python benchmarks/placement.py --cluster FILE [--hbal-timeout CPU_SECONDS]
@@ -150,7 +150,7 @@ def bench_balance(path: Path, dynamic: bool, peer: bool, timeout: float,
            "score": "hbal default" if dynamic else "hbal --ignore-dynu", "vpool": ours}
     if peer:
         rewritten = directory / f"vpool-{path.stem}-{'d' if dynamic else 'i'}.txt"
-        rewritten.write_text(cluster.with_moves((m.vm, m.dst) for m in plan.moves).render())
+        rewritten.write_text(cluster.with_moves((m.vm, m.dst, m.dst_secondary) for m in plan.moves).render())
         if dynamic:
             ours["score_after_by_hinfo"] = hinfo_score(rewritten)
         theirs = hbal(path, dynamic, timeout)
@@ -292,6 +292,12 @@ def main(argv=None) -> int:
             path = generate(directory, 10, 60, seed)
             rows += [bench_balance(path, d, peer, args.hbal_timeout, directory)
                      for d in (True, False)]
+        for seed in (1, 2, 3, 42):   # DRBD: failovers and disk replacements
+            path = generate(directory, 12, 60, seed, "--template", "drbd")
+            rows += [bench_balance(path, d, peer, args.hbal_timeout, directory)
+                     for d in (True, False)]
+        rows.append(bench_balance(generate(directory, 100, 600, 42, "--template", "drbd"), True,
+                                  peer and args.slow, args.hbal_timeout, directory))
         path = generate(directory, 100, 1000, 42)
         rows += [bench_balance(path, d, peer and args.slow, args.hbal_timeout, directory)
                  for d in (True, False)]

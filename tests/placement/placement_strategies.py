@@ -43,3 +43,31 @@ def clusters(draw, max_hosts=8, max_vms=40, groups=True):
                             storage=draw(st.sampled_from([None, None, None, f"own-h{h}", "san"]))))
     policies = {"web": "anti-affinity", "db": "soft-anti-affinity", "cache": "anti-affinity"}
     return ClusterState.from_records(hosts, vms, policies if groups else None)
+
+
+@st.composite
+def mirrored_clusters(draw, max_hosts=7, max_vms=30):
+    """Pools where every VM has a DRBD mirror: running on one host, its disk on two."""
+    n_hosts = draw(st.integers(3, max_hosts))
+    hosts = [HostRecord(f"h{i}", cpus=draw(st.sampled_from([8, 16, 32])),
+                        memory_mib=draw(st.sampled_from([16384, 32768, 65536])),
+                        disk_gib=draw(st.sampled_from([300, 600])), cpu_ratio=4.0,
+                        reserved_cpus=1, reserved_memory_mib=1024,
+                        up=draw(st.booleans().map(lambda b: b or i < 3)),
+                        spindle_capacity=draw(st.sampled_from([6.0, 32.0])))
+             for i in range(n_hosts)]
+    state = ClusterState.from_records(hosts)
+    free = state.free.copy()
+    vms = []
+    for v in range(draw(st.integers(1, max_vms))):
+        cpus, mem, disk = draw(st.sampled_from(FLAVORS))
+        p, s = draw(st.lists(st.integers(0, n_hosts - 1), min_size=2, max_size=2, unique=True))
+        if not ((free[p] >= (cpus, mem, disk)).all() and free[s, 2] >= disk):
+            continue
+        free[p] -= (cpus, mem, disk)
+        free[s, 2] -= disk
+        vms.append(VMRecord(f"vm{v}", host=f"h{p}", cpus=cpus, memory_mib=mem, disk_gib=disk,
+                            secondary=f"h{s}", migratable=False, spindle_use=1,
+                            groups=frozenset(draw(st.lists(st.just("db"), max_size=1))),
+                            running=draw(st.booleans() | st.just(True))))
+    return ClusterState.from_records(hosts, vms, {"db": "anti-affinity"})

@@ -8,9 +8,9 @@ from hypothesis import strategies as st
 from vpool.placement import ClusterState, HostRecord, VMRecord
 from vpool.placement.balance import BalancePolicy, balance
 from vpool.placement.htools import read_htools
-from vpool.placement.score import hbal_score
+from vpool.placement.score import hbal_score, n1_state
 
-from placement_strategies import clusters
+from placement_strategies import clusters, mirrored_clusters
 
 
 def replay(state, plan):
@@ -106,8 +106,81 @@ def test_a_vm_moved_twice_goes_straight_to_its_last_host(generate):
     assert sum("straight there instead of 2 moves" in m.reason for m in plan.moves) == 1
 
 
-def test_drbd_and_local_disk_vms_stay_put(generate):
+def test_local_disk_vms_stay_put(generate):
     state = read_htools(generate("-n", "10", "-i", "40", "--template", "plain",
                                  "--seed", "3").read_text()).to_state()
     plan = balance(state)
     assert plan.moves == () and "no VM can move" in plan.note
+
+
+def _n1_failing(state: ClusterState) -> np.ndarray:
+    r_mem, unallocated, _ = n1_state(state)
+    return unallocated <= r_mem
+
+
+@settings(max_examples=60, deadline=None)
+@given(mirrored_clusters(), st.booleans())
+def test_drbd_moves_fit_keep_n1_and_gain_what_they_say(state, dynamic):
+    """Each failover / disk replacement, replayed and re-scored from scratch: it starts where
+    the VM is, fits, puts no host newly below its N+1 reserve, and gains the score it
+    claims (so the balancer's closed-form update agrees with hbal's score)."""
+    plan = balance(state, BalancePolicy(dynamic_load=dynamic))
+    current, touched = state, np.zeros(state.n_hosts, dtype=bool)
+    score = hbal_score(state, dynamic)
+    for move in plan.moves:
+        vm = current.vms[current.vm_index[move.vm]]
+        assert (vm.host, vm.secondary) == (move.src, move.src_secondary)
+        assert move.dst != move.dst_secondary
+        failing = _n1_failing(current)
+        after = current.with_moves([(move.vm, move.dst, move.dst_secondary)])
+        gained = {move.dst, move.dst_secondary} - {move.src, move.src_secondary} | (
+            {move.dst} if move.dst != move.src else set())
+        forced = not all(current.up[current.host_index[h]] for h in (move.src, move.src_secondary))
+        for name in gained:
+            h = after.host_index[name]
+            assert after.up[h]
+            assert (after.used[h] <= after.usable[h] + 1e-9).all(), f"{name} above capacity"
+            if not forced:  # as hbal, leaving an offline host may break N+1
+                assert failing[h] or not _n1_failing(after)[h], f"{name} newly fails N+1"
+        for name in {move.src, move.dst, move.src_secondary, move.dst_secondary}:
+            touched[after.host_index[name]] = True
+        new_score = hbal_score(after, dynamic, touched)
+        claimed = float(move.reason.split("score -")[1])
+        assert score - new_score == pytest.approx(claimed, abs=1e-4)
+        current, score = after, new_score
+    assert plan.score_after == pytest.approx(score, abs=1e-9)
+    hosts = [h for m in plan.moves for h in m.hosts]
+    for stage in range(1, plan.stages + 1):
+        staged_hosts = [h for m in plan.moves if m.stage == stage for h in m.hosts]
+        assert len(staged_hosts) == len(set(staged_hosts))
+    assert all(state.host_index[h] >= 0 for h in hosts)
+
+
+# hbal -t FILE [--ignore-dynu] on Ganeti's generator with --template drbd: initial and final
+# score, moves, and hbal's first moves as it prints them ("vm p:s => p:s")
+HBAL_DRBD = [
+    (("-n", "12", "-i", "60", "--seed", "7"), True, 15.14237561, 0.87151145, 21,
+     ["vm00010 node0011:node0003 => node0007:node0011",
+      "vm00023 node0003:node0011 => node0001:node0003",
+      "vm00021 node0011:node0010 => node0010:node0007"]),
+    (("-n", "12", "-i", "60", "--seed", "7"), False, 1.52376114, 0.5949188, 35, []),
+    # ties between moves of equal score: hbal keeps the first it tries
+    (("-n", "10", "-i", "60", "--seed", "2"), True, 24.64570624, 2.77619784, 23,
+     ["vm00035 node0006:node0004 => node0004:node0005",
+      "vm00025 node0002:node0001 => node0007:node0002",
+      "vm00012 node0002:node0003 => node0009:node0003"]),
+    # exclusion tags: passing through the secondary must not put two members together
+    (("-n", "12", "-i", "60", "--seed", "6", "--anti-affinity-groups", "4"), True, 21.09441432,
+     1.53689359, 31, ["vm00004 node0003:node0011 => node0008:node0003"]),
+]
+
+
+@pytest.mark.parametrize("args, dynamic, before, after, moves, first", HBAL_DRBD)
+def test_same_moves_as_hbal_on_drbd_clusters(generate, args, dynamic, before, after, moves, first):
+    state = read_htools(generate(*args, "--template", "drbd").read_text()).to_state()
+    plan = balance(state, BalancePolicy(dynamic_load=dynamic))
+    assert round(plan.score_before, 8) == before
+    assert round(plan.score_after, 8) == after
+    assert len(plan.moves) == moves
+    printed = [f"{m.vm} {m.src}:{m.src_secondary} => {m.dst}:{m.dst_secondary}" for m in plan.moves]
+    assert printed[:len(first)] == first

@@ -28,6 +28,17 @@ def test_offline_table_output(tiny_file):
     assert "vm1" in result.stdout and "score 7.82236877 -> 1.94059638" in result.stdout
 
 
+def test_drbd_moves_name_the_mirror_before_and_after(generate):
+    path = generate("-n", "12", "-i", "60", "--seed", "7", "--template", "drbd")
+    data = json.loads(runner.invoke(app, ["balance", "--htools", str(path), "--json"]).stdout)
+    first = data["moves"][0]     # hbal: vm00010 node0011:node0003 => node0007:node0011
+    assert (first["vm"], first["from"], first["secondary_from"], first["to"],
+            first["secondary_to"]) == ("vm00010", "node0011", "node0003", "node0007", "node0011")
+    assert first["reason"].startswith("replace-disks -n node0007, then failover: ")
+    table = runner.invoke(app, ["balance", "--htools", str(path)]).stdout
+    assert table.count("(mirror") == 2 * len(data["moves"])
+
+
 @pytest.mark.parametrize("args", [
     ["consolidate", "--json"], ["ha", "--failures", "2", "--json"],
     ["capacity", "--mix", "medium=3,large=1", "--json"],

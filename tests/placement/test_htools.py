@@ -1,6 +1,7 @@
 import pytest
 
 from vpool.placement import ClusterState, HostRecord, VMRecord
+from vpool.placement.balance import balance
 from vpool.placement.htools import HtoolsError, from_state, read_htools
 from vpool.placement.score import hbal_score
 
@@ -61,6 +62,25 @@ def test_with_moves_keeps_missing_memory_so_the_score_is_the_same(generate):
     rewritten = read_htools(cluster.with_moves(moves).render()).to_state()
     assert round(hbal_score(rewritten), 8) == 25.73219581    # hbal's score after step 2
     assert hbal_score(rewritten) == pytest.approx(hbal_score(state.with_moves(moves)))
+
+
+def test_with_moves_of_drbd_vms_rewrites_both_nodes_and_free_disk(generate, reference_score):
+    """A DRBD plan written back: hinfo (here its reference) scores the file as vpool scored
+    the plan, so node disk follows the copies and memory the primaries."""
+    path = generate("-n", "12", "-i", "60", "--seed", "7", "--template", "drbd")
+    cluster = read_htools(path.read_text())
+    plan = balance(cluster.to_state())
+    assert any(m.dst_secondary != m.src_secondary for m in plan.moves)
+    text = cluster.with_moves((m.vm, m.dst, m.dst_secondary) for m in plan.moves).render()
+    rewritten = read_htools(text)
+    final = {m.vm: (m.dst, m.dst_secondary) for m in plan.moves}
+    assert all((i.pnode, i.snode) == final[i.name] for i in rewritten.instances if i.name in final)
+    out = path.with_name("rewritten.txt")
+    out.write_text(text)
+    nodes, insts, tags, vcpu_ratio, spindle_ratio = reference_score.parse(str(out))
+    total, _ = reference_score.score(nodes, insts, tags, vcpu_ratio, spindle_ratio, {}, None)
+    assert total == pytest.approx(plan.score_after, abs=1e-8)
+    assert hbal_score(rewritten.to_state()) == pytest.approx(plan.score_after, abs=1e-8)
 
 
 def test_the_pool_exported_reads_back_with_the_same_score():

@@ -57,7 +57,11 @@ def _show_plan(data: dict) -> None:
         for column in ("stage", "vm", "from", "to", "why"):
             table.add_column(column)
         for m in data["moves"]:
-            table.add_row(str(m["stage"]), m["vm"], m["from"], m["to"], m["reason"])
+            mirrors = "secondary_to" in m
+            table.add_row(str(m["stage"]), m["vm"],
+                          f"{m['from']} (mirror {m['secondary_from']})" if mirrors else m["from"],
+                          f"{m['to']} (mirror {m['secondary_to']})" if mirrors else m["to"],
+                          m["reason"])
         console.print(table)
     console.print(f"score {data['score_before']:.8f} -> {data['score_after']:.8f}; {data['note']}",
                   highlight=False)

@@ -8,6 +8,10 @@ of the cluster per candidate. On large clusters each step first looks only at VM
 most loaded hosts and at the least loaded destinations; a full search confirms that nothing
 better remains before the balancer stops.
 
+VMs whose disk is mirrored on a second host (Ganeti's DRBD) move the five ways hbal moves
+them, failovers and disk replacements (`mirrored`), judged in the same step against the
+same running state.
+
 Every move is checked against the state left by the moves before it, so every intermediate
 state fits (and, as in hbal, keeps some memory free on its destination); the plan's stages
 group moves on disjoint hosts that may run together.
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .filters import EPSILON
+from .mirrored import TIE, MirroredMoves, copy_move
 from .plan import Move, Plan, staged
 from .score import (OFFLINE_WEIGHT, TAGS_WEIGHT, hbal_score, instance_counts, n1_state,
                     sigma_terms)
@@ -67,22 +72,27 @@ class _Balancer:
         self.policy = policy
         vms = state.vms
         self.vm_host = state.vm_host.copy()
+        self.vm_secondary = state.vm_secondary.copy()
         self.online = state.up.copy()
         self.n_online = int(self.online.sum())
-        self.destinations = np.flatnonzero(state.accepts_vms)
+        self.accepts = state.accepts_vms
+        self.destinations = np.flatnonzero(self.accepts)
         self.free = state.free.copy()
         self.vm_count = state.vm_count.astype(float)
         self.max_vms = state.max_vms
         self.demand = state.demand
         self.storage, self.vm_storage = state.storage, state.vm_storage
         pinned = state.groups_with("affinity")
-        self.movable = np.fromiter(
-            (v.auto_balance and v.migratable and v.secondary is None and not (v.groups & pinned)
-             for v in vms), dtype=bool, count=len(vms)) & (self.vm_host >= 0)
-        moving = np.flatnonzero(self.movable)
+        free_to_move = np.fromiter((v.auto_balance and not (v.groups & pinned) for v in vms),
+                                   dtype=bool, count=len(vms)) & (self.vm_host >= 0)
+        migratable = np.fromiter((v.migratable for v in vms), dtype=bool, count=len(vms))
+        self.movable = free_to_move & migratable & (self.vm_secondary < 0)
+        self.mirrored_movable = free_to_move & (self.vm_secondary >= 0)
+        moving = np.flatnonzero(self.movable | self.mirrored_movable)
         # terms no movable VM changes stay constant: they drop out of every comparison
         active = [t for t in sigma_terms(state, policy.dynamic_load) if np.any(t.a[moving] != 0)]
         self.terms = [[t.weight, t.x.copy(), t.a, t.c] for t in active]
+        self.term_mirrored = [t.mirrored for t in active]
         self.labels = [_label(t.names) for t in active]
         self.running_mem = state.demand[:, 1] * np.fromiter((v.running for v in vms), bool,
                                                               len(vms))
@@ -104,6 +114,7 @@ class _Balancer:
         self.cost = policy.migration_cost * state.demand[:, 1] / 1024.0
         self.wide = policy.candidates
         self.kind = self._kinds()
+        self.mirrors = MirroredMoves(self) if self.mirrored_movable.any() else None
 
     def _kinds(self) -> np.ndarray:
         """A number per VM, equal for VMs that any move affects identically (same demand,
@@ -220,10 +231,10 @@ class _Balancer:
         total += TAGS_WEIGHT * (soft.astype(float) @ present)
 
     # ------------------------------------------------------------------ search
-    def candidate_rows_and_dsts(self):
-        """VMs on the most loaded hosts and the least loaded destinations, by the first-order
-        change each term's σ would see from a typical VM."""
-        moving = np.flatnonzero(self.movable)
+    def candidate_hosts(self):
+        """The most loaded hosts (with the offline ones) and the least loaded destinations,
+        by the first-order change each term's σ would see from a typical VM."""
+        moving = np.flatnonzero(self.movable | self.mirrored_movable)
         pressure = np.zeros(self.state.n_hosts)
         for weight, x, a, c in self.terms:
             sigma = float(np.std(x[self.online]))
@@ -234,49 +245,71 @@ class _Balancer:
         hot = np.flatnonzero(self.online)[np.argsort(-pressure[self.online], kind="stable")[:k]]
         offline = np.flatnonzero(~self.online)
         sources = np.concatenate([hot, offline])
-        rows = moving[np.isin(self.vm_host[moving], sources)]
         dsts = self.destinations[np.argsort(pressure[self.destinations], kind="stable")[:k]]
-        return rows, dsts
+        return sources, dsts
 
     def best_move(self, score_now: float):
-        moving = np.flatnonzero(self.movable)
-        if moving.size * self.destinations.size <= FULL_SEARCH_PAIRS:
-            return self._acceptable(self.evaluate(moving, self.destinations), score_now)
-        found = self._acceptable(self.evaluate(*self.candidate_rows_and_dsts()), score_now)
+        """(gain, vm, new host, new mirror host or None, MirrorMove or None), or None."""
+        shared, mirrored = np.flatnonzero(self.movable), np.flatnonzero(self.mirrored_movable)
+        everything = (shared, mirrored, self.destinations)
+        if (shared.size + mirrored.size) * self.destinations.size <= FULL_SEARCH_PAIRS:
+            return self._acceptable(self._search(*everything), score_now)
+        sources, dsts = self.candidate_hosts()
+        near = (shared[np.isin(self.vm_host[shared], sources)],
+                mirrored[np.isin(self.vm_host[mirrored], sources)
+                         | np.isin(self.vm_secondary[mirrored], sources)], dsts)
+        found = self._acceptable(self._search(*near), score_now)
         if found is None:
-            found = self._acceptable(self.evaluate(moving, self.destinations), score_now)
+            found = self._acceptable(self._search(*everything), score_now)
             if found is not None:
                 self.wide *= 2
+        return found
+
+    def _search(self, shared, mirrored, dsts):
+        found = self.evaluate(shared, dsts)
+        found = found and (*found, None, None)
+        if self.mirrors is not None:
+            other = self.mirrors.evaluate(mirrored, dsts)
+            if other is not None and (found is None or other[0] < found[0] - TIE
+                                      or (other[0] <= found[0] + TIE and other[1] < found[1])):
+                found = other   # a tie goes to the first VM, as in hbal
         return found
 
     def _acceptable(self, found, score_now):
         if found is None:
             return None
-        value, v, d = found
+        value, v = found[:2]
         gain = -(value - self.cost[v])
         if value >= -MIN_IMPROVEMENT:
             return None
         if score_now <= self.policy.min_gain_limit and gain < self.policy.min_gain:
             return None
-        return gain, v, d
+        return (gain, *found[1:])
 
-    def main_effect(self, v: int, d: int) -> str:
-        """What moving v to d improves most, in words, for the move's reason."""
-        s = int(self.vm_host[v])
+    def main_effect(self, v: int, running: tuple | None, copy: tuple | None, gain: float) -> str:
+        """What a move improves most, in words, for its reason. `running` is where the VM's
+        running load goes and `copy` where its disk goes, as (from host, to host) or None."""
         online = self.online
         effects = {}
-        for (weight, x, a, c), label in zip(self.terms, self.labels):
+        for (weight, x, a, c), mirrored, label in zip(self.terms, self.term_mirrored, self.labels):
+            pair = copy if mirrored else running
+            if pair is None:
+                continue
+            s, d = pair
             after = x.copy()
             if online[s]:
                 after[s] -= a[v] / c[s]
             after[d] += a[v] / c[d]
             change = weight * (np.std(x[online]) - np.std(after[online]))
             effects[f"evens out {label}"] = effects.get(f"evens out {label}", 0.0) + change
-        if not online[s]:
+        s = int(self.vm_host[v])
+        if not online[s] and running is not None:
             effects["leaves an offline host"] = OFFLINE_WEIGHT
-        elif self.groups:
+        elif self.groups and running is not None:
             crowded = self.member[v] & (self.group_count[:, s] >= 2)
             effects["separates anti-affinity members"] = TAGS_WEIGHT * float(crowded.sum())
+        if self.vm_secondary[v] >= 0:   # the rest of a DRBD move's gain is N+1 memory
+            effects["spreads failover memory (N+1)"] = gain - sum(effects.values())
         return max(effects, key=effects.get) if effects else "evens out the load"
 
     def apply(self, v: int, d: int):
@@ -308,18 +341,21 @@ class _Balancer:
 def balance(state: ClusterState, policy: BalancePolicy = BalancePolicy()) -> Plan:
     """A Plan of moves that lowers hbal's score, best move first, each one fitting.
 
-    Only auto-balanced, live-migratable VMs without a DRBD mirror move, and none of a hard
-    affinity group (moving one alone would split it). Stops when no move improves the score
+    Only auto-balanced VMs move, live-migratable ones to any host and DRBD-mirrored ones by
+    hbal's failover and replace-disks moves, and none of a hard affinity group (moving one
+    alone would split it). Stops when no move improves the score
     by enough (see BalancePolicy) or the move budget is spent; the plan's note says which.
     A VM the search moved more than once then goes straight to its last host, when every
     intermediate state still fits: the same end state with fewer migrations.
     """
     before = hbal_score(state, policy.dynamic_load)
     work = _Balancer(state, policy)
-    steps: list[tuple[int, int, int, str]] = []
+    steps: list[tuple] = []   # (vm, from, to, reason, mirror from, mirror to)
     score_now = before
-    note = ("no move improves the score enough" if work.movable.any() else
-            "no VM can move (only auto-balanced, live-migratable VMs without a DRBD mirror do)")
+    names = state.host_names
+    note = ("no move improves the score enough" if work.movable.any() or work.mirrors else
+            "no VM can move (only auto-balanced VMs that can live-migrate or have a DRBD "
+            "mirror do)")
     while True:
         if policy.max_moves is not None and len(steps) >= policy.max_moves:
             note = f"move budget of {policy.max_moves} reached"
@@ -330,28 +366,39 @@ def balance(state: ClusterState, policy: BalancePolicy = BalancePolicy()) -> Pla
         found = work.best_move(score_now)
         if found is None:
             break
-        gain, v, d = found
-        effect = work.main_effect(v, d)
-        s = work.apply(v, d)
-        steps.append((v, s, d, f"{effect}, score -{gain:.4f}"))
+        gain, v, d, secondary, how = found
+        if how is None:
+            effect = work.main_effect(v, (work.vm_host[v], d), (work.vm_host[v], d), gain)
+            s = work.apply(v, d)
+            steps.append((v, s, d, f"{effect}, score -{gain:.4f}", None, None))
+        else:
+            p, s = int(work.vm_host[v]), int(work.vm_secondary[v])
+            copy = copy_move(p, s, d, secondary)
+            effect = work.main_effect(v, (p, d) if d != p else None, copy, gain)
+            work.mirrors.apply(v, d, secondary)
+            target = names[copy[1]] if copy else None
+            steps.append((v, p, d, f"{how.describe(target)}: {effect}, score -{gain:.4f}", s, secondary))
         score_now -= gain
     steps = _collapse(state, steps)
-    names = state.host_names
-    moves = [Move(state.vms[v].name, names[s], names[d], reason) for v, s, d, reason in steps]
+    moves = [Move(state.vms[v].name, names[s], names[d], reason,
+                  src_secondary=None if ss is None else names[ss],
+                  dst_secondary=None if ds is None else names[ds])
+             for v, s, d, reason, ss, ds in steps]
     touched = np.zeros(state.n_hosts, dtype=bool)
-    for _, s, d, _ in steps:
-        touched[[s, d]] = True
-    final = state.with_moves((m.vm, m.dst) for m in moves) if moves else state
+    for _, s, d, _, ss, ds in steps:
+        touched[[h for h in (s, d, ss, ds) if h is not None]] = True
+    final = state.with_moves((m.vm, m.dst, m.dst_secondary) for m in moves) if moves else state
     after = hbal_score(final, policy.dynamic_load, touched)
     return Plan("balance", staged(moves), before, after, note=note)
 
 
 def _collapse(state: ClusterState, steps: list) -> list:
     """Replace the moves of a VM moved several times by one move to its last host (or by
-    none if it ends where it started), placed where its last move was, if that still fits."""
+    none if it ends where it started), placed where its last move was, if that still fits.
+    A DRBD-mirrored VM keeps its moves: each is a failover or disk replacement of its own."""
     current = list(steps)
     counts = Counter(step[0] for step in steps)
-    for v in (v for v, n in counts.items() if n > 1):
+    for v in (v for v, n in counts.items() if n > 1 and state.vm_secondary[v] < 0):
         positions = [i for i, step in enumerate(current) if step[0] == v]
         first, last = current[positions[0]], current[positions[-1]]
         trial = [step for i, step in enumerate(current) if i not in positions[:-1]]
@@ -360,7 +407,7 @@ def _collapse(state: ClusterState, steps: list) -> list:
             del trial[at]
         else:
             trial[at] = (v, first[1], last[2],
-                         f"{last[3]}; straight there instead of {len(positions)} moves")
+                         f"{last[3]}; straight there instead of {len(positions)} moves", None, None)
         if _fits(state, trial):
             current = trial
     return current
@@ -368,21 +415,30 @@ def _collapse(state: ClusterState, steps: list) -> list:
 
 def _fits(state: ClusterState, steps: list) -> bool:
     """Replay the steps with the balancer's rules: room (memory left over), VM count limits,
-    hard anti-affinity."""
+    hard anti-affinity. A mirrored VM's disk goes where its copy goes, not with the VM."""
     free = state.free.copy()
     count = state.vm_count.astype(float)
     where = state.vm_host.copy()
     hard = sorted(state.groups_with("anti-affinity"))
     members = {g: state.group_members(g).copy() for g in hard}
-    for v, s, d, _ in steps:
+    for v, s, d, _, ss, ds in steps:
         demand = state.demand[v]
-        groups = [g for g in hard if g in state.vms[v].groups]
-        if (where[v] != s or (demand[[0, 2]] > free[d, [0, 2]] + EPSILON).any()
-                or not demand[1] < free[d, 1] - EPSILON or count[d] >= state.max_vms[d]
-                or any(members[g][d] for g in groups)):
+        if where[v] != s:
             return False
-        free[s] += demand
-        free[d] -= demand
+        gone, came = (s, d) if ss is None else copy_move(s, ss, d, ds) or (None, None)
+        if came is not None:
+            if demand[2] > free[came, 2] + EPSILON:
+                return False
+            free[gone, 2] += demand[2]
+            free[came, 2] -= demand[2]
+        if d == s:
+            continue
+        groups = [g for g in hard if g in state.vms[v].groups]
+        if (demand[0] > free[d, 0] + EPSILON or not demand[1] < free[d, 1] - EPSILON
+                or count[d] >= state.max_vms[d] or any(members[g][d] for g in groups)):
+            return False
+        free[s, :2] += demand[:2]
+        free[d, :2] -= demand[:2]
         count[s] -= 1
         count[d] += 1
         where[v] = d

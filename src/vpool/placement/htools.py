@@ -7,7 +7,8 @@ reader is as strict as Ganeti's (`Backend/Text.hs`): a value Ganeti would refuse
 instances, location and migration tags) is refused the same way rather than half-read.
 
 Fields are kept as the strings that were read, so writing an unchanged file gives back the
-same bytes; `with_moves` rewrites only the primary node and the free memory it implies.
+same bytes; `with_moves` rewrites only the nodes of moved instances and the free memory and
+disk that implies.
 """
 
 from __future__ import annotations
@@ -111,14 +112,7 @@ class HtoolsCluster:
         """The cluster as vpool sees it. Instance tags become groups; exclusion tags become
         anti-affinity groups. Shared-storage disks are not on any node, so they take no node
         disk; an ADMIN_offline instance takes no vCPU, as in Ganeti."""
-        running_mem: dict[str, int] = {}
-        local_disk: dict[str, int] = {}
-        for inst in self.instances:
-            if inst.status in USES_MEMORY:
-                running_mem[inst.pnode] = running_mem.get(inst.pnode, 0) + inst.mem
-            if inst.template in LOCAL_TEMPLATES:
-                for node in filter(None, (inst.pnode, inst.snode)):
-                    local_disk[node] = local_disk.get(node, 0) + inst.dsk
+        running_mem, local_disk = _running_mem(self.instances, {}), _local_disk(self.instances, {})
         vcpu_ratio, spindle_ratio = self.vcpu_ratio, self.spindle_ratio
         hosts = []
         for node in self.nodes:
@@ -150,22 +144,32 @@ class HtoolsCluster:
                 secondary=inst.snode or None, spindle_use=inst.spindle_use if local else 0))
         return ClusterState.from_records(hosts, vms, policies)
 
-    def with_moves(self, moves: Iterable[tuple[str, str]]) -> "HtoolsCluster":
-        """The file after each (instance, new primary node), with f_mem rewritten so that the
-        node's missing memory stays what it was (hbal's `-S` output does not do this, so
+    def with_moves(self, moves: Iterable[tuple]) -> "HtoolsCluster":
+        """The file after each (instance, new primary node) or (instance, new primary, new
+        secondary or None), with f_mem and f_dsk rewritten so that each node's missing memory
+        and other disk use stay what they were (hbal's `-S` output does not do this, so
         re-scoring it drifts; this output re-scores to the same value)."""
-        where = {i.name: i.pnode for i in self.instances}
-        for name, node in moves:
+        where = {i.name: (i.pnode, i.snode) for i in self.instances}
+        for name, node, *secondary in moves:
             if name not in where:
                 raise HtoolsError(f"no instance named {name!r}")
-            where[name] = node
-        before, after = _running_mem(self.instances, {}), _running_mem(self.instances, where)
-        nodes = tuple(_with_field(n, 3, str(n.f_mem - after.get(n.name, 0)
-                                            + before.get(n.name, 0)))
-                      if not n.offline and before.get(n.name) != after.get(n.name) else n
-                      for n in self.nodes)
-        instances = tuple(_with_field(i, 6, where[i.name]) for i in self.instances)
-        return replace(self, nodes=nodes, instances=instances)
+            mirror = secondary[0] if secondary and secondary[0] is not None else where[name][1]
+            where[name] = (node, mirror)
+        old_mem, new_mem = _running_mem(self.instances, {}), _running_mem(self.instances, where)
+        old_dsk, new_dsk = _local_disk(self.instances, {}), _local_disk(self.instances, where)
+
+        def rewritten(n: HtoolsNode) -> HtoolsNode:
+            if n.offline:
+                return n
+            if old_mem.get(n.name) != new_mem.get(n.name):
+                n = _with_field(n, 3, str(n.f_mem - new_mem.get(n.name, 0) + old_mem.get(n.name, 0)))
+            if old_dsk.get(n.name) != new_dsk.get(n.name):
+                n = _with_field(n, 5, str(n.f_dsk - new_dsk.get(n.name, 0) + old_dsk.get(n.name, 0)))
+            return n
+
+        instances = tuple(_with_field(_with_field(i, 6, where[i.name][0]), 7, where[i.name][1])
+                          for i in self.instances)
+        return replace(self, nodes=tuple(rewritten(n) for n in self.nodes), instances=instances)
 
     def render(self) -> str:
         sections = [["|".join(g) for g in self.groups],
@@ -184,8 +188,18 @@ def _running_mem(instances, where):
     total: dict[str, int] = {}
     for inst in instances:
         if inst.status in USES_MEMORY:
-            node = where.get(inst.name, inst.pnode)
+            node = where.get(inst.name, (inst.pnode,))[0]
             total[node] = total.get(node, 0) + inst.mem
+    return total
+
+
+def _local_disk(instances, where):
+    """Disk of plain and drbd instances per node (primary and secondary)."""
+    total: dict[str, int] = {}
+    for inst in instances:
+        if inst.template in LOCAL_TEMPLATES:
+            for node in filter(None, where.get(inst.name, (inst.pnode, inst.snode))):
+                total[node] = total.get(node, 0) + inst.dsk
     return total
 
 

@@ -10,8 +10,10 @@ from typing import Iterable
 class Move:
     """Migrate `vm` from host `src` to host `dst`, because of `reason`.
 
-    Moves of one `stage` touch pairwise different hosts, so they can run at the same time;
-    stages run one after the other.
+    A VM whose disk is mirrored (DRBD) also names the host of its copy before and after
+    (`src_secondary`, `dst_secondary`); the reason then says which failovers and disk
+    replacements make the move. Moves of one `stage` touch pairwise different hosts, so
+    they can run at the same time; stages run one after the other.
     """
 
     vm: str
@@ -19,6 +21,12 @@ class Move:
     dst: str
     reason: str = ""
     stage: int = 1
+    src_secondary: str | None = None
+    dst_secondary: str | None = None
+
+    @property
+    def hosts(self) -> set[str]:
+        return {h for h in (self.src, self.dst, self.src_secondary, self.dst_secondary) if h}
 
 
 @dataclass(frozen=True)
@@ -51,7 +59,7 @@ def staged(moves: Iterable[Move]) -> tuple[Move, ...]:
     last_stage: dict[str, int] = {}
     result = []
     for move in moves:
-        stage = 1 + max(last_stage.get(move.src, 0), last_stage.get(move.dst, 0))
-        last_stage[move.src] = last_stage[move.dst] = stage
+        stage = 1 + max(last_stage.get(h, 0) for h in move.hosts)
+        last_stage.update(dict.fromkeys(move.hosts, stage))
         result.append(replace(move, stage=stage))
     return tuple(result)

@@ -13,7 +13,7 @@ from .capacity import CapacityReport, capacity, parse_mix
 from .consolidate import ConsolidationPolicy, consolidate
 from .ha import HaReport, ha_admission
 from .htools import from_state
-from .plan import Plan
+from .plan import Move, Plan
 from .state import ClusterState
 
 
@@ -22,13 +22,20 @@ def plan_dict(plan: Plan) -> dict:
         "kind": plan.kind,
         "score_before": plan.score_before,
         "score_after": plan.score_after,
-        "moves": [{"vm": m.vm, "from": m.src, "to": m.dst, "stage": m.stage, "reason": m.reason}
-                  for m in plan.moves],
+        "moves": [_move_dict(m) for m in plan.moves],
         "stages": plan.stages,
         "power_off": list(plan.power_off),
         "wake": list(plan.wake),
         "note": plan.note,
     }
+
+
+def _move_dict(m: Move) -> dict:
+    """A move as JSON; a DRBD-mirrored VM's also names its copy's host before and after."""
+    out = {"vm": m.vm, "from": m.src, "to": m.dst, "stage": m.stage, "reason": m.reason}
+    if m.dst_secondary is not None:
+        out.update(secondary_from=m.src_secondary, secondary_to=m.dst_secondary)
+    return out
 
 
 def ha_dict(report: HaReport) -> dict:

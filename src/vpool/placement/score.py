@@ -42,13 +42,15 @@ TAGS_WEIGHT = 2.0
 
 @dataclass(frozen=True)
 class SigmaTerm:
-    """A σ term: per-host value x; a VM adds a/c_h to x on host h."""
+    """A σ term: per-host value x; a VM adds a/c_h to x on host h, and on the host of its DRBD
+    mirror too when the term is `mirrored` (disk terms: the mirror holds a copy)."""
 
     names: tuple[str, ...]
     weight: float
     x: np.ndarray
     a: np.ndarray
     c: np.ndarray
+    mirrored: bool = False
 
 
 def _per_host(state: ClusterState, weights, secondary=False) -> np.ndarray:
@@ -99,9 +101,10 @@ def _speed(state):
 def sigma_terms(state: ClusterState, dynamic_load: bool = True) -> list[SigmaTerm]:
     """The σ terms with their per-host x in "used" orientation (σ(−x) = σ(x)), twins merged.
 
-    Terms whose x, a and c are equal have equal σ whatever moves happen, so they are merged
-    into one with the summed weight: with every VM running and no cpu_load, hbal's 20
-    components reduce to memory, vCPU, disk, spindles and VM count.
+    Terms whose x, a and c are equal (and, when a VM has a mirror, that count mirrors
+    alike) have equal σ whatever moves happen, so they are merged into one with the summed
+    weight: with every VM running and no cpu_load, hbal's 20 components reduce to memory,
+    vCPU, disk, spindles and VM count.
     """
     a = vm_arrays(state, dynamic_load)
     c = host_divisors(state)
@@ -115,29 +118,30 @@ def sigma_terms(state: ClusterState, dynamic_load: bool = True) -> list[SigmaTer
                              (usable[:, 2] - state.used[:, 2]) / c["disk"])
         vcpu = (reserved[:, 0] + state.used[:, 0]) / c["cpus"]
         spindles = _per_host(state, a["spindles"], secondary=True) / c["spindles"]
+    mirrors = bool((state.vm_secondary >= 0).any())
     raw = [
-        (("free_mem_cv",), 0.5, -free_mem, a["running_mem"], c["mem"]),
-        (("free_mem_cv_forth",), 0.5, -free_mem_forth, a["mem"], c["mem"]),
-        (("free_disk_cv", "free_disk_cv_forth"), 1.0, -free_disk, a["disk"], c["disk"]),
-        (("vcpu_ratio_cv", "vcpu_ratio_cv_forth"), 1.0, vcpu, a["cpus"], c["cpus"]),
-        (("spindles_cv", "spindles_cv_forth"), 1.0, spindles, a["spindles"], c["spindles"]),
-        (("cpu_load_cv",), 1.0, _per_host(state, a["cpu_load"]), a["cpu_load"], c["unit"]),
-        (("mem_load_cv",), 1.0, _per_host(state, a["unit"]), a["unit"], c["unit"]),
+        (("free_mem_cv",), 0.5, -free_mem, a["running_mem"], c["mem"], False),
+        (("free_mem_cv_forth",), 0.5, -free_mem_forth, a["mem"], c["mem"], False),
+        (("free_disk_cv", "free_disk_cv_forth"), 1.0, -free_disk, a["disk"], c["disk"], mirrors),
+        (("vcpu_ratio_cv", "vcpu_ratio_cv_forth"), 1.0, vcpu, a["cpus"], c["cpus"], False),
+        (("spindles_cv", "spindles_cv_forth"), 1.0, spindles, a["spindles"], c["spindles"], mirrors),
+        (("cpu_load_cv",), 1.0, _per_host(state, a["cpu_load"]), a["cpu_load"], c["unit"], False),
+        (("mem_load_cv",), 1.0, _per_host(state, a["unit"]), a["unit"], c["unit"], False),
         (("disk_load_cv",), 1.0, _per_host(state, a["unit"], secondary=True), a["unit"],
-         c["unit"]),
-        (("net_load_cv",), 1.0, _per_host(state, a["unit"]), a["unit"], c["unit"]),
+         c["unit"], mirrors),
+        (("net_load_cv",), 1.0, _per_host(state, a["unit"]), a["unit"], c["unit"], False),
     ]
     terms: list[SigmaTerm] = []
     online = state.up
-    for names, weight, x, amount, divisor in raw:
+    for names, weight, x, amount, divisor, mirrored in raw:
         x = np.where(online, x, 0.0)
         for i, t in enumerate(terms):
             if (np.array_equal(t.x, x) and np.array_equal(t.a, amount)
-                    and np.array_equal(t.c, divisor)):
-                terms[i] = SigmaTerm(t.names + names, t.weight + weight, t.x, t.a, t.c)
+                    and np.array_equal(t.c, divisor) and t.mirrored == mirrored):
+                terms[i] = SigmaTerm(t.names + names, t.weight + weight, t.x, t.a, t.c, mirrored)
                 break
         else:
-            terms.append(SigmaTerm(names, weight, x, amount, divisor))
+            terms.append(SigmaTerm(names, weight, x, amount, divisor, mirrored))
     return terms
 
 

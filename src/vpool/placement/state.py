@@ -62,8 +62,9 @@ class VMRecord:
     `running` says whether its memory is in use (a stopped VM keeps its reservation for
     capacity, as in Nova, but Ganeti's score counts only running memory). `secondary` is the
     host of a DRBD mirror (htools files only): that host also holds the disk, and
-    `spindle_use` is what its disk weighs in Ganeti's spindle term. Only VMs with
-    `auto_balance` and `migratable` set and no secondary are moved by the balancer. `storage`
+    `spindle_use` is what its disk weighs in Ganeti's spindle term. The balancer moves VMs
+    with `auto_balance` set: live migration to any host if `migratable` and without a
+    secondary, hbal's failovers and disk replacements if with one. `storage`
     is where its disk is when that is not its host's storage (a disk copied to a host's own
     pool): only hosts on that storage can take it without copying the disk.
     """
@@ -278,12 +279,15 @@ class ClusterState:
             raise ValueError(f"VM {vm.name!r} already exists")
         return self._with_vms(self.vms + (vm,))
 
-    def with_moves(self, moves: Iterable[tuple[str, str]]) -> "ClusterState":
-        """The state after each (vm, host) pair, applied at once."""
+    def with_moves(self, moves: Iterable[tuple]) -> "ClusterState":
+        """The state after each (vm, host) or (vm, host, mirror host) move, applied at once;
+        a mirror host of None leaves the VM's mirror where it is."""
         vms = list(self.vms)
-        for name, host in moves:
+        for name, host, *secondary in moves:
             i = self.vm_index[name]
             vms[i] = _replace_host(vms[i], host)
+            if secondary and secondary[0] is not None:
+                vms[i] = replace(vms[i], secondary=secondary[0])
         return self._with_vms(tuple(vms))
 
     def _with_vms(self, vms: tuple[VMRecord, ...]) -> "ClusterState":
