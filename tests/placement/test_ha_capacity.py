@@ -48,6 +48,17 @@ def test_a_vm_restarts_only_where_its_disk_is():
     assert ha_admission(own).unplaced == ("x",)
 
 
+def test_a_drbd_vm_restarts_on_its_mirror_or_not_at_all():
+    hosts = [HostRecord(f"h{i}", cpus=16, memory_mib=32768, disk_gib=500) for i in range(3)]
+    vm = VMRecord("db", "h0", 4, 16384, 400, secondary="h1", migratable=False)
+    roomy = ClusterState.from_records(hosts, [vm])
+    assert ha_admission(roomy).ok     # h1 holds the copy (no second 400 GiB) and the memory
+    assert ha_admission(roomy, failures=2).unplaced == ("db",)   # both copies gone
+    full = ClusterState.from_records(hosts, [vm, VMRecord("big", "h1", 4, 24576, 10)])
+    report = ha_admission(full)
+    assert not report.ok and report.worst == ("h0",) and report.unplaced == ("db",)
+
+
 def test_too_many_failures_for_the_pool():
     assert "cannot survive 3 failure(s)" in ha_admission(pool(3, 0), failures=3).message
 

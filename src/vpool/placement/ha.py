@@ -2,7 +2,8 @@
 
 For each failure set the VMs of the failed hosts are restarted on the survivors largest
 first, each on the fullest survivor with room that sees its disk (best fit, keeping
-anti-affinity), the way an HA restart would have to fit them. With one failure every host
+anti-affinity), the way an HA restart would have to fit them. A VM whose disk is mirrored
+(DRBD) restarts on its mirror host or not at all, as a Ganeti failover does. With one failure every host
 is tried; with more, every set is tried when there are few enough, otherwise the sets a
 load-ranking makes worst (the k hosts holding the most memory, CPU or VMs, and each host
 with the k−1 heaviest others) — the report says which.
@@ -117,8 +118,13 @@ def _restart(state, failed, on_host, hard, members):
     unplaced = []
     for v in victims:
         demand = state.demand[v]
+        mirror = state.vm_secondary[v]
+        if mirror >= 0:
+            demand = demand * (1.0, 1.0, 0.0)   # its disk copy is already on the mirror
         fits = (free + EPSILON >= demand).all(axis=1) & (count < room)
         fits &= state.storage[targets] == state.vm_storage[v]  # where its disk is
+        if mirror >= 0:
+            fits &= targets == mirror
         groups = [i for i, g in enumerate(hard) if g in state.vms[v].groups]
         for i in groups:
             fits &= crowd[i] == 0
