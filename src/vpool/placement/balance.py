@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .filters import EPSILON
-from .mirrored import TIE, MirroredMoves, copy_move
+from .mirrored import TIE, MirroredMoves, copy_move, lowest_score
 from .plan import Move, Plan, staged
 from .score import (OFFLINE_WEIGHT, TAGS_WEIGHT, hbal_score, instance_counts, n1_state,
                     sigma_terms)
@@ -356,12 +356,14 @@ def balance(state: ClusterState, policy: BalancePolicy = BalancePolicy()) -> Pla
     note = ("no move improves the score enough" if work.movable.any() or work.mirrors else
             "no VM can move (only auto-balanced VMs that can live-migrate or have a DRBD "
             "mirror do)")
+    floor = lowest_score(state)
     while True:
         if policy.max_moves is not None and len(steps) >= policy.max_moves:
             note = f"move budget of {policy.max_moves} reached"
             break
-        if score_now <= MIN_IMPROVEMENT:
-            note = "the cluster is perfectly balanced"
+        if score_now <= floor + MIN_IMPROVEMENT:
+            note = ("the cluster is perfectly balanced" if floor == 0 else
+                    "the cluster is as balanced as the memory its DRBD mirrors reserve allows")
             break
         found = work.best_move(score_now)
         if found is None:

@@ -50,10 +50,6 @@ class MirrorMove:
     secondary_forced_by: str | None
 
     @property
-    def needs_target(self) -> bool:
-        return "t" in (self.primary, self.secondary)
-
-    @property
     def running_from_to(self) -> tuple[str, str] | None:
         """Where the running VM goes (primary-only terms), if it moves."""
         return None if self.primary == "p" else ("p", self.primary)
@@ -83,6 +79,19 @@ TARGETED = (
     MirrorMove("replace-primary", "f r:X f", "t", "s", "p", "p"),
     MirrorMove("failover-and-replace", "f r:X", "s", "t", "p", "p"),
 )
+
+
+def lowest_score(state) -> float:
+    """hbal's floor, where it stops: the reserved-memory total a cluster must keep however its
+    DRBD mirrors are spread (each host reserving the share of them one lost host would
+    start), 0 without mirrors."""
+    memory = state.capacity[:, 1]
+    total, rest = float(memory.sum()), float(memory.sum() - memory.max(initial=0.0))
+    auto = np.fromiter((v.auto_balance for v in state.vms), dtype=bool, count=len(state.vms))
+    mirrored = float(state.demand[(state.vm_secondary >= 0) & auto, 1].sum())
+    if state.n_hosts < 2 or rest <= 0 or mirrored == 0:
+        return 0.0
+    return _W["reserved_mem_rtotal"] * (mirrored / rest - mirrored / total)
 
 
 def copy_move(p: int, s: int, new_p: int, new_s: int) -> tuple[int, int] | None:
