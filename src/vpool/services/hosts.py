@@ -1,7 +1,7 @@
 """Hosts: adding a libvirt URI to the pool, reading what it has, and taking it out again."""
 
 import socket
-from urllib.parse import urlparse
+from urllib.parse import parse_qs, urlparse
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -26,6 +26,11 @@ def check_uri(uri: str) -> str:
                       "qemu+ssh://user@host/system, qemu+tcp://host:16509/system or test:///default")
     if any(c in uri for c in "\n\r\0 "):
         raise Invalid(f"{uri!r} contains characters a libvirt URI cannot have")
+    # libvirt runs a URI's ext transport or its command= parameter as a local program: an API
+    # caller must not choose what the control plane executes
+    if parsed.scheme.endswith("+ext") or "command" in {k.lower() for k in parse_qs(parsed.query, keep_blank_values=True)}:
+        raise Invalid(f"{uri!r} asks libvirt to run a local command, which vpool does not allow; "
+                      "use the ssh or tls transport (ssh options belong in ~/.ssh/config)")
     return uri
 
 
