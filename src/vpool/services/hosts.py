@@ -28,7 +28,8 @@ def check_uri(uri: str) -> str:
         raise Invalid(f"{uri!r} contains characters a libvirt URI cannot have")
     # libvirt runs a URI's ext transport or its command= parameter as a local program: an API
     # caller must not choose what the control plane executes
-    if parsed.scheme.endswith("+ext") or "command" in {k.lower() for k in parse_qs(parsed.query, keep_blank_values=True)}:
+    params = {k.lower() for k in parse_qs(parsed.query, keep_blank_values=True)}
+    if parsed.scheme.endswith("+ext") or "command" in params:
         raise Invalid(f"{uri!r} asks libvirt to run a local command, which vpool does not allow; "
                       "use the ssh or tls transport (ssh options belong in ~/.ssh/config)")
     return uri
