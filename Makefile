@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEBS := libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils libvirt-dev pkg-config gcc \
         python3-venv python3-dev busybox-static xz-utils dnsmasq-base nftables iproute2 util-linux \
         curl jq
-TEST_DEBS := postgresql prometheus
+TEST_DEBS := postgresql prometheus openssh-server
 HOST ?= 127.0.0.1
 PORT ?= 8080
 LAB ?= 3
