@@ -52,5 +52,6 @@ def test_frozen_host_goes_down_then_up(one_host_lab, api):
         assert r.status_code == 409
     finally:
         os.kill(pid, signal.SIGCONT)
-    assert eventually(lambda: api.get("/hosts/frozen").json()["state"] == "up", timeout=30, interval=0.5)
+    assert eventually(lambda: api.get("/hosts/frozen").json()["state"] == "up", timeout=30, interval=0.5), \
+        f"still not up 30 s after SIGCONT: {api.get('/hosts/frozen').json()}"
     print(f"down after {took:.1f} s")
