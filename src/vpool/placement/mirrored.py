@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .filters import EPSILON
-from .score import TAGS_WEIGHT, WEIGHTS
+from .score import TAGS_WEIGHT, WEIGHTS, Peers, mirror_memory
 
 _W = dict(WEIGHTS)
 #: rows × targets per block, to bound memory
@@ -57,8 +57,7 @@ class MirrorMove:
     @property
     def copy_from_to(self) -> tuple[str, str] | None:
         """Which host gives up a disk copy to which (terms that count both hosts)."""
-        old, new = {"p", "s"}, {self.primary, self.secondary}
-        return ((old - new).pop(), (new - old).pop()) if new != old else None
+        return copy_move("p", "s", self.primary, self.secondary)
 
     @property
     def through_secondary(self) -> bool:
@@ -94,57 +93,11 @@ def lowest_score(state) -> float:
     return _W["reserved_mem_rtotal"] * (mirrored / rest - mirrored / total)
 
 
-def copy_move(p: int, s: int, new_p: int, new_s: int) -> tuple[int, int] | None:
+def copy_move(p, s, new_p, new_s):
     """Which host gives up a disk copy to which when a mirrored VM on (p, s) goes to
     (new_p, new_s), or None for a failover, which keeps both copies."""
     old, new = {p, s}, {new_p, new_s}
     return ((old - new).pop(), (new - old).pop()) if old != new else None
-
-
-class Peers:
-    """Ganeti's peer memory: per (secondary, primary) pair, the memory of the auto-balanced
-    VMs the secondary would have to start if that primary failed; r_mem is the worst pair."""
-
-    def __init__(self, n_hosts: int, vm_host: np.ndarray, vm_secondary: np.ndarray,
-                 secondary_mem: np.ndarray):
-        self.n = n_hosts
-        pairs = (vm_secondary >= 0) & (vm_host >= 0)
-        keys = vm_secondary[pairs].astype(np.int64) * n_hosts + vm_host[pairs]
-        self.keys, inverse = np.unique(keys, return_inverse=True)
-        self.values = np.bincount(inverse.ravel(), weights=secondary_mem[pairs],
-                                  minlength=self.keys.size)
-        self.best = np.zeros(n_hosts)
-        self.best_primary = np.full(n_hosts, -1, dtype=np.int64)
-        self.second = np.zeros(n_hosts)
-        if self.keys.size:
-            sec, pri = self.keys // n_hosts, self.keys % n_hosts
-            order = np.lexsort((-self.values, sec))
-            sec, pri, values = sec[order], pri[order], self.values[order]
-            first = np.ones(sec.size, dtype=bool)
-            first[1:] = sec[1:] != sec[:-1]
-            self.best[sec[first]] = values[first]
-            self.best_primary[sec[first]] = pri[first]
-            runner_up = np.zeros(sec.size, dtype=bool)
-            runner_up[1:] = first[:-1] & ~first[1:]
-            self.second[sec[runner_up]] = values[runner_up]
-
-    @property
-    def r_mem(self) -> np.ndarray:
-        return self.best
-
-    def lookup(self, secondary: np.ndarray, primary: np.ndarray) -> np.ndarray:
-        """Peer memory of each (secondary, primary) pair, 0 where there is none."""
-        key = secondary.astype(np.int64) * self.n + primary
-        if not self.keys.size:
-            return np.zeros(key.shape)
-        at = np.minimum(np.searchsorted(self.keys, key), self.keys.size - 1)
-        return np.where(self.keys[at] == key, self.values[at], 0.0)
-
-    def without(self, secondary: np.ndarray, primary: np.ndarray, mem: np.ndarray) -> np.ndarray:
-        """r_mem of each secondary after `mem` of its pair with `primary` leaves it."""
-        others = np.where(self.best_primary[secondary] == primary, self.second[secondary],
-                          self.best[secondary])
-        return np.maximum(self.lookup(secondary, primary) - mem, others)
 
 
 class MirroredMoves:
@@ -158,8 +111,7 @@ class MirroredMoves:
         self.w = work
         state = work.state
         vms = state.vms
-        auto = np.fromiter((v.auto_balance for v in vms), dtype=bool, count=len(vms))
-        self.secondary_mem = state.demand[:, 1] * auto
+        self.secondary_mem = mirror_memory(state)
         self.spindle_use = np.fromiter((v.spindle_use for v in vms), float, len(vms))
         self.spindle_capacity = np.array([h.spindle_capacity for h in state.hosts], dtype=float)
         self.spindles = np.zeros(state.n_hosts)

@@ -145,18 +145,62 @@ def sigma_terms(state: ClusterState, dynamic_load: bool = True) -> list[SigmaTer
     return terms
 
 
+def mirror_memory(state: ClusterState) -> np.ndarray:
+    """Per VM, the memory its DRBD mirror must be ready to start: an auto-balanced VM's."""
+    auto = np.fromiter((v.auto_balance for v in state.vms), dtype=bool, count=len(state.vms))
+    return state.demand[:, 1] * auto
+
+
+class Peers:
+    """Ganeti's peer memory: per (secondary, primary) pair, the memory of the auto-balanced
+    VMs the secondary would have to start if that primary failed; r_mem is the worst pair."""
+
+    def __init__(self, n_hosts: int, vm_host: np.ndarray, vm_secondary: np.ndarray,
+                 secondary_mem: np.ndarray):
+        self.n = n_hosts
+        pairs = (vm_secondary >= 0) & (vm_host >= 0)
+        keys = vm_secondary[pairs].astype(np.int64) * n_hosts + vm_host[pairs]
+        self.keys, inverse = np.unique(keys, return_inverse=True)
+        self.values = np.bincount(inverse.ravel(), weights=secondary_mem[pairs],
+                                  minlength=self.keys.size)
+        self.best = np.zeros(n_hosts)
+        self.best_primary = np.full(n_hosts, -1, dtype=np.int64)
+        self.second = np.zeros(n_hosts)
+        if self.keys.size:
+            sec, pri = self.keys // n_hosts, self.keys % n_hosts
+            order = np.lexsort((-self.values, sec))
+            sec, pri, values = sec[order], pri[order], self.values[order]
+            first = np.ones(sec.size, dtype=bool)
+            first[1:] = sec[1:] != sec[:-1]
+            self.best[sec[first]] = values[first]
+            self.best_primary[sec[first]] = pri[first]
+            runner_up = np.zeros(sec.size, dtype=bool)
+            runner_up[1:] = first[:-1] & ~first[1:]
+            self.second[sec[runner_up]] = values[runner_up]
+
+    @property
+    def r_mem(self) -> np.ndarray:
+        return self.best
+
+    def lookup(self, secondary: np.ndarray, primary: np.ndarray) -> np.ndarray:
+        """Peer memory of each (secondary, primary) pair, 0 where there is none."""
+        key = secondary.astype(np.int64) * self.n + primary
+        if not self.keys.size:
+            return np.zeros(key.shape)
+        at = np.minimum(np.searchsorted(self.keys, key), self.keys.size - 1)
+        return np.where(self.keys[at] == key, self.values[at], 0.0)
+
+    def without(self, secondary: np.ndarray, primary: np.ndarray, mem: np.ndarray) -> np.ndarray:
+        """r_mem of each secondary after `mem` of its pair with `primary` leaves it."""
+        others = np.where(self.best_primary[secondary] == primary, self.second[secondary],
+                          self.best[secondary])
+        return np.maximum(self.lookup(secondary, primary) - mem, others)
+
+
 def reserved_memory(state: ClusterState) -> np.ndarray:
     """Ganeti's r_mem: per host, the most memory one failed primary would make it start
     (Σ memory of auto-balanced DRBD instances mirrored here, for the worst primary)."""
-    r_mem = np.zeros(state.n_hosts)
-    auto = np.fromiter((v.auto_balance for v in state.vms), dtype=bool, count=len(state.vms))
-    mirrored = (state.vm_secondary >= 0) & (state.vm_host >= 0) & auto
-    if mirrored.any():
-        pair = state.vm_host[mirrored] * state.n_hosts + state.vm_secondary[mirrored]
-        keys, inverse = np.unique(pair, return_inverse=True)
-        sums = np.bincount(inverse, weights=state.demand[mirrored, 1])
-        np.maximum.at(r_mem, keys % state.n_hosts, sums)
-    return r_mem
+    return Peers(state.n_hosts, state.vm_host, state.vm_secondary, mirror_memory(state)).r_mem
 
 
 def n1_state(state: ClusterState) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
