@@ -312,31 +312,43 @@ class _Balancer:
             effects["spreads failover memory (N+1)"] = gain - sum(effects.values())
         return max(effects, key=effects.get) if effects else "evens out the load"
 
-    def apply(self, v: int, d: int):
-        s = int(self.vm_host[v])
-        self.vm_host[v] = d
+    def apply(self, v: int, d: int, secondary: int | None = None) -> tuple[int, int | None]:
+        """Book a move of v to host d (and its mirror to `secondary`, for a mirrored VM);
+        returns where it was. A VM without a mirror takes its disk along; a mirrored VM's
+        disk copy moves only as the move says (copy_move)."""
+        s, ss = int(self.vm_host[v]), (int(self.vm_secondary[v]) if secondary is not None else None)
+        running = (s, d) if d != s else None
+        copy = running if secondary is None else copy_move(s, ss, d, secondary)
         demand = self.demand[v]
-        self.free[s] += demand
-        self.free[d] -= demand
-        self.vm_count[s] -= 1
-        self.vm_count[d] += 1
-        for term in self.terms:
-            _, x, a, c = term
-            if self.online[s]:
-                x[s] -= a[v] / c[s]
-            x[d] += a[v] / c[d]
-        mem = self.running_mem[v]
-        self.unallocated[s] += mem
-        self.unallocated[d] -= mem
-        self.instances[s] -= 1
-        self.instances[d] += 1
-        for h in (s, d):      # hbal re-judges N+1 on the hosts a move touches
+        if running is not None:
+            self.free[s, :2] += demand[:2]
+            self.free[d, :2] -= demand[:2]
+            self.vm_count[s] -= 1
+            self.vm_count[d] += 1
+            self.unallocated[s] += self.running_mem[v]
+            self.unallocated[d] -= self.running_mem[v]
+            if self.groups:
+                self.group_count[self.member[v], s] -= 1
+                self.group_count[self.member[v], d] += 1
+        if copy is not None:
+            gone, came = copy
+            self.free[gone, 2] += demand[2]
+            self.free[came, 2] -= demand[2]
+            self.instances[gone] -= 1
+            self.instances[came] += 1
+        for (_, x, a, c), mirrored in zip(self.terms, self.term_mirrored):
+            pair = copy if mirrored else running
+            if pair is not None:
+                if self.online[pair[0]]:
+                    x[pair[0]] -= a[v] / c[pair[0]]
+                x[pair[1]] += a[v] / c[pair[1]]
+        self.vm_host[v] = d
+        if secondary is not None:
+            self.vm_secondary[v] = secondary
+            self.mirrors.moved(v, copy)
+        for h in {s, d, ss, secondary} - {None}:   # hbal re-judges N+1 on the hosts a move touches
             self.n1_fail[h] = self.unallocated[h] <= self.r_mem[h]
-        if self.groups:
-            self.group_count[self.member[v], s] -= 1
-            self.group_count[self.member[v], d] += 1
-        return s
-
+        return s, ss
 
 def balance(state: ClusterState, policy: BalancePolicy = BalancePolicy()) -> Plan:
     """A Plan of moves that lowers hbal's score, best move first, each one fitting.
@@ -369,17 +381,16 @@ def balance(state: ClusterState, policy: BalancePolicy = BalancePolicy()) -> Pla
         if found is None:
             break
         gain, v, d, secondary, how = found
+        p = int(work.vm_host[v])
         if how is None:
-            effect = work.main_effect(v, (work.vm_host[v], d), (work.vm_host[v], d), gain)
-            s = work.apply(v, d)
-            steps.append((v, s, d, f"{effect}, score -{gain:.4f}", None, None))
+            effect = work.main_effect(v, (p, d), (p, d), gain)
+            reason = f"{effect}, score -{gain:.4f}"
         else:
-            p, s = int(work.vm_host[v]), int(work.vm_secondary[v])
-            copy = copy_move(p, s, d, secondary)
+            copy = copy_move(p, int(work.vm_secondary[v]), d, secondary)
             effect = work.main_effect(v, (p, d) if d != p else None, copy, gain)
-            work.mirrors.apply(v, d, secondary)
-            target = names[copy[1]] if copy else None
-            steps.append((v, p, d, f"{how.describe(target)}: {effect}, score -{gain:.4f}", s, secondary))
+            reason = f"{how.describe(names[copy[1]] if copy else None)}: {effect}, score -{gain:.4f}"
+        s, ss = work.apply(v, d, secondary)
+        steps.append((v, s, d, reason, ss, secondary))
         score_now -= gain
     steps = _collapse(state, steps)
     moves = [Move(state.vms[v].name, names[s], names[d], reason,

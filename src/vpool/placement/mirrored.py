@@ -104,7 +104,8 @@ class MirroredMoves:
     """Scores every hbal move of mirrored VMs against the balancer's running state.
 
     `work` is the balancer: it owns the per-host arrays (free resources, σ terms, N+1 state,
-    anti-affinity counts) that shared-storage moves and these moves both update.
+    anti-affinity counts) and books every move in them (`_Balancer.apply`); this class keeps
+    what only mirrors have, spindles per host and the peer memory behind r_mem.
     """
 
     def __init__(self, work):
@@ -274,44 +275,13 @@ class MirroredMoves:
                 total += TAGS_WEIGHT * clash
 
     # ------------------------------------------------------------------ applying
-    def apply(self, v: int, new_p: int, new_s: int) -> tuple[int, int]:
-        """Book the move in the balancer's arrays; returns the old (primary, secondary)."""
-        w = self.w
-        p, s = int(w.vm_host[v]), int(w.vm_secondary[v])
-        demand = w.demand[v]
-        if new_p != p:
-            w.free[p, :2] += demand[:2]
-            w.free[new_p, :2] -= demand[:2]
-            w.vm_count[p] -= 1
-            w.vm_count[new_p] += 1
-            w.unallocated[p] += w.running_mem[v]
-            w.unallocated[new_p] -= w.running_mem[v]
-            if w.groups:
-                w.group_count[w.member[v], p] -= 1
-                w.group_count[w.member[v], new_p] += 1
-        copy = copy_move(p, s, new_p, new_s)
+    def moved(self, v: int, copy: tuple[int, int] | None) -> None:
+        """What the balancer's booking of a move of `v` leaves to this class: spindles follow
+        the disk copy, and the peers (so r_mem) follow the new pair."""
         if copy is not None:
-            gone, came = copy
-            w.free[gone, 2] += demand[2]
-            w.free[came, 2] -= demand[2]
-            w.instances[gone] -= 1
-            w.instances[came] += 1
-            self.spindles[gone] -= self.spindle_use[v]
-            self.spindles[came] += self.spindle_use[v]
-        running = (p, new_p) if new_p != p else None
-        for (_, x, a, c), mirrored in zip(w.terms, w.term_mirrored):
-            pair = copy if mirrored else running
-            if pair is not None:
-                src, dst = pair
-                if w.online[src]:
-                    x[src] -= a[v] / c[src]
-                x[dst] += a[v] / c[dst]
-        w.vm_host[v], w.vm_secondary[v] = new_p, new_s
+            self.spindles[copy[0]] -= self.spindle_use[v]
+            self.spindles[copy[1]] += self.spindle_use[v]
         self.rebuild_peers()
-        for h in {p, s, new_p, new_s}:
-            w.n1_fail[h] = w.unallocated[h] <= w.r_mem[h]
-        return p, s
-
 
 def _sigma_change(x, online, n, amount, divisor, src, dst):
     """Change of σ(x over online hosts) when `amount` leaves host `src` for host `dst`
