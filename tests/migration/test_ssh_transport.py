@@ -3,8 +3,8 @@
 A lab of its own (ss1, ss2): ss1 runs a real OpenSSH server in its namespaces and is added as
 ``qemu+ssh://root@ss1:2222/system?keyfile=…&no_verify=1``, so libvirt's client runs the real
 ``ssh`` and the remote ``virt-ssh-helper``; ss2 is reached over TCP. The image upload, the
-guest's create and start, the observed state and a live migration away from ss1 all go
-through the ssh connection. The test's ``ssh`` keeps its known-hosts file in the test's
+guest's create and start and a live migration away from ss1 all go through the ssh
+connection. The test's ``ssh`` keeps its known-hosts file in the test's
 directory (a wrapper first on PATH), so the machine's own ~/.ssh is never written.
 """
 

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from vpool.placement import ClusterState, HostRecord, VMRecord
 from vpool.placement.balance import BalancePolicy, balance
 from vpool.placement.htools import read_htools
+from vpool.placement.mirrored import lowest_score
 from vpool.placement.score import hbal_score, n1_state
 
 from placement_strategies import clusters, mirrored_clusters
@@ -149,11 +150,9 @@ def test_drbd_moves_fit_keep_n1_and_gain_what_they_say(state, dynamic):
         assert score - new_score == pytest.approx(claimed, abs=1e-4)
         current, score = after, new_score
     assert plan.score_after == pytest.approx(score, abs=1e-9)
-    hosts = [h for m in plan.moves for h in m.hosts]
     for stage in range(1, plan.stages + 1):
         staged_hosts = [h for m in plan.moves if m.stage == stage for h in m.hosts]
         assert len(staged_hosts) == len(set(staged_hosts))
-    assert all(state.host_index[h] >= 0 for h in hosts)
 
 
 # hbal -t FILE [--ignore-dynu] on Ganeti's generator with --template drbd: initial and final
@@ -184,3 +183,13 @@ def test_same_moves_as_hbal_on_drbd_clusters(generate, args, dynamic, before, af
     assert len(plan.moves) == moves
     printed = [f"{m.vm} {m.src}:{m.src_secondary} => {m.dst}:{m.dst_secondary}" for m in plan.moves]
     assert printed[:len(first)] == first
+
+
+def test_hbal_floor_counts_only_auto_balanced_mirrors():
+    """HTOOLS.md §4: hbal stops at 0.25·(D/(M − max t_mem) − D/M), D the mirrored memory."""
+    hosts = [HostRecord(f"h{i}", cpus=8, memory_mib=32768, disk_gib=100) for i in range(2)]
+    mirrored = VMRecord("m", "h0", 1, 4096, 10, secondary="h1", migratable=False)
+    pinned = replace(mirrored, name="n", auto_balance=False)
+    assert lowest_score(ClusterState.from_records(hosts, [mirrored, pinned])) == \
+        pytest.approx(0.25 * (4096 / 32768 - 4096 / 65536))
+    assert lowest_score(ClusterState.from_records(hosts, [replace(mirrored, secondary=None)])) == 0.0
