@@ -110,3 +110,24 @@ def test_live_mode_asks_the_api_and_prints_its_json(monkeypatch, tiny_file):
     assert json.loads(live.stdout) == json.loads(offline.stdout)
     exported = runner.invoke(app, ["export-htools"])
     assert exported.exit_code == 0 and exported.stdout == htools_text(state)
+
+
+def test_capacity_follows_the_files_disk_template(generate):
+    path = generate("-n", "12", "-i", "60", "--seed", "1", "--template", "drbd")
+    mirrored = json.loads(runner.invoke(app, ["capacity", "--htools", str(path), "--json"]).stdout)
+    shared = json.loads(runner.invoke(app, ["capacity", "--htools", str(path), "--json",
+                                            "--disk-template", "sharedfile"]).stdout)
+    assert (mirrored["disks"], shared["disks"]) == ("mirrored", "shared")
+    assert mirrored["fits_without_ha"] < shared["fits_without_ha"]    # each disk twice on nodes
+    table = runner.invoke(app, ["capacity", "--htools", str(path)]).stdout
+    assert "disks mirrored on a second host" in table
+
+
+def test_disk_template_errors_are_one_line(generate):
+    path = generate("-n", "10", "-i", "60", "--seed", "1")
+    result = runner.invoke(app, ["capacity", "--htools", str(path), "--disk-template", "raid"])
+    assert result.exit_code == 1 and result.output.strip().splitlines() == [
+        "error: unknown disk template 'raid'; known: diskless, file, sharedfile, plain, blockdev, "
+        "drbd, rbd, ext, gluster"]
+    result = runner.invoke(app, ["capacity", "--disk-template", "drbd"])
+    assert result.exit_code == 1 and "--disk-template needs --htools" in result.output

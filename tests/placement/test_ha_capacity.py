@@ -82,3 +82,45 @@ def test_mix_errors_are_one_line():
     with pytest.raises(ValueError, match="must be a number"):
         parse_mix("small=lots")
     assert parse_mix("medium=3, large") == {"medium": 3.0, "large": 1.0}
+
+
+def test_capacity_puts_shared_disks_on_no_host():
+    hosts = [HostRecord(f"h{i}", cpus=64, memory_mib=65536, disk_gib=100) for i in range(3)]
+    state = ClusterState.from_records(hosts, [])
+    assert capacity(state, {"medium": 1}, failures=0).fits == 3      # 60 GiB disk: one per host
+    shared = capacity(state, {"medium": 1}, failures=0, disks="shared")
+    assert shared.fits == 48 and shared.disks == "shared"            # 16 x 4 GiB per host
+
+
+def test_capacity_mirrors_each_disk_on_a_second_host():
+    hosts = [HostRecord(f"h{i}", cpus=64, memory_mib=65536, disk_gib=250) for i in range(4)]
+    state = ClusterState.from_records(hosts, [])
+    report = capacity(state, {"medium": 1}, failures=0, disks="mirrored")
+    # 4 x 250 GiB hold 16 disks of 60 GiB, each twice: 8 VMs; no VM is its own mirror
+    assert report.fits == 8 and "disk" in report.limited_by
+    assert all(mirror is not None and mirror != host for _, host, mirror in report.placements)
+    used = {h.name: 0 for h in hosts}
+    for _, host, mirror in report.placements:
+        used[host] += 60
+        used[mirror] += 60
+    assert max(used.values()) <= 250
+
+
+def test_a_mirror_goes_where_a_failover_keeps_room():
+    # The first VM goes to h0, the emptiest. h2 has the most disk but not the memory to start
+    # it should h0 fail; h1 has (Ganeti's N+1 rule), so the mirror goes to h1.
+    hosts = [HostRecord("h0", cpus=64, memory_mib=65536, disk_gib=1000),
+             HostRecord("h1", cpus=64, memory_mib=32768, disk_gib=1000),
+             HostRecord("h2", cpus=64, memory_mib=32768, disk_gib=4000)]
+    state = ClusterState.from_records(hosts, [VMRecord("a", "h1", 1, 16384), VMRecord("b", "h2", 1, 30720)])
+    report = capacity(state, {"medium": 1}, failures=0, disks="mirrored", limit=1)
+    assert report.placements == (("medium", "h0", "h1"),)
+    # with no host keeping that room, the mirror still goes where the disk fits best
+    crowded = ClusterState.from_records(hosts, [VMRecord("a", "h1", 1, 30720), VMRecord("b", "h2", 1, 30720)])
+    assert capacity(crowded, {"medium": 1}, failures=0, disks="mirrored", limit=1).placements == (
+        ("medium", "h0", "h2"),)
+
+
+def test_capacity_refuses_an_unknown_disk_layout():
+    with pytest.raises(ValueError, match="new disks must be one of local, shared, mirrored"):
+        capacity(pool(2, 0), {"medium": 1}, disks="raid")

@@ -2,7 +2,7 @@ import pytest
 
 from vpool.placement import ClusterState, HostRecord, VMRecord
 from vpool.placement.balance import balance
-from vpool.placement.htools import HtoolsError, from_state, read_htools
+from vpool.placement.htools import HtoolsError, HtoolsInstance, from_state, new_disks, read_htools
 from vpool.placement.score import hbal_score
 
 GOOD_NODE = "n1|65536|2048|63488|1048576|1048576|32|N|u1|1||N|0|1|1.0"
@@ -104,3 +104,29 @@ def test_names_that_cannot_be_written_are_refused():
     state = ClusterState.from_records([HostRecord("h|1", cpus=1, memory_mib=1024)])
     with pytest.raises(HtoolsError, match="cannot be written"):
         from_state(state)
+
+
+def test_new_instances_get_the_first_template_the_policy_allows():
+    cluster_policy = "|4096,2,61440,1,1,1|128,1,1024,1,1,1;1,1,1,1,1,1|drbd,plain|4.0|32.0"
+    group_policy = "g|4096,2,61440,1,1,1|128,1,1024,1,1,1;1,1,1,1,1,1|plain,drbd|4.0|32.0"
+    assert read_htools(text(policies=[cluster_policy])).new_instance_template == "drbd"
+    assert read_htools(text(policies=[cluster_policy, group_policy])).new_instance_template == "plain"
+    assert read_htools(text()).new_instance_template == "diskless"    # hspace's without a policy
+    assert [new_disks(t) for t in ("drbd", "plain", "sharedfile", "diskless", "file")] == [
+        "mirrored", "local", "shared", "shared", "shared"]
+    with pytest.raises(ValueError, match="unknown disk template 'raid'"):
+        new_disks("raid")
+
+
+def test_added_instances_take_memory_and_disk_from_their_nodes():
+    second = GOOD_NODE.replace("n1|", "n2|")
+    cluster = read_htools(text(nodes=(GOOD_NODE, second)))
+    mirrored = HtoolsInstance(("new", "8192", "10240", "2", "running", "Y", "n1", "n2", "drbd", "",
+                               "1", "-", "N"), 0)
+    grown = read_htools(cluster.with_instances([mirrored]).render())
+    n1, n2 = grown.nodes
+    assert (n1.f_mem, n1.f_dsk) == (63488 - 8192, 1048576 - 10240)
+    assert (n2.f_mem, n2.f_dsk) == (63488, 1048576 - 10240)      # the mirror: disk, no memory
+    before, after = cluster.to_state(), grown.to_state()
+    assert after.hosts[0].missing_memory_mib == before.hosts[0].missing_memory_mib
+    assert after.vms[-1].secondary == "n2"

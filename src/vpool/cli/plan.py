@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vpool.cli.client import JSON, call
-from vpool.placement.htools import HtoolsError, read_htools
+from vpool.placement.htools import HtoolsError, new_disks, read_htools
 from vpool.placement.report import plan_report
 
 app = typer.Typer(help="Plans: balance, consolidate, HA and capacity, read-only.",
@@ -33,13 +33,16 @@ def _fail(message: str) -> None:
     raise typer.Exit(1)
 
 
-def _report(kind: str, htools: Optional[Path], params: dict) -> dict:
+def _report(kind: str, htools: Optional[Path], params: dict, template: Optional[str] = None) -> dict:
     if htools is None:
+        if template is not None:
+            _fail("--disk-template needs --htools: a live pool's new disks go to their host's storage")
         return call("GET", f"/plans/{kind}",
                     params={k: v for k, v in params.items() if v is not None})
     try:
-        state = read_htools(htools.read_text()).to_state()
-        return plan_report(kind, state, params)
+        cluster = read_htools(htools.read_text())
+        disks = new_disks(template or cluster.new_instance_template)
+        return plan_report(kind, cluster.to_state(), params, new_disks=disks)
     except OSError as e:
         _fail(f"cannot read {htools}: {e.strerror}")
     except (HtoolsError, ValueError) as e:
@@ -127,13 +130,18 @@ def capacity(htools: Optional[Path] = HTOOLS,
              mix: str = typer.Option("medium", help="Flavors and weights, e.g. medium=3,large=1 "
                                                     "(tiny small medium large xlarge db)."),
              failures: int = typer.Option(1, help="Keep N+k while adding VMs (0: room only)."),
+             disk_template: Optional[str] = typer.Option(
+                 None, help="With --htools: the new VMs' Ganeti disk template (default: the "
+                            "first the file's policy allows, as hspace does)."),
              as_json: bool = JSON):
     """How many more VMs of a flavor mix fit while keeping N+k (like Ganeti's hspace)."""
-    data = _report("capacity", htools, {"mix": mix, "failures": failures})
+    data = _report("capacity", htools, {"mix": mix, "failures": failures}, disk_template)
     if as_json:
         return _emit(data)
+    disks = {"local": "on their host", "shared": "on shared storage",
+             "mirrored": "mirrored on a second host"}[data["disks"]]
     console.print(f"{data['fits']} more VMs fit keeping N+{data['failures']} "
-                  f"({data['fits_without_ha']} by room alone)", highlight=False)
+                  f"({data['fits_without_ha']} by room alone; disks {disks})", highlight=False)
     table = Table()
     table.add_column("flavor")
     table.add_column("VMs")

@@ -104,6 +104,14 @@ class HtoolsCluster:
         return by_owner.get(self.groups[0][0], by_owner.get("", default))
 
     @property
+    def new_instance_template(self) -> str:
+        """The disk template hspace gives new instances: the first the policy allows (the
+        group's policy wins over the cluster's), Ganeti's first template without one."""
+        by_owner = {p[0]: p[3].split(",") for p in self.policies or ()}
+        allowed = by_owner.get(self.groups[0][0], by_owner.get("", list(TEMPLATES)))
+        return allowed[0]
+
+    @property
     def exclusion_prefixes(self) -> tuple[str, ...]:
         return tuple(t[len(EXCLUSION_PREFIX):] for t in self.cluster_tags
                      if t.startswith(EXCLUSION_PREFIX))
@@ -171,6 +179,16 @@ class HtoolsCluster:
                           for i in self.instances)
         return replace(self, nodes=tuple(rewritten(n) for n in self.nodes), instances=instances)
 
+    def with_instances(self, added: Iterable[HtoolsInstance]) -> "HtoolsCluster":
+        """The file with `added` instances too, their memory and local disk taken from their
+        nodes' f_mem and f_dsk (as if Ganeti had created them), so htools judge the result."""
+        added = tuple(added)
+        mem, dsk = _running_mem(added, {}), _local_disk(added, {})
+        nodes = tuple(n if n.offline else _with_field(_with_field(
+            n, 3, str(n.f_mem - mem.get(n.name, 0))), 5, str(n.f_dsk - dsk.get(n.name, 0)))
+            for n in self.nodes)
+        return replace(self, nodes=nodes, instances=self.instances + added)
+
     def render(self) -> str:
         sections = [["|".join(g) for g in self.groups],
                     ["|".join(n.fields) for n in self.nodes],
@@ -182,6 +200,13 @@ class HtoolsCluster:
         for section in sections[1:]:
             lines += [""] + section
         return "\n".join(lines) + "\n"
+
+
+def new_disks(template: str) -> str:
+    """Where `capacity` puts the disks of new instances of an htools `template`."""
+    if template not in TEMPLATES:
+        raise ValueError(f"unknown disk template {template!r}; known: {', '.join(TEMPLATES)}")
+    return "mirrored" if template == "drbd" else "local" if template in LOCAL_TEMPLATES else "shared"
 
 
 def _running_mem(instances, where):

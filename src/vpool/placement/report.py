@@ -62,6 +62,7 @@ def capacity_dict(report: CapacityReport) -> dict:
         "fits_without_ha": report.fits_without_ha,
         "by_flavor": report.by_flavor,
         "limited_by": report.limited_by,
+        "disks": report.disks,
     }
 
 
@@ -109,8 +110,10 @@ def parse_parameters(kind: str, params: Mapping[str, Any]) -> dict[str, Any]:
     return parsed
 
 
-def plan_report(kind: str, state: ClusterState, params: Mapping[str, Any] | None = None) -> dict:
-    """Run plan `kind` on `state` with `params` (see PARAMETERS) and return it as data."""
+def plan_report(kind: str, state: ClusterState, params: Mapping[str, Any] | None = None,
+                new_disks: str = "local") -> dict:
+    """Run plan `kind` on `state` with `params` (see PARAMETERS) and return it as data;
+    `new_disks` is where capacity puts new VMs' disks (an htools file's template decides)."""
     p = parse_parameters(kind, params or {})
     if kind == "balance":
         dynamic = not p.pop("ignore_dynu", False)
@@ -120,7 +123,7 @@ def plan_report(kind: str, state: ClusterState, params: Mapping[str, Any] | None
     if kind == "ha":
         return ha_dict(ha_admission(state, p.get("failures", 1)))
     return capacity_dict(capacity(state, parse_mix(p.get("mix", "medium")), failures=p.get(
-        "failures", 1)))
+        "failures", 1), disks=new_disks))
 
 
 def htools_text(state: ClusterState) -> str:

@@ -354,3 +354,8 @@ class Workspace:
         self.vm_count[host] += 1
         for g in groups:
             self.group_members(g)[host] += 1
+
+    def add_mirror(self, host: int, disk_gib: float) -> None:
+        """Book a DRBD mirror's copy of a disk on host index `host` (a disk, not a VM)."""
+        self.used[host, 2] += disk_gib
+        self.free[host, 2] -= disk_gib
