@@ -8,9 +8,12 @@ which `ha_admission` still holds: each added VM only takes room, so N+k only get
 
 New disks are `local` (on the VM's host, as in a vpool pool), `shared` (on no host's disk:
 Ganeti's sharedfile, rbd, diskless…) or `mirrored` (DRBD: a copy on a second host, which must
-also be ready to start the VM). A mirror goes where Ganeti's N+1 rule keeps the most memory
-spare: the second host's free memory less its r_mem once this mirror counts (Ganeti's hspace
-refuses a secondary that would exceed it), else, when none would keep it, where the disk fits.
+also be ready to start the VM). A mirror goes to the host with the most free disk among those
+where Ganeti's N+1 rule still holds once it counts (free memory at least r_mem, the most one
+failed primary would start there; hspace refuses a secondary that would break it), or the
+most free disk of all when none would. Most free disk first spreads the copies, so the last
+free disk is not left on one host with nothing to pair with: on generated DRBD clusters that
+fits up to two VMs more than taking the most spare memory first.
 """
 
 from __future__ import annotations
@@ -130,7 +133,7 @@ def capacity(state: ClusterState, mix: Mapping[str, float],
 
 class _Mirrors:
     """Peer memory per (mirror host, primary host), kept as mirrors are booked, so each new
-    mirror can go where N+1 keeps the most memory spare. Sparse: a primary has few mirrors,
+    mirror can go where N+1 still holds. Sparse: a primary has few mirrors,
     and a dense matrix of a 10,000-host pool would take 800 MB."""
 
     def __init__(self, state: ClusterState):
@@ -160,7 +163,7 @@ class _Mirrors:
         spare = work.free[:, 1] - np.maximum(self.r_mem, towards + request.memory_mib)
         keeps = fits & (spare + EPSILON >= 0)
         candidates = np.flatnonzero(keeps if keeps.any() else fits)
-        order = np.lexsort((-work.free[candidates, 2], -spare[candidates]))
+        order = np.lexsort((-spare[candidates], -work.free[candidates, 2]))
         return int(candidates[order[0]])
 
     def book(self, work: Workspace, primary: int, mirror: int, request: PlacementRequest) -> None:
