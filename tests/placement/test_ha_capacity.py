@@ -124,3 +124,17 @@ def test_a_mirror_goes_where_a_failover_keeps_room():
 def test_capacity_refuses_an_unknown_disk_layout():
     with pytest.raises(ValueError, match="new disks must be one of local, shared, mirrored"):
         capacity(pool(2, 0), {"medium": 1}, disks="raid")
+
+
+def test_after_n_plus_one_first_fails_each_vm_goes_where_it_still_holds():
+    # 3 x 32 GiB with a 16 GiB VM on h0. Spreading 4 GiB VMs and cutting where N+1 first fails
+    # stops at 10: no host keeps 16 GiB free for the big one. 12 is the most possible: N+1
+    # needs the free memory of the others (total free less the host's own) to hold each
+    # host's use, so total free must be at least one host's 32 GiB: 16 + 4k <= 64.
+    hosts = [HostRecord(f"h{i}", cpus=64, memory_mib=32768, disk_gib=1000) for i in range(3)]
+    state = ClusterState.from_records(hosts, [VMRecord("big", "h0", 4, 16384, 10)])
+    report = capacity(state, {"medium": 1})
+    assert report.fits == 12 and report.fits_without_ha == 20
+    assert "breaks N+1 on each host tried: if h0 failed" in report.limited_by
+    vms = state.vms + tuple(VMRecord(f"m{i}", host, 2, 4096, 60) for i, (_, host, _) in enumerate(report.placements))
+    assert ha_admission(ClusterState.from_records(hosts, vms)).ok

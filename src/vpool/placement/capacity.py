@@ -19,11 +19,12 @@ fits up to two VMs more than taking the most spare memory first.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any, Mapping
 
 import numpy as np
 
-from .ha import ha_admission
+from .ha import failure_plan, ha_admission
 from .filters import EPSILON
 from .place import DEFAULT_POLICY, PlacementPolicy, place
 from .request import PlacementRequest
@@ -32,6 +33,11 @@ from .state import ClusterState, VMRecord, Workspace
 
 #: where a new VM's disk goes (see the module's docstring)
 DISKS = ("local", "shared", "mirrored")
+#: hosts tried, best first, for each VM added after N+k first fails
+TRIES = 10
+#: up to this many hosts, N+1 is kept per failed host as VMs are added (n² × 3 floats: 24 MB
+#: at 1,000); beyond, each VM added after N+1 first fails costs a whole `ha_admission`
+TRACKED_HOSTS = 1000
 
 #: the VM sizes of Ganeti's generator (vCPU, MiB, GiB), so capacity answers are comparable
 DEFAULT_FLAVORS: dict[str, PlacementRequest] = {
@@ -93,42 +99,90 @@ def capacity(state: ClusterState, mix: Mapping[str, float],
         raise ValueError("the mix names no flavor")
     names = list(mix)
     weights = np.array([mix[n] for n in names], dtype=float)
-    work = Workspace(state)
-    mirrors = _Mirrors(state) if disks == "mirrored" else None
-    added: list[tuple[str, int, int]] = []    # (flavor, host, mirror host or -1)
-    credit = np.zeros(len(names))
-    stop = f"stopped after {limit} VMs"
-    while len(added) < limit:
-        credit += weights
-        pick = int(np.argmax(credit))
-        credit[pick] -= weights.sum()
-        flavor = catalogue[names[pick]]
-        request = PlacementRequest(f"{names[pick]}-{len(added) + 1}", cpus=flavor.cpus,
-                                   memory_mib=flavor.memory_mib,
-                                   disk_gib=0 if disks == "shared" else flavor.disk_gib)
-        decision = place(work, request, policy)
-        if not decision.ok:
-            stop = f"the next {names[pick]} VM does not fit: {decision.message}"
-            break
-        h = state.host_index[decision.host]
-        mirror = -1
-        if mirrors is not None:
-            mirror = mirrors.choose(work, h, request)
-            if mirror < 0:
-                stop = (f"the next {names[pick]} VM has no host for its mirror: no host but "
-                        f"{decision.host} has {request.disk_gib:g} GiB disk free")
-                break
-            mirrors.book(work, h, mirror, request)
-        work.add(h, request.demand)
-        added.append((names[pick], h, mirror))
-    room = len(added)
-    fits, limited_by = room, stop
+    added, limited_by = _fill(state, [], _flavor_sequence(names, weights), catalogue, disks,
+                              policy, limit)
+    room = fits = len(added)
     if failures:
-        fits, limited_by = _keeping_ha(state, added, catalogue, failures, stop, disks)
+        fits, limited_by = _keeping_ha(state, added, catalogue, failures, limited_by, disks)
+        if fits < room:
+            keeper = _KeepsHA(state, added[:fits], catalogue, disks, failures)
+            more, stop = _fill(state, added[:fits], islice(_flavor_sequence(names, weights), fits, None),
+                               catalogue, disks, policy, limit, keeper)
+            if len(more) > fits:
+                # the plans kept per failure are witnesses; the answer must be ha_admission's
+                last, _ = _keeping_ha(state, more, catalogue, failures, stop, disks)
+                added, fits, limited_by = more, max(fits, last), stop
+            room = max(room, fits)
     by_flavor = {n: sum(1 for name, *_ in added[:fits] if name == n) for n in names}
     hosts = state.host_names
     placements = tuple((name, hosts[h], hosts[m] if m >= 0 else None) for name, h, m in added[:fits])
     return CapacityReport(dict(mix), failures, fits, room, by_flavor, limited_by, disks, placements)
+
+
+def _flavor_sequence(names, weights):
+    """Flavor names in the mix's proportions, for ever (a smooth weighted round robin)."""
+    credit = np.zeros(len(names))
+    while True:
+        credit += weights
+        pick = int(np.argmax(credit))
+        credit[pick] -= weights.sum()
+        yield names[pick]
+
+
+def _fill(state, start, flavors, catalogue, disks, policy, limit, keeps=None):
+    """`start` (a list of (flavor, host, mirror host or -1)) and then VMs of `flavors` added
+    until one does not fit; returns them all and why it stopped. With `keeps` (a _KeepsHA),
+    a VM goes to the best of the first TRIES hosts `place` offers where N+k still holds, as
+    hspace checks N+1 on each allocation."""
+    work = Workspace(state)
+    mirrors = _Mirrors(state) if disks == "mirrored" else None
+    added = list(start)
+    for name, h, mirror in added:
+        _book(work, mirrors, catalogue[name], disks, h, mirror)
+    for name in flavors:
+        if len(added) >= limit:
+            return added, f"stopped after {limit} VMs"
+        flavor = catalogue[name]
+        request = PlacementRequest(f"{name}-{len(added) + 1}", cpus=flavor.cpus,
+                                   memory_mib=flavor.memory_mib,
+                                   disk_gib=0 if disks == "shared" else flavor.disk_gib)
+        accepts = work.accepts_vms.copy()
+        chosen, why = None, ""
+        for _ in range(TRIES if keeps else 1):
+            decision = place(work, request, policy)
+            if not decision.ok:
+                why = why or f"the next {name} VM does not fit: {decision.message}"
+                break
+            h = state.host_index[decision.host]
+            mirror = mirrors.choose(work, h, request) if mirrors is not None else -1
+            if mirrors is not None and mirror < 0:
+                why = why or (f"the next {name} VM has no host for its mirror: no host but "
+                              f"{decision.host} has {request.disk_gib:g} GiB disk free")
+            elif keeps is None:
+                chosen = (name, h, mirror)
+                break
+            else:
+                broken = keeps.check(added + [(name, h, mirror)])
+                if broken is None:
+                    keeps.commit()
+                    chosen = (name, h, mirror)
+                    break
+                why = why or f"one more {name} VM breaks N+{keeps.failures} on each host tried: {broken}"
+            work.accepts_vms[h] = False      # try the next best host
+        work.accepts_vms = accepts
+        if chosen is None:
+            return added, why
+        _book(work, mirrors, flavor, disks, chosen[1], chosen[2])
+        added.append(chosen)
+    return added, ""
+
+
+def _book(work, mirrors, flavor, disks, host, mirror):
+    demand = np.array([flavor.cpus, flavor.memory_mib, 0 if disks == "shared" else flavor.disk_gib],
+                      dtype=float)
+    if mirror >= 0:
+        mirrors.book(work, host, mirror, demand[1], demand[2])
+    work.add(host, demand)
 
 
 class _Mirrors:
@@ -166,25 +220,77 @@ class _Mirrors:
         order = np.lexsort((-spare[candidates], -work.free[candidates, 2]))
         return int(candidates[order[0]])
 
-    def book(self, work: Workspace, primary: int, mirror: int, request: PlacementRequest) -> None:
-        work.add_mirror(mirror, request.disk_gib)
-        self._count(primary, mirror, request.memory_mib)
+    def book(self, work: Workspace, primary: int, mirror: int, memory_mib: float, disk_gib: float) -> None:
+        work.add_mirror(mirror, disk_gib)
+        self._count(primary, mirror, memory_mib)
 
 
-def _with_added(state, added, catalogue, n, disks):
+class _KeepsHA:
+    """Does N+k still hold with one more VM? For one failure it keeps, per host that may
+    fail, what `ha_admission`'s restart plan leaves free on the others: a VM added to host h
+    (and its mirror m) changes h's own plan, and another host's plan only if that plan left
+    too little on h or m. So a check redoes one plan or a few, not one per host (at 100 hosts
+    about 100 times faster). Those plans stay valid witnesses but may differ from the ones
+    `ha_admission` would make afresh, so `capacity` has the last word checked by it."""
+
+    def __init__(self, state, start, catalogue, disks, failures):
+        self.state, self.catalogue, self.disks, self.failures = state, catalogue, disks, failures
+        self.pending = None
+        self.left = None
+        if failures == 1 and state.n_hosts <= TRACKED_HOSTS:
+            now = _with_added(state, start, catalogue, disks)
+            self.left = np.full((state.n_hosts, state.n_hosts, 3), -np.inf)
+            for f in np.flatnonzero(now.up):
+                self.left[f] = failure_plan(now, int(f))[1]
+
+    def check(self, candidate) -> str | None:
+        """None if N+k holds with `candidate` (every VM added so far and the new one last),
+        else why not; a check that passes is kept for `commit`."""
+        now = _with_added(self.state, candidate, self.catalogue, self.disks)
+        if self.left is None:
+            report = ha_admission(now, self.failures)
+            return None if report.ok else report.message
+        name, host, mirror = candidate[-1]
+        demand = now.demand[-1]
+        stale = ~(self.left[:, host] + EPSILON >= demand).all(axis=1)
+        if mirror >= 0:
+            stale |= self.left[:, mirror, 2] + EPSILON < demand[2]
+        stale[host] = True
+        redone = {}
+        for f in np.flatnonzero(stale & now.up):
+            unplaced, left = failure_plan(now, int(f))
+            if unplaced:
+                return (f"if {now.host_names[f]} failed, {len(unplaced)} VM(s) could not restart "
+                        f"({', '.join(unplaced[:5])})")
+            redone[int(f)] = left
+        self.pending = (host, mirror, demand, redone)
+        return None
+
+    def commit(self) -> None:
+        if self.left is None:
+            return
+        host, mirror, demand, redone = self.pending
+        self.left[:, host] -= demand
+        if mirror >= 0:
+            self.left[:, mirror, 2] -= demand[2]
+        for f, left in redone.items():
+            self.left[f] = left
+
+
+def _with_added(state, added, catalogue, disks):
     extra = tuple(VMRecord(f"capacity-probe-{i}", host=state.host_names[h],
                            cpus=catalogue[name].cpus, memory_mib=catalogue[name].memory_mib,
                            disk_gib=0 if disks == "shared" else catalogue[name].disk_gib,
                            secondary=state.host_names[mirror] if mirror >= 0 else None,
                            migratable=mirror < 0)
-                  for i, (name, h, mirror) in enumerate(added[:n]))
+                  for i, (name, h, mirror) in enumerate(added))
     return ClusterState.from_records(state.hosts, state.vms + extra, state.group_policies)
 
 
 def _keeping_ha(state, added, catalogue, failures, stop, disks):
     """Longest prefix of `added` after which N+failures holds (bisection)."""
     def holds(n):
-        return ha_admission(_with_added(state, added, catalogue, n, disks), failures)
+        return ha_admission(_with_added(state, added[:n], catalogue, disks), failures)
 
     first = ha_admission(state, failures)
     if not first.ok:

@@ -63,7 +63,7 @@ def ha_admission(state: ClusterState, failures: int = 1) -> HaReport:
     worst = None
     bottlenecks: set[int] = set()
     for failed in sets:
-        unplaced, headroom = _restart(state, failed, on_host, hard, members)
+        unplaced, headroom, _ = _restart(state, failed, on_host, hard, members)
         key = (len(unplaced) == 0, float(headroom.min()))
         if unplaced:
             bottlenecks.update(failed)
@@ -102,8 +102,19 @@ def _failure_sets(state, hosts, k):
     return sorted(sets), False
 
 
+def failure_plan(state: ClusterState, host: int) -> tuple[list[str], np.ndarray]:
+    """`ha_admission`'s restart plan for the failure of host index `host` alone: the VMs
+    that find no room, and what the plan leaves free on each host (-inf where none may go)."""
+    on_host = {host: list(np.flatnonzero(state.vm_host == host))}
+    hard = sorted(state.groups_with("anti-affinity"))
+    members = np.stack([state.group_members(g) for g in hard]) if hard else None
+    unplaced, _, left = _restart(state, (host,), on_host, hard, members)
+    return unplaced, left
+
+
 def _restart(state, failed, on_host, hard, members):
-    """(VMs that found no room, free share per resource on survivors) for one failure set."""
+    """(VMs that found no room, free share per resource on survivors, free room per host
+    after the restarts, -inf where none may go) for one failure set."""
     survivors = state.accepts_vms.copy()
     survivors[list(failed)] = False
     targets = np.flatnonzero(survivors)
@@ -139,4 +150,6 @@ def _restart(state, failed, on_host, hard, members):
             crowd[i, j] += 1
     usable = state.usable[targets].sum(axis=0)
     headroom = np.divide(free.sum(axis=0), usable, out=np.ones(3), where=usable > 0)
-    return unplaced, headroom
+    left = np.full((state.n_hosts, 3), -np.inf)
+    left[targets] = free
+    return unplaced, headroom, left
