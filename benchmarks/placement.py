@@ -1,14 +1,18 @@
 """Placement beside Ganeti's htools, in the same run; prints JSON.
 
-    .venv/bin/python benchmarks/placement.py            # minutes: hbal on 10-12 nodes only
+    .venv/bin/python benchmarks/placement.py            # minutes: hbal/hspace on 10-12 nodes only
     .venv/bin/python benchmarks/placement.py --slow     # + hbal at 100 and 1,000 nodes, hail
                                                         #   at 10,000 (about an hour)
     .venv/bin/python benchmarks/placement.py --cluster FILE [--hbal-timeout CPU_SECONDS]
+    .venv/bin/python benchmarks/placement.py --only capacity   # one section (repeatable)
 
 Balance: vpool's `balance` and `hbal` on the same htools file; both final scores are hbal's
 formula (vpool's is also re-checked with `hinfo` on the file rewritten with vpool's moves).
 Place: decisions per second at 1,000 and 10,000 hosts beside `hail` on the same request.
 Pack: hosts used by `place_many` and `consolidate` beside a lower bound for vector packing.
+Capacity: how many more medium VMs fit keeping N+1, `capacity` beside `hspace --standard-alloc`
+on the same file and disk template; Ganeti's own `hcheck` then judges the pool with vpool's
+VMs added (and hspace's, from its `-S` file), so neither count is taken on trust.
 
 Clusters come from ../shared/ganeti/gen_cluster.py, written into a temporary directory. The
 Debian packages ganeti-htools-3.0 and ganeti-htools are installed with apt-get if missing.
@@ -28,11 +32,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 
 from vpool.placement import (BalancePolicy, ClusterState, ConsolidationPolicy, PlacementRequest,
                              VMRecord, balance, consolidate, place, place_many)
-from vpool.placement.capacity import DEFAULT_FLAVORS
-from vpool.placement.htools import read_htools
+from vpool.placement.capacity import DEFAULT_FLAVORS, capacity
+from vpool.placement.htools import HtoolsInstance, new_disks, read_htools
 from vpool.placement.packing import lower_bound
 from vpool.placement.score import hbal_score
 from vpool.placement.state import Workspace
@@ -40,6 +45,7 @@ from vpool.placement.state import Workspace
 GANETI = Path(os.environ.get("VPOOL_GANETI_DIR") or Path(__file__).resolve().parents[1].parent / "shared" / "ganeti")
 HTOOLS_BIN = Path("/usr/lib/ganeti/3.0/usr/bin")
 HAIL = Path("/usr/lib/ganeti/3.0/usr/lib/ganeti/iallocators/hail")
+SECTIONS = ("balance", "place", "capacity", "pack")
 
 
 def log(message: str) -> None:
@@ -227,6 +233,100 @@ def _vm(request, host):
     return VMRecord(request.name, host, request.cpus, request.memory_mib, request.disk_gib)
 
 
+# ------------------------------------------------------------------------------ capacity
+def hcheck(path: Path) -> dict:
+    """Ganeti's verdict on a file: nodes failing N+1 (DRBD's r_mem) and the groups failing
+    global N+1 (every node's instances can move elsewhere)."""
+    out = run_peer([str(HTOOLS_BIN / "hcheck"), "-t", str(path), "--machine-readable"], 600)["output"]
+    found = dict(re.findall(r"HCHECK_INIT_CLUSTER_(N1_FAIL|GN1_FAIL)=(\d+)", out))
+    return {k.lower(): int(v) for k, v in found.items()}
+
+
+def exact_n1(state: ClusterState) -> list[str]:
+    """The hosts whose failure leaves some of their VMs nowhere to restart, decided exactly
+    (CP-SAT, per failed host) rather than by a greedy pass: the referee for both counts. A
+    mirrored VM may restart on its mirror only, needing no disk there; others anywhere on
+    their storage, with their disk."""
+    from ortools.sat.python import cp_model
+    failing = []
+    for failed in range(state.n_hosts):
+        victims = [v for v in range(len(state.vms)) if state.vm_host[v] == failed]
+        targets = [h for h in range(state.n_hosts) if h != failed and state.accepts_vms[h]]
+        if not victims:
+            continue
+        model = cp_model.CpModel()
+        where = {}
+        for v in victims:
+            mirror = state.vm_secondary[v]
+            options = [h for h in targets if (h == mirror if mirror >= 0 else
+                                              state.storage[h] == state.vm_storage[v])]
+            where[v] = {h: model.NewBoolVar(f"{v}@{h}") for h in options}
+            model.AddExactlyOne(where[v].values())
+        for h in targets:
+            for r, unit in enumerate((100, 1, 1)):   # vCPU in hundredths, MiB, GiB
+                terms = [(int(np.ceil(state.demand[v, r] * unit)) if not (r == 2 and state.vm_secondary[v] >= 0)
+                          else 0, where[v][h]) for v in victims if h in where[v]]
+                if terms:
+                    model.Add(sum(d * x for d, x in terms) <= int(np.floor(state.free[h, r] * unit + 1e-6)))
+        solver = cp_model.CpSolver()
+        solver.parameters.max_time_in_seconds = 30
+        if solver.Solve(model) not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            failing.append(state.host_names[failed])
+    return failing
+
+
+def _judged(cluster, added, directory: Path, name: str) -> dict:
+    """hcheck on `cluster` with `added` instances. Instances are written smallest first: a
+    node's instances load last-first, and hcheck's evacuation check is greedy in that order,
+    so this gives it its best chance (the other order fails pools it passes this way)."""
+    grown = cluster.with_instances(added)
+    grown = type(grown)(grown.groups, grown.nodes, tuple(sorted(grown.instances, key=lambda i: i.mem)),
+                        grown.cluster_tags, grown.policies)
+    path = directory / name
+    path.write_text(grown.render())
+    return {**hcheck(path), "exact_n1_fail": len(exact_n1(grown.to_state()))}
+
+
+def bench_capacity(path: Path, template: str, peer: bool, timeout: float, directory: Path) -> dict:
+    cluster = read_htools(path.read_text())
+    state = cluster.to_state()
+    medium = DEFAULT_FLAVORS["medium"]
+    start = time.perf_counter()
+    ours = capacity(state, {"medium": 1}, failures=1, disks=new_disks(template))
+    elapsed = time.perf_counter() - start
+    probe = lambda i, host, mirror: HtoolsInstance((  # noqa: E731
+        f"capacity-probe-{i}", str(medium.memory_mib), str(medium.disk_gib * 1024), str(medium.cpus),
+        "running", "Y", host, mirror or "", template, "", "1", "-", "N"), 0)
+    row = {"cluster": path.name, "template": template, "hosts": state.n_hosts, "vms": len(state.vms),
+           "vpool": {"fits": ours.fits, "by_room": ours.fits_without_ha, "wall_s": round(elapsed, 3),
+                     "limited_by": ours.limited_by[:160]}}
+    if peer:
+        row["vpool"]["hcheck"] = _judged(cluster, (probe(i, h, m) for i, (_, h, m) in
+                                                   enumerate(ours.placements)), directory, f"vpool-{path.name}")
+        saved = directory / f"hspace-{path.name}"
+        run = run_peer([str(HTOOLS_BIN / "hspace"), "-t", str(path), "--disk-template", template,
+                        f"--standard-alloc={medium.disk_gib * 1024},{medium.memory_mib},{medium.cpus}",
+                        "--machine-readable", "-S", str(saved)], timeout)
+        out = run.pop("output")
+        theirs = {"ran": f"hspace -t {path.name} --disk-template {template} --standard-alloc="
+                         f"{medium.disk_gib * 1024},{medium.memory_mib},{medium.cpus}", **run}
+        found = re.search(r"HTS_ALLOC_INSTANCES=(\d+)", out)
+        reason = re.search(r"HTS_ALLOC_FAIL_REASON=(\w+)", out)
+        if run["finished"] and found:
+            theirs.update(fits=int(found.group(1)), limited_by=reason.group(1) if reason else None)
+            final = saved.with_name(saved.name + ".standard")   # -S writes .standard and .tiered
+            if final.exists():
+                done = read_htools(final.read_text())
+                fresh = [i for i in done.instances if i.name not in {j.name for j in cluster.instances}]
+                theirs["hcheck"] = _judged(cluster, fresh, directory, f"hspace-judged-{path.name}")
+            row["ratio"] = {"fits": _ratio(ours.fits, theirs["fits"]),
+                            "wall_s": _ratio(elapsed, run["wall_s"])}
+        row["hspace"] = theirs
+    log(f"capacity {path.name} {template}: vpool {ours.fits} in {elapsed:.2f} s"
+        + (f"; hspace {row['hspace'].get('fits')} in {row['hspace'].get('wall_s')} s" if peer else ""))
+    return row
+
+
 # ------------------------------------------------------------------------------ pack
 def bench_pack(path: Path, time_budget: float | None) -> dict:
     state = load(path)
@@ -259,6 +359,32 @@ def bench_pack(path: Path, time_budget: float | None) -> dict:
 
 
 # ------------------------------------------------------------------------------ main
+def bench_balances(directory: Path, peer: bool, args) -> list[dict]:
+    """The balance rows: hbal beside vpool on shared-storage and DRBD clusters, 10 to 1,000 nodes."""
+    rows = []
+    for seed in (1, 2, 3, 42):
+        path = generate(directory, 10, 60, seed)
+        rows += [bench_balance(path, d, peer, args.hbal_timeout, directory)
+                 for d in (True, False)]
+    for seed in (1, 2, 3, 42):   # DRBD: failovers and disk replacements
+        path = generate(directory, 12, 60, seed, "--template", "drbd")
+        rows += [bench_balance(path, d, peer, args.hbal_timeout, directory)
+                 for d in (True, False)]
+    rows.append(bench_balance(generate(directory, 100, 600, 42, "--template", "drbd"), True,
+                              peer and args.slow, args.hbal_timeout, directory))
+    path = generate(directory, 100, 1000, 42)
+    rows += [bench_balance(path, d, peer and args.slow, args.hbal_timeout, directory)
+             for d in (True, False)]
+    for seed in (1, 2):
+        rows.append(bench_balance(generate(directory, 100, 1000, seed), True, False, 0,
+                                  directory))
+    path = generate(directory, 1000, 10000, 42)
+    rows.append(bench_balance(path, True, peer and args.slow, args.hbal_timeout_1000,
+                              directory))
+    rows.append(bench_balance(path, False, False, 0, directory))
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -272,7 +398,10 @@ def main(argv=None) -> int:
                         help="the same for hbal at 1,000 nodes")
     parser.add_argument("--decisions", type=int, default=5000)
     parser.add_argument("--no-peer", action="store_true", help="vpool only")
+    parser.add_argument("--only", choices=SECTIONS, action="append",
+                        help="run this section only (repeatable)")
     args = parser.parse_args(argv)
+    wanted = set(args.only or SECTIONS)
     peer = not args.no_peer and ensure_ganeti()
     report = {"benchmark": "placement", "machine": {
         "python": platform.python_version(), "cpus": os.cpu_count(),
@@ -287,38 +416,27 @@ def main(argv=None) -> int:
                                                directory) for dynamic in (True, False)]
             print(json.dumps(report, indent=1))
             return 0
-        rows = []
-        for seed in (1, 2, 3, 42):
-            path = generate(directory, 10, 60, seed)
-            rows += [bench_balance(path, d, peer, args.hbal_timeout, directory)
-                     for d in (True, False)]
-        for seed in (1, 2, 3, 42):   # DRBD: failovers and disk replacements
-            path = generate(directory, 12, 60, seed, "--template", "drbd")
-            rows += [bench_balance(path, d, peer, args.hbal_timeout, directory)
-                     for d in (True, False)]
-        rows.append(bench_balance(generate(directory, 100, 600, 42, "--template", "drbd"), True,
-                                  peer and args.slow, args.hbal_timeout, directory))
-        path = generate(directory, 100, 1000, 42)
-        rows += [bench_balance(path, d, peer and args.slow, args.hbal_timeout, directory)
-                 for d in (True, False)]
-        for seed in (1, 2):
-            rows.append(bench_balance(generate(directory, 100, 1000, seed), True, False, 0,
-                                      directory))
-        path = generate(directory, 1000, 10000, 42)
-        rows.append(bench_balance(path, True, peer and args.slow, args.hbal_timeout_1000,
-                                  directory))
-        rows.append(bench_balance(path, False, False, 0, directory))
-        report["balance"] = rows
-        report["place"] = [
-            bench_place(generate(directory, 1000, 10000, 42, request=True), peer, 300,
-                        args.decisions),
-            bench_place(generate(directory, 10000, 100000, 42, request=True),
-                        peer and args.slow, 1800, args.decisions)]
-        report["pack"] = [
-            bench_pack(generate(directory, 10, 60, 42), time_budget=10.0),
-            bench_pack(generate(directory, 100, 1000, 42), None),
-            bench_pack(generate(directory, 100, 1000, 42, "--node-mix", "uniform"), None),
-            bench_pack(generate(directory, 1000, 10000, 42), None)]
+        if "balance" in wanted:
+            report["balance"] = bench_balances(directory, peer, args)
+        if "place" in wanted:
+            report["place"] = [
+                bench_place(generate(directory, 1000, 10000, 42, request=True), peer, 300,
+                            args.decisions),
+                bench_place(generate(directory, 10000, 100000, 42, request=True),
+                            peer and args.slow, 1800, args.decisions)]
+        if "capacity" in wanted:
+            report["capacity"] = [
+                bench_capacity(generate(directory, nodes, 60, seed, "--template", template),
+                               template, peer, args.hbal_timeout, directory)
+                for template, nodes, seeds in (("sharedfile", 10, (1, 2, 3, 42)),
+                                               ("drbd", 12, (1, 2, 3, 42)), ("plain", 10, (1, 42)))
+                for seed in seeds]
+        if "pack" in wanted:
+            report["pack"] = [
+                bench_pack(generate(directory, 10, 60, 42), time_budget=10.0),
+                bench_pack(generate(directory, 100, 1000, 42), None),
+                bench_pack(generate(directory, 100, 1000, 42, "--node-mix", "uniform"), None),
+                bench_pack(generate(directory, 1000, 10000, 42), None)]
     print(json.dumps(report, indent=1))
     return 0
 
