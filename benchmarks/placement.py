@@ -246,10 +246,10 @@ def exact_n1(state: ClusterState) -> list[str]:
     """The hosts whose failure leaves some of their VMs nowhere to restart, decided exactly
     (CP-SAT, per failed host) rather than by a greedy pass: the referee for both counts. A
     mirrored VM may restart on its mirror only, needing no disk there; others anywhere on
-    their storage, with their disk."""
+    their storage, with their disk. Hosts already down have nothing left to lose."""
     from ortools.sat.python import cp_model
     failing = []
-    for failed in range(state.n_hosts):
+    for failed in np.flatnonzero(state.up):
         victims = [v for v in range(len(state.vms)) if state.vm_host[v] == failed]
         targets = [h for h in range(state.n_hosts) if h != failed and state.accepts_vms[h]]
         if not victims:

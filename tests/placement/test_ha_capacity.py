@@ -59,6 +59,18 @@ def test_a_drbd_vm_restarts_on_its_mirror_or_not_at_all():
     assert not report.ok and report.worst == ("h0",) and report.unplaced == ("db",)
 
 
+def test_a_drbd_vm_fails_over_to_its_mirror_even_beside_a_group_member():
+    # as a Ganeti failover does: the mirror is its only host, and staying down protects nothing
+    hosts = [HostRecord(f"h{i}", cpus=16, memory_mib=32768, disk_gib=500) for i in range(3)]
+    vms = [VMRecord("db1", "h0", 2, 4096, 50, groups=frozenset({"db"}), secondary="h1", migratable=False),
+           VMRecord("db2", "h1", 2, 4096, 50, groups=frozenset({"db"}), secondary="h2", migratable=False)]
+    assert ha_admission(ClusterState.from_records(hosts, vms, {"db": "anti-affinity"})).ok
+    # a VM that could go anywhere still keeps apart, and stays down when it cannot
+    shared = [replace(v, secondary=None, migratable=True) for v in vms] + [
+        VMRecord("db3", "h2", 2, 4096, 50, groups=frozenset({"db"}))]
+    assert not ha_admission(ClusterState.from_records(hosts, shared, {"db": "anti-affinity"})).ok
+
+
 def test_too_many_failures_for_the_pool():
     assert "cannot survive 3 failure(s)" in ha_admission(pool(3, 0), failures=3).message
 
@@ -138,3 +150,9 @@ def test_after_n_plus_one_first_fails_each_vm_goes_where_it_still_holds():
     assert "breaks N+1 on each host tried: if h0 failed" in report.limited_by
     vms = state.vms + tuple(VMRecord(f"m{i}", host, 2, 4096, 60) for i, (_, host, _) in enumerate(report.placements))
     assert ha_admission(ClusterState.from_records(hosts, vms)).ok
+
+
+def test_capacity_is_zero_when_n_plus_one_already_fails():
+    report = capacity(pool(3, 7), {"medium": 1})         # 28 of 32 GiB used on each host
+    assert report.fits == 0 and report.fits_without_ha == 3
+    assert report.limited_by.startswith("N+1 already fails before any VM is added")

@@ -103,15 +103,20 @@ def capacity(state: ClusterState, mix: Mapping[str, float],
                               policy, limit)
     room = fits = len(added)
     if failures:
-        fits, limited_by = _keeping_ha(state, added, catalogue, failures, limited_by, disks)
-        if fits < room:
+        base = ha_admission(state, failures)
+        if not base.ok:
+            fits, limited_by = 0, f"N+{failures} already fails before any VM is added: {base.message}"
+        else:
+            fits, limited_by = _keeping_ha(state, added, catalogue, failures, limited_by, disks)
+        if base.ok and fits < room:
             keeper = _KeepsHA(state, added[:fits], catalogue, disks, failures)
             more, stop = _fill(state, added[:fits], islice(_flavor_sequence(names, weights), fits, None),
                                catalogue, disks, policy, limit, keeper)
             if len(more) > fits:
                 # the plans kept per failure are witnesses; the answer must be ha_admission's
-                last, _ = _keeping_ha(state, more, catalogue, failures, stop, disks)
-                added, fits, limited_by = more, max(fits, last), stop
+                last, why = _keeping_ha(state, more, catalogue, failures, stop, disks)
+                if last >= fits:
+                    added, fits, limited_by = more, last, why
             room = max(room, fits)
     by_flavor = {n: sum(1 for name, *_ in added[:fits] if name == n) for n in names}
     hosts = state.host_names
@@ -288,13 +293,11 @@ def _with_added(state, added, catalogue, disks):
 
 
 def _keeping_ha(state, added, catalogue, failures, stop, disks):
-    """Longest prefix of `added` after which N+failures holds (bisection)."""
+    """Longest prefix of `added` after which N+failures holds (bisection; it holds before
+    any is added)."""
     def holds(n):
         return ha_admission(_with_added(state, added[:n], catalogue, disks), failures)
 
-    first = ha_admission(state, failures)
-    if not first.ok:
-        return 0, f"N+{failures} already fails before any VM is added: {first.message}"
     if holds(len(added)).ok:
         return len(added), stop
     low, high = 0, len(added)          # N+k holds after `low` VMs, fails after `high`

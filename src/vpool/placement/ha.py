@@ -3,7 +3,9 @@
 For each failure set the VMs of the failed hosts are restarted on the survivors largest
 first, each on the fullest survivor with room that sees its disk (best fit, keeping
 anti-affinity), the way an HA restart would have to fit them. A VM whose disk is mirrored
-(DRBD) restarts on its mirror host or not at all, as a Ganeti failover does. With one failure every host
+(DRBD) restarts on its mirror host or not at all, as a Ganeti failover does, and, like one,
+whatever else of its anti-affinity group runs there: it has no other host to keep apart on,
+so refusing would keep it down and protect nothing. With one failure every host
 is tried; with more, every set is tried when there are few enough, otherwise the sets a
 load-ranking makes worst (the k hosts holding the most memory, CPU or VMs, and each host
 with the k−1 heaviest others) — the report says which.
@@ -136,7 +138,7 @@ def _restart(state, failed, on_host, hard, members):
         fits &= state.storage[targets] == state.vm_storage[v]  # where its disk is
         if mirror >= 0:
             fits &= targets == mirror
-        groups = [i for i, g in enumerate(hard) if g in state.vms[v].groups]
+        groups = [] if mirror >= 0 else [i for i, g in enumerate(hard) if g in state.vms[v].groups]
         for i in groups:
             fits &= crowd[i] == 0
         if not fits.any():
