@@ -266,8 +266,9 @@ def exact_n1(state: ClusterState) -> list[str]:
             for r, unit in enumerate((100, 1, 1)):   # vCPU in hundredths, MiB, GiB
                 terms = [(int(np.ceil(state.demand[v, r] * unit)) if not (r == 2 and state.vm_secondary[v] >= 0)
                           else 0, where[v][h]) for v in victims if h in where[v]]
-                if terms:
-                    model.Add(sum(d * x for d, x in terms) <= int(np.floor(state.free[h, r] * unit + 1e-6)))
+                if terms:    # an overcommitted host takes nothing, but is no failure in itself
+                    room = max(0, int(np.floor(state.free[h, r] * unit + 1e-6)))
+                    model.Add(sum(d * x for d, x in terms) <= room)
         solver = cp_model.CpSolver()
         solver.parameters.max_time_in_seconds = 30
         if solver.Solve(model) not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
