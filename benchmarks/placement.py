@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -281,8 +282,7 @@ def _judged(cluster, added, directory: Path, name: str) -> dict:
     node's instances load last-first, and hcheck's evacuation check is greedy in that order,
     so this gives it its best chance (the other order fails pools it passes this way)."""
     grown = cluster.with_instances(added)
-    grown = type(grown)(grown.groups, grown.nodes, tuple(sorted(grown.instances, key=lambda i: i.mem)),
-                        grown.cluster_tags, grown.policies)
+    grown = replace(grown, instances=tuple(sorted(grown.instances, key=lambda i: i.mem)))
     path = directory / name
     path.write_text(grown.render())
     return {**hcheck(path), "exact_n1_fail": len(exact_n1(grown.to_state()))}

@@ -149,8 +149,7 @@ def _fill(state, start, flavors, catalogue, disks, policy, limit, keeps=None):
             return added, f"stopped after {limit} VMs"
         flavor = catalogue[name]
         request = PlacementRequest(f"{name}-{len(added) + 1}", cpus=flavor.cpus,
-                                   memory_mib=flavor.memory_mib,
-                                   disk_gib=0 if disks == "shared" else flavor.disk_gib)
+                                   memory_mib=flavor.memory_mib, disk_gib=_disk(flavor, disks))
         accepts = work.accepts_vms.copy()
         chosen, why = None, ""
         for _ in range(TRIES if keeps else 1):
@@ -182,9 +181,13 @@ def _fill(state, start, flavors, catalogue, disks, policy, limit, keeps=None):
     return added, ""
 
 
+def _disk(flavor, disks: str) -> float:
+    """The host disk a new VM of `flavor` takes (on its host, and its mirror's if any)."""
+    return 0 if disks == "shared" else flavor.disk_gib
+
+
 def _book(work, mirrors, flavor, disks, host, mirror):
-    demand = np.array([flavor.cpus, flavor.memory_mib, 0 if disks == "shared" else flavor.disk_gib],
-                      dtype=float)
+    demand = np.array([flavor.cpus, flavor.memory_mib, _disk(flavor, disks)], dtype=float)
     if mirror >= 0:
         mirrors.book(work, host, mirror, demand[1], demand[2])
     work.add(host, demand)
@@ -234,8 +237,8 @@ class _KeepsHA:
     """Does N+k still hold with one more VM? For one failure it keeps, per host that may
     fail, what `ha_admission`'s restart plan leaves free on the others: a VM added to host h
     (and its mirror m) changes h's own plan, and another host's plan only if that plan left
-    too little on h or m. So a check redoes one plan or a few, not one per host (at 100 hosts
-    about 100 times faster). Those plans stay valid witnesses but may differ from the ones
+    too little on h or m. So a check redoes one plan or a few, not one per host (capacity at
+    100 hosts / 1,000 VMs: 4 s instead of 25). Those plans stay valid witnesses but may differ from the ones
     `ha_admission` would make afresh, so `capacity` has the last word checked by it."""
 
     def __init__(self, state, start, catalogue, disks, failures):
@@ -285,7 +288,7 @@ class _KeepsHA:
 def _with_added(state, added, catalogue, disks):
     extra = tuple(VMRecord(f"capacity-probe-{i}", host=state.host_names[h],
                            cpus=catalogue[name].cpus, memory_mib=catalogue[name].memory_mib,
-                           disk_gib=0 if disks == "shared" else catalogue[name].disk_gib,
+                           disk_gib=_disk(catalogue[name], disks),
                            secondary=state.host_names[mirror] if mirror >= 0 else None,
                            migratable=mirror < 0)
                   for i, (name, h, mirror) in enumerate(added))
