@@ -4,8 +4,10 @@ A lab of its own (ss1, ss2): ss1 runs a real OpenSSH server in its namespaces an
 ``qemu+ssh://root@ss1:2222/system?keyfile=…&no_verify=1``, so libvirt's client runs the real
 ``ssh`` and the remote ``virt-ssh-helper``; ss2 is reached over TCP. The image upload, the
 guest's create and start and a live migration away from ss1 all go through the ssh
-connection. The test's ``ssh`` keeps its known-hosts file in the test's
-directory (a wrapper first on PATH), so the machine's own ~/.ssh is never written.
+connection; the migration back to ss1 has ss2's libvirtd open ss1's qemu+ssh URI itself, as
+peer-to-peer migration does. The test's ``ssh`` keeps its known-hosts file in the test's
+directory (a wrapper first on PATH), and so does ss2's (root's home, in ss2's mount namespace
+only, is the test's), so the machine's own ~/.ssh is never written.
 """
 
 import dataclasses
@@ -69,6 +71,10 @@ def ssh_pool(tmp_path_factory):
     try:
         lab.up(2)
         sshd, key = _sshd(lab, directory)
+        # ss2's libvirtd runs ssh itself to migrate to ss1 (peer to peer): in ss2's mount
+        # namespace only, root's home is the test's, so its known_hosts lands there
+        (directory / "home" / ".ssh").mkdir(parents=True)
+        subprocess.run(lab._enter(2) + ["mount", "--bind", str(directory / "home"), "/root"], check=True)
         os.environ["PATH"] = f"{wrapper.parent}:{path}"
         settings = dataclasses.replace(make_settings(tmp_path_factory.mktemp("ss")),
                                        dhcp_lease_files=(lease_file(lab.root),), sync_interval_s=2.0)
@@ -87,7 +93,7 @@ def ssh_pool(tmp_path_factory):
         api.task(api.post("/hosts", json={"uri": lab.uri(2), "name": "ss2", "virt_type": "qemu",
                                           "network": network}))
         api.task(api.post("/images/build-tiny"), timeout=600)
-        yield api
+        yield api, directory / "home"
     finally:
         if cp is not None:
             cp.stop()
@@ -98,8 +104,8 @@ def ssh_pool(tmp_path_factory):
         lab.down(fence=False)
 
 
-def test_a_host_over_ssh_runs_and_hands_over_a_guest(ssh_pool):
-    api = ssh_pool
+def test_a_host_over_ssh_runs_and_hands_a_guest_over_and_back(ssh_pool):
+    api, ss2_home = ssh_pool
     hosts = {h["name"]: h for h in api.get("/hosts").json()["items"]}
     assert hosts["ss1"]["uri"].startswith("qemu+ssh://") and hosts["ss1"]["state"] == "up"
     assert hosts["ss1"]["capacity"]["memory_mib"]["capacity"] > 0
@@ -114,5 +120,12 @@ def test_a_host_over_ssh_runs_and_hands_over_a_guest(ssh_pool):
         assert vm["host"] == "ss2" and vm["state"] == "running"
         after = counters(ip)
         assert after["boots"] == before["boots"] and after["uptime"] > before["uptime"]
+        # and back: now ss2's libvirtd reaches ss1 over ssh, with the URI vpool has for it
+        api.task(api.post("/vms/sshvm/migrate", json={"to": "ss1"}), timeout=300)
+        vm = api.get("/vms/sshvm").json()
+        assert vm["host"] == "ss1" and vm["state"] == "running"
+        assert (ss2_home / ".ssh" / "known_hosts").read_text()   # ss2's own ssh went to ss1
+        back = counters(ip)
+        assert back["boots"] == before["boots"] and back["uptime"] > after["uptime"]
     finally:
         api.task(api.delete("/vms/sshvm"), timeout=120)
