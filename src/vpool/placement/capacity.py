@@ -5,6 +5,10 @@ New VMs are placed one after another in the mix's proportions (a smooth weighted
 robin, so a 3:1 mix goes a a b a a a b a …) by the same filters and weighers as `place`,
 until one does not fit. Then a bisection over that sequence finds the longest prefix after
 which `ha_admission` still holds: each added VM only takes room, so N+k only gets harder.
+For N+1 on pools of up to TRACKED_HOSTS hosts, VMs then go on being placed from there, each
+on the best of TRIES hosts where N+1 still holds (as hspace checks N+1 on each allocation):
+spreading had used up the room some big VM needs to restart, and other hosts may still keep
+it. Beyond that size the prefix is the answer, a lower bound.
 
 New disks are `local` (on the VM's host, as in a vpool pool), `shared` (on no host's disk:
 Ganeti's sharedfile, rbd, diskless…) or `mirrored` (DRBD: a copy on a second host, which must
@@ -33,11 +37,11 @@ from .state import ClusterState, VMRecord, Workspace
 
 #: where a new VM's disk goes (see the module's docstring)
 DISKS = ("local", "shared", "mirrored")
-#: hosts tried, best first, for each VM added after N+k first fails
+#: hosts tried, best first, for each VM added after N+1 first fails
 TRIES = 10
-#: up to this many hosts, N+1 is kept per failed host as VMs are added (n² × 3 floats: 24 MB
-#: at 1,000); beyond, each VM added after N+1 first fails costs a whole `ha_admission`
-TRACKED_HOSTS = 1000
+#: up to this many hosts, VMs go on being placed where N+1 holds after it first fails (4 s at
+#: 100 hosts / 1,000 VMs; at 1,000 hosts nearly every plan must be redone for each VM, minutes)
+TRACKED_HOSTS = 200
 
 #: the VM sizes of Ganeti's generator (vCPU, MiB, GiB), so capacity answers are comparable
 DEFAULT_FLAVORS: dict[str, PlacementRequest] = {
@@ -108,8 +112,8 @@ def capacity(state: ClusterState, mix: Mapping[str, float],
             fits, limited_by = 0, f"N+{failures} already fails before any VM is added: {base.message}"
         else:
             fits, limited_by = _keeping_ha(state, added, catalogue, failures, limited_by, disks)
-        if base.ok and fits < room:
-            keeper = _KeepsHA(state, added[:fits], catalogue, disks, failures)
+        if base.ok and fits < room and failures == 1 and state.n_hosts <= TRACKED_HOSTS:
+            keeper = _KeepsHA(state, added[:fits], catalogue, disks)
             more, stop = _fill(state, added[:fits], islice(_flavor_sequence(names, weights), fits, None),
                                catalogue, disks, policy, limit, keeper)
             if len(more) > fits:
@@ -137,8 +141,7 @@ def _flavor_sequence(names, weights):
 def _fill(state, start, flavors, catalogue, disks, policy, limit, keeps=None):
     """`start` (a list of (flavor, host, mirror host or -1)) and then VMs of `flavors` added
     until one does not fit; returns them all and why it stopped. With `keeps` (a _KeepsHA),
-    a VM goes to the best of the first TRIES hosts `place` offers where N+k still holds, as
-    hspace checks N+1 on each allocation."""
+    a VM goes to the best of the first TRIES hosts `place` offers where N+1 still holds."""
     work = Workspace(state)
     mirrors = _Mirrors(state) if disks == "mirrored" else None
     added = list(start)
@@ -171,7 +174,7 @@ def _fill(state, start, flavors, catalogue, disks, policy, limit, keeps=None):
                     keeps.commit()
                     chosen = (name, h, mirror)
                     break
-                why = why or f"one more {name} VM breaks N+{keeps.failures} on each host tried: {broken}"
+                why = why or f"one more {name} VM breaks N+1 on each host tried: {broken}"
             work.accepts_vms[h] = False      # try the next best host
         work.accepts_vms = accepts
         if chosen is None:
@@ -234,31 +237,26 @@ class _Mirrors:
 
 
 class _KeepsHA:
-    """Does N+k still hold with one more VM? For one failure it keeps, per host that may
-    fail, what `ha_admission`'s restart plan leaves free on the others: a VM added to host h
+    """Does N+1 still hold with one more VM? It keeps, per host that may fail, what
+    `ha_admission`'s restart plan leaves free on the others: a VM added to host h
     (and its mirror m) changes h's own plan, and another host's plan only if that plan left
     too little on h or m. So a check redoes one plan or a few, not one per host (capacity at
     100 hosts / 1,000 VMs: 4 s instead of 25). Those plans stay valid witnesses but may differ from the ones
     `ha_admission` would make afresh, so `capacity` has the last word checked by it."""
 
-    def __init__(self, state, start, catalogue, disks, failures):
-        self.state, self.catalogue, self.disks, self.failures = state, catalogue, disks, failures
+    def __init__(self, state, start, catalogue, disks):
+        self.state, self.catalogue, self.disks = state, catalogue, disks
         self.pending = None
-        self.left = None
-        if failures == 1 and state.n_hosts <= TRACKED_HOSTS:
-            now = _with_added(state, start, catalogue, disks)
-            self.left = np.full((state.n_hosts, state.n_hosts, 3), -np.inf)
-            for f in np.flatnonzero(now.up):
-                self.left[f] = failure_plan(now, int(f))[1]
+        now = _with_added(state, start, catalogue, disks)
+        self.left = np.full((state.n_hosts, state.n_hosts, 3), -np.inf)
+        for f in np.flatnonzero(now.up):
+            self.left[f] = failure_plan(now, int(f))[1]
 
     def check(self, candidate) -> str | None:
-        """None if N+k holds with `candidate` (every VM added so far and the new one last),
+        """None if N+1 holds with `candidate` (every VM added so far and the new one last),
         else why not; a check that passes is kept for `commit`."""
         now = _with_added(self.state, candidate, self.catalogue, self.disks)
-        if self.left is None:
-            report = ha_admission(now, self.failures)
-            return None if report.ok else report.message
-        name, host, mirror = candidate[-1]
+        _, host, mirror = candidate[-1]
         demand = now.demand[-1]
         stale = ~(self.left[:, host] + EPSILON >= demand).all(axis=1)
         if mirror >= 0:
@@ -275,8 +273,6 @@ class _KeepsHA:
         return None
 
     def commit(self) -> None:
-        if self.left is None:
-            return
         host, mirror, demand, redone = self.pending
         self.left[:, host] -= demand
         if mirror >= 0:
