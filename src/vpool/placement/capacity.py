@@ -32,7 +32,7 @@ from .ha import failure_plan, ha_admission
 from .filters import EPSILON
 from .place import DEFAULT_POLICY, PlacementPolicy, place
 from .request import PlacementRequest
-from .score import mirror_memory
+from .score import Peers, mirror_memory
 from .state import ClusterState, VMRecord, Workspace
 
 #: where a new VM's disk goes (see the module's docstring)
@@ -203,12 +203,12 @@ class _Mirrors:
 
     def __init__(self, state: ClusterState):
         self.storage = state.storage
+        peers = Peers(state.n_hosts, state.vm_host, state.vm_secondary, mirror_memory(state))
+        self.r_mem = peers.r_mem.copy()
         self.peer: dict[int, dict[int, float]] = {}    # primary -> {mirror: memory}
-        self.r_mem = np.zeros(state.n_hosts)
-        pairs = np.flatnonzero((state.vm_secondary >= 0) & (state.vm_host >= 0))
-        memory = mirror_memory(state)
-        for v in pairs:
-            self._count(int(state.vm_host[v]), int(state.vm_secondary[v]), float(memory[v]))
+        for key, memory in zip(peers.keys, peers.values):
+            mirror, primary = divmod(int(key), state.n_hosts)
+            self.peer.setdefault(primary, {})[mirror] = float(memory)
 
     def _count(self, primary: int, mirror: int, memory: float) -> None:
         mirrors = self.peer.setdefault(primary, {})
