@@ -1,10 +1,16 @@
 from dataclasses import replace
 
+import numpy as np
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vpool.placement import ClusterState, HostRecord, VMRecord
-from vpool.placement.capacity import capacity, parse_mix
+from vpool.placement.capacity import DEFAULT_FLAVORS, DISKS, capacity, parse_mix
 from vpool.placement.ha import ha_admission
+
+from placement_strategies import clusters, mirrored_clusters
 
 
 def pool(n_hosts, vms_per_host, memory=32768, vm_memory=4096):
@@ -156,3 +162,31 @@ def test_capacity_is_zero_when_n_plus_one_already_fails():
     report = capacity(pool(3, 7), {"medium": 1})         # 28 of 32 GiB used on each host
     assert report.fits == 0 and report.fits_without_ha == 3
     assert report.limited_by.startswith("N+1 already fails before any VM is added")
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.one_of(clusters(max_vms=20), mirrored_clusters(max_vms=15)), st.sampled_from(DISKS))
+def test_capacity_answers_fit_and_keep_n_plus_one(state, disks):
+    """Whatever the pool and the disk layout: the VMs counted fit (resources and VM limits,
+    never on a host that takes none, a mirror on another host of the same storage), and the
+    pool with them still passes N+1 when it did before."""
+    report = capacity(state, {"small": 2, "medium": 1}, disks=disks, limit=60)
+    added = []
+    for i, (name, host, mirror) in enumerate(report.placements):
+        h = state.host_index[host]
+        assert state.accepts_vms[h]
+        assert (mirror is not None) == (disks == "mirrored")
+        if mirror is not None:
+            assert mirror != host and state.storage[state.host_index[mirror]] == state.storage[h]
+        f = DEFAULT_FLAVORS[name]
+        added.append(VMRecord(f"new{i}", host, f.cpus, f.memory_mib, 0 if disks == "shared" else f.disk_gib,
+                              secondary=mirror, migratable=mirror is None))
+    after = ClusterState.from_records(state.hosts, state.vms + tuple(added), state.group_policies)
+    grew = after.used > state.used
+    assert (after.used[grew] <= after.usable[grew] + 1e-9).all()
+    assert (after.vm_count <= np.maximum(after.max_vms, state.vm_count)).all()
+    assert report.fits <= report.fits_without_ha
+    if ha_admission(state).ok:
+        assert ha_admission(after).ok
+    else:
+        assert report.fits == 0
