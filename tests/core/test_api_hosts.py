@@ -32,7 +32,7 @@ def test_duplicate_and_bad_hosts_are_refused(api, tmp_path):
     assert r.status_code == 422
     marker = tmp_path / "ran"
     for uri in (f"qemu+ssh://h2/system?command=/usr/bin/touch%20{marker}",
-                f"qemu+ssh://h2/system?keyfile=/k&Command=/usr/bin/touch", "qemu+ext:///system"):
+                "qemu+ssh://h2/system?keyfile=/k&Command=/usr/bin/touch", "qemu+ext:///system"):
         r = api.post("/hosts", json={"uri": uri, "name": "h2"})
         assert r.status_code == 422 and "run a local command" in r.json()["detail"], uri
     assert not marker.exists()
