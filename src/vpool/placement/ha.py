@@ -60,8 +60,7 @@ def ha_admission(state: ClusterState, failures: int = 1) -> HaReport:
     for v, h in enumerate(state.vm_host):
         if h >= 0:
             on_host[h].append(v)
-    hard = sorted(state.groups_with("anti-affinity"))
-    members = np.stack([state.group_members(g) for g in hard]) if hard else None
+    hard, members = _anti_affinity(state)
     worst = None
     bottlenecks: set[int] = set()
     for failed in sets:
@@ -108,10 +107,14 @@ def failure_plan(state: ClusterState, host: int) -> tuple[list[str], np.ndarray]
     """`ha_admission`'s restart plan for the failure of host index `host` alone: the VMs
     that find no room, and what the plan leaves free on each host (-inf where none may go)."""
     on_host = {host: list(np.flatnonzero(state.vm_host == host))}
-    hard = sorted(state.groups_with("anti-affinity"))
-    members = np.stack([state.group_members(g) for g in hard]) if hard else None
-    unplaced, _, left = _restart(state, (host,), on_host, hard, members)
+    unplaced, _, left = _restart(state, (host,), on_host, *_anti_affinity(state))
     return unplaced, left
+
+
+def _anti_affinity(state):
+    """(the hard anti-affinity groups, their members per host, one row per group or None)."""
+    hard = sorted(state.groups_with("anti-affinity"))
+    return hard, np.stack([state.group_members(g) for g in hard]) if hard else None
 
 
 def _restart(state, failed, on_host, hard, members):

@@ -99,17 +99,20 @@ class HtoolsCluster:
         return self._policy_value(5, DEFAULT_SPINDLE_RATIO)
 
     def _policy_value(self, index: int, default: float) -> float:
-        """The group's own policy wins over the cluster's, as in Ganeti."""
-        by_owner = {p[0]: float(p[index]) for p in self.policies or ()}
-        return by_owner.get(self.groups[0][0], by_owner.get("", default))
+        field = self._policy_field(index)
+        return default if field is None else float(field)
+
+    def _policy_field(self, index: int) -> str | None:
+        """The group's own policy wins over the cluster's, as in Ganeti; None without one."""
+        by_owner = {p[0]: p[index] for p in self.policies or ()}
+        return by_owner.get(self.groups[0][0], by_owner.get(""))
 
     @property
     def new_instance_template(self) -> str:
-        """The disk template hspace gives new instances: the first the policy allows (the
-        group's policy wins over the cluster's), Ganeti's first template without one."""
-        by_owner = {p[0]: p[3].split(",") for p in self.policies or ()}
-        allowed = by_owner.get(self.groups[0][0], by_owner.get("", list(TEMPLATES)))
-        return allowed[0]
+        """The disk template hspace gives new instances: the first the policy allows,
+        Ganeti's first template without a policy."""
+        allowed = self._policy_field(3)
+        return TEMPLATES[0] if allowed is None else allowed.split(",")[0]
 
     @property
     def exclusion_prefixes(self) -> tuple[str, ...]:
