@@ -11,8 +11,9 @@ formula (vpool's is also re-checked with `hinfo` on the file rewritten with vpoo
 Place: decisions per second at 1,000 and 10,000 hosts beside `hail` on the same request.
 Pack: hosts used by `place_many` and `consolidate` beside a lower bound for vector packing.
 Capacity: how many more medium VMs fit keeping N+1, `capacity` beside `hspace --standard-alloc`
-on the same file and disk template; Ganeti's own `hcheck` then judges the pool with vpool's
-VMs added (and hspace's, from its `-S` file), so neither count is taken on trust.
+on the same file and disk template; Ganeti's own `hcheck` and an exact CP-SAT N+1 check then
+judge the pool with vpool's VMs added (and hspace's, from its `-S` file), so neither count is
+taken on trust.
 
 Clusters come from ../shared/ganeti/gen_cluster.py, written into a temporary directory. The
 Debian packages ganeti-htools-3.0 and ganeti-htools are installed with apt-get if missing.
@@ -295,22 +296,22 @@ def bench_capacity(path: Path, template: str, peer: bool, timeout: float, direct
     start = time.perf_counter()
     ours = capacity(state, {"medium": 1}, failures=1, disks=new_disks(template))
     elapsed = time.perf_counter() - start
-    probe = lambda i, host, mirror: HtoolsInstance((  # noqa: E731
-        f"capacity-probe-{i}", str(medium.memory_mib), str(medium.disk_gib * 1024), str(medium.cpus),
-        "running", "Y", host, mirror or "", template, "", "1", "-", "N"), 0)
     row = {"cluster": path.name, "template": template, "hosts": state.n_hosts, "vms": len(state.vms),
            "vpool": {"fits": ours.fits, "by_room": ours.fits_without_ha, "wall_s": round(elapsed, 3),
                      "limited_by": ours.limited_by[:160]}}
     if peer:
-        row["vpool"]["hcheck"] = _judged(cluster, (probe(i, h, m) for i, (_, h, m) in
-                                                   enumerate(ours.placements)), directory, f"vpool-{path.name}")
+        added = (HtoolsInstance((f"capacity-probe-{i}", str(medium.memory_mib), str(medium.disk_gib * 1024),
+                                 str(medium.cpus), "running", "Y", host, mirror or "", template, "", "1",
+                                 "-", "N"), 0)
+                 for i, (_, host, mirror) in enumerate(ours.placements))
+        row["vpool"]["hcheck"] = _judged(cluster, added, directory, f"vpool-{path.name}")
         saved = directory / f"hspace-{path.name}"
-        run = run_peer([str(HTOOLS_BIN / "hspace"), "-t", str(path), "--disk-template", template,
-                        f"--standard-alloc={medium.disk_gib * 1024},{medium.memory_mib},{medium.cpus}",
-                        "--machine-readable", "-S", str(saved)], timeout)
+        spec = ["--disk-template", template,
+                f"--standard-alloc={medium.disk_gib * 1024},{medium.memory_mib},{medium.cpus}"]
+        run = run_peer([str(HTOOLS_BIN / "hspace"), "-t", str(path), *spec, "--machine-readable",
+                        "-S", str(saved)], timeout)
         out = run.pop("output")
-        theirs = {"ran": f"hspace -t {path.name} --disk-template {template} --standard-alloc="
-                         f"{medium.disk_gib * 1024},{medium.memory_mib},{medium.cpus}", **run}
+        theirs = {"ran": " ".join(["hspace", "-t", path.name, *spec]), **run}
         found = re.search(r"HTS_ALLOC_INSTANCES=(\d+)", out)
         reason = re.search(r"HTS_ALLOC_FAIL_REASON=(\w+)", out)
         if run["finished"] and found:
