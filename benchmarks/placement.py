@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/placement.py            # minutes: hbal/hspace on 10-12 nodes only
     .venv/bin/python benchmarks/placement.py --slow     # + hbal at 100 and 1,000 nodes, hail
                                                         #   at 10,000 (about an hour)
-    .venv/bin/python benchmarks/placement.py --cluster FILE [--hbal-timeout CPU_SECONDS]
+    .venv/bin/python benchmarks/placement.py --cluster FILE [--only capacity] [--hbal-timeout CPU_SECONDS]
     .venv/bin/python benchmarks/placement.py --only capacity   # one section (repeatable)
 
 Balance: vpool's `balance` and `hbal` on the same htools file; both final scores are hbal's
@@ -390,8 +390,8 @@ def bench_balances(directory: Path, peer: bool, args) -> list[dict]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cluster", type=Path, help="run the balance comparison on this "
-                                                     "htools file only")
+    parser.add_argument("--cluster", type=Path, help="run the balance and capacity comparisons "
+                                                     "on this htools file only (--only to pick)")
     parser.add_argument("--slow", action="store_true",
                         help="also run hbal at 100 and 1,000 nodes and hail at 10,000")
     parser.add_argument("--hbal-timeout", type=float, default=900.0,
@@ -414,8 +414,13 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="vpool-placement-bench-") as tmp:
         directory = Path(tmp)
         if args.cluster:
-            report["balance"] = [bench_balance(args.cluster, dynamic, peer, args.hbal_timeout,
-                                               directory) for dynamic in (True, False)]
+            if "balance" in wanted:
+                report["balance"] = [bench_balance(args.cluster, dynamic, peer, args.hbal_timeout,
+                                                   directory) for dynamic in (True, False)]
+            if "capacity" in wanted:
+                template = read_htools(args.cluster.read_text()).new_instance_template
+                report["capacity"] = [bench_capacity(args.cluster, template, peer, args.hbal_timeout,
+                                                     directory)]
             print(json.dumps(report, indent=1))
             return 0
         if "balance" in wanted:
