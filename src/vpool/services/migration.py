@@ -30,7 +30,7 @@ from vpool.hypervisor.libvirt_migration import (ACTIVE, UNREACHABLE, JobProgress
 from vpool.model.errors import Conflict, HypervisorError, Invalid, NoCapacity
 from vpool.model.states import VMOwnership, VMState
 from vpool.placement import ClusterState, PlacementRequest, place
-from vpool.services.pool import group_constraints, cluster_state, placement_lock
+from vpool.services.pool import group_constraints, cluster_state
 from vpool.services.tasks import Cancelled
 from vpool.store.migration_tables import BOOKING, Migration
 from vpool.store.tables import VM, Host, Setting, utcnow
@@ -236,7 +236,7 @@ class MigrationService:
                 if target.id == src_id:
                     raise Invalid(f"VM {vm.name} already runs on {target.name}")
         self.cp.connections.driver(src_id)  # refuse at once when the source is down
-        with placement_lock, self.cp.store.session() as s:
+        with self.cp.store.session() as s, self.cp.store.placement_lock(s):
             vm = self.cp.vms.get(s, ref)
             self._check_movable(s, vm)  # again, under the lock: a second request may have won
             state = _without_source(cluster_state(s, per_vm=False), src_name)

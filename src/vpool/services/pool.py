@@ -1,7 +1,5 @@
 """The pool as the placement engine sees it, built from the store in one pass."""
 
-import threading
-
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -13,9 +11,6 @@ from vpool.store.tables import VM, Group, Host, Setting
 
 # The group policies a VM can be created under, and the request field that carries each.
 POLICY_FIELD = {"affinity": "affinity", "anti-affinity": "anti_affinity", "soft-anti-affinity": "soft_anti_affinity"}
-
-# One control plane places one VM at a time, so two requests never book the same free space.
-placement_lock = threading.Lock()
 
 
 def pool_defaults(s: Session) -> dict:

@@ -17,7 +17,7 @@ from vpool.model.errors import Conflict, NoCapacity
 from vpool.model.names import check_name
 from vpool.model.states import VMState
 from vpool.placement import PlacementRequest, place
-from vpool.services.pool import cluster_state, group_constraints, placement_lock
+from vpool.services.pool import cluster_state, group_constraints
 from vpool.store.tables import VM, Group, Host, Image
 
 
@@ -38,7 +38,7 @@ def check_free_name(s, name: str, hint: str = "") -> None:
 def book(cp, name: str, cpus: int, memory_mib: int, disk_gib: int, image_id: int | None,
          host: str | None, flavor_id: int | None = None, group_id: int | None = None) -> Booking:
     """Places the VM and books it; the caller must discard it if what follows fails."""
-    with placement_lock, cp.store.session() as s:
+    with cp.store.session() as s, cp.store.placement_lock(s):
         check_free_name(s, name)
         pinned = cp.hosts.get(s, host).name if host else None
         group = s.get(Group, group_id) if group_id else None

@@ -1,14 +1,21 @@
 """Opening the store: one engine per process, schema brought up to date by Alembic."""
 
+import threading
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+# PostgreSQL advisory locks are named by a 64-bit key; this one is vpool's placement.
+PLACEMENT_KEY = zlib.crc32(b"vpool placement")
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
@@ -47,6 +54,22 @@ class Store:
         self.engine = make_engine(url)
         migrate(self.engine)
         self.session = sessionmaker(self.engine, expire_on_commit=False, class_=Session)
+        self._placing = threading.Lock()
+
+    @contextmanager
+    def placement_lock(self, s: Session) -> Iterator[None]:
+        """One placement at a time across every control plane on this database, so two never
+        book the same free space: from here to the session's commit (or rollback) no other
+        placement reads the pool. Replicas share PostgreSQL and take its advisory lock; on SQLite
+        a write that changes nothing takes the database's write lock, which holds other processes
+        off the same file (they wait up to busy_timeout). The thread lock keeps this process's
+        own threads queued in Python instead of polling the database."""
+        with self._placing:
+            if self.engine.dialect.name == "postgresql":
+                s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PLACEMENT_KEY})
+            else:
+                s.execute(text("UPDATE settings SET value = value WHERE 0 = 1"))
+            yield
 
     def close(self) -> None:
         self.engine.dispose()
