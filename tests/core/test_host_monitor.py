@@ -3,7 +3,8 @@
 The host is a real libvirtd of a one-host lab (its own network namespace, reached over
 qemu+tcp); freezing it with SIGSTOP is a host that hangs, not one that closes its socket, so
 only libvirt's keepalive can tell. Coming back is vpool's part; that the daemon survives its
-own wake-up is libvirt's, and a crash there is restarted the way systemd would."""
+own wake-up is libvirt's, and a crash there is restarted by vpool's subreaper, as systemd's
+Restart=on-failure would."""
 
 import os
 import shutil
@@ -53,14 +54,27 @@ def test_frozen_host_goes_down_then_up(one_host_lab, api):
         assert r.status_code == 409
     finally:
         os.kill(pid, signal.SIGCONT)
-    up = lambda: api.get("/hosts/frozen").json()["state"] == "up"  # noqa: E731
-    eventually(lambda: up() or not lab.status()[0].libvirtd, timeout=30, interval=0.5)
-    if not lab.status()[0].libvirtd:
+    assert eventually(lambda: _up(api, "frozen"), timeout=30, interval=0.5), \
+        f"still not up 30 s after SIGCONT: {api.get('/hosts/frozen').json()}"
+    if lab.status()[0].pids["libvirtd"] != pid:
         # libvirt 9.0's daemon now and then segfaults on waking, while it drops the event
         # callbacks of the client whose keepalive gave up (dmesg: "libvirtd[…]: segfault …
-        # in libvirt.so"). systemd's libvirtd.service restarts it on failure; so does this.
-        print("libvirtd crashed on waking up; restarted, as systemd would")
-        lab.up(1)
-    assert eventually(up, timeout=30, interval=0.5), \
-        f"still not up 30 s after SIGCONT: {api.get('/hosts/frozen').json()}"
+        # in libvirt.so"); the subreaper started it again.
+        print("libvirtd crashed on waking up and was restarted")
     print(f"down after {took:.1f} s")
+
+
+def test_crashed_libvirtd_is_restarted_and_the_host_comes_back(one_host_lab, api):
+    lab = one_host_lab
+    api.task(api.post("/hosts", json={"uri": lab.uri(1), "name": "crashy", "virt_type": "qemu"}))
+    pid = lab.status()[0].pids["libvirtd"]
+    os.kill(pid, signal.SIGSEGV)
+    assert eventually(lambda: (h := lab.status()[0]).answers and h.pids["libvirtd"] != pid, timeout=30), \
+        "the lab host's libvirtd was not started again after a crash"
+    assert eventually(lambda: _up(api, "crashy"), timeout=30, interval=0.5), api.get("/hosts/crashy").json()
+    log = (lab.host_dir(1) / "libvirtd.out").read_text()
+    assert f"libvirtd (pid {pid}) crashed (SIGSEGV); starting it again" in log
+
+
+def _up(api, host: str) -> bool:
+    return api.get(f"/hosts/{host}").json()["state"] == "up"

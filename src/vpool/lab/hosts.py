@@ -127,7 +127,21 @@ class Lab:
         return self._state.setdefault("hosts", {}).setdefault(str(n), {})
 
     def _proc(self, n: int, daemon: str) -> Proc | None:
-        return Proc.from_json(self._state.get("hosts", {}).get(str(n), {}).get(daemon))
+        proc = Proc.from_json(self._state.get("hosts", {}).get(str(n), {}).get(daemon))
+        if daemon == "libvirtd" and not (proc and proc.alive()) and self._alive(n, "subreaper"):
+            proc = self._libvirtd_in_pidfile(n) or proc
+        return proc
+
+    def _libvirtd_pidfile(self, n: int) -> Path:
+        return self.host_dir(n) / "run/libvirt/libvirtd.pid"
+
+    def _libvirtd_in_pidfile(self, n: int) -> Proc | None:
+        """libvirtd writes its pid there; after a crash the subreaper's new libvirtd does too,
+        while the one recorded at up is gone."""
+        try:
+            return Proc.of(int(self._libvirtd_pidfile(n).read_text().strip()))
+        except (FileNotFoundError, ValueError):
+            return None
 
     def _alive(self, n: int, daemon: str) -> bool:
         proc = self._proc(n, daemon)
@@ -242,7 +256,7 @@ class Lab:
 
     def _start_libvirtd(self, n: int) -> None:
         d, hs = self.host_dir(n), self._host_state(n)
-        pidfile = d / "run/libvirt/libvirtd.pid"
+        pidfile = self._libvirtd_pidfile(n)
         pidfile.unlink(missing_ok=True)
         reaper = spawn(self._enter(n) + [sys.executable, "-m", "vpool.hypervisor.subreaper",
                                          "libvirtd", "--listen", "-p", "/run/libvirt/libvirtd.pid"],
@@ -253,7 +267,7 @@ class Lab:
         address = self.topology.host_address(n)
         _wait(lambda: _tcp_open(address, LIBVIRTD_TCP_PORT) and pidfile.exists(), reaper,
               f"libvirtd of {self.topology.host_name(n)}", d / "var/log/libvirt/libvirtd.log")
-        libvirtd = Proc.of(int(pidfile.read_text().strip()))
+        libvirtd = self._libvirtd_in_pidfile(n)
         if libvirtd is None:
             raise LabError(f"libvirtd of {self.topology.host_name(n)} exited; see {d / 'libvirtd.out'}")
         hs["libvirtd"] = libvirtd.to_json()
@@ -316,7 +330,8 @@ class Lab:
     def _stop_host_daemons(self, n: int) -> None:
         hs = self._host_state(n)
         for daemon in ("libvirtd", "subreaper", "virtlogd", "holder"):
-            proc = Proc.from_json(hs.pop(daemon, None))
+            proc = self._proc(n, daemon)
+            hs.pop(daemon, None)
             if proc:
                 proc.stop()
             self._save()
