@@ -12,6 +12,8 @@ from vpool.config import Settings
 from vpool.lab.simhost import write_sim_host
 from vpool.services.controlplane import ControlPlane
 
+from ..postgres import postgres_server
+
 
 class Api:
     """TestClient with the admin token, plus the waits a test needs."""
@@ -77,3 +79,13 @@ def eventually(check, timeout: float = 15.0, interval: float = 0.1):
         time.sleep(interval)
         value = check()
     return value
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request, tmp_path):
+    """One database for several control planes or stores: a SQLite file, or a PostgreSQL server."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'shared.db'}"
+    else:
+        with postgres_server() as url:
+            yield url

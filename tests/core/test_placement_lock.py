@@ -1,11 +1,10 @@
-"""Two control planes on one database (replicas on PostgreSQL, or two processes on one SQLite
-file) must not book the same free space: placement is serialised in the database, not only
-inside one process."""
+"""Placement is serialised in the database, not only inside one process, so that nothing on the
+same database (today one running control plane holds it, see test_lease; replicas on PostgreSQL
+are the plan) can book the free space another just took."""
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
 from sqlalchemy import select
 
 from vpool.model.errors import NoCapacity
@@ -14,17 +13,7 @@ from vpool.services.controlplane import ControlPlane
 from vpool.store.db import Store
 from vpool.store.tables import Setting
 
-from ..postgres import postgres_server
 from .conftest import Api, make_settings
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request, tmp_path):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'shared.db'}"
-    else:
-        with postgres_server() as url:
-            yield url
 
 
 def test_a_second_store_waits_for_the_first_placement_and_sees_its_booking(database_url):

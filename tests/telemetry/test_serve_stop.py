@@ -55,3 +55,32 @@ def test_sigterm_stops_serve_and_its_collector(tmp_path):
             serve.kill()
     assert not Path(f"/proc/{child}").exists()  # reaped by the parent's cp.stop(), not orphaned
     assert not Path(sock).parent.exists()
+
+
+def test_a_second_serve_on_the_same_database_is_refused(tmp_path):
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    env = {**os.environ, "VPOOL_DATA_DIR": str(tmp_path / "data"), "VPOOL_TELEMETRY_INTERVAL": "0"}
+    argv = [sys.executable, "-m", "vpool.cli.main", "serve", "--no-register-local", "--port"]
+    first = subprocess.Popen(argv + [str(ports[0])], env=env, stderr=subprocess.DEVNULL)
+    try:
+        assert eventually(lambda: _healthy(f"http://127.0.0.1:{ports[0]}"), timeout=60, interval=0.2)
+        second = subprocess.run(argv + [str(ports[1])], env=env, capture_output=True, text=True, timeout=60)
+        assert second.returncode == 1
+        assert second.stderr.startswith("error: another vpool control plane (pid "), second.stderr
+        assert f"pid {first.pid} on " in second.stderr
+        assert _healthy(f"http://127.0.0.1:{ports[0]}")
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(30) == 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+    again = subprocess.Popen(argv + [str(ports[1])], env=env, stderr=subprocess.DEVNULL)
+    try:  # the first one stopped cleanly and gave the database back
+        assert eventually(lambda: _healthy(f"http://127.0.0.1:{ports[1]}"), timeout=60, interval=0.2)
+    finally:
+        again.send_signal(signal.SIGTERM)
+        again.wait(30)

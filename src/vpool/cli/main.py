@@ -37,6 +37,7 @@ def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
           lab_guests: int = typer.Option(3, help="Tiny guests to start on the lab, one per host.")):
     """Run the control plane (API, task runner, host watchers) in the foreground."""
     from vpool.config import Settings
+    from vpool.model.errors import VpoolError
     from vpool.services.serve import run
 
     if not 0 <= lab <= 9:
@@ -45,7 +46,10 @@ def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
         settings = Settings()
     except ValueError as e:
         fail(str(e))
-    run(settings, host, port, register_local, lab, lab_guests)
+    try:
+        run(settings, host, port, register_local, lab, lab_guests)
+    except VpoolError as e:
+        fail(e.detail)
 
 
 # --- hosts --------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from vpool.services.flavors import FlavorService
 from vpool.services.groups import GroupService
 from vpool.services.hosts import HostService
 from vpool.services.images import ImageService
+from vpool.services.lease import Lease
 from vpool.services.maintenance import MaintenanceService
 from vpool.services.migration import MigrationService
 from vpool.services.plans import PlanService
@@ -36,6 +37,7 @@ class ControlPlane:
         self.settings = settings or Settings()
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(self.settings.database_url)
+        self.lease = Lease(self.store)
         self.runner = TaskRunner(self.store, self.settings.task_workers)
         self.connections = Connections(self.store, self._on_event, self._on_connect,
                                        self.settings.reconnect_interval_s)
@@ -60,6 +62,10 @@ class ControlPlane:
         self._stop = threading.Event()
 
     def start(self) -> None:
+        """Raises Conflict, having changed nothing, while another control plane runs on the database."""
+        took_over = self.lease.acquire()
+        if took_over:
+            print(f"vpool: {took_over}", flush=True)
         self.runner.recover()
         self.backups.recover()
         self.connections.check_all()
@@ -75,6 +81,7 @@ class ControlPlane:
         self.alarms.close()
         self.connections.stop()
         self.runner.shutdown()
+        self.lease.release()
         self.store.close()
 
     def _on_event(self, host_id: int, uuid: str) -> None:

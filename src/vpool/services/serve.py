@@ -118,6 +118,7 @@ def run(settings: Settings, host: str, port: int, register_local: bool = True, l
     from vpool.api.app import create_app
 
     cp = ControlPlane(settings)
+    cp.lease.acquire()  # refused before anything is started when another control plane runs here
     uri = prepare_local_libvirt(cp)
     cp.start()
     if register_local:

@@ -176,3 +176,16 @@ class ApiToken(Base):
     digest: Mapped[str] = mapped_column(String(64), unique=True)
     role: Mapped[str] = mapped_column(String(16), default="admin")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ControlPlaneLease(Base):
+    """Which control plane runs on this database: one row at most (see services/lease.py)."""
+
+    __tablename__ = "control_plane_lease"
+    id: Mapped[int] = mapped_column(primary_key=True)  # always 1
+    token: Mapped[str] = mapped_column(String(64))
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    pid_start: Mapped[int] = mapped_column(BigInteger)  # with the pid, names the process even after pid reuse
+    acquired_at: Mapped[datetime] = mapped_column(default=utcnow)
+    renewed_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,86 @@
+"""One control plane per database: a second is refused with who holds it and changes nothing;
+a holder that stopped, died on this machine or went silent elsewhere is taken over."""
+
+import subprocess
+import sys
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select, update
+
+from vpool.model.errors import Conflict
+from vpool.services.controlplane import ControlPlane
+from vpool.services.lease import STALE_S, Lease
+from vpool.store.db import Store
+from vpool.store.tables import ControlPlaneLease, Task, utcnow
+
+from .conftest import make_settings
+
+
+def _planes(tmp_path, database_url):
+    return [ControlPlane(make_settings(tmp_path / name, database_url=database_url)) for name in ("a", "b")]
+
+
+def test_a_second_control_plane_is_refused_and_changes_nothing(tmp_path, database_url):
+    first, second = _planes(tmp_path, database_url)
+    first.start()
+    try:
+        with first.store.session() as s:
+            s.add(Task(kind="vm.create", target="in-flight", state="running", params={}))
+            s.commit()
+        with pytest.raises(Conflict) as refused:
+            second.start()
+        assert "another vpool control plane (pid" in refused.value.detail
+        assert "one control plane per database" in refused.value.detail
+        with first.store.session() as s:  # the first one's live task was not taken for a crash's
+            assert s.scalar(select(Task.state).where(Task.target == "in-flight")) == "running"
+    finally:
+        first.stop()
+    second.start()  # the holder stopped: the lease is free
+    try:
+        with second.store.session() as s:
+            assert s.scalar(select(Task.state).where(Task.target == "in-flight")) == "failed"
+            assert s.scalar(select(ControlPlaneLease.token)) == second.lease.token
+    finally:
+        second.stop()
+        first.store.close()
+
+
+def _stored(store: Store, **values) -> None:
+    with store.session() as s:
+        s.execute(update(ControlPlaneLease).values(**values))
+        s.commit()
+
+
+def test_a_holder_gone_from_this_machine_is_taken_over_at_once(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'l.db'}")
+    held = Lease(store)
+    held.acquire()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    _stored(store, pid=int(dead.stdout))  # as if its process had died without releasing
+    said = Lease(store).acquire()
+    assert said and "a control plane that is gone" in said and f"pid {int(dead.stdout)}" in said
+    assert not held.renew()  # the old holder learns it lost the lease
+
+
+def test_a_holder_elsewhere_is_waited_for_until_it_goes_silent(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'l.db'}")
+    Lease(store).acquire()
+    _stored(store, hostname="other-machine", renewed_at=utcnow() - timedelta(seconds=STALE_S / 2))
+    with pytest.raises(Conflict, match="pid .* on other-machine"):
+        Lease(store).acquire()
+    _stored(store, renewed_at=utcnow() - timedelta(seconds=STALE_S + 5))
+    said = Lease(store).acquire()
+    assert said and "stopped renewing its lease 0:00:35 ago" in said and "on other-machine" in said
+
+
+def test_renewing_keeps_a_live_holder(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'l.db'}")
+    lease = Lease(store)
+    lease.acquire()
+    _stored(store, hostname="other-machine", renewed_at=utcnow() - timedelta(seconds=STALE_S + 5))
+    assert lease.renew()
+    with pytest.raises(Conflict):
+        Lease(store).acquire()
+    lease.release()
+    assert Lease(store).acquire() is None  # released: taken without a word
