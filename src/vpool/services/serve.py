@@ -30,7 +30,7 @@ def prepare_local_libvirt(cp: ControlPlane) -> str | None:
         say(f"WARNING: {e}")
         return None
     ok, why = localhost.kvm_boots_guests()
-    say("guests will use KVM" if ok else f"guests will use QEMU TCG (software emulation): {why}")
+    say(f"guests will use KVM ({why})" if ok else f"guests will use QEMU TCG (software emulation): {why}")
     return localhost.LOCAL_URI
 
 
