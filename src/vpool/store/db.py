@@ -58,12 +58,13 @@ class Store:
 
     @contextmanager
     def placement_lock(self, s: Session) -> Iterator[None]:
-        """One placement at a time across every control plane on this database, so two never
-        book the same free space: from here to the session's commit (or rollback) no other
-        placement reads the pool. Replicas share PostgreSQL and take its advisory lock; on SQLite
-        a write that changes nothing takes the database's write lock, which holds other processes
-        off the same file (they wait up to busy_timeout). The thread lock keeps this process's
-        own threads queued in Python instead of polling the database."""
+        """One placement at a time on this database, whichever process asks, so two never book
+        the same free space: from here to the session's commit (or rollback) no other placement
+        reads the pool. One control plane holds a database today (services/lease.py); this is
+        what lets API replicas place beside it later. PostgreSQL takes its advisory lock; on
+        SQLite a write that changes nothing takes the database's write lock, which holds other
+        processes off the file (they wait up to busy_timeout). The thread lock queues this
+        process's own threads in Python instead of in the database."""
         with self._placing:
             if self.engine.dialect.name == "postgresql":
                 s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PLACEMENT_KEY})
