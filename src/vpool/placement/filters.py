@@ -23,9 +23,9 @@ EPSILON = 1e-9
 def capacity_filter(state, request: PlacementRequest) -> np.ndarray:
     """Room for the VM in every resource, under allocation ratios and reservations."""
     free = state.free
-    mask = free[:, 0] + EPSILON >= request.cpus
-    mask &= free[:, 1] + EPSILON >= request.memory_mib
-    mask &= free[:, 2] + EPSILON >= request.disk_gib
+    mask = free[:, 0] >= request.cpus - EPSILON
+    mask &= free[:, 1] >= request.memory_mib - EPSILON
+    mask &= free[:, 2] >= request.disk_gib - EPSILON
     return mask
 
 

@@ -2,7 +2,8 @@
 
 As in Nova, each weigher's raw values are scaled to [0, 1] over the candidates and then
 multiplied by the weigher's multiplier, so weighers with different units can be summed; a
-negative multiplier turns spreading into packing. The highest total wins.
+negative multiplier turns spreading into packing. The highest total wins. A weigher returns
+None when the request gives it nothing to weigh.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class Candidates:
             self.take(self.state.inverse_usable)
 
 
-Weigher = Callable[[object, PlacementRequest, Candidates], np.ndarray]
+Weigher = Callable[[object, PlacementRequest, Candidates], "np.ndarray | None"]
 
 
 def ram_weigher(state, request, candidates):
@@ -56,6 +57,8 @@ def disk_weigher(state, request, candidates):
 
 def soft_anti_affinity_weigher(state, request, candidates):
     """Prefer hosts with fewer members of the VM's soft anti-affinity groups."""
+    if not request.soft_anti_affinity:
+        return None  # nothing to prefer: weighs nothing, and costs nothing
     score = np.zeros(candidates.index.size)
     for group in request.soft_anti_affinity:
         score -= candidates.take(state.group_members(group))
@@ -83,11 +86,3 @@ DEFAULT_WEIGHERS: dict[str, float] = {
     "SoftAntiAffinityWeigher": 2.0,
     "BalanceWeigher": 0.5,
 }
-
-
-def normalise(values: np.ndarray) -> np.ndarray:
-    """Scale to [0, 1] over the candidates; all-equal values weigh nothing."""
-    low, high = values.min(), values.max()
-    if high - low < 1e-12:
-        return np.zeros_like(values)
-    return (values - low) / (high - low)
