@@ -9,7 +9,7 @@ not share series.
 
 import time
 
-from fastapi import Depends, Request, Response
+from fastapi import Depends, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 
 from vpool.api.deps import caller
@@ -22,18 +22,36 @@ def install(app) -> None:
     latency = Histogram("vpool_api_request_duration_seconds", "API request latency by route template",
                         ["method", "route", "status"], buckets=LATENCY_BUCKETS, registry=registry)
 
-    @app.middleware("http")
-    async def time_requests(request: Request, call_next):
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        # The template (/vms/{ref}), never the raw path: one series per route, not per VM name.
-        latency.labels(request.method, getattr(route, "path", "unmatched"), str(response.status_code)) \
-            .observe(time.perf_counter() - start)
-        return response
+    app.add_middleware(_Timed, latency=latency)
 
     @app.get("/metrics", tags=["metrics"], dependencies=[Depends(caller)], include_in_schema=True)
     def metrics():
         """Prometheus text exposition: host, VM, pool and control-plane series."""
         pool = app.state.cp.telemetry.exposition()
         return Response(pool + generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+class _Timed:
+    """Times each HTTP request into the latency histogram. A plain ASGI middleware: Starlette's
+    BaseHTTPMiddleware (what @app.middleware gives) runs every request through an extra task
+    and a wrapped response stream, which cost a tenth of the API process's CPU on creates."""
+
+    def __init__(self, app, latency: Histogram):
+        self.app, self.latency = app, latency
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start, status = time.perf_counter(), [500]
+
+        async def sent(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sent)
+        finally:
+            # The template (/vms/{ref}), never the raw path: one series per route, not per VM name.
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.latency.labels(scope["method"], route, str(status[0])).observe(time.perf_counter() - start)
