@@ -27,10 +27,20 @@ def _healthy(url: str) -> bool:
         return False
 
 
+def _free_ports(n: int) -> list[int]:
+    """n distinct free loopback ports (held open together while they are picked)."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
 def test_sigterm_stops_serve_and_its_collector(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    [port] = _free_ports(1)
     env = {**os.environ, "VPOOL_DATA_DIR": str(tmp_path / "data"), "VPOOL_TELEMETRY_INTERVAL": "1",
            "VPOOL_TELEMETRY_PROCESS": "1"}
     serve = subprocess.Popen([sys.executable, "-m", "vpool.cli.main", "serve", "--port", str(port),
@@ -58,11 +68,7 @@ def test_sigterm_stops_serve_and_its_collector(tmp_path):
 
 
 def test_a_second_serve_on_the_same_database_is_refused(tmp_path):
-    ports = []
-    for _ in range(2):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
+    ports = _free_ports(2)
     env = {**os.environ, "VPOOL_DATA_DIR": str(tmp_path / "data"), "VPOOL_TELEMETRY_INTERVAL": "0"}
     argv = [sys.executable, "-m", "vpool.cli.main", "serve", "--no-register-local", "--port"]
     first = subprocess.Popen(argv + [str(ports[0])], env=env, stderr=subprocess.DEVNULL)
