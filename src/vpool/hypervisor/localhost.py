@@ -98,7 +98,7 @@ def kvm_boots_guests() -> tuple[bool, str]:
         return False, f"/dev/kvm cannot be opened ({e.strerror})"
     kernel = probe_kernel()
     if kernel is None:
-        return True, "KVM (not tried with a guest kernel: this machine has none until the tiny image is built)"
+        return True, "not tried with a guest kernel: this machine has none until the tiny image is built"
     ok, detail = kernel_boots(kernel, "kvm")
     return ok, detail if ok else f"a stock Linux kernel does not boot under this machine's KVM: {detail}"
 

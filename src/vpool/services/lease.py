@@ -102,13 +102,15 @@ def _holder(row: ControlPlaneLease) -> str:
     return f"pid {row.pid} on {row.hostname}"
 
 
+def _silent_s(row: ControlPlaneLease) -> float:
+    return (utcnow() - row.renewed_at).total_seconds()
+
+
 def _left_behind(row: ControlPlaneLease) -> str | None:
     """Why the lease can be taken over, or None while its holder may still run."""
-    if row.hostname == socket.gethostname():
-        holder = Proc.of(row.pid)
-        if holder is None or holder.start != row.pid_start or not holder.alive():
-            return f"took over the database from a control plane that is gone ({_holder(row)})"
-    silent = (utcnow() - row.renewed_at).total_seconds()
+    if row.hostname == socket.gethostname() and not Proc(row.pid, row.pid_start).alive():
+        return f"took over the database from a control plane that is gone ({_holder(row)})"
+    silent = _silent_s(row)
     if silent > STALE_S:
         return (f"took over the database from a control plane that stopped renewing its lease "
                 f"{timedelta(seconds=round(silent))} ago ({_holder(row)})")
@@ -118,7 +120,7 @@ def _left_behind(row: ControlPlaneLease) -> str | None:
 def _refusal(row: ControlPlaneLease | None) -> str:
     if row is None:
         return "another control plane was starting on this database at the same moment; try again"
-    silent = max(0.0, (utcnow() - row.renewed_at).total_seconds())
+    silent = max(0.0, _silent_s(row))
     return (f"another vpool control plane ({_holder(row)}, last seen {silent:.0f} s ago) is running on this "
             f"database; vpool runs one control plane per database: stop that one first, or give this one its "
             f"own (VPOOL_DATA_DIR or VPOOL_DATABASE_URL). A holder that dies is taken over at once on its own "
