@@ -2,10 +2,12 @@
 
 import uuid as uuidlib
 
+import pytest
 from sqlalchemy import select
 
 from vpool.hypervisor.domain_xml import DomainSpec, domain_xml
 from vpool.services.controlplane import ControlPlane
+from vpool.services.reconciler import GONE, _news
 from vpool.store.tables import VM, Task
 
 from .conftest import Api, eventually
@@ -55,3 +57,21 @@ def test_restart_fails_running_tasks_and_removes_half_made_vms(settings):
         assert drv.volume_path("default-pool", "vm-half.qcow2") is None
     finally:
         second.stop()
+
+
+HERE, THERE = 1, 2
+
+
+@pytest.mark.parametrize("observed, stored, vm_host, ownership, news", [
+    ("shutoff", "running", HERE, "managed", "shutoff"),      # stopped outside vpool
+    ("running", "running", HERE, "managed", None),           # nothing new
+    ("paused", "running", THERE, "managed", None),           # an incoming migration's copy is not the VM yet
+    ("running", "running", THERE, "managed", "running"),     # it arrived: the VM is here now
+    ("shutoff", "missing", THERE, "managed", "shutoff"),     # its host lost it, this one has it
+    (None, "running", HERE, "managed", "missing"),           # gone from its host
+    (None, "missing", HERE, "managed", None),                # already known gone
+    (None, "running", HERE, "unmanaged", GONE),              # a foreign domain that went: its row goes
+    (None, "running", THERE, "managed", None),               # another host's VM is no news here
+])
+def test_what_a_hosts_report_means_for_a_vm_row(observed, stored, vm_host, ownership, news):
+    assert _news(HERE, observed, stored, vm_host, ownership) == news

@@ -33,20 +33,13 @@ class Reconciler:
             seen, changed, gone_unmanaged = set(), [], []
             for vm_id, uuid, state, vm_host, ownership, updated_at in rows:
                 seen.add(uuid)
-                if state in TASK_OWNED or updated_at >= read_at:
-                    continue  # a task owns it, or wrote fresher news since the read
-                observed = domains.get(uuid)
-                if observed is not None:
-                    if vm_host != host_id and not _moved_here(observed, state):
-                        continue
-                    if (observed, host_id) != (state, vm_host):
-                        changed.append({"id": vm_id, "state": observed, "host_id": host_id, "updated_at": read_at})
-                elif vm_host == host_id and uuid is not None:
-                    if ownership == VMOwnership.unmanaged:
-                        gone_unmanaged.append(vm_id)
-                    elif state != VMState.missing:
-                        changed.append({"id": vm_id, "state": VMState.missing, "host_id": host_id,
-                                        "updated_at": read_at})
+                if uuid is None or state in TASK_OWNED or updated_at >= read_at:
+                    continue  # never defined, a task owns it, or a task wrote fresher news since the read
+                news = _news(host_id, domains.get(uuid), state, vm_host, ownership)
+                if news == GONE:
+                    gone_unmanaged.append(vm_id)
+                elif news is not None:
+                    changed.append({"id": vm_id, "state": news, "host_id": host_id, "updated_at": read_at})
             if changed:
                 s.execute(update(VM), changed)
             if gone_unmanaged:
@@ -64,23 +57,43 @@ class Reconciler:
         read_at = utcnow()
         state = drv.state(uuid)
         with self.store.session() as s:
-            vm = s.scalar(select(VM).where(VM.uuid == uuid))
-            if vm is None:
+            row = s.execute(select(VM.id, VM.state, VM.host_id, VM.ownership, VM.updated_at).where(
+                VM.uuid == uuid)).first()
+            if row is None:
                 info = drv.domain_info(uuid) if state != "missing" else None
-                if info is not None:
-                    s.add(_unmanaged(s, info, host_id))
-            elif vm.state in TASK_OWNED or vm.updated_at >= read_at:
-                return  # being created or migrated, or a task wrote fresher news since the read
-            elif state == "missing":
-                if vm.host_id == host_id:
-                    if vm.ownership == VMOwnership.unmanaged:
-                        s.execute(delete(VM).where(VM.id == vm.id))
-                    else:
-                        vm.state = VMState.missing
-            elif vm.host_id == host_id or _moved_here(state, vm.state):
-                vm.state = state
-                vm.host_id = host_id
+                if info is None:
+                    return
+                s.add(_unmanaged(s, info, host_id))
+            else:
+                vm_id, stored, vm_host, ownership, updated_at = row
+                if stored in TASK_OWNED or updated_at >= read_at:
+                    return  # being created or migrated, or a task wrote fresher news since the read
+                news = _news(host_id, None if state == "missing" else state, stored, vm_host, ownership)
+                if news is None:
+                    return
+                if news == GONE:
+                    s.execute(delete(VM).where(VM.id == vm_id))
+                else:
+                    s.execute(update(VM).where(VM.id == vm_id).values(state=news, host_id=host_id, updated_at=read_at))
             s.commit()
+
+
+GONE = "gone"  # an unmanaged VM whose domain went: its row goes too
+
+
+def _news(host_id: int, observed: str | None, stored: str, vm_host: int | None, ownership: str) -> str | None:
+    """What a host's report (observed: the domain's state there, None if it has no such domain)
+    means for a VM row: the state to write (the VM is then on this host), GONE, or None for no
+    change. A VM's row is not the task's to settle here: callers skip TASK_OWNED ones."""
+    if observed is not None:
+        if vm_host != host_id and not _moved_here(observed, stored):
+            return None
+        return observed if (observed, host_id) != (stored, vm_host) else None
+    if vm_host != host_id:
+        return None  # another host's VM: this one not having it is no news
+    if ownership == VMOwnership.unmanaged:
+        return GONE
+    return VMState.missing if stored != VMState.missing else None
 
 
 def _moved_here(observed: str, stored: str) -> bool:
