@@ -340,10 +340,8 @@ class BackupService:
         with tempfile.TemporaryDirectory(dir=self.cp.settings.data_dir, prefix="restore-") as work:
             flat = self.materialize(ctx, chain, Path(work))
             ctx.progress(70, f"copying the disk to {booking.host}")
-            with self.cp.store.session() as s:
-                pool = s.get(Host, booking.host_id).storage_pool
             drv = self.cp.connections.driver(booking.host_id)
-            disk = drv.upload_volume(pool, f"vm-{booking.name}.qcow2", flat)
+            disk = drv.upload_volume(booking.storage_pool, f"vm-{booking.name}.qcow2", flat)
         ctx.progress(90, f"defining {booking.name}")
         uuid = provision.define(self.cp, booking, disk, network)
         if before_start:

@@ -174,8 +174,6 @@ class CloneService:
 
     def _move(self, ctx, ops: ProtectionOps, path: str, booking: provision.Booking) -> str:
         """Streams a disk from the source host to the booked one, through the control plane."""
-        with self.cp.store.session() as s:
-            pool = s.get(Host, booking.host_id).storage_pool
         self.cp.settings.data_dir.mkdir(parents=True, exist_ok=True)
         try:
             with tempfile.TemporaryDirectory(dir=self.cp.settings.data_dir, prefix="clone-") as work:
@@ -184,7 +182,7 @@ class CloneService:
                 with open(local, "wb") as out:
                     ops.download(path, out)
                 return self.cp.connections.driver(booking.host_id).upload_volume(
-                    pool, f"vm-{booking.name}.qcow2", local)
+                    booking.storage_pool, f"vm-{booking.name}.qcow2", local)
         finally:
             ops.drv.delete_volume(path)
 
@@ -198,11 +196,9 @@ class CloneService:
             try:
                 ctx.progress(10, f"copying template {src} to {booking.host} (first use there)")
                 copy = self.cp.images.ensure_copy(image_id, booking.host_id)
-                with self.cp.store.session() as s:
-                    pool = s.get(Host, booking.host_id).storage_pool
                 ctx.progress(40, "making a standalone copy of the template")
                 disk = ProtectionOps(self.cp.connections.driver(booking.host_id)).flat_copy(
-                    pool, copy.disk_path, f"vm-{new}.qcow2")
+                    booking.storage_pool, copy.disk_path, f"vm-{new}.qcow2")
                 uuid = provision.define(self.cp, booking, disk)
                 if start:
                     self.cp.connections.driver(booking.host_id).start(uuid)

@@ -21,7 +21,7 @@ from vpool.hypervisor.libvirt_protection import ProtectionOps
 from vpool.model.errors import NotFound
 from vpool.services import provision
 from vpool.store.backup_tables import Backup, Drill
-from vpool.store.tables import VM, utcnow
+from vpool.store.tables import utcnow
 
 READY_MARKER = b"LAB-READY"
 ANSWER_TIMEOUT_S = 300.0
@@ -158,9 +158,7 @@ class DrillService:
                 how = "serial" if ready.is_set() else None
                 if how is None:
                     drv = self.cp.connections.driver(booking.host_id)
-                    with self.cp.store.session() as s:
-                        uuid = s.get(VM, booking.vm_id).uuid
-                    ips = drv.guest_addresses(uuid)
+                    ips = drv.guest_addresses(booking.uuid)
                     if ips and _http_name(ips[0]) == booking.name:
                         how = "http"
                 if how:

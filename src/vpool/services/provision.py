@@ -8,7 +8,7 @@ DR drill brings its own), defined, settled. VMService.discard undoes any of them
 import uuid as uuidlib
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from vpool.hypervisor.domain_xml import DomainSpec, domain_xml
@@ -23,10 +23,20 @@ from vpool.store.tables import VM, Group, Host, Image
 
 @dataclass(frozen=True)
 class Booking:
+    """The booked row and its host as placement left them: the steps after it (disk, define,
+    settle) read them from here, not from the store again."""
     vm_id: int
     host_id: int
     host: str
     name: str
+    uuid: str
+    cpus: int
+    memory_mib: int
+    image_id: int | None
+    storage_pool: str
+    virt_type: str
+    network: str
+    arch: str
 
 
 def check_free_name(s, name: str, hint: str = "") -> None:
@@ -55,7 +65,8 @@ def book(cp, name: str, cpus: int, memory_mib: int, disk_gib: int, image_id: int
             s.commit()
         except IntegrityError:
             raise Conflict(f"a VM named {name!r} already exists") from None
-        booking = Booking(vm.id, h.id, h.name, name)
+        booking = Booking(vm.id, h.id, h.name, name, vm.uuid, cpus, memory_mib, image_id, h.storage_pool,
+                          h.virt_type, h.network, h.arch or "x86_64")
     cp.vms.in_flight.add(booking.vm_id)  # so a host reconnect does not take it for an orphan
     return booking
 
@@ -69,28 +80,27 @@ def define(cp, booking: Booking, disk_path: str, network: str | None = None) -> 
 
     network overrides the host's guest network (a DR drill keeps its VMs on an isolated one)."""
     with cp.store.session() as s:
-        vm, host = s.get(VM, booking.vm_id), s.get(Host, booking.host_id)
-        image = s.get(Image, vm.image_id) if vm.image_id else None
-        vm.disk_path = disk_path
+        s.execute(update(VM).where(VM.id == booking.vm_id).values(disk_path=disk_path))
+        image = s.get(Image, booking.image_id) if booking.image_id else None
         s.commit()
     drv = cp.connections.driver(booking.host_id)
     kernel = initrd = cmdline = None
     if image is not None and image.kind == "kernel":
         copy = cp.images.ensure_copy(image.id, booking.host_id)
         kernel, initrd = copy.kernel_path, copy.initrd_path
-        cmdline = image.cmdline.replace("{name}", vm.name) if image.cmdline else None
-    console = None if drv.is_test else f"{local_console_log_dir()}/vpool-{vm.name}.console.log"
+        cmdline = image.cmdline.replace("{name}", booking.name) if image.cmdline else None
+    console = None if drv.is_test else f"{local_console_log_dir()}/vpool-{booking.name}.console.log"
     drv.define(domain_xml(DomainSpec(
-        name=vm.name, uuid=vm.uuid, cpus=vm.cpus, memory_mib=vm.memory_mib, virt_type=host.virt_type,
-        disk_path=disk_path, network=network or host.network, kernel=kernel, initrd=initrd, cmdline=cmdline,
-        console_log=console, arch=host.arch or "x86_64")))
-    return vm.uuid
+        name=booking.name, uuid=booking.uuid, cpus=booking.cpus, memory_mib=booking.memory_mib,
+        virt_type=booking.virt_type, disk_path=disk_path, network=network or booking.network, kernel=kernel,
+        initrd=initrd, cmdline=cmdline, console_log=console, arch=booking.arch)))
+    return booking.uuid
 
 
 def settle(cp, booking: Booking) -> str:
     """Records the domain's state, which also ends `creating`."""
+    state = cp.connections.driver(booking.host_id).state(booking.uuid)
     with cp.store.session() as s:
-        vm = s.get(VM, booking.vm_id)
-        vm.state = cp.connections.driver(booking.host_id).state(vm.uuid)
+        s.execute(update(VM).where(VM.id == booking.vm_id).values(state=state))
         s.commit()
-        return vm.state
+    return state

@@ -95,9 +95,7 @@ class VMService:
             backing = self.cp.images.ensure_copy(image_id, booking.host_id).disk_path
         ctx.check_cancel()
         ctx.progress(40, "creating the disk (a linked clone of the image)")
-        with self.cp.store.session() as s:
-            pool = s.get(Host, booking.host_id).storage_pool
-        disk = drv.create_disk(pool, f"vm-{booking.name}.qcow2", disk_gib, backing, image_format)
+        disk = drv.create_disk(booking.storage_pool, f"vm-{booking.name}.qcow2", disk_gib, backing, image_format)
         ctx.check_cancel()
         ctx.progress(60, f"defining the VM on {booking.host}")
         uuid = provision.define(self.cp, booking, disk)
