@@ -1,3 +1,5 @@
+import time
+
 import pytest
 
 from vpool.model.errors import HypervisorError
@@ -161,6 +163,36 @@ def test_cancel_a_running_create_rolls_it_back(pool, monkeypatch):
     assert "slow" not in [d.name for d in drv.domains()]
     assert drv.volume_path("default-pool", "vm-slow.qcow2") is None
     assert pool.post(f"/tasks/{r.json()['id']}/cancel").status_code == 409
+
+
+def test_a_long_poll_answers_when_the_task_ends_and_reads_its_row_once(pool, monkeypatch):
+    """While the task runs here, the wait watches the runner; the store is read when it ends."""
+    import threading
+
+    from vpool.hypervisor.libvirt_driver import LibvirtDriver
+
+    entered, release = threading.Event(), threading.Event()
+    original = LibvirtDriver.create_disk
+
+    def slow_create_disk(self, *args, **kwargs):
+        entered.set()
+        release.wait(10)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(LibvirtDriver, "create_disk", slow_create_disk)
+    r = pool.post("/vms", json={"name": "slow", "cpus": 1, "memory": "256M", "disk": "1G"})
+    task_id = r.json()["id"]
+    assert entered.wait(10)
+    assert pool.get(f"/tasks/{task_id}", params={"wait": 0.3}).json()["state"] == "running"  # time is up
+    reads, get = [], pool.cp.runner.get
+    monkeypatch.setattr(pool.cp.runner, "get", lambda i: reads.append(i) or get(i))
+    answer = {}
+    poll = threading.Thread(target=lambda: answer.update(pool.get(f"/tasks/{task_id}", params={"wait": 30}).json()))
+    poll.start()
+    time.sleep(1)  # ten polls of the store, had the wait read it
+    release.set()
+    poll.join(30)
+    assert answer["state"] == "succeeded" and reads == [task_id]
 
 
 def test_server_groups_keep_vms_apart_or_together(pool):

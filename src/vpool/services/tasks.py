@@ -171,6 +171,11 @@ class TaskRunner:
                 state=TaskState.cancelled, finished_at=utcnow(), message="cancelled before it started"))
             s.commit()
 
+    def running(self, task_id: int) -> bool:
+        """Started on this runner and not yet ended: its row cannot say it has ended yet."""
+        event = self.done.get(task_id)
+        return event is not None and not event.is_set()
+
     def wait(self, task_id: int, timeout: float | None = None) -> bool:
         with self._lock:
             event = self.done.get(task_id)
