@@ -37,15 +37,24 @@ def ensure_admin_token(store, token_file: Path) -> str:
     return token
 
 
-def authenticate(store, header: str | None, cache: dict) -> str:
-    """Returns the token's name; `cache` maps digests already seen to names (tokens are few)."""
+def bearer_digest(header: str | None) -> str:
+    """The digest of the request's bearer token; a request without one is refused here."""
     if not header or not header.lower().startswith("bearer "):
         raise Unauthorized("this API needs a bearer token: send 'Authorization: Bearer <token>' "
                            "(the admin token is in the control plane's data directory, admin.token)")
-    d = digest(header[7:].strip())
+    return digest(header[7:].strip())
+
+
+def known_name(cache: dict, d: str) -> str | None:
+    """The name of a token already seen; `cache` maps digests to names (tokens are few)."""
     for known, name in cache.items():
         if hmac.compare_digest(known, d):
             return name
+    return None
+
+
+def look_up(store, d: str, cache: dict) -> str:
+    """The store's answer for a token not seen before, remembered in `cache`."""
     with store.session() as s:
         name = s.scalar(select(ApiToken.name).where(ApiToken.digest == d))
     if name is None:
