@@ -165,6 +165,22 @@ def test_cancel_a_running_create_rolls_it_back(pool, monkeypatch):
     assert pool.post(f"/tasks/{r.json()['id']}/cancel").status_code == 409
 
 
+def test_a_booking_and_its_task_are_one_commit(pool, monkeypatch):
+    """A create task that cannot be stored leaves no booking holding the name and the room."""
+    from vpool.services import provision
+
+    def unstorable(order, target):
+        return queued(order.__class__(order.kind, {"x": object()}), target)  # not JSON
+
+    queued = provision.queued
+    monkeypatch.setattr(provision, "queued", unstorable)
+    with pytest.raises(Exception, match="JSON serializable"):
+        pool.post("/vms", json={"name": "half", "cpus": 1, "memory": "256M", "disk": "1G"})
+    assert pool.get("/vms/half").status_code == 404
+    monkeypatch.setattr(provision, "queued", queued)
+    assert create(pool, "half")["state"] == "succeeded"
+
+
 def test_a_long_poll_answers_when_the_task_ends_and_reads_its_row_once(pool, monkeypatch):
     """While the task runs here, the wait watches the runner; the store is read when it ends."""
     import threading

@@ -24,6 +24,7 @@ from vpool.model.retention import Point, keep_set
 from vpool.model.states import VMOwnership, VMState
 from vpool.services import provision
 from vpool.services.repository import Repository
+from vpool.services.tasks import TaskOrder
 from vpool.store.backup_tables import Backup
 from vpool.store.tables import Host, Image, utcnow
 
@@ -303,7 +304,9 @@ class BackupService:
                                       f"; restore under another name with --as NEW, or delete {name} first")
         image_id = self.image_id(spec)
         booking = provision.book(self.cp, name, spec["cpus"], spec["memory_mib"], spec["disk_gib"], image_id,
-                                 host or self._home(spec))
+                                 host or self._home(spec), order=TaskOrder("backup.restore", {
+                                     "from": vm, "point": point.isoformat() if point else None,
+                                     "backup": chain[-1].id}, requested_by))
 
         def body(ctx):
             try:
@@ -313,9 +316,7 @@ class BackupService:
             return {"vm": name, "host": booking.host, "backup": chain[-1].id,
                     "point_at": chain[-1].point_at.isoformat(), "chain": [b.id for b in chain]}
 
-        return self.cp.runner.submit("backup.restore", name, {"from": vm, "point": point.isoformat() if point else None,
-                                                              "backup": chain[-1].id}, body,
-                                     on_failure=lambda: self.cp.vms.discard(booking.vm_id), requested_by=requested_by)
+        return self.cp.runner.start(booking.task, body, on_failure=lambda: self.cp.vms.discard(booking.vm_id))
 
     def image_id(self, spec: dict) -> int | None:
         """The image a restored VM boots from (kernel and initrd for kernel-boot images)."""

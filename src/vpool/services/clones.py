@@ -23,6 +23,7 @@ from vpool.model.names import check_name
 from vpool.model.states import VMOwnership, VMState
 from vpool.services import provision
 from vpool.services.images import inspect_image
+from vpool.services.tasks import TaskOrder
 from vpool.services.vms import CreateRequest
 from vpool.store.backup_tables import Template
 from vpool.store.tables import VM, Host, Image
@@ -128,7 +129,8 @@ class CloneService:
         self.cp.connections.driver(src_host_id)
         release = self.busy.claim(src_name, f"a clone to {new}")
         try:
-            booking = provision.book(self.cp, new, size[0], size[1], size[2], size[3], host or src_host.name)
+            booking = provision.book(self.cp, new, size[0], size[1], size[2], size[3], host or src_host.name,
+                                     order=TaskOrder("vm.clone", {"from": src_name, "mode": "full"}, requested_by))
         except BaseException:
             release()
             raise
@@ -157,8 +159,7 @@ class CloneService:
                 release()
                 provision.release(self.cp, booking)
 
-        return self.cp.runner.submit("vm.clone", new, {"from": src_name, "mode": "full", "host": booking.host}, body,
-                                     on_failure=lambda: self._undo(booking), requested_by=requested_by)
+        return self.cp.runner.start(booking.task, body, on_failure=lambda: self._undo(booking))
 
     def _copy_running(self, ctx, ops: ProtectionOps, uuid: str, pool: str, name: str) -> str:
         disks = ops.disks(uuid)
@@ -190,7 +191,8 @@ class CloneService:
         self.cp.vms.discard(booking.vm_id)
 
     def _full_from_template(self, image_id: int, src: str, new: str, size, host, start, requested_by):
-        booking = provision.book(self.cp, new, size[0], size[1], size[2], image_id, host)
+        booking = provision.book(self.cp, new, size[0], size[1], size[2], image_id, host,
+                                 order=TaskOrder("vm.clone", {"from": src, "mode": "full"}, requested_by))
 
         def body(ctx):
             try:
@@ -207,5 +209,4 @@ class CloneService:
             finally:
                 provision.release(self.cp, booking)
 
-        return self.cp.runner.submit("vm.clone", new, {"from": src, "mode": "full", "host": booking.host}, body,
-                                     on_failure=lambda: self._undo(booking), requested_by=requested_by)
+        return self.cp.runner.start(booking.task, body, on_failure=lambda: self._undo(booking))

@@ -6,7 +6,7 @@ DR drill brings its own), defined, settled. VMService.discard undoes any of them
 """
 
 import uuid as uuidlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -18,7 +18,8 @@ from vpool.model.names import check_name
 from vpool.model.states import VMState
 from vpool.placement import PlacementRequest, place
 from vpool.services.pool import cluster_state, group_constraints
-from vpool.store.tables import VM, Group, Host, Image
+from vpool.services.tasks import TaskOrder, queued
+from vpool.store.tables import VM, Group, Host, Image, Task
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class Booking:
     virt_type: str
     network: str
     arch: str
+    task: Task | None = None  # queued with the booking, when it was given an order
 
 
 def check_free_name(s, name: str, hint: str = "") -> None:
@@ -46,8 +48,10 @@ def check_free_name(s, name: str, hint: str = "") -> None:
 
 
 def book(cp, name: str, cpus: int, memory_mib: int, disk_gib: int, image_id: int | None,
-         host: str | None, flavor_id: int | None = None, group_id: int | None = None) -> Booking:
-    """Places the VM and books it; the caller must discard it if what follows fails."""
+         host: str | None, flavor_id: int | None = None, group_id: int | None = None,
+         order: TaskOrder | None = None) -> Booking:
+    """Places the VM and books it, and queues the task that `order` asks for (its params get the
+    chosen host) in the same commit; the caller must discard the VM if what follows fails."""
     with cp.store.session() as s, cp.store.placement_lock(s):
         check_free_name(s, name)
         pinned = cp.hosts.get(s, host).name if host else None
@@ -61,12 +65,15 @@ def book(cp, name: str, cpus: int, memory_mib: int, disk_gib: int, image_id: int
         vm = VM(name=name, uuid=str(uuidlib.uuid4()), host_id=h.id, state=VMState.creating, cpus=cpus,
                 memory_mib=memory_mib, disk_gib=disk_gib, image_id=image_id, flavor_id=flavor_id, group_id=group_id)
         s.add(vm)
+        task = queued(replace(order, params={**order.params, "host": h.name}), name) if order else None
+        if task is not None:
+            s.add(task)
         try:
             s.commit()
         except IntegrityError:
             raise Conflict(f"a VM named {name!r} already exists") from None
         booking = Booking(vm.id, h.id, h.name, name, vm.uuid, cpus, memory_mib, image_id, h.storage_pool,
-                          h.virt_type, h.network, h.arch or "x86_64")
+                          h.virt_type, h.network, h.arch or "x86_64", task)
     cp.vms.in_flight.add(booking.vm_id)  # so a host reconnect does not take it for an orphan
     return booking
 

@@ -60,6 +60,20 @@ class TaskContext:
 Body = Callable[[TaskContext], dict | None]
 
 
+@dataclass(frozen=True)
+class TaskOrder:
+    """A task to queue in another unit of work's transaction (a booking and its create task are
+    one commit: neither is left without the other)."""
+    kind: str
+    params: dict
+    requested_by: str = "admin"
+
+
+def queued(order: TaskOrder, target: str | None) -> Task:
+    return Task(kind=order.kind, target=target, params=order.params, requested_by=order.requested_by,
+                state=TaskState.queued, message="queued")
+
+
 class TaskRunner:
     def __init__(self, store: Store, workers: int = 16):
         self.store = store
@@ -80,8 +94,7 @@ class TaskRunner:
 
     def new(self, kind: str, target: str | None, params: dict, requested_by: str = "admin") -> Task:
         with self.store.session() as s:
-            task = Task(kind=kind, target=target, params=params, requested_by=requested_by,
-                        state=TaskState.queued, message="queued")
+            task = queued(TaskOrder(kind, params, requested_by), target)
             s.add(task)
             s.commit()
             return task

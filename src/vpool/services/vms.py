@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from vpool.hypervisor import leases
 from vpool.services import provision
+from vpool.services.tasks import TaskOrder
 from vpool.model.errors import Conflict, Invalid, NotFound
 from vpool.model.names import check_name
 from vpool.model.resources import Resources
@@ -70,12 +71,11 @@ class VMService:
                 raise Invalid(f"image {image.name} needs a disk of at least {need} GiB, asked {size.disk_gib} GiB")
             image_id, image_format = (image.id, image.format) if image else (None, None)
             group_id = self.cp.groups.get(s, req.group).id if req.group else None
-        booking = provision.book(self.cp, req.name, size.cpus, size.memory_mib, size.disk_gib, image_id, req.host,
-                                 flavor.id if flavor else None, group_id)
-        task = self.cp.runner.new("vm.create", req.name, {
-            "cpus": size.cpus, "memory_mib": size.memory_mib, "disk_gib": size.disk_gib,
-            "image": req.image, "flavor": req.flavor, "group": req.group, "host": booking.host, "start": req.start},
-            requested_by)
+        booking = provision.book(
+            self.cp, req.name, size.cpus, size.memory_mib, size.disk_gib, image_id, req.host,
+            flavor.id if flavor else None, group_id, TaskOrder("vm.create", {
+                "cpus": size.cpus, "memory_mib": size.memory_mib, "disk_gib": size.disk_gib, "image": req.image,
+                "flavor": req.flavor, "group": req.group, "start": req.start}, requested_by))
 
         def body(ctx):
             try:
@@ -84,7 +84,7 @@ class VMService:
                 provision.release(self.cp, booking)
             return {"vm": req.name, "host": booking.host}
 
-        return self.cp.runner.start(task, body, on_failure=lambda: self.discard(booking.vm_id))
+        return self.cp.runner.start(booking.task, body, on_failure=lambda: self.discard(booking.vm_id))
 
     def _build(self, ctx, booking: provision.Booking, image_id: int | None, image_format: str | None,
                disk_gib: int, start: bool) -> None:
