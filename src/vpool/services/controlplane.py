@@ -4,6 +4,7 @@ The API and the tests build one of these; nothing else holds global state.
 """
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 from vpool.config import Settings
 from vpool.security.tokens import ensure_admin_token
@@ -42,6 +43,9 @@ class ControlPlane:
         self.connections = Connections(self.store, self._on_event, self._on_connect,
                                        self.settings.reconnect_interval_s)
         self.reconciler = Reconciler(self.store, self.connections)
+        # Events get workers of their own: behind the task queue they would wait for every queued
+        # create (minutes, in a burst on real guests) while the store showed stale states.
+        self._events = ThreadPoolExecutor(max_workers=4, thread_name_prefix="events")
         self.hosts = HostService(self)
         self.vms = VMService(self)
         self.images = ImageService(self)
@@ -80,6 +84,7 @@ class ControlPlane:
         self.telemetry.stop()
         self.alarms.close()
         self.connections.stop()
+        self._events.shutdown(wait=False, cancel_futures=True)
         self.runner.shutdown()
         self.lease.release()
         self.store.close()
@@ -87,7 +92,7 @@ class ControlPlane:
     def _on_event(self, host_id: int, uuid: str) -> None:
         # Runs on libvirt's event thread: hand the work off so events never wait on the database.
         try:
-            self.runner.pool.submit(self.reconciler.sync_domain, host_id, uuid)
+            self._events.submit(self.reconciler.sync_domain, host_id, uuid)
         except RuntimeError:
             pass  # shutting down: the next start's full sync sees the change
 
