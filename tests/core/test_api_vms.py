@@ -1,3 +1,4 @@
+import threading
 import time
 
 import pytest
@@ -138,9 +139,9 @@ def test_unmanaged_domains_are_listed_and_can_be_adopted(pool):
     pool.task(pool.post("/vms/foreign/start"))
 
 
-def test_cancel_a_running_create_rolls_it_back(pool, monkeypatch):
-    import threading
-
+@pytest.fixture
+def held_disk(monkeypatch):
+    """Creates stop at their disk until the test sets `release`; `entered` says one got there."""
     from vpool.hypervisor.libvirt_driver import LibvirtDriver
 
     entered, release = threading.Event(), threading.Event()
@@ -152,6 +153,11 @@ def test_cancel_a_running_create_rolls_it_back(pool, monkeypatch):
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(LibvirtDriver, "create_disk", slow_create_disk)
+    return entered, release
+
+
+def test_cancel_a_running_create_rolls_it_back(pool, held_disk):
+    entered, release = held_disk
     r = pool.post("/vms", json={"name": "slow", "cpus": 1, "memory": "256M", "disk": "1G", "host": "h1"})
     assert entered.wait(10)
     assert pool.post(f"/tasks/{r.json()['id']}/cancel").status_code == 202
@@ -181,21 +187,9 @@ def test_a_booking_and_its_task_are_one_commit(pool, monkeypatch):
     assert create(pool, "half")["state"] == "succeeded"
 
 
-def test_a_long_poll_answers_when_the_task_ends_and_reads_its_row_once(pool, monkeypatch):
+def test_a_long_poll_answers_when_the_task_ends_and_reads_its_row_once(pool, held_disk, monkeypatch):
     """While the task runs here, the wait watches the runner; the store is read when it ends."""
-    import threading
-
-    from vpool.hypervisor.libvirt_driver import LibvirtDriver
-
-    entered, release = threading.Event(), threading.Event()
-    original = LibvirtDriver.create_disk
-
-    def slow_create_disk(self, *args, **kwargs):
-        entered.set()
-        release.wait(10)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(LibvirtDriver, "create_disk", slow_create_disk)
+    entered, release = held_disk
     r = pool.post("/vms", json={"name": "slow", "cpus": 1, "memory": "256M", "disk": "1G"})
     task_id = r.json()["id"]
     assert entered.wait(10)
