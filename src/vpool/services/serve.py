@@ -29,9 +29,19 @@ def prepare_local_libvirt(cp: ControlPlane) -> str | None:
     except RuntimeError as e:
         say(f"WARNING: {e}")
         return None
+    return localhost.LOCAL_URI
+
+
+def say_virt_type() -> None:
     ok, why = localhost.kvm_boots_guests()
     say(f"guests will use KVM ({why})" if ok else f"guests will use QEMU TCG (software emulation): {why}")
-    return localhost.LOCAL_URI
+
+
+def ensure_tiny_image(cp: ControlPlane) -> bool:
+    with cp.store.session() as s:
+        if s.scalar(select(Image.id).where(Image.name == "tiny")) is not None:
+            return True
+    return _wait_task(cp, cp.images.build_tiny("tiny"), "building the tiny image")
 
 
 def register_local_host(cp: ControlPlane, uri: str | None) -> None:
@@ -55,7 +65,8 @@ def _wait_task(cp: ControlPlane, task, what: str, timeout: float = 600) -> bool:
 
 
 def start_lab(cp: ControlPlane, hosts: int, guests: int) -> None:
-    """A pool with real VMs at once: lab hosts on this machine, the tiny image, a guest per host."""
+    """A pool with real VMs at once: lab hosts on this machine and a guest of the tiny image (built
+    already) per host."""
     from vpool.lab.hosts import Lab
 
     lab = Lab()
@@ -69,10 +80,6 @@ def start_lab(cp: ControlPlane, hosts: int, guests: int) -> None:
         if h.uri not in known:
             _wait_task(cp, cp.hosts.add(h.uri, h.name, virt_type, f"bridge:{topology.guest_bridge}"),
                        f"registering {h.name}")
-    with cp.store.session() as s:
-        has_tiny = s.scalar(select(Image.id).where(Image.name == "tiny")) is not None
-    if not has_tiny and not _wait_task(cp, cp.images.build_tiny("tiny"), "building the tiny image"):
-        return
     under_way = ensure_lab_guests(cp, [h.name for h in statuses[:guests]])
     say(f"lab: {len(statuses)} hosts, guests web1..web{min(guests, len(statuses))} starting "
         "(vpool vm list; their addresses in vpool vm show NAME)")
@@ -123,9 +130,14 @@ def run(settings: Settings, host: str, port: int, register_local: bool = True, l
     cp.lease.acquire()  # refused before anything is started when another control plane runs here
     uri = prepare_local_libvirt(cp)
     cp.start()
+    # The lab's tiny image before any host is registered: where /boot has no kernel for this
+    # machine (a container), its kernel is the one the KVM probe boots to decide KVM or TCG.
+    lab_ready = bool(lab_hosts) and ensure_tiny_image(cp)
+    if uri is not None:
+        say_virt_type()
     if register_local:
         register_local_host(cp, uri)
-    if lab_hosts:
+    if lab_ready:
         try:
             start_lab(cp, lab_hosts, lab_guests)
         except Exception as e:  # the API is still worth serving without the lab
