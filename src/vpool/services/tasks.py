@@ -20,6 +20,7 @@ from vpool.store.db import Store
 from vpool.store.tables import Task, utcnow
 
 RESTARTED = "the control plane restarted while this task was running; nothing it started was kept"
+NOT_STARTED = "cancelled before it started"
 
 
 class Cancelled(Exception):
@@ -119,6 +120,8 @@ class TaskRunner:
     def _run(self, task_id: int, body: Body, on_failure, event: threading.Event) -> None:
         ctx = TaskContext(task_id, self)
         try:
+            if ctx.cancelled():
+                raise Cancelled(NOT_STARTED)
             with self.store.session() as s:
                 s.execute(update(Task).where(Task.id == task_id).values(
                     state=TaskState.running, started_at=utcnow(), message="running"))
@@ -127,9 +130,9 @@ class TaskRunner:
             result = body(ctx)
             self._finish(task_id, state=TaskState.succeeded, progress=100, result=result or {},
                          message="done")
-        except Cancelled:
+        except Cancelled as e:
             self._rollback(on_failure, task_id)
-            self._finish(task_id, state=TaskState.cancelled, message="cancelled at the operator's request")
+            self._finish(task_id, state=TaskState.cancelled, message=str(e) or "cancelled at the operator's request")
         except Exception as e:  # a task must always end with a reason, whatever went wrong
             detail = e.detail if isinstance(e, VpoolError) else f"{type(e).__name__}: {e}"
             if not isinstance(e, VpoolError):
@@ -177,11 +180,14 @@ class TaskRunner:
         return self.get(task_id)
 
     def cancel(self, task_id: int) -> None:
+        """A task queued on this runner ends when a worker takes it up, after its rollback (a
+        create's booking goes first): ended, it must be undone. One nothing here will run ends now."""
         self.cancel_flags.add(task_id)
         with self.store.session() as s:
             s.execute(update(Task).where(Task.id == task_id).values(cancel_requested=True))
-            s.execute(update(Task).where(Task.id == task_id, Task.state == TaskState.queued).values(
-                state=TaskState.cancelled, finished_at=utcnow(), message="cancelled before it started"))
+            if not self.running(task_id):
+                s.execute(update(Task).where(Task.id == task_id, Task.state == TaskState.queued).values(
+                    state=TaskState.cancelled, finished_at=utcnow(), message=NOT_STARTED))
             s.commit()
 
     def running(self, task_id: int) -> bool:
