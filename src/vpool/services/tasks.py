@@ -180,8 +180,9 @@ class TaskRunner:
         return self.get(task_id)
 
     def cancel(self, task_id: int) -> None:
-        """A task queued on this runner ends when a worker takes it up, after its rollback (a
-        create's booking goes first): ended, it must be undone. One nothing here will run ends now."""
+        """A task queued on this runner is only flagged: it ends when a worker takes it up, after
+        its rollback, so that `cancelled` means undone (a create's booking gone). One that nothing
+        here will run ends at once."""
         self.cancel_flags.add(task_id)
         with self.store.session() as s:
             s.execute(update(Task).where(Task.id == task_id).values(cancel_requested=True))
