@@ -192,7 +192,8 @@ class TaskRunner:
             s.commit()
 
     def running(self, task_id: int) -> bool:
-        """Started on this runner and not yet ended: its row cannot say it has ended yet."""
+        """Handed to this runner (waiting for a worker or running) and not yet ended: until it
+        is, its row cannot say it has ended."""
         event = self.done.get(task_id)
         return event is not None and not event.is_set()
 
