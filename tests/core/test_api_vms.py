@@ -173,10 +173,12 @@ def test_cancel_a_running_create_rolls_it_back(pool, held_disk):
 
 def test_a_booking_and_its_task_are_one_commit(pool, monkeypatch):
     """A create task that cannot be stored leaves no booking holding the name and the room."""
+    from dataclasses import replace
+
     from vpool.services import provision
 
     def unstorable(order, target):
-        return queued(order.__class__(order.kind, {"x": object()}), target)  # not JSON
+        return queued(replace(order, params={"x": object()}), target)  # not JSON
 
     queued = provision.queued
     monkeypatch.setattr(provision, "queued", unstorable)

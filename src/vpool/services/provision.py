@@ -33,6 +33,7 @@ class Booking:
     uuid: str
     cpus: int
     memory_mib: int
+    disk_gib: int
     image_id: int | None
     storage_pool: str
     virt_type: str
@@ -72,7 +73,7 @@ def book(cp, name: str, cpus: int, memory_mib: int, disk_gib: int, image_id: int
             s.commit()
         except IntegrityError:
             raise Conflict(f"a VM named {name!r} already exists") from None
-        booking = Booking(vm.id, h.id, h.name, name, vm.uuid, cpus, memory_mib, image_id, h.storage_pool,
+        booking = Booking(vm.id, h.id, h.name, name, vm.uuid, cpus, memory_mib, disk_gib, image_id, h.storage_pool,
                           h.virt_type, h.network, h.arch or "x86_64", task)
     cp.vms.in_flight.add(booking.vm_id)  # so a host reconnect does not take it for an orphan
     return booking

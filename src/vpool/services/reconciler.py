@@ -84,7 +84,7 @@ GONE = "gone"  # an unmanaged VM whose domain went: its row goes too
 def _news(host_id: int, observed: str | None, stored: str, vm_host: int | None, ownership: str) -> str | None:
     """What a host's report (observed: the domain's state there, None if it has no such domain)
     means for a VM row: the state to write (the VM is then on this host), GONE, or None for no
-    change. A VM's row is not the task's to settle here: callers skip TASK_OWNED ones."""
+    change. Callers skip the rows a task owns (TASK_OWNED): those are the task's to settle."""
     if observed is not None:
         if vm_host != host_id and not _moved_here(observed, stored):
             return None

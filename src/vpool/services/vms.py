@@ -79,23 +79,23 @@ class VMService:
 
         def body(ctx):
             try:
-                self._build(ctx, booking, image_id, image_format, size.disk_gib, req.start)
+                self._build(ctx, booking, image_format, req.start)
             finally:
                 provision.release(self.cp, booking)
             return {"vm": req.name, "host": booking.host}
 
         return self.cp.runner.start(booking.task, body, on_failure=lambda: self.discard(booking.vm_id))
 
-    def _build(self, ctx, booking: provision.Booking, image_id: int | None, image_format: str | None,
-               disk_gib: int, start: bool) -> None:
+    def _build(self, ctx, booking: provision.Booking, image_format: str | None, start: bool) -> None:
         drv = self.cp.connections.driver(booking.host_id)
         backing = None
-        if image_id is not None:
+        if booking.image_id is not None:
             ctx.progress(10, f"copying the image to {booking.host} (first use there)")
-            backing = self.cp.images.ensure_copy(image_id, booking.host_id).disk_path
+            backing = self.cp.images.ensure_copy(booking.image_id, booking.host_id).disk_path
         ctx.check_cancel()
         ctx.progress(40, "creating the disk (a linked clone of the image)")
-        disk = drv.create_disk(booking.storage_pool, f"vm-{booking.name}.qcow2", disk_gib, backing, image_format)
+        disk = drv.create_disk(booking.storage_pool, f"vm-{booking.name}.qcow2", booking.disk_gib, backing,
+                               image_format)
         ctx.check_cancel()
         ctx.progress(60, f"defining the VM on {booking.host}")
         uuid = provision.define(self.cp, booking, disk)
