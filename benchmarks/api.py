@@ -2,7 +2,7 @@
 single-GET latency with ten thousand VMs in the pool. Prints JSON.
 
     .venv/bin/python benchmarks/api.py [--hosts 4] [--create 2000] [--fill 10000] [--clients 8]
-                                       [--telemetry off,thread,process | --sync 10,60]
+                                       [--telemetry off,thread,process | --sync 10,60] [--postgres]
 
 The control plane runs as `vpool serve` in its own process (SQLite, its own temp data dir) with
 simulated hosts on libvirt's test driver, so the figures are vpool's own cost, not QEMU's.
@@ -15,6 +15,8 @@ is one host that the local libvirtd simulates for every client, `test+unix:///de
 VMs are cleared before and after), for every mode of that run; raw defines then go through
 the daemon too. `--sync` instead runs once per full-sync interval of the reconciler, on that
 same daemon host with collection off: what the safety-net sync costs the API's latency.
+`--postgres` gives each run a throw-away PostgreSQL server (the suite's, tests/postgres.py, on
+loopback and on this machine's cores) instead of SQLite.
 """
 
 import argparse
@@ -50,8 +52,9 @@ def free_port() -> int:
 DAEMON_HOST = "test+unix:///default"  # the one simulated host libvirtd shares between connections
 
 
-def start_server(data_dir: Path, port: int, telemetry: str, sync_s: float | None) -> subprocess.Popen:
-    env = {**os.environ, "VPOOL_DATA_DIR": str(data_dir),
+def start_server(data_dir: Path, port: int, telemetry: str, sync_s: float | None,
+                 database_url: str) -> subprocess.Popen:
+    env = {**os.environ, "VPOOL_DATA_DIR": str(data_dir), "VPOOL_DATABASE_URL": database_url,
            "VPOOL_TELEMETRY_PROCESS": "1" if telemetry == "process" else "0"}
     if sync_s is not None:
         env["VPOOL_SYNC_INTERVAL"] = str(sync_s)
@@ -139,10 +142,20 @@ def latencies(client: httpx.Client, paths: list[str], seconds: float) -> dict:
 
 
 def run(args, telemetry: str, daemon_host: bool, sync_s: float | None = None) -> dict:
+    if not args.postgres:
+        return run_on(args, telemetry, daemon_host, sync_s, os.environ.get("VPOOL_DATABASE_URL", ""))
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository, for tests/
+    from tests.postgres import postgres_server
+
+    with postgres_server() as url:
+        return run_on(args, telemetry, daemon_host, sync_s, url)
+
+
+def run_on(args, telemetry: str, daemon_host: bool, sync_s: float | None, database_url: str) -> dict:
     """One fresh server and pool, the whole benchmark against it."""
     tmp = Path(tempfile.mkdtemp(prefix="vpool-bench-api-"))
     port = free_port()
-    server = start_server(tmp / "data", port, telemetry, sync_s)
+    server = start_server(tmp / "data", port, telemetry, sync_s, database_url)
     token = (tmp / "data" / "admin.token").read_text().strip()
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"},
                           timeout=120, limits=httpx.Limits(max_connections=args.clients * 2))
@@ -203,6 +216,8 @@ def main() -> None:
     ap.add_argument("--sync", default="",
                     help="comma-separated full-sync intervals in seconds to run and compare (with "
                          "--telemetry off, on the daemon's host); default: vpool's own")
+    ap.add_argument("--postgres", action="store_true",
+                    help="each run on a throw-away PostgreSQL server instead of SQLite")
     args = ap.parse_args()
     modes = args.telemetry.split(",")
     if any(m not in ("off", "thread", "process") for m in modes):
@@ -218,7 +233,7 @@ def main() -> None:
         runs = {f"sync every {s:g} s": run(args, "off", daemon_host, s) for s in syncs}
     else:
         runs = {m: run(args, m, daemon_host) for m in modes}
-    report = {"benchmark": "api", "hosts": 1 if daemon_host else args.hosts, "clients": args.clients, "runs": runs,
+    report = {"benchmark": "api", "database": "postgresql" if args.postgres else "sqlite", "hosts": 1 if daemon_host else args.hosts, "clients": args.clients, "runs": runs,
               "targets": {"create_vms_per_s": 50, "list_p99_ms": 50}}
     if "thread" in runs and "process" in runs:
         report["process_vs_thread"] = {
