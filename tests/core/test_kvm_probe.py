@@ -39,3 +39,21 @@ def test_the_kvm_probe_agrees_with_what_guests_get(kernel, monkeypatch):
     ok, why = localhost.kvm_boots_guests()
     assert ok == (not pvm), why
     assert ("booted under kvm" if ok else "does not boot under this machine's KVM") in why
+
+
+def test_without_a_kernel_kvm_waits_for_the_tiny_image(monkeypatch):
+    """`vpool serve --lab 0` builds the tiny image first exactly when the probe would otherwise
+    take KVM on trust."""
+    if os.uname().machine != "x86_64" or not Path("/dev/kvm").exists():
+        pytest.skip("KVM is only probed on x86-64 machines with /dev/kvm")
+    monkeypatch.delenv("VPOOL_VIRT_TYPE", raising=False)
+    monkeypatch.setattr(localhost, "known_not_to_boot", lambda: False)
+    monkeypatch.setattr(localhost, "probe_kernel", lambda: None)
+    assert localhost.wants_probe_kernel()
+    if os.access("/dev/kvm", os.R_OK | os.W_OK):
+        assert "not tried" in localhost.kvm_boots_guests()[1]
+    monkeypatch.setattr(localhost, "probe_kernel", lambda: Path("/boot/vmlinuz"))
+    assert not localhost.wants_probe_kernel()
+    monkeypatch.setattr(localhost, "probe_kernel", lambda: None)
+    monkeypatch.setattr(localhost, "known_not_to_boot", lambda: True)
+    assert not localhost.wants_probe_kernel()

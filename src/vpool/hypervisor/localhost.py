@@ -107,6 +107,13 @@ def known_not_to_boot() -> bool:
     return Path("/sys/module/kvm_pvm").exists()
 
 
+def wants_probe_kernel() -> bool:
+    """KVM here is only worth trying with a kernel, and there is none yet: building the tiny image
+    brings one (Debian's stock kernel)."""
+    return (os.uname().machine == "x86_64" and Path("/dev/kvm").exists() and not known_not_to_boot()
+            and probe_kernel() is None)
+
+
 def probe_kernel() -> Path | None:
     """A stock x86-64 distribution kernel to try KVM with: this machine's own, else the newest tiny
     image's (the probe's command line is x86's)."""

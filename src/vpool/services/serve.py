@@ -130,9 +130,11 @@ def run(settings: Settings, host: str, port: int, register_local: bool = True, l
     cp.lease.acquire()  # refused before anything is started when another control plane runs here
     uri = prepare_local_libvirt(cp)
     cp.start()
-    # The lab's tiny image before any host is registered: where /boot has no kernel for this
-    # machine (a container), its kernel is the one the KVM probe boots to decide KVM or TCG.
-    lab_ready = bool(lab_hosts) and ensure_tiny_image(cp)
+    # The tiny image before any host is registered, for the lab and wherever /boot has no kernel
+    # for this machine (a container): its kernel is the one the KVM probe boots to decide KVM or
+    # TCG, so even `--lab 0` does not take KVM on trust.
+    wants_tiny = bool(lab_hosts) or (uri is not None and localhost.wants_probe_kernel())
+    lab_ready = wants_tiny and ensure_tiny_image(cp) and bool(lab_hosts)
     if uri is not None:
         say_virt_type()
     if register_local:
