@@ -3,7 +3,8 @@
     benchmarks/nab.py --data DIR --out DIR [--jobs 2] [--cv folders|files]
 
 DIR is any NAB-layout folder: category folders of ``timestamp,value`` CSVs and
-``labels/combined_windows.json``. Every CSV listed in the labels is streamed, one row at a
+``labels/combined_windows.json`` (in it, or beside it as in NAB's own repository, whose root
+or ``data/`` folder may be given). Every CSV listed in the labels is streamed, one row at a
 time, through a fresh detector per file (one parameter set for the whole corpus; the
 detector is told only what NAB's contract allows: the probation length and the file's
 value range). Results go to ``OUT/<detector>/<category>/<detector>_<file>.csv`` with NAB's
@@ -57,13 +58,16 @@ DetectorRun = Callable[[list[float], list[float], int], list[float]]
 
 
 def load_corpus(data_dir: Path) -> list[dict]:
-    """Every file named in the labels that exists under the folder, sorted by path; a CSV
-    without labels cannot be scored and is not run."""
-    labels = json.loads((data_dir / "labels" / "combined_windows.json").read_text())
-    corpus = []
+    """Every file named in the labels that exists, sorted by path; a CSV without labels cannot
+    be scored and is not run. Labelled files that are missing are named on stderr, and a
+    corpus with none of them is refused: scoring a part of a corpus silently would report a
+    figure for a benchmark that was not run."""
+    labels, csv_root = locate(data_dir)
+    corpus, missing = [], []
     for rel in sorted(labels):
-        path = data_dir / rel
+        path = csv_root / rel
         if not path.exists():
+            missing.append(rel)
             continue
         with path.open(newline="") as fh:
             rows = list(csv.reader(fh))[1:]
@@ -77,7 +81,29 @@ def load_corpus(data_dir: Path) -> list[dict]:
                 "windows": window_rows(timestamps, labels[rel]),
             }
         )
+    if not corpus:
+        raise SystemExit(f"nab.py: none of the {len(labels)} files the labels name is under {csv_root}")
+    if missing:
+        print(f"nab.py: {len(missing)} of the {len(labels)} labelled files are not under {csv_root} and are "
+              f"not scored (first: {missing[0]})", file=sys.stderr)
     return corpus
+
+
+def locate(data_dir: Path) -> tuple[dict, Path]:
+    """The labels, and the folder their paths are relative to. NAB's own repository keeps
+    ``labels/`` beside ``data/``; a copy of the data folder may hold ``labels/`` itself (as
+    ../shared/nab/data does). Either folder, or the repository's root, is accepted."""
+    for root in (data_dir, data_dir / "data", data_dir.parent):
+        labels_file = root / "labels" / "combined_windows.json"
+        if labels_file.exists():
+            break
+    else:
+        raise SystemExit(f"nab.py: {data_dir} is not a NAB-layout folder: no labels/combined_windows.json "
+                         "in it, in its data/ or beside it")
+    labels = json.loads(labels_file.read_text())
+    candidates = [root, root / "data"]
+    found = max(candidates, key=lambda d: sum((d / rel).exists() for rel in labels))
+    return labels, found
 
 
 def _epoch(ts: str) -> float:
@@ -313,8 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     corpus = load_corpus(args.data)
-    labels = json.loads((args.data / "labels" / "combined_windows.json").read_text())
-    n_windows = sum(len(labels[item["name"]]) for item in corpus)
+    n_windows = sum(len(item["windows"]) for item in corpus)
     n_rows = sum(len(item["values"]) for item in corpus)
 
     report: dict = {"data": str(args.data), "files": len(corpus), "rows": n_rows, "windows": n_windows, "detectors": {}}

@@ -164,26 +164,38 @@ def test_sweep_equals_brute_force_over_every_candidate_threshold(a, b, profile):
     assert sum(raw_file_score(s, w, profile, threshold) for s, w in files.values()) == pytest.approx(raw)
 
 
-def test_benchmark_script_writes_nab_layout_and_scores_the_references(tmp_path, capsys):
-    import csv
+def _nab_benchmark():
     import importlib.util
-    import json
     from pathlib import Path
 
     spec = importlib.util.spec_from_file_location("nab_benchmark", Path(__file__).parents[2] / "benchmarks" / "nab.py")
     nab = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(nab)
+    return nab
 
-    data = tmp_path / "data"
-    (data / "labels").mkdir(parents=True)
-    (data / "artificialWithAnomaly").mkdir()
+
+def _step_file(data, folder="artificialWithAnomaly"):
+    """One labelled 600-row file with a step at row 450, as NAB lays it out under DATA."""
+    import csv
+
+    (data / folder).mkdir(parents=True)
     stamps = [f"2024-01-{1 + i // 288:02d} {(i % 288) * 5 // 60:02d}:{(i % 288) * 5 % 60:02d}:00" for i in range(600)]
-    with (data / "artificialWithAnomaly" / "step.csv").open("w", newline="") as fh:
+    with (data / folder / "step.csv").open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["timestamp", "value"])
         for i, ts in enumerate(stamps):
             w.writerow([ts, 10.0 + (i % 3) + (40.0 if i >= 450 else 0.0)])
-    labels = {"artificialWithAnomaly/step.csv": [[stamps[420] + ".000000", stamps[479] + ".000000"]]}
+    return {f"{folder}/step.csv": [[stamps[420] + ".000000", stamps[479] + ".000000"]]}
+
+
+def test_benchmark_script_writes_nab_layout_and_scores_the_references(tmp_path, capsys):
+    import csv
+    import json
+
+    nab = _nab_benchmark()
+    data = tmp_path / "data"
+    labels = _step_file(data)
+    (data / "labels").mkdir()
     (data / "labels" / "combined_windows.json").write_text(json.dumps(labels))
 
     assert nab.main(["--data", str(data), "--out", str(tmp_path / "out"), "--jobs", "1"]) == 0
@@ -200,3 +212,25 @@ def test_benchmark_script_writes_nab_layout_and_scores_the_references(tmp_path, 
     raw = report["detectors"]["vpool"]["standard"]["raw"]
     assert sum(float(r["S(t)_standard"]) for r in rows) == pytest.approx(raw, abs=1e-4)
     assert (tmp_path / "out" / "vpool" / "vpool_standard_scores.csv").exists()
+
+
+def test_benchmark_script_takes_nab_repository_layout_and_refuses_a_corpus_it_cannot_find(tmp_path, capsys):
+    """NAB's own repository keeps labels/ beside data/: its root and its data/ folder both work;
+    files the labels name but the folder lacks are named, and a corpus with none is refused."""
+    import json
+
+    nab = _nab_benchmark()
+    repo = tmp_path / "NAB"
+    labels = _step_file(repo / "data")
+    labels["realTweets/Twitter_volume_XYZ.csv"] = []
+    (repo / "labels").mkdir()
+    (repo / "labels" / "combined_windows.json").write_text(json.dumps(labels))
+    for given_dir in (repo, repo / "data"):
+        corpus = nab.load_corpus(given_dir)
+        assert [item["name"] for item in corpus] == ["artificialWithAnomaly/step.csv"]
+        assert "1 of the 2 labelled files are not under" in capsys.readouterr().err
+    (repo / "labels" / "combined_windows.json").write_text(json.dumps({"realTweets/Twitter_volume_XYZ.csv": []}))
+    with pytest.raises(SystemExit, match="none of the 1 files the labels name"):
+        nab.load_corpus(repo)
+    with pytest.raises(SystemExit, match="not a NAB-layout folder"):
+        nab.load_corpus(tmp_path / "nowhere")
