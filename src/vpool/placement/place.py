@@ -10,7 +10,7 @@ import numpy as np
 from .filters import DEFAULT_FILTERS, FILTERS
 from .request import Placement, PlacementRequest, describe_demand, number
 from .state import RESOURCES, UNITS
-from .weighers import DEFAULT_WEIGHERS, WEIGHERS, Candidates
+from .weighers import DEFAULT_WEIGHERS, WEIGHERS, Shared
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def rank(state, request: PlacementRequest, candidates: np.ndarray,
     scaled to [0, 1] over the candidates, times its multiplier, summed. All weighers are
     scaled in one pass over a (weighers x candidates) array: a decision is a few dozen NumPy
     calls on a thousand hosts, where each call's overhead costs as much as its work."""
-    shared = Candidates(state, request, candidates)
+    shared = Shared(state, request)
     rows, multipliers = [], []
     for name, multiplier in policy.weighers.items():
         if multiplier and (values := WEIGHERS[name](state, request, shared)) is not None:
@@ -87,6 +87,8 @@ def rank(state, request: PlacementRequest, candidates: np.ndarray,
     if not rows:
         return np.zeros(candidates.size)
     values = np.array(rows)
+    if candidates.size < state.n_hosts:
+        values = np.take(values, candidates, axis=1)  # C-ordered, unlike values[:, candidates]
     low = values.min(axis=1, keepdims=True)
     span = values.max(axis=1, keepdims=True) - low
     flat = span < 1e-12  # all-equal values weigh nothing

@@ -1,6 +1,7 @@
-"""Weighers: each one a named preference that scores the hosts left after filtering.
+"""Weighers: each one a named preference that scores hosts for the VM.
 
-As in Nova, each weigher's raw values are scaled to [0, 1] over the candidates and then
+A weigher scores every host; `rank` keeps the hosts left after filtering. As in Nova, each
+weigher's raw values are scaled to [0, 1] over those candidates and then
 multiplied by the weigher's multiplier, so weighers with different units can be summed; a
 negative multiplier turns spreading into packing. The highest total wins. A weigher returns
 None when the request gives it nothing to weigh.
@@ -16,59 +17,54 @@ import numpy as np
 from .request import PlacementRequest
 
 
+class Shared:
+    """What several weighers read, computed once per decision. It covers every host, not only
+    the candidates: `rank` keeps the candidates' columns of all weighers in one step, where
+    taking them out of each array a weigher reads cost more than the arithmetic."""
 
-class Candidates:
-    """The hosts left after filtering, with what several weighers read computed once."""
-
-    def __init__(self, state, request: PlacementRequest, index: np.ndarray):
+    def __init__(self, state, request: PlacementRequest):
         self.state = state
         self.request = request
-        self.index = index
-        self.everyone = index.size == state.n_hosts
-
-    def take(self, array: np.ndarray) -> np.ndarray:
-        return array if self.everyone else array[self.index]
 
     @cached_property
     def free_after(self) -> np.ndarray:
         """Share of each host's usable amount left after the VM lands, per resource:
         shares, not amounts, so a small host half empty is as attractive as a big one."""
-        return (self.take(self.state.free) - self.request.demand) * \
-            self.take(self.state.inverse_usable)
+        return (self.state.free - self.request.demand) * self.state.inverse_usable
 
 
-Weigher = Callable[[object, PlacementRequest, Candidates], "np.ndarray | None"]
+Weigher = Callable[[object, PlacementRequest, Shared], "np.ndarray | None"]
 
 
-def ram_weigher(state, request, candidates):
+def ram_weigher(state, request, shared):
     """Prefer hosts with more free memory (spread); a negative multiplier packs."""
-    return candidates.free_after[:, 1]
+    return shared.free_after[:, 1]
 
 
-def cpu_weigher(state, request, candidates):
+def cpu_weigher(state, request, shared):
     """Prefer hosts with more free vCPUs (spread); a negative multiplier packs."""
-    return candidates.free_after[:, 0]
+    return shared.free_after[:, 0]
 
 
-def disk_weigher(state, request, candidates):
+def disk_weigher(state, request, shared):
     """Prefer hosts with more free disk (spread); a negative multiplier packs."""
-    return candidates.free_after[:, 2]
+    return shared.free_after[:, 2]
 
 
-def soft_anti_affinity_weigher(state, request, candidates):
+def soft_anti_affinity_weigher(state, request, shared):
     """Prefer hosts with fewer members of the VM's soft anti-affinity groups."""
     if not request.soft_anti_affinity:
         return None  # nothing to prefer: weighs nothing, and costs nothing
-    score = np.zeros(candidates.index.size)
+    score = np.zeros(state.n_hosts)
     for group in request.soft_anti_affinity:
-        score -= candidates.take(state.group_members(group))
+        score -= state.group_members(group)
     return score
 
 
-def balance_weigher(state, request, candidates):
+def balance_weigher(state, request, shared):
     """Prefer hosts whose CPU and memory stay equally used after the VM lands, so neither
     is stranded by the other running out first (disk is left out: it rarely binds)."""
-    after = candidates.free_after
+    after = shared.free_after
     return -np.abs(after[:, 0] - after[:, 1])
 
 
