@@ -75,3 +75,15 @@ HERE, THERE = 1, 2
 ])
 def test_what_a_hosts_report_means_for_a_vm_row(observed, stored, vm_host, ownership, news):
     assert _news(HERE, observed, stored, vm_host, ownership) == news
+
+
+def test_a_foreign_domains_disks_are_its_own_disks_not_its_cdroms():
+    from vpool.hypervisor.domain_xml import domain_disk_paths
+
+    xml = """<domain><devices>
+      <disk type='file' device='cdrom'><source file='/iso/install.iso'/></disk>
+      <disk type='file' device='disk'><source file='/var/lib/libvirt/images/a.qcow2'/></disk>
+      <disk type='file'><source file='/var/lib/libvirt/images/b.raw'/></disk>
+      <disk type='network' device='disk'><source protocol='rbd' name='pool/c'/></disk>
+    </devices></domain>"""
+    assert domain_disk_paths(xml) == ["/var/lib/libvirt/images/a.qcow2", "/var/lib/libvirt/images/b.raw"]

@@ -25,6 +25,11 @@ def _state(api, name):
     return vm["ownership"], vm["state"]
 
 
+def _size(api, name):
+    vm = api.get(f"/vms/{name}").json()
+    return vm["cpus"], vm["memory_mib"], vm["disk_gib"]
+
+
 def test_lab_guests_are_created_started_and_adopted(lab, pool, tmp_path):
     host = HOSTS[0]
     under_way = ensure_lab_guests(pool.cp, [host])
@@ -50,8 +55,10 @@ def test_lab_guests_are_created_started_and_adopted(lab, pool, tmp_path):
             api.task(api.post("/hosts", json={"uri": lab.uri(1), "name": host, "virt_type": "qemu",
                                               "network": f"bridge:{TOPOLOGY.guest_bridge}"}))
             assert _state(api, "web1") == ("unmanaged", "shutoff")
+            assert _size(api, "web1") == _size(pool, "web1")  # its disk read from the host, not taken as 0
             assert _settle(fresh, ensure_lab_guests(fresh, [host])) == ["succeeded"]
             assert _state(api, "web1") == ("managed", "running")
+            assert _size(api, "web1") == _size(pool, "web1")
         finally:
             fresh.stop()
     finally:

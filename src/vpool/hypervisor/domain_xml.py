@@ -138,8 +138,10 @@ def capabilities_facts(caps_xml: str) -> dict:
 
 
 def domain_disk_paths(xml: str) -> list[str]:
+    """The files of the domain's disks; CD-ROMs and floppies hold no disk of the VM's own."""
     root = ET.fromstring(xml)
-    return [s.get("file") for s in root.iterfind("devices/disk/source") if s.get("file")]
+    return [source.get("file") for disk in root.iterfind("devices/disk") if disk.get("device", "disk") == "disk"
+            for source in disk.iterfind("source") if source.get("file")]
 
 
 def domain_macs(xml: str) -> list[str]:

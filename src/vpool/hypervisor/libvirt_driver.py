@@ -60,6 +60,15 @@ class DomainInfo:
     memory_mib: int
     managed: bool
     disk_paths: tuple[str, ...]
+    disk_gib: int  # the disks' virtual size, rounded up; 0 where the host cannot tell
+
+
+def _capacity(dom: libvirt.virDomain, path: str) -> int:
+    """A disk's virtual size in bytes (what the guest sees), 0 where the host cannot tell."""
+    try:
+        return dom.blockInfo(path)[0]
+    except libvirt.libvirtError:
+        return 0
 
 
 def _err(what: str, e: libvirt.libvirtError) -> HypervisorError:
@@ -378,8 +387,9 @@ class LibvirtDriver:
             xml = d.XMLDesc(0)
         except libvirt.libvirtError:
             return None  # vanished meanwhile
+        paths = tuple(dx.domain_disk_paths(xml))
         return DomainInfo(uuid, d.name(), STATE_NAMES.get(state, "unknown"), vcpus, max_kib // 1024,
-                          dx.is_managed(xml), tuple(dx.domain_disk_paths(xml)))
+                          dx.is_managed(xml), paths, -(-sum(map(functools.partial(_capacity, d), paths)) // 2**30))
 
     def domains(self) -> list[DomainInfo]:
         return [info for uuid in self.domain_states() if (info := self.domain_info(uuid)) is not None]

@@ -108,7 +108,7 @@ def _unmanaged(s, info: DomainInfo, host_id: int) -> VM:
     if s.scalar(select(VM.id).where(VM.name == name)) is not None:
         name = f"{name[:54]}-{info.uuid[:8]}"  # the same name lives on another host
     return VM(name=name, uuid=info.uuid, host_id=host_id, ownership=VMOwnership.unmanaged,
-              state=info.state, cpus=info.cpus, memory_mib=info.memory_mib, disk_gib=0,
+              state=info.state, cpus=info.cpus, memory_mib=info.memory_mib, disk_gib=info.disk_gib,
               disk_path=info.disk_paths[0] if info.disk_paths else None)
 
 

@@ -216,9 +216,15 @@ class VMService:
         self.cp.connections.driver(host_id)
 
         def body(ctx):
-            self.cp.connections.driver(host_id).set_managed(uuid)
+            drv = self.cp.connections.driver(host_id)
+            drv.set_managed(uuid)
+            # its size as the host has it now, disks included: from here on placement counts it
+            info = drv.domain_info(uuid)
             with self.cp.store.session() as s:
-                s.get(VM, vm_id).ownership = VMOwnership.managed
+                vm = s.get(VM, vm_id)
+                vm.ownership = VMOwnership.managed
+                if info is not None:
+                    vm.cpus, vm.memory_mib, vm.disk_gib = info.cpus, info.memory_mib, info.disk_gib
                 s.commit()
             return {"adopted": name}
 
