@@ -50,3 +50,24 @@ def test_errors_are_one_line(server):
                         (["alarm", "delete", "ghost"], "no alarm")):
         r = vpool(*args)
         assert r.exit_code == 1 and words in r.output and len(r.output.strip().splitlines()) == 1, (args, r.output)
+
+
+def test_top_fits_a_vm_on_one_line_of_80_columns():
+    """virt-top's promise: an 80-column terminal shows one line per VM, however busy it is."""
+    from rich.console import Console
+
+    from vpool.cli.telemetry import toptable
+
+    busy = {"cpu_percent": 812.5, "memory_used_bytes": 15.5 * 2**30, "disk_read_bytes_per_s": 987.6 * 2**20,
+            "disk_write_bytes_per_s": 1000.0 * 2**20, "disk_read_iops": 123456, "disk_write_iops": 98765,
+            "net_rx_bytes_per_s": 1.2 * 2**30, "net_tx_bytes_per_s": 999.9 * 2**10, "cpu_percent.anomaly": 0.97}
+    data = {"interval_s": 10, "hosts": [{"name": "compute-07", "stale": False, "vms": 2, "metrics": {}}],
+            "vms": [{"name": "db-primary-01", "host": "compute-07", "metrics": busy},
+                    {"name": "a-name-longer-than-what-is-left-of-the-line", "host": "compute-07", "metrics": {}}]}
+    console = Console(width=80, record=True, file=open("/dev/null", "w"))
+    console.print(toptable(data))
+    lines = console.export_text().splitlines()
+    assert len(lines) == 4 and max(map(len, lines)) <= 80  # title, header, two VMs
+    assert lines[2].split() == ["812.5", "15.5G", "988M", "0.98G", "123K", "98.8K", "1.20G", "0.98M", "0.97",
+                                "compute-07", "db-primary-01"]
+    assert lines[3].split()[-1].startswith("a-name-longer") and lines[3].rstrip().endswith("…")

@@ -12,8 +12,16 @@ from rich.table import Table
 
 from vpool.config import Settings
 
-console = Console()
-err = Console(stderr=True)
+
+def _console(stderr: bool = False) -> Console:
+    """Output piped to a file or grep is not cut at 80 columns, as Rich cuts it by default: a
+    terminal's width, or COLUMNS, still rules where there is one."""
+    wide = not (sys.stderr if stderr else sys.stdout).isatty() and "COLUMNS" not in os.environ
+    return Console(stderr=stderr, width=200 if wide else None)
+
+
+console = _console()
+err = _console(stderr=True)
 JSON = typer.Option(False, "--json", help="Print JSON for scripts.")
 NO_WAIT = typer.Option(False, "--no-wait", help="Return at once with the task instead of waiting.")
 FINISHED = ("succeeded", "failed", "cancelled")

@@ -12,17 +12,14 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from vpool.cli.client import JSON, call
+from vpool.cli.client import JSON, call, console, err
 from vpool.placement.htools import HtoolsError, new_disks, read_htools
 from vpool.placement.report import plan_report
 
 app = typer.Typer(help="Plans: balance, consolidate, HA and capacity, read-only.",
                   no_args_is_help=True)
-console = Console()
-err = Console(stderr=True)
 
 HTOOLS = typer.Option(None, "--htools", help="Plan from a Ganeti htools text file instead of "
                                              "the live pool (no server needed).")

@@ -3,6 +3,7 @@
 import time
 
 import typer
+from rich import box
 from rich.live import Live
 from rich.table import Table
 
@@ -24,6 +25,19 @@ def _bytes(value: float | None, per_s: bool = False) -> str:
     return "-"
 
 
+def _short(value: float | None, step: float = 1024.0) -> str:
+    """At most five characters, for `top`, whose headers name the unit: 0, 27.9K, 256M, 1.21G."""
+    if value is None:
+        return "-"
+    for unit in ("", "K", "M", "G", "T", "P"):
+        if abs(value) < 999.5 or unit == "P":
+            break
+        value /= step
+    if not unit or abs(value) >= 99.95:
+        return f"{value:.0f}{unit}"
+    return f"{value:.1f}{unit}" if abs(value) >= 9.995 else f"{value:.2f}{unit}"
+
+
 def _num(value: float | None, fmt: str = "{:.1f}") -> str:
     return "-" if value is None else fmt.format(value)
 
@@ -39,18 +53,21 @@ def toptable(data: dict, sort: str = "cpu", limit: int = 50) -> Table:
                       f"{_num(h['metrics'].get('guest_cpu_cores'), '{:.2f}')} cores" for h in data["hosts"])
     key = TOP_SORT[sort]
     vms = sorted(data["vms"], key=lambda v: v["metrics"].get(key, -1.0), reverse=True)
+    # virt-top's layout: a line per VM in 80 columns, numbers of at most five characters under
+    # headers that name the unit (bytes and requests per second), the names last
     table = Table(title=f"vpool top: {len(data['vms'])} VMs · {hosts or 'no hosts'} · every {data['interval_s']:g} s",
-                  title_justify="left")
-    for column in ("VM", "host", "CPU %", "memory", "disk read", "disk write", "r IOPS", "w IOPS",
-                   "net rx", "net tx", "anomaly"):
-        table.add_column(column, justify="left" if column in ("VM", "host") else "right")
+                  title_justify="left", box=None, pad_edge=False, padding=(0, 1, 0, 0), header_style="bold reverse")
+    for column in ("%CPU", "MEM", "RD/s", "WR/s", "RDIO", "WRIO", "RX/s", "TX/s", "ANOM"):
+        table.add_column(column, justify="right", no_wrap=True, min_width=5)
+    table.add_column("host", max_width=12, overflow="ellipsis")  # names have no spaces: cut, never wrapped
+    table.add_column("VM", overflow="ellipsis")
     for v in vms[:limit]:
         m = v["metrics"]
-        table.add_row(v["name"], v["host"] or "", _num(m.get("cpu_percent")), _bytes(m.get("memory_used_bytes")),
-                      _bytes(m.get("disk_read_bytes_per_s"), True), _bytes(m.get("disk_write_bytes_per_s"), True),
-                      _num(m.get("disk_read_iops"), "{:.0f}"), _num(m.get("disk_write_iops"), "{:.0f}"),
-                      _bytes(m.get("net_rx_bytes_per_s"), True), _bytes(m.get("net_tx_bytes_per_s"), True),
-                      _num(_anomaly(m), "{:.2f}"))
+        table.add_row(_num(m.get("cpu_percent"), "{:.0f}" if m.get("cpu_percent", 0) >= 999.5 else "{:.1f}"),
+                      *(_short(m.get(k)) for k in ("memory_used_bytes", "disk_read_bytes_per_s", "disk_write_bytes_per_s")),
+                      *(_short(m.get(k), 1000.0) for k in ("disk_read_iops", "disk_write_iops")),
+                      *(_short(m.get(k)) for k in ("net_rx_bytes_per_s", "net_tx_bytes_per_s")),
+                      _num(_anomaly(m), "{:.2f}"), v["host"] or "", v["name"])
     return table
 
 
