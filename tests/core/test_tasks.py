@@ -1,4 +1,4 @@
-"""The task runner's cancel: what an operator sees of a task that had not started yet."""
+"""The task runner: what an operator sees of a task, from its queue to its end."""
 
 import threading
 
@@ -28,4 +28,15 @@ def test_a_task_nothing_here_will_run_is_cancelled_at_once(tmp_path):
     runner.cancel(orphan.id)
     task = runner.get(orphan.id)
     assert (task["state"], task["message"]) == ("cancelled", NOT_STARTED)
+    runner.shutdown()
+
+
+def test_a_task_ends_saying_its_note_when_its_body_left_one(tmp_path):
+    runner = TaskRunner(Store(f"sqlite:///{tmp_path}/tasks.db"))
+    plain = runner.submit("test.plain", "a", {}, lambda ctx: {"state": "shutoff"})
+    noted = runner.submit("test.noted", "b", {}, lambda ctx: {"state": "shutoff", "note": "powered off after 60 s"})
+    listed = runner.submit("test.listed", "c", {}, lambda ctx: ["not", "a", "dict"])
+    assert runner.outcome(plain.id, 10).message == "done"
+    assert runner.outcome(noted.id, 10).message == "powered off after 60 s"
+    assert (runner.outcome(listed.id, 10).state, runner.get(listed.id)["message"]) == ("succeeded", "done")
     runner.shutdown()

@@ -103,7 +103,8 @@ def follow(task: dict, wait: bool, as_json: bool) -> dict:
     elif task["state"] in FINISHED:
         line = f"task {task['id']} {task['kind']} {task['target'] or ''}: {task['state']}"
         if task["state"] == "succeeded":
-            console.print(f"[green]{line}[/green]", highlight=False)
+            note = "" if task.get("message") in (None, "done") else f" ({task['message']})"
+            console.print(f"[green]{line}[/green]{note}", highlight=False)
         else:
             fail(f"{line}: {task.get('error') or task.get('message')}")
     else:

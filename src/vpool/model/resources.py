@@ -17,15 +17,15 @@ class Resources:
 
     def check(self) -> "Resources":
         """Sizes must be positive and possible before any host is asked."""
-        for value, what, top in (
-            (self.cpus, "cpus", MAX_CPUS),
-            (self.memory_mib, "memory", MAX_MEMORY_MIB),
-            (self.disk_gib, "disk", MAX_DISK_GIB),
+        for value, what, top, unit in (
+            (self.cpus, "cpus", MAX_CPUS, ""),
+            (self.memory_mib, "memory", MAX_MEMORY_MIB, " MiB"),
+            (self.disk_gib, "disk", MAX_DISK_GIB, " GiB"),
         ):
             if not isinstance(value, int) or value <= 0:
                 raise Invalid(f"{what} must be a positive whole number, got {value!r}")
             if value > top:
-                raise Invalid(f"{what} {value} is larger than any host vpool can manage ({top})")
+                raise Invalid(f"{what} {value}{unit} is larger than any host vpool can manage ({top}{unit})")
         return self
 
     def describe(self) -> str:

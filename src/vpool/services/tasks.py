@@ -127,9 +127,11 @@ class TaskRunner:
                     state=TaskState.running, started_at=utcnow(), message="running"))
                 s.commit()
             ctx.check_cancel()
-            result = body(ctx)
-            self._finish(task_id, state=TaskState.succeeded, progress=100, result=result or {},
-                         message="done")
+            result = body(ctx) or {}
+            # a body's note (a fallback taken, something dropped on the way) is what the task ends
+            # saying, so `task list` shows it beside the tasks that went as asked
+            self._finish(task_id, state=TaskState.succeeded, progress=100, result=result,
+                         message=(isinstance(result, dict) and result.get("note")) or "done")
         except Cancelled as e:
             self._rollback(on_failure, task_id)
             self._finish(task_id, state=TaskState.cancelled, message=str(e) or "cancelled at the operator's request")

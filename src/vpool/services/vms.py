@@ -190,7 +190,10 @@ class VMService:
             if drv.state(uuid) not in ("shutoff", "missing"):
                 how = "forced power-off" if force else f"powered off after {timeout_s:.0f} s without an ACPI response"
                 drv.destroy(uuid)
-            return {"state": self._refresh(vm_id, host_id, uuid), "how": how}
+            result = {"state": self._refresh(vm_id, host_id, uuid), "how": how}
+            if how.startswith("powered off after"):
+                result["note"] = how  # the guest ignored ACPI: worth seeing in the task list
+            return result
 
         return self.cp.runner.submit("vm.stop", name, {"force": force, "timeout": timeout_s}, body,
                                      requested_by=requested_by)
