@@ -74,6 +74,9 @@ def test_bad_requests_change_nothing(pool):
         assert r.status_code == status, (body, r.text)
         assert r.headers["content-type"] == "application/problem+json"
         assert words in r.json()["detail"], (body, r.json())
+    for content, words in (('{"name": "x",', "not valid JSON"), (None, "needs a JSON body")):
+        r = pool.client.post("/vms", content=content, headers={**pool.headers, "content-type": "application/json"})
+        assert r.status_code == 422 and words in r.json()["detail"], r.text
     assert [v["name"] for v in pool.get("/vms", params={"ownership": "managed"}).json()["items"]] == ["web1"]
     assert pool.get("/tasks", params={"kind": "vm.create"}).json()["total"] == 1
 

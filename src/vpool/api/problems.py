@@ -23,6 +23,16 @@ def _field(loc) -> str:
     return ".".join(parts) or "request"
 
 
+def _sentence(err: dict) -> str:
+    """Pydantic's words, said of the field; a body that is not JSON, or is missing, said plainly."""
+    if err["type"] == "json_invalid":
+        why = (err.get("ctx") or {}).get("error", "decode error")
+        return f"the request body is not valid JSON ({why} at character {err['loc'][-1]})"
+    if err["type"] == "missing" and tuple(err["loc"]) == ("body",):
+        return "the request needs a JSON body"
+    return f"{_field(err['loc'])}: {err['msg']}"
+
+
 def install(app) -> None:
     @app.exception_handler(VpoolError)
     async def vpool_error(request: Request, e: VpoolError):
@@ -30,7 +40,7 @@ def install(app) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, e: RequestValidationError):
-        sentences = [f"{_field(err['loc'])}: {err['msg']}" for err in e.errors()]
+        sentences = [_sentence(err) for err in e.errors()]
         return problem(422, "Invalid request", "; ".join(sentences), request.url.path)
 
     @app.exception_handler(HTTPException)
