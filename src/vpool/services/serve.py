@@ -134,12 +134,12 @@ def run(settings: Settings, host: str, port: int, register_local: bool = True, l
     # for this machine (a container): its kernel is the one the KVM probe boots to decide KVM or
     # TCG, so even `--lab 0` does not take KVM on trust.
     wants_tiny = bool(lab_hosts) or (uri is not None and localhost.wants_probe_kernel())
-    lab_ready = wants_tiny and ensure_tiny_image(cp) and bool(lab_hosts)
+    tiny_ready = wants_tiny and ensure_tiny_image(cp)
     if uri is not None:
         say_virt_type()
     if register_local:
         register_local_host(cp, uri)
-    if lab_ready:
+    if lab_hosts and tiny_ready:
         try:
             start_lab(cp, lab_hosts, lab_guests)
         except Exception as e:  # the API is still worth serving without the lab

@@ -176,8 +176,9 @@ class VMService:
 
         def body(ctx):
             drv = self.cp.connections.driver(host_id)
-            how = "forced power-off"
-            if not force and drv.state(uuid) == "running":
+            how, note = "forced power-off", None
+            asked = not force and drv.state(uuid) == "running"  # ACPI reaches a running guest only
+            if asked:
                 ctx.progress(10, f"asking {name} to shut down (ACPI)")
                 drv.shutdown(uuid)
                 deadline = time.monotonic() + timeout_s
@@ -188,12 +189,10 @@ class VMService:
                     time.sleep(0.25)
                 how = "ACPI shutdown"
             if drv.state(uuid) not in ("shutoff", "missing"):
-                how = "forced power-off" if force else f"powered off after {timeout_s:.0f} s without an ACPI response"
+                if asked:  # the guest ignored ACPI: worth seeing in the task list
+                    how = note = f"powered off after {timeout_s:.0f} s without an ACPI response"
                 drv.destroy(uuid)
-            result = {"state": self._refresh(vm_id, host_id, uuid), "how": how}
-            if how.startswith("powered off after"):
-                result["note"] = how  # the guest ignored ACPI: worth seeing in the task list
-            return result
+            return {"state": self._refresh(vm_id, host_id, uuid), "how": how, **({"note": note} if note else {})}
 
         return self.cp.runner.submit("vm.stop", name, {"force": force, "timeout": timeout_s}, body,
                                      requested_by=requested_by)
