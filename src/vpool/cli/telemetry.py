@@ -3,7 +3,6 @@
 import time
 
 import typer
-from rich import box
 from rich.live import Live
 from rich.table import Table
 
