@@ -35,6 +35,8 @@ def test_host_and_vm_commands(server, tmp_path):
     assert vpool("task", "wait", task["id"]).exit_code == 0
     assert "c1" in vpool("vm", "list").stdout
     assert json.loads(vpool("vm", "show", "c1", "--json").stdout)["host"] == "cli1"
+    shown = dict(line.split(None, 1) for line in vpool("vm", "show", "c1").stdout.splitlines())
+    assert (shown["host"], shown["image"], shown["flavor"]) == ("cli1", "-", "-")  # no Python None for people
     assert vpool("vm", "stop", "c1", "--force").exit_code == 0
     assert vpool("vm", "delete", "c1").exit_code == 0
 

@@ -78,6 +78,14 @@ def table(title: str, columns: list[str], rows: list[list]) -> None:
     console.print(t)
 
 
+def details(record: dict) -> None:
+    """One object as aligned `key  value` lines (`vm show`, `task show`): '-' where there is no
+    value, rather than Python's None."""
+    width = max(map(len, record), default=0)
+    for key, value in record.items():
+        console.print(f"[bold]{key:>{width}}[/bold]  {'-' if value is None else value}", highlight=False)
+
+
 def emit_json(data) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import typer
 
 from vpool.cli import lab, plan
-from vpool.cli.client import JSON, NO_WAIT, call, console, emit_json, fail, follow, table
+from vpool.cli.client import JSON, NO_WAIT, call, console, details, emit_json, fail, follow, table
 
 app = typer.Typer(help="vpool: one virtual resource pool out of libvirt hosts.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -84,9 +84,8 @@ def host_show(name: str, as_json: bool = JSON):
     h = call("GET", f"/hosts/{name}")
     if as_json:
         return emit_json(h)
-    for key in ("name", "uri", "state", "maintenance", "error", "hostname", "host_uuid", "arch", "hypervisor",
-                "hypervisor_version", "virt_type", "network", "storage_pool", "vms"):
-        console.print(f"[bold]{key:>18}[/bold]  {h[key]}", highlight=False)
+    details({key: h[key] for key in ("name", "uri", "state", "maintenance", "error", "hostname", "host_uuid", "arch",
+                                     "hypervisor", "hypervisor_version", "virt_type", "network", "storage_pool", "vms")})
     shared = ", ".join(h["shares_storage_with"]) or "no other host"
     console.print(f"[bold]{'storage':>18}[/bold]  {h['storage'] or 'not read yet'} (shared with {shared}: VMs move "
                   "between them without copying disks)", highlight=False)
@@ -219,8 +218,7 @@ def vm_show(name: str, as_json: bool = JSON):
     v = call("GET", f"/vms/{name}")
     if as_json:
         return emit_json(v)
-    for key, value in v.items():
-        console.print(f"[bold]{key:>11}[/bold]  {value}", highlight=False)
+    details(v)
 
 
 # --- flavors ------------------------------------------------------------------------------------
@@ -325,8 +323,7 @@ def task_show(task_id: int, as_json: bool = JSON):
     t = call("GET", f"/tasks/{task_id}")
     if as_json:
         return emit_json(t)
-    for key, value in t.items():
-        console.print(f"[bold]{key:>16}[/bold]  {value}", highlight=False)
+    details(t)
 
 
 @task_app.command("wait")

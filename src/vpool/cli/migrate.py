@@ -3,7 +3,7 @@
 import typer
 from rich.table import Table
 
-from vpool.cli.client import JSON, call, console, emit_json, fail, follow
+from vpool.cli.client import JSON, call, console, details, emit_json, fail, follow
 
 
 
@@ -60,8 +60,7 @@ def policy(settings: list[str] = typer.Option(None, "--set", help="KEY=VALUE, re
     p = call("PATCH", "/migrations/policy", json=changes) if changes else call("GET", "/migrations/policy")
     if as_json:
         return emit_json(p)
-    for key, value in p.items():
-        console.print(f"[bold]{key:>26}[/bold]  {value}", highlight=False)
+    details(p)
 
 
 def _ms(v) -> str:
