@@ -31,7 +31,7 @@ import numpy as np
 from .ha import failure_plan, ha_admission
 from .filters import EPSILON
 from .place import DEFAULT_POLICY, PlacementPolicy, place
-from .request import PlacementRequest
+from .request import PlacementRequest, count
 from .score import Peers, mirror_memory
 from .state import ClusterState, VMRecord, Workspace
 
@@ -266,7 +266,7 @@ class _KeepsHA:
         for f in np.flatnonzero(stale & now.up):
             unplaced, left = failure_plan(now, int(f))
             if unplaced:
-                return (f"if {now.host_names[f]} failed, {len(unplaced)} VM(s) could not restart "
+                return (f"if {now.host_names[f]} failed, {count(len(unplaced), 'VM')} could not restart "
                         f"({', '.join(unplaced[:5])})")
             redone[int(f)] = left
         self.pending = (host, mirror, demand, redone)

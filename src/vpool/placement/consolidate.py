@@ -18,6 +18,7 @@ import numpy as np
 from .filters import EPSILON
 from .packing import lower_bound
 from .plan import Move, Plan, staged
+from .request import count
 from .score import hbal_score
 from .state import ClusterState
 
@@ -52,7 +53,7 @@ def consolidate(state: ClusterState, policy: ConsolidationPolicy = Consolidation
                           if s > policy.wake_above)
         return Plan("consolidate", (), score, score, wake=wake,
                     note=f"demand is above the {policy.wake_above:.0%} high mark ({words}); "
-                         f"wake {len(wake)} host(s)")
+                         f"wake {count(len(wake), 'host')}")
     if not on.any():
         return Plan("consolidate", (), score, score, note="no host is up and out of maintenance")
     layout = _Layout(state, policy)
@@ -73,7 +74,7 @@ def consolidate(state: ClusterState, policy: ConsolidationPolicy = Consolidation
         if plan_moves else score
     return Plan("consolidate", staged(plan_moves), score, after,
                 power_off=tuple(names[h] for h in off),
-                note=f"{note}; {len(off)} host(s) can be powered off")
+                note=f"{note}; {count(len(off), 'host')} can be powered off")
 
 
 def _hosts_to_wake(state, policy):

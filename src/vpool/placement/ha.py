@@ -20,6 +20,7 @@ from math import comb
 import numpy as np
 
 from .filters import EPSILON
+from .request import count
 from .state import RESOURCES, ClusterState
 
 #: up to this many failure sets are all tried
@@ -53,8 +54,8 @@ def ha_admission(state: ClusterState, failures: int = 1) -> HaReport:
         raise ValueError(f"failures must be at least 1, got {failures}")
     hosts = np.flatnonzero(state.up)
     if failures >= hosts.size:
-        return HaReport(failures, False, message=f"the pool has {hosts.size} host(s) up; "
-                                                    f"it cannot survive {failures} failure(s)")
+        return HaReport(failures, False, message=f"the pool has {count(hosts.size, 'host')} up; "
+                                                    f"it cannot survive {count(failures, 'failure')}")
     sets, exhaustive = _failure_sets(state, hosts, failures)
     on_host = [[] for _ in range(state.n_hosts)]
     for v, h in enumerate(state.vm_host):
@@ -73,8 +74,8 @@ def ha_admission(state: ClusterState, failures: int = 1) -> HaReport:
     _, failed, unplaced, headroom = worst
     names = state.host_names
     ok = not bottlenecks
-    scope = (f"whichever {failures} host(s) fail" if exhaustive else
-             f"for the {len(sets)} heaviest sets of {failures} host(s) tried")
+    scope = (f"whichever {count(failures, 'host')} fail" if exhaustive else
+             f"for the {len(sets)} heaviest sets of {count(failures, 'host')} tried")
     if ok:
         message = (f"N+{failures} holds {scope}: their VMs restart on the others; after the "
                    f"worst ({', '.join(names[h] for h in failed)}) "
@@ -82,7 +83,7 @@ def ha_admission(state: ClusterState, failures: int = 1) -> HaReport:
     else:
         message = (f"N+{failures} fails: if {', '.join(names[h] for h in failed)} "
                    f"{'fails' if len(failed) == 1 else 'fail'}, "
-                   f"{len(unplaced)} VM(s) cannot restart ({', '.join(unplaced[:5])}"
+                   f"{count(len(unplaced), 'VM')} cannot restart ({', '.join(unplaced[:5])}"
                    f"{', …' if len(unplaced) > 5 else ''})")
     return HaReport(failures, ok, tuple(names[h] for h in failed), tuple(unplaced),
                     tuple(names[h] for h in sorted(bottlenecks)),

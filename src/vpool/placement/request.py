@@ -57,6 +57,11 @@ def describe_demand(demand) -> str:
     return f"{number(demand[0])} vCPU / {number(demand[1])} MiB / {number(demand[2])} GiB"
 
 
+def count(n: int, noun: str) -> str:
+    """'1 host', '3 hosts': messages people read say it as they would."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def number(x: float) -> str:
     """An amount without noise: 1024, 1.5, never 1024.0 or 1.02e+03."""
     x = float(x)

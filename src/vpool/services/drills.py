@@ -19,6 +19,7 @@ from sqlalchemy import select
 
 from vpool.hypervisor.libvirt_protection import ProtectionOps
 from vpool.model.errors import NotFound
+from vpool.placement.request import count
 from vpool.services import provision
 from vpool.store.backup_tables import Backup, Drill
 from vpool.store.tables import utcnow
@@ -40,7 +41,8 @@ def select_vms(names: list[str], selector: str) -> list[str]:
 
 def summary(report: dict) -> str:
     lines = [f"DR drill {report['drill']}: {'PASSED' if report['passed'] else 'FAILED'} "
-             f"({len(report['vms'])} VM(s), selector {report['selector']!r}, host {report['target_host'] or 'any'})",
+             f"({count(len(report['vms']), 'VM')}, selector {report['selector']!r}, "
+             f"host {report['target_host'] or 'any'})",
              f"  RTO {report['rto_s']:.1f} s (drill start to all answering)" if report["rto_s"] is not None
              else "  RTO: not all VMs answered",
              f"  RPO {report['rpo_s']:.0f} s (age of the oldest restored point)"]

@@ -18,6 +18,7 @@ from vpool.hypervisor.libvirt_protection import ProtectionOps
 from vpool.model.errors import Conflict, HypervisorError, Invalid, NotFound
 from vpool.model.names import check_name
 from vpool.model.states import VMOwnership, VMState
+from vpool.placement.request import count
 from vpool.store.tables import VM, Host
 
 ACTIVE = ("running", "blocked", "paused")
@@ -163,8 +164,8 @@ class SnapshotService:
             self._record_state(vm.id, state)
             result = {"vm": vm.name, "snapshot": name, "state": state, "checkpoints_dropped": dropped}
             if dropped:
-                result["note"] = (f"dropped {len(dropped)} backup checkpoint(s) that block a revert; the next backup "
-                                  f"of {vm.name} is a full one")
+                result["note"] = (f"dropped {count(len(dropped), 'backup checkpoint')} that block a revert; "
+                                  f"the next backup of {vm.name} is a full one")
             return result
 
         return self.busy.run(self.cp, vm.name, "a snapshot revert", "snapshot.revert", {"name": name}, body,
