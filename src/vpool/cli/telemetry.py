@@ -12,6 +12,12 @@ alarm_app = typer.Typer(help="Alarms: threshold and anomaly rules, their states 
 TOP_SORT = {"cpu": "cpu_percent", "mem": "memory_used_bytes", "read": "disk_read_bytes_per_s",
             "write": "disk_write_bytes_per_s", "rx": "net_rx_bytes_per_s", "tx": "net_tx_bytes_per_s"}
 
+# `top`'s amount columns: header, metric, and the step between K, M and G (bytes 1024, requests 1000)
+TOP_AMOUNTS = (("MEM", "memory_used_bytes", 1024.0), ("RD/s", "disk_read_bytes_per_s", 1024.0),
+               ("WR/s", "disk_write_bytes_per_s", 1024.0), ("RDIO", "disk_read_iops", 1000.0),
+               ("WRIO", "disk_write_iops", 1000.0), ("RX/s", "net_rx_bytes_per_s", 1024.0),
+               ("TX/s", "net_tx_bytes_per_s", 1024.0))
+
 
 def _bytes(value: float | None, per_s: bool = False) -> str:
     if value is None:
@@ -56,16 +62,14 @@ def toptable(data: dict, sort: str = "cpu", limit: int = 50) -> Table:
     # headers that name the unit (bytes and requests per second), the names last
     table = Table(title=f"vpool top: {len(data['vms'])} VMs · {hosts or 'no hosts'} · every {data['interval_s']:g} s",
                   title_justify="left", box=None, pad_edge=False, padding=(0, 1, 0, 0), header_style="bold reverse")
-    for column in ("%CPU", "MEM", "RD/s", "WR/s", "RDIO", "WRIO", "RX/s", "TX/s", "ANOM"):
+    for column in ("%CPU", *(header for header, _, _ in TOP_AMOUNTS), "ANOM"):
         table.add_column(column, justify="right", no_wrap=True, min_width=5)
     table.add_column("host", max_width=12, overflow="ellipsis")  # names have no spaces: cut, never wrapped
     table.add_column("VM", overflow="ellipsis")
     for v in vms[:limit]:
         m = v["metrics"]
         table.add_row(_num(m.get("cpu_percent"), "{:.0f}" if m.get("cpu_percent", 0) >= 999.5 else "{:.1f}"),
-                      *(_short(m.get(k)) for k in ("memory_used_bytes", "disk_read_bytes_per_s", "disk_write_bytes_per_s")),
-                      *(_short(m.get(k), 1000.0) for k in ("disk_read_iops", "disk_write_iops")),
-                      *(_short(m.get(k)) for k in ("net_rx_bytes_per_s", "net_tx_bytes_per_s")),
+                      *(_short(m.get(metric), step) for _, metric, step in TOP_AMOUNTS),
                       _num(_anomaly(m), "{:.2f}"), v["host"] or "", v["name"])
     return table
 
