@@ -27,6 +27,8 @@ def test_host_and_vm_commands(server, tmp_path):
     assert r.exit_code == 0, r.output
     hosts = json.loads(vpool("host", "list", "--json").stdout)
     assert [h["name"] for h in hosts] == ["cli1"]
+    facts = dict(line.split(None, 1) for line in vpool("host", "show", "cli1").stdout.splitlines()[:15])
+    assert facts["name"] == "cli1" and "shared with no other host" in facts["storage"]
     r = vpool("vm", "create", "c1", "--cpus", 1, "--memory", "512M", "--disk", "1G", "--json")
     assert r.exit_code == 0 and json.loads(r.stdout)["state"] == "succeeded"
     r = vpool("vm", "create", "c2", "--memory", "512M", "--no-wait", "--json")

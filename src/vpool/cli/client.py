@@ -80,10 +80,10 @@ def table(title: str, columns: list[str], rows: list[list]) -> None:
 
 def details(record: dict) -> None:
     """One object as aligned `key  value` lines (`vm show`, `task show`): '-' where there is no
-    value, rather than Python's None."""
+    value, rather than Python's None or a blank."""
     width = max(map(len, record), default=0)
     for key, value in record.items():
-        console.print(f"[bold]{key:>{width}}[/bold]  {'-' if value is None else value}", highlight=False)
+        console.print(f"[bold]{key:>{width}}[/bold]  {'-' if value in (None, '') else value}", highlight=False)
 
 
 def emit_json(data) -> None:

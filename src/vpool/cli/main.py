@@ -84,11 +84,12 @@ def host_show(name: str, as_json: bool = JSON):
     h = call("GET", f"/hosts/{name}")
     if as_json:
         return emit_json(h)
-    details({key: h[key] for key in ("name", "uri", "state", "maintenance", "error", "hostname", "host_uuid", "arch",
-                                     "hypervisor", "hypervisor_version", "virt_type", "network", "storage_pool", "vms")})
     shared = ", ".join(h["shares_storage_with"]) or "no other host"
-    console.print(f"[bold]{'storage':>18}[/bold]  {h['storage'] or 'not read yet'} (shared with {shared}: VMs move "
-                  "between them without copying disks)", highlight=False)
+    details({**{key: h[key] for key in ("name", "uri", "state", "maintenance", "error", "hostname", "host_uuid",
+                                        "arch", "hypervisor", "hypervisor_version", "virt_type", "network",
+                                        "storage_pool", "vms")},
+             "storage": f"{h['storage'] or 'not read yet'} (shared with {shared}: VMs move between them without "
+                        "copying disks)"})
     table("Capacity", ["resource", "capacity", "ratio", "reserved", "usable", "allocated", "free"],
            [[r, c["capacity"], c["ratio"], c["reserved"], c["usable"], c["allocated"], c["free"]]
             for r, c in h["capacity"].items()])
