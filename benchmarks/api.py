@@ -233,7 +233,8 @@ def main() -> None:
         runs = {f"sync every {s:g} s": run(args, "off", daemon_host, s) for s in syncs}
     else:
         runs = {m: run(args, m, daemon_host) for m in modes}
-    report = {"benchmark": "api", "database": "postgresql" if args.postgres else "sqlite", "hosts": 1 if daemon_host else args.hosts, "clients": args.clients, "runs": runs,
+    report = {"benchmark": "api", "database": "postgresql" if args.postgres else "sqlite",
+              "hosts": 1 if daemon_host else args.hosts, "clients": args.clients, "runs": runs,
               "targets": {"create_vms_per_s": 50, "list_p99_ms": 50}}
     if "thread" in runs and "process" in runs:
         report["process_vs_thread"] = {

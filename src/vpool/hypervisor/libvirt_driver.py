@@ -388,8 +388,9 @@ class LibvirtDriver:
         except libvirt.libvirtError:
             return None  # vanished meanwhile
         paths = tuple(dx.domain_disk_paths(xml))
+        disk_bytes = sum(_capacity(d, path) for path in paths)
         return DomainInfo(uuid, d.name(), STATE_NAMES.get(state, "unknown"), vcpus, max_kib // 1024,
-                          dx.is_managed(xml), paths, -(-sum(map(functools.partial(_capacity, d), paths)) // 2**30))
+                          dx.is_managed(xml), paths, -(-disk_bytes // 2**30))  # GiB, rounded up
 
     def domains(self) -> list[DomainInfo]:
         return [info for uuid in self.domain_states() if (info := self.domain_info(uuid)) is not None]
