@@ -6,9 +6,10 @@ robin, so a 3:1 mix goes a a b a a a b a …) by the same filters and weighers a
 until one does not fit. Then a bisection over that sequence finds the longest prefix after
 which `ha_admission` still holds: each added VM only takes room, so N+k only gets harder.
 For N+1 on pools of up to TRACKED_HOSTS hosts, VMs then go on being placed from there, each
-on the best of TRIES hosts where N+1 still holds (as hspace checks N+1 on each allocation):
-spreading had used up the room some big VM needs to restart, and other hosts may still keep
-it. Beyond that size the prefix is the answer, a lower bound.
+where N+1 still holds (as hspace checks N+1 on each allocation): spreading had used up the
+room some big VM needs to restart, and other hosts may still keep it. A VM goes to the best
+host `place` offers among those where it disturbs the fewest restart plans, trying at most
+TRIES hosts. Beyond that size the prefix is the answer, a lower bound.
 
 New disks are `local` (on the VM's host, as in a vpool pool), `shared` (on no host's disk:
 Ganeti's sharedfile, rbd, diskless…) or `mirrored` (DRBD: a copy on a second host, which must
@@ -22,6 +23,7 @@ fits up to two VMs more than taking the most spare memory first.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Mapping
@@ -37,11 +39,12 @@ from .state import ClusterState, VMRecord, Workspace
 
 #: where a new VM's disk goes (see the module's docstring)
 DISKS = ("local", "shared", "mirrored")
-#: hosts tried, best first, for each VM added after N+1 first fails
+#: hosts tried for each VM added after N+1 first fails
 TRIES = 10
-#: up to this many hosts, VMs go on being placed where N+1 holds after it first fails (4 s at
-#: 100 hosts / 1,000 VMs; at 1,000 hosts nearly every plan must be redone for each VM, minutes)
-TRACKED_HOSTS = 200
+#: up to this many hosts, VMs go on being placed where N+1 holds after it first fails: one
+#: restart plan kept per host, n × n × 3 floats (24 MB and about 40 s at 1,000 hosts / 10,000
+#: VMs; 96 MB and 2 min 16 s at 2,000 / 20,000)
+TRACKED_HOSTS = 1_000
 
 #: the VM sizes of Ganeti's generator (vCPU, MiB, GiB), so capacity answers are comparable
 DEFAULT_FLAVORS: dict[str, PlacementRequest] = {
@@ -112,7 +115,10 @@ def capacity(state: ClusterState, mix: Mapping[str, float],
             fits, limited_by = 0, f"N+{failures} already fails before any VM is added: {base.message}"
         else:
             fits, limited_by = _keeping_ha(state, added, catalogue, failures, limited_by, disks)
-        if base.ok and fits < room and failures == 1 and state.n_hosts <= TRACKED_HOSTS:
+        if base.ok and fits < room and (failures > 1 or state.n_hosts > TRACKED_HOSTS):
+            limited_by += (f" (a lower bound: other hosts are tried for that VM only for N+1 "
+                           f"on pools of up to {TRACKED_HOSTS:,} hosts)")
+        elif base.ok and fits < room:
             keeper = _KeepsHA(state, added[:fits], catalogue, disks)
             more, stop = _fill(state, added[:fits], islice(_flavor_sequence(names, weights), fits, None),
                                catalogue, disks, policy, limit, keeper)
@@ -141,7 +147,7 @@ def _flavor_sequence(names, weights):
 def _fill(state, start, flavors, catalogue, disks, policy, limit, keeps=None):
     """`start` (a list of (flavor, host, mirror host or -1)) and then VMs of `flavors` added
     until one does not fit; returns them all and why it stopped. With `keeps` (a _KeepsHA),
-    a VM goes to the best of the first TRIES hosts `place` offers where N+1 still holds."""
+    a VM goes where N+1 still holds, tried on the hosts of each of its `rounds` in turn."""
     work = Workspace(state)
     mirrors = _Mirrors(state) if disks == "mirrored" else None
     added = list(start)
@@ -153,32 +159,39 @@ def _fill(state, start, flavors, catalogue, disks, policy, limit, keeps=None):
         flavor = catalogue[name]
         request = PlacementRequest(f"{name}-{len(added) + 1}", cpus=flavor.cpus,
                                    memory_mib=flavor.memory_mib, disk_gib=_disk(flavor, disks))
-        accepts = work.accepts_vms.copy()
-        chosen, why = None, ""
-        for _ in range(TRIES if keeps else 1):
-            decision = place(work, request, policy)
-            if not decision.ok:
-                why = why or f"the next {name} VM does not fit: {decision.message}"
-                break
-            h = state.host_index[decision.host]
-            mirror = mirrors.choose(work, h, request) if mirrors is not None else -1
-            if mirrors is not None and mirror < 0:
-                why = why or (f"the next {name} VM has no host for its mirror: no host but "
-                              f"{decision.host} has {request.disk_gib:g} GiB disk free")
-            elif keeps is None:
-                chosen = (name, h, mirror)
-                break
-            else:
-                broken = keeps.check(added + [(name, h, mirror)])
-                if broken is None:
-                    keeps.commit()
-                    chosen = (name, h, mirror)
+        demand = np.array([request.cpus, request.memory_mib, request.disk_gib], dtype=float)
+        accepts = work.accepts_vms
+        untried = accepts & ~keeps.refused[name] if keeps else accepts.copy()
+        chosen, why, tries = None, "", TRIES if keeps else 1
+        for within in keeps.rounds(demand) if keeps else [None]:
+            while tries and chosen is None:
+                work.accepts_vms = untried if within is None else untried & within
+                decision = place(work, request, policy)
+                if not decision.ok:
+                    if within is None:
+                        why = why or f"the next {name} VM does not fit: {decision.message}"
                     break
-                why = why or f"one more {name} VM breaks N+1 on each host tried: {broken}"
-            work.accepts_vms[h] = False      # try the next best host
+                h = state.host_index[decision.host]
+                untried[h] = False
+                tries -= 1
+                mirror = mirrors.choose(work, h, request) if mirrors is not None else -1
+                if mirrors is not None and mirror < 0:
+                    why = why or (f"the next {name} VM has no host for its mirror: no host but "
+                                  f"{decision.host} has {request.disk_gib:g} GiB disk free")
+                    continue
+                broken = keeps.check(_probe(len(added)), demand, h, mirror) if keeps else None
+                if broken is None:
+                    chosen = (name, h, mirror)
+                else:
+                    why = why or f"one more {name} VM breaks N+1 on each host tried: {broken}"
+                    keeps.refused[name][h] = True
+            if chosen or not tries:
+                break
         work.accepts_vms = accepts
         if chosen is None:
             return added, why
+        if keeps:
+            keeps.commit()
         _book(work, mirrors, flavor, disks, chosen[1], chosen[2])
         added.append(chosen)
     return added, ""
@@ -238,51 +251,102 @@ class _Mirrors:
 
 class _KeepsHA:
     """Does N+1 still hold with one more VM? It keeps, per host that may fail, what
-    `ha_admission`'s restart plan leaves free on the others: a VM added to host h
-    (and its mirror m) changes h's own plan, and another host's plan only if that plan left
-    too little on h or m. So a check redoes one plan or a few, not one per host (capacity at
-    100 hosts / 1,000 VMs: 4 s instead of 25). Those plans stay valid witnesses but may differ from the ones
-    `ha_admission` would make afresh, so `capacity` has the last word checked by it."""
+    `ha_admission`'s restart plan leaves free on the others (`left`, one row per failed
+    host): a VM added to host h (and its mirror m) changes h's own plan, and another host's
+    plan only if that plan left too little on h or m. So a check redoes a few plans, not
+    one per host, and on a host no other plan counts on just one; `rounds` offers those
+    hosts first. The free room, VM counts and added VMs per host are kept here too, rather
+    than a new state built for each check (capacity at 100 hosts / 1,000 VMs: 0.8 s; 25 s
+    with every plan redone on a new state, 4 s with only the disturbed ones).
+    The plans stay valid witnesses but may differ from the ones `ha_admission` would make
+    afresh, so `capacity` has the last word checked by it."""
 
     def __init__(self, state, start, catalogue, disks):
-        self.state, self.catalogue, self.disks = state, catalogue, disks
+        self.state = state
+        self.free = state.free.copy()
+        self.vm_count = state.vm_count.copy()
+        self.on_host: dict[int, list] = {}
+        # hosts where one more VM of a flavor broke N+1: room only shrinks, so it would again
+        self.refused = defaultdict(lambda: np.zeros(state.n_hosts, dtype=bool))
         self.pending = None
-        now = _with_added(state, start, catalogue, disks)
-        self.left = np.full((state.n_hosts, state.n_hosts, 3), -np.inf)
-        for f in np.flatnonzero(now.up):
-            self.left[f] = failure_plan(now, int(f))[1]
+        for i, (name, h, mirror) in enumerate(start):
+            flavor = catalogue[name]
+            demand = np.array([flavor.cpus, flavor.memory_mib, _disk(flavor, disks)], dtype=float)
+            self._add(_probe(i), demand, h, mirror)
+        n = state.n_hosts
+        # +inf where no plan constrains: a host that cannot fail (down) and a host's own column
+        self.left = np.full((n, n, 3), np.inf)
+        for f in np.flatnonzero(state.up):
+            self.left[f] = self._plan(int(f), self.free, self.vm_count)[1]
+            self.left[f, f] = np.inf
 
-    def check(self, candidate) -> str | None:
-        """None if N+1 holds with `candidate` (every VM added so far and the new one last),
-        else why not; a check that passes is kept for `commit`."""
-        now = _with_added(self.state, candidate, self.catalogue, self.disks)
-        _, host, mirror = candidate[-1]
-        demand = now.demand[-1]
-        stale = ~(self.left[:, host] + EPSILON >= demand).all(axis=1)
+    def rounds(self, demand):
+        """Masks of the hosts to try in turn for a VM of `demand`: those where it fits into
+        what every other host's plan leaves (only their own plan to redo), then those where
+        it disturbs at most 1, 2, 4, … other plans, then all."""
+        yield (self.left.min(axis=0) + EPSILON >= demand).all(axis=1)
+        short = np.zeros(self.left.shape[:2], dtype=bool)
+        for r in range(3):
+            short |= self.left[:, :, r] + EPSILON < demand[r]
+        disturbed = short.sum(axis=0)
+        bound = 1
+        while bound < self.state.n_hosts:
+            yield disturbed <= bound
+            bound *= 2
+        yield None
+
+    def check(self, name, demand, host, mirror) -> str | None:
+        """None if N+1 holds with one more VM `name` of `demand` on `host` (its disk mirrored
+        on `mirror`, or -1), else why not; a check that passes is kept for `commit`."""
+        free, vm_count = self.free.copy(), self.vm_count.copy()
+        free[host] -= demand
+        vm_count[host] += 1
+        short = (demand - self.left[:, host]).max(axis=1)
         if mirror >= 0:
-            stale |= self.left[:, mirror, 2] + EPSILON < demand[2]
-        stale[host] = True
+            free[mirror, 2] -= demand[2]
+            short = np.maximum(short, demand[2] - self.left[:, mirror, 2])
+        short[host] = np.inf
+        stale = np.flatnonzero((short > EPSILON) & self.state.up)
+        added = (name, demand, mirror)
         redone = {}
-        for f in np.flatnonzero(stale & now.up):
-            unplaced, left = failure_plan(now, int(f))
+        for f in stale[np.argsort(-short[stale], kind="stable")]:   # likeliest to fail first
+            unplaced, left = self._plan(int(f), free, vm_count, added if f == host else None)
             if unplaced:
-                return (f"if {now.host_names[f]} failed, {count(len(unplaced), 'VM')} could not restart "
-                        f"({', '.join(unplaced[:5])})")
+                return (f"if {self.state.host_names[f]} failed, {count(len(unplaced), 'VM')} could "
+                        f"not restart ({', '.join(unplaced[:5])})")
+            left[f] = np.inf
             redone[int(f)] = left
-        self.pending = (host, mirror, demand, redone)
+        self.pending = (added, host, redone)
         return None
 
     def commit(self) -> None:
-        host, mirror, demand, redone = self.pending
+        (name, demand, mirror), host, redone = self.pending
+        self._add(name, demand, host, mirror)
         self.left[:, host] -= demand
         if mirror >= 0:
             self.left[:, mirror, 2] -= demand[2]
         for f, left in redone.items():
             self.left[f] = left
 
+    def _add(self, name, demand, host, mirror):
+        self.free[host] -= demand
+        self.vm_count[host] += 1
+        if mirror >= 0:
+            self.free[mirror, 2] -= demand[2]
+        self.on_host.setdefault(host, []).append((name, demand, mirror))
+
+    def _plan(self, f, free, vm_count, added=None):
+        extra = self.on_host.get(f, []) + ([added] if added else [])
+        return failure_plan(self.state, f, free, vm_count, extra)
+
+
+def _probe(i: int) -> str:
+    """The name of the i-th VM capacity adds, as failure messages show it."""
+    return f"capacity-probe-{i}"
+
 
 def _with_added(state, added, catalogue, disks):
-    extra = tuple(VMRecord(f"capacity-probe-{i}", host=state.host_names[h],
+    extra = tuple(VMRecord(_probe(i), host=state.host_names[h],
                            cpus=catalogue[name].cpus, memory_mib=catalogue[name].memory_mib,
                            disk_gib=_disk(catalogue[name], disks),
                            secondary=state.host_names[mirror] if mirror >= 0 else None,

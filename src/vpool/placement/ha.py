@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from itertools import combinations
 from math import comb
+from typing import Sequence
 
 import numpy as np
 
@@ -62,10 +63,12 @@ def ha_admission(state: ClusterState, failures: int = 1) -> HaReport:
         if h >= 0:
             on_host[h].append(v)
     hard, members = _anti_affinity(state)
+    free, vm_count = state.free, state.vm_count
     worst = None
     bottlenecks: set[int] = set()
     for failed in sets:
-        unplaced, headroom, _ = _restart(state, failed, on_host, hard, members)
+        victims = _victims(state, [v for h in failed for v in on_host[h]], hard)
+        unplaced, headroom, _ = _restart(state, failed, victims, members, free, vm_count)
         key = (len(unplaced) == 0, float(headroom.min()))
         if unplaced:
             bottlenecks.update(failed)
@@ -104,11 +107,23 @@ def _failure_sets(state, hosts, k):
     return sorted(sets), False
 
 
-def failure_plan(state: ClusterState, host: int) -> tuple[list[str], np.ndarray]:
+def failure_plan(state: ClusterState, host: int, free: np.ndarray, vm_count: np.ndarray,
+                 extra: Sequence[tuple[str, np.ndarray, int]] = ()) -> tuple[list[str], np.ndarray]:
     """`ha_admission`'s restart plan for the failure of host index `host` alone: the VMs
-    that find no room, and what the plan leaves free on each host (-inf where none may go)."""
-    on_host = {host: list(np.flatnonzero(state.vm_host == host))}
-    unplaced, _, left = _restart(state, (host,), on_host, *_anti_affinity(state))
+    that find no room, and what the plan leaves free on each host (-inf where none may go).
+
+    `free` and `vm_count` per host and `extra` (name, demand, mirror host or -1 of each VM
+    on `host` that `state` does not list; in no group) let a caller that adds VMs one after
+    another ask without building a new state for each."""
+    hard, members = _anti_affinity(state)
+    victims = _victims(state, np.flatnonzero(state.vm_host == host), hard)
+    if extra:
+        names, demand, mirror = zip(*extra)
+        victims = _Victims(victims.names + list(names), np.vstack([victims.demand, *demand]),
+                           np.concatenate([victims.mirror, mirror]),
+                           np.concatenate([victims.storage, np.full(len(names), state.storage[host])]),
+                           victims.groups + [[] for _ in names])
+    unplaced, _, left = _restart(state, (host,), victims, members, free, vm_count)
     return unplaced, left
 
 
@@ -118,35 +133,54 @@ def _anti_affinity(state):
     return hard, np.stack([state.group_members(g) for g in hard]) if hard else None
 
 
-def _restart(state, failed, on_host, hard, members):
+@dataclass(frozen=True)
+class _Victims:
+    """The VMs of failed hosts, as `_restart` needs them: per VM its name, demand, mirror
+    host (-1 for none), storage code, and the indices of its hard anti-affinity groups."""
+
+    names: list[str]
+    demand: np.ndarray
+    mirror: np.ndarray
+    storage: np.ndarray
+    groups: list[list[int]]
+
+
+def _victims(state, vms, hard) -> _Victims:
+    vms = np.asarray(vms, dtype=np.int64)
+    return _Victims([state.vms[v].name for v in vms], state.demand[vms], state.vm_secondary[vms],
+                    state.vm_storage[vms],
+                    [[i for i, g in enumerate(hard) if g in state.vms[v].groups] for v in vms])
+
+
+def _restart(state, failed, victims, members, free, vm_count):
     """(VMs that found no room, free share per resource on survivors, free room per host
-    after the restarts, -inf where none may go) for one failure set."""
+    after the restarts, -inf where none may go) for one failure set, from `free` and
+    `vm_count` per host."""
     survivors = state.accepts_vms.copy()
     survivors[list(failed)] = False
     targets = np.flatnonzero(survivors)
-    free = state.free[targets].copy()
-    count = state.vm_count[targets].astype(float)
+    free = free[targets].copy()
+    count = vm_count[targets].astype(float)
     room = state.max_vms[targets]
     crowd = members[:, targets].copy() if members is not None else None
     scale = np.maximum(state.usable[targets].max(axis=0), EPSILON) if targets.size \
         else np.ones(3)
-    victims = [v for h in failed for v in on_host[h]]
-    victims.sort(key=lambda v: -(state.demand[v] / scale).max())
+    order = np.argsort(-(victims.demand / scale).max(axis=1), kind="stable")
     unplaced = []
-    for v in victims:
-        demand = state.demand[v]
-        mirror = state.vm_secondary[v]
+    for v in order:
+        demand = victims.demand[v]
+        mirror = victims.mirror[v]
         if mirror >= 0:
             demand = demand * (1.0, 1.0, 0.0)   # its disk copy is already on the mirror
         fits = (free + EPSILON >= demand).all(axis=1) & (count < room)
-        fits &= state.storage[targets] == state.vm_storage[v]  # where its disk is
+        fits &= state.storage[targets] == victims.storage[v]  # where its disk is
         if mirror >= 0:
             fits &= targets == mirror
-        groups = [] if mirror >= 0 else [i for i, g in enumerate(hard) if g in state.vms[v].groups]
+        groups = [] if mirror >= 0 else victims.groups[v]
         for i in groups:
             fits &= crowd[i] == 0
         if not fits.any():
-            unplaced.append(state.vms[v].name)
+            unplaced.append(victims.names[v])
             continue
         left = ((free[fits] - demand) / scale).sum(axis=1)
         j = np.flatnonzero(fits)[int(np.argmin(left))]
