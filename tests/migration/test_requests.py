@@ -91,6 +91,10 @@ def test_policy_reads_and_changes_and_refuses_nonsense(api):
     for bad in ({"postcopy": "sometimes"}, {"nope": 1}, {"max_incoming": 0}, {"auto_converge": "maybe"}):
         r = api.patch("/migrations/policy", json=bad)
         assert r.status_code == 422, (bad, r.text)
+    assert api.patch("/migrations/policy", json={"nope": 1}).json()["detail"].startswith(
+        "unknown migration setting nope; known: ")
+    assert api.patch("/migrations/policy", json={"nope": 1, "nah": 2}).json()["detail"].startswith(
+        "unknown migration settings nah, nope; known: ")
     policy = api.get("/migrations/policy").json()
     assert (policy["postcopy"], policy["postcopy_after_s"], policy["max_incoming"]) == ("auto", 30, 2)
 

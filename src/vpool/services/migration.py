@@ -85,7 +85,8 @@ def save_policy(s, changes: dict) -> MigrationPolicy:
     known = {f.name: f.type for f in fields(MigrationPolicy)}
     unknown = set(changes) - set(known)
     if unknown:
-        raise Invalid(f"unknown migration setting(s) {', '.join(sorted(unknown))}; known: {', '.join(known)}")
+        noun = "setting" if len(unknown) == 1 else "settings"
+        raise Invalid(f"unknown migration {noun} {', '.join(sorted(unknown))}; known: {', '.join(known)}")
     try:
         policy = replace(load_policy(s), **{k: _parse(known[k], str(v)) for k, v in changes.items()}).check()
     except ValueError as e:
