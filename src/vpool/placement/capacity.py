@@ -306,10 +306,9 @@ class _KeepsHA:
             free[mirror, 2] -= demand[2]
             short = np.maximum(short, demand[2] - self.left[:, mirror, 2])
         short[host] = np.inf
-        stale = np.flatnonzero((short > EPSILON) & self.state.up)
         added = (name, demand, mirror)
         redone = {}
-        for f in stale[np.argsort(-short[stale], kind="stable")]:   # likeliest to fail first
+        for f in np.flatnonzero((short > EPSILON) & self.state.up):
             unplaced, left = self._plan(int(f), free, vm_count, added if f == host else None)
             if unplaced:
                 return (f"if {self.state.host_names[f]} failed, {count(len(unplaced), 'VM')} could "
