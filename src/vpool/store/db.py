@@ -1,5 +1,6 @@
 """Opening the store: one engine per process, schema brought up to date by Alembic."""
 
+import fcntl
 import threading
 import zlib
 from collections.abc import Iterator
@@ -14,8 +15,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
-# PostgreSQL advisory locks are named by a 64-bit key; this one is vpool's placement.
+# PostgreSQL advisory locks are named by a 64-bit key: vpool's placement, and its schema upgrades.
 PLACEMENT_KEY = zlib.crc32(b"vpool placement")
+MIGRATION_KEY = zlib.crc32(b"vpool migration")
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
@@ -38,12 +40,29 @@ def make_engine(url: str) -> Engine:
 
 
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest revision; safe to call at every start."""
+    """Bring the schema to the newest revision; safe to call at every start, and from two
+    processes at once (a standby starting beside the control plane on a new database): one
+    migrates while the other waits, then finds the schema at the newest revision."""
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as conn:
+    with _one_migration_at_a_time(engine), engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_KEY})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
+
+
+@contextmanager
+def _one_migration_at_a_time(engine: Engine) -> Iterator[None]:
+    """SQLite runs DDL outside the transaction, so a lock file beside the database stands in
+    for PostgreSQL's advisory lock."""
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:":
+        yield
+        return
+    with open(f"{database}.migrate-lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 class Store:
