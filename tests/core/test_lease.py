@@ -3,6 +3,8 @@ a holder that stopped, died on this machine or went silent elsewhere is taken ov
 
 import subprocess
 import sys
+import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -14,7 +16,7 @@ from vpool.services.lease import STALE_S, Lease
 from vpool.store.db import Store
 from vpool.store.tables import ControlPlaneLease, Task, utcnow
 
-from .conftest import make_settings
+from .conftest import eventually, make_settings
 
 
 def _planes(tmp_path, database_url):
@@ -84,3 +86,24 @@ def test_renewing_keeps_a_live_holder(tmp_path):
         Lease(store).acquire()
     lease.release()
     assert Lease(store).acquire() is None  # released: taken without a word
+
+
+def test_a_standby_waits_for_the_holder_and_takes_over_when_it_stops(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'l.db'}")
+    held = Lease(store)
+    held.acquire()
+    said, took = [], []
+    standby = Lease(store)
+    waiter = threading.Thread(target=lambda: took.append(standby.stand_by(said.append, poll_s=0.05)))
+    waiter.start()
+    assert eventually(lambda: said, timeout=10)
+    time.sleep(0.3)  # several more tries, all refused: it said so once and still waits
+    assert waiter.is_alive() and len(said) == 1
+    assert said[0].startswith("standing by: the control plane holding this database (pid ")
+    held.release()
+    waiter.join(10)
+    assert took == ["took over the database from a control plane that stopped"]
+    with store.session() as s:
+        assert s.scalar(select(ControlPlaneLease.token)) == standby.token
+    standby.release()
+    assert Lease(store).stand_by(said.append) == "the database had no control plane"

@@ -90,3 +90,29 @@ def test_a_second_serve_on_the_same_database_is_refused(tmp_path):
     finally:
         again.send_signal(signal.SIGTERM)
         again.wait(30)
+
+
+def test_a_standby_serve_takes_over_when_the_first_dies(tmp_path):
+    ports = _free_ports(2)
+    env = {**os.environ, "VPOOL_DATA_DIR": str(tmp_path / "data"), "VPOOL_TELEMETRY_INTERVAL": "0"}
+    argv = [sys.executable, "-m", "vpool.cli.main", "serve", "--no-register-local", "--port"]
+    first = subprocess.Popen(argv + [str(ports[0])], env=env, stderr=subprocess.DEVNULL)
+    standby = None
+    try:
+        assert eventually(lambda: _healthy(f"http://127.0.0.1:{ports[0]}"), timeout=60, interval=0.2)
+        log = tmp_path / "standby.log"
+        with log.open("w") as out:
+            standby = subprocess.Popen(argv + [str(ports[1]), "--standby"], env=env, stderr=out)
+        assert eventually(lambda: "standing by" in log.read_text(), timeout=30, interval=0.2), log.read_text()
+        assert f"(pid {first.pid} on " in log.read_text()
+        assert not _healthy(f"http://127.0.0.1:{ports[1]}")  # a standby serves nothing
+        first.kill()  # no clean stop: the lease stays behind, held by a dead process
+        first.wait(30)
+        assert eventually(lambda: _healthy(f"http://127.0.0.1:{ports[1]}"), timeout=60, interval=0.2)
+        assert f"took over the database from a control plane that is gone (pid {first.pid} on " in log.read_text()
+        standby.send_signal(signal.SIGTERM)
+        assert standby.wait(30) == 0
+    finally:
+        for proc in (first, standby):
+            if proc and proc.poll() is None:
+                proc.kill()

@@ -34,7 +34,9 @@ def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
           port: int = typer.Option(8080, help="Port to listen on."),
           register_local: bool = typer.Option(True, help="Register this machine as a host if the pool has none."),
           lab: int = typer.Option(0, help="Also start a lab of N libvirtd hosts on this machine (vpool lab)."),
-          lab_guests: int = typer.Option(3, help="Tiny guests to start on the lab, one per host.")):
+          lab_guests: int = typer.Option(3, help="Tiny guests to start on the lab, one per host."),
+          standby: bool = typer.Option(False, help="If another control plane holds the database, wait "
+                                                   "and take over when it stops or dies, instead of refusing.")):
     """Run the control plane (API, task runner, host watchers) in the foreground."""
     from vpool.config import Settings
     from vpool.model.errors import VpoolError
@@ -47,7 +49,7 @@ def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     except ValueError as e:
         fail(str(e))
     try:
-        run(settings, host, port, register_local, lab, lab_guests)
+        run(settings, host, port, register_local, lab, lab_guests, standby)
     except VpoolError as e:
         fail(e.detail)
 

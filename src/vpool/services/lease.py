@@ -6,13 +6,16 @@ the database says is running for what a crash left behind: it fails those tasks,
 half-made VMs and ends those bookings. A second control plane on the same database would do
 that to the first one's live work. So a control plane takes the database's lease before it
 starts and renews it while it runs; a second one is refused, with who holds it, until the
-holder stops, dies on this machine, or stops renewing for STALE_S (a crash elsewhere).
+holder stops, dies on this machine, or stops renewing for STALE_S (a crash elsewhere). A
+standby waits for that moment instead and then starts, as vCenter HA's passive node does:
+what the first one left running is failed or finished by the same recovery as after a crash.
 """
 
 import os
 import secrets
 import socket
 import threading
+import time
 from datetime import timedelta
 
 from sqlalchemy import delete, update
@@ -68,6 +71,30 @@ class Lease:
         self._stop.clear()
         threading.Thread(target=self._renew_loop, name="lease", daemon=True).start()
         return taken_from
+
+    def stand_by(self, say, poll_s: float = 2.0) -> str:
+        """Waits for the lease and takes it: a standby control plane (`vpool serve --standby`)
+        that takes over when the one holding the database stops, dies on this machine, or
+        stops renewing for STALE_S. Says once whom it waits for; returns how it took over."""
+        waiting = False
+        while True:
+            try:
+                taken_from = self.acquire()
+            except Conflict:
+                if not waiting:
+                    with self.store.session() as s:
+                        held = s.get(ControlPlaneLease, ROW)
+                    if held is not None:
+                        say(f"standing by: the control plane holding this database ({_holder(held)}) "
+                            f"is taken over when it stops, at once if it dies on its machine, "
+                            f"or {STALE_S:.0f} s after its last renewal")
+                        waiting = True
+                time.sleep(poll_s)
+                continue
+            if taken_from:
+                return taken_from
+            return "took over the database from a control plane that stopped" if waiting else \
+                "the database had no control plane"
 
     def renew(self) -> bool:
         """False when the lease is no longer ours (someone took it while we did not renew)."""

@@ -121,13 +121,20 @@ def _tell_how_they_end(cp: ControlPlane, under_way: list) -> None:
 
 
 def run(settings: Settings, host: str, port: int, register_local: bool = True, lab_hosts: int = 0,
-        lab_guests: int = 3) -> None:
+        lab_guests: int = 3, standby: bool = False) -> None:
     import uvicorn
 
     from vpool.api.app import create_app
 
+    # uvicorn re-raises the SIGTERM it shut down on; as an exception it lets cp.stop() run (the
+    # default action would end the process first, leaving the collector and half-done work behind),
+    # and a standby still waiting stops at once.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     cp = ControlPlane(settings)
-    cp.lease.acquire()  # refused before anything is started when another control plane runs here
+    if standby:  # nothing is started, not even the API, until this one holds the database
+        say(cp.lease.stand_by(say))
+    else:
+        cp.lease.acquire()  # refused before anything is started when another control plane runs here
     uri = prepare_local_libvirt(cp)
     cp.start()
     # The tiny image before any host is registered, for the lab and wherever /boot has no kernel
@@ -147,9 +154,6 @@ def run(settings: Settings, host: str, port: int, register_local: bool = True, l
     say(f"state in {cp.settings.database_url}")
     say(f"admin API token in {cp.settings.token_file}")
     say(f"API on http://{host}:{port} (OpenAPI at http://{host}:{port}/docs)")
-    # uvicorn re-raises the SIGTERM it shut down on; as an exception it lets cp.stop() run (the
-    # default action would end the process first, leaving the collector and half-done work behind).
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         uvicorn.run(create_app(cp), host=host, port=port, log_level="warning")
     finally:
