@@ -12,6 +12,7 @@ from sqlalchemy import select, update
 
 from vpool.model.errors import Conflict
 from vpool.services.controlplane import ControlPlane
+from vpool.services import lease as lease_module
 from vpool.services.lease import STALE_S, Lease
 from vpool.store.db import Store
 from vpool.store.tables import ControlPlaneLease, Task, utcnow
@@ -107,3 +108,38 @@ def test_a_standby_waits_for_the_holder_and_takes_over_when_it_stops(tmp_path):
         assert s.scalar(select(ControlPlaneLease.token)) == standby.token
     standby.release()
     assert Lease(store).stand_by(said.append) == "the database had no control plane"
+
+
+def test_a_holder_that_lost_the_lease_is_told_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(lease_module, "RENEW_S", 0.05)
+    store = Store(f"sqlite:///{tmp_path / 'l.db'}")
+    lost = []
+    held = Lease(store)
+    held.on_lost = lost.append
+    held.acquire()
+    time.sleep(0.3)
+    assert not lost  # renewing all along
+    _stored(store, token="a-standby-took-it")
+    assert eventually(lambda: lost, timeout=10)
+    assert lost == ["another control plane took this database's lease while this one was not renewing it "
+                    "(frozen, or cut off from the database)"]
+    held._stop.set()
+
+
+def test_a_holder_cut_off_from_the_database_is_told_once_a_standby_may_have_taken_over(tmp_path, monkeypatch):
+    monkeypatch.setattr(lease_module, "RENEW_S", 0.05)
+    monkeypatch.setattr(lease_module, "STALE_S", 0.5)
+    store = Store(f"sqlite:///{tmp_path / 'l.db'}")
+    lost = []
+    held = Lease(store)
+    held.on_lost = lost.append
+    held.acquire()
+
+    def unreachable():
+        raise OSError("connection refused")
+    monkeypatch.setattr(held, "renew", unreachable)
+    time.sleep(0.2)
+    assert not lost  # a database away for a moment is waited for
+    assert eventually(lambda: lost, timeout=10)
+    assert "could not renew its lease" in lost[0] and "(connection refused)" in lost[0]
+    held._stop.set()

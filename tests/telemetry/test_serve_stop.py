@@ -10,8 +10,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import update
 
 from tests.core.conftest import eventually
+from vpool.store.db import Store
+from vpool.store.tables import ControlPlaneLease
 
 pytestmark = pytest.mark.guest  # `vpool serve` starts the local libvirtd if none runs
 
@@ -116,3 +119,27 @@ def test_a_standby_serve_takes_over_when_the_first_dies(tmp_path):
         for proc in (first, standby):
             if proc and proc.poll() is None:
                 proc.kill()
+
+
+def test_serve_stops_itself_when_another_control_plane_takes_its_lease(tmp_path):
+    """Fencing: had a standby taken over while this one was frozen or cut off, the two must not
+    both drive the hosts; this one stops, cleanly."""
+    [port] = _free_ports(1)
+    env = {**os.environ, "VPOOL_DATA_DIR": str(tmp_path / "data"), "VPOOL_TELEMETRY_INTERVAL": "0"}
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        serve = subprocess.Popen([sys.executable, "-m", "vpool.cli.main", "serve", "--no-register-local",
+                                  "--port", str(port)], env=env, stderr=out)
+    try:
+        assert eventually(lambda: _healthy(f"http://127.0.0.1:{port}"), timeout=60, interval=0.2)
+        store = Store(f"sqlite:///{tmp_path / 'data' / 'vpool.db'}")
+        with store.session() as s:
+            s.execute(update(ControlPlaneLease).values(token="a-standby-took-it"))
+            s.commit()
+        store.close()
+        assert serve.wait(60) == 0
+        assert "another control plane took this database's lease" in log.read_text()
+        assert "(frozen, or cut off from the database); stopping" in log.read_text()
+    finally:
+        if serve.poll() is None:
+            serve.kill()

@@ -36,6 +36,9 @@ class Lease:
         self.store = store
         self.token: str | None = None
         self._stop = threading.Event()
+        # What to do once the lease is lost: two control planes must not both go on driving the
+        # hosts, so `vpool serve` stops itself (fencing); in-process users are only warned.
+        self.on_lost = lambda why: print(f"vpool: WARNING: {why}; stop this one", flush=True)
 
     def acquire(self) -> str | None:
         """Takes the lease, or raises Conflict naming its holder; says whom it took it from,
@@ -115,14 +118,22 @@ class Lease:
         self.token = None
 
     def _renew_loop(self) -> None:
+        renewed = time.monotonic()
         while not self._stop.wait(RENEW_S):
             try:
-                if not self.renew():
-                    print("vpool: WARNING: another control plane took this database's lease while this one was "
-                          "not renewing it (frozen, or cut off from the database); stop this one", flush=True)
-                    return
-            except Exception as e:  # the database away for a moment: try again at the next round
-                print(f"vpool: could not renew the control-plane lease: {e}", flush=True)
+                if self.renew():
+                    renewed = time.monotonic()
+                    continue
+                why = ("another control plane took this database's lease while this one was not renewing it "
+                       "(frozen, or cut off from the database)")
+            except Exception as e:
+                if time.monotonic() - renewed <= STALE_S:  # the database away for a moment: try again
+                    print(f"vpool: could not renew the control-plane lease: {e}", flush=True)
+                    continue
+                why = (f"this control plane could not renew its lease for {STALE_S:.0f} s ({e}), so another "
+                       f"may have taken the database over")
+            self.on_lost(why)
+            return
 
 
 def _holder(row: ControlPlaneLease) -> str:

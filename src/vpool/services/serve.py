@@ -1,5 +1,6 @@
 """`vpool serve`: prepare this machine, start the control plane, register the local host, serve the API."""
 
+import os
 import signal
 import sys
 import threading
@@ -120,6 +121,13 @@ def _tell_how_they_end(cp: ControlPlane, under_way: list) -> None:
             say(f"lab: {what} runs")
 
 
+def _stop_on_losing_the_lease(why: str) -> None:
+    """Another control plane (a standby) may now drive the hosts: this one stops, as cleanly as
+    on SIGTERM, rather than work beside it."""
+    say(f"{why}; stopping")
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 def run(settings: Settings, host: str, port: int, register_local: bool = True, lab_hosts: int = 0,
         lab_guests: int = 3, standby: bool = False) -> None:
     import uvicorn
@@ -131,6 +139,7 @@ def run(settings: Settings, host: str, port: int, register_local: bool = True, l
     # and a standby still waiting stops at once.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     cp = ControlPlane(settings)
+    cp.lease.on_lost = _stop_on_losing_the_lease
     if standby:  # nothing is started, not even the API, until this one holds the database
         say(cp.lease.stand_by(say))
     else:
