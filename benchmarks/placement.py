@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/placement.py            # minutes: hbal/hspace on 10-12 nodes only
     .venv/bin/python benchmarks/placement.py --slow     # + hbal at 100 and 1,000 nodes, hail
-                                                        #   at 10,000 (about an hour)
+                                                        #   at 10,000, hcheck at 1,000 (about
+                                                        #   an hour)
     .venv/bin/python benchmarks/placement.py --cluster FILE [--only capacity] [--hbal-timeout CPU_SECONDS]
     .venv/bin/python benchmarks/placement.py --only capacity   # one section (repeatable)
 
@@ -10,6 +11,8 @@ Balance: vpool's `balance` and `hbal` on the same htools file; both final scores
 formula (vpool's is also re-checked with `hinfo` on the file rewritten with vpool's moves).
 Place: decisions per second at 1,000 and 10,000 hosts beside `hail` on the same request.
 Pack: hosts used by `place_many` and `consolidate` beside a lower bound for vector packing.
+HA: N+1 on each file as it is, `ha_admission` beside `hcheck --no-simulation` (global N+1),
+with an exact CP-SAT check as referee up to 100 nodes.
 Capacity: how many more medium VMs fit keeping N+1, `capacity` beside `hspace --standard-alloc`
 on the same file and disk template; Ganeti's own `hcheck` and an exact CP-SAT N+1 check then
 judge the pool with vpool's VMs added (and hspace's, from its `-S` file), so neither count is
@@ -39,6 +42,7 @@ import numpy as np
 from vpool.placement import (BalancePolicy, ClusterState, ConsolidationPolicy, PlacementRequest,
                              VMRecord, balance, consolidate, place, place_many)
 from vpool.placement.capacity import DEFAULT_FLAVORS, capacity
+from vpool.placement.ha import ha_admission
 from vpool.placement.htools import HtoolsInstance, new_disks, read_htools
 from vpool.placement.packing import lower_bound
 from vpool.placement.score import hbal_score
@@ -47,7 +51,7 @@ from vpool.placement.state import Workspace
 GANETI = Path(os.environ.get("VPOOL_GANETI_DIR") or Path(__file__).resolve().parents[1].parent / "shared" / "ganeti")
 HTOOLS_BIN = Path("/usr/lib/ganeti/3.0/usr/bin")
 HAIL = Path("/usr/lib/ganeti/3.0/usr/lib/ganeti/iallocators/hail")
-SECTIONS = ("balance", "place", "capacity", "pack")
+SECTIONS = ("balance", "place", "capacity", "ha", "pack")
 
 
 def log(message: str) -> None:
@@ -329,6 +333,34 @@ def bench_capacity(path: Path, template: str, peer: bool, timeout: float, direct
     return row
 
 
+# ------------------------------------------------------------------------------ ha
+def bench_ha(path: Path, peer: bool, timeout: float, exact: bool) -> dict:
+    """N+1 on the file as it is: `ha_admission` beside `hcheck --no-simulation` (its global
+    N+1: can each node's instances move elsewhere), with the exact per-host check as referee
+    on small pools (CP-SAT; a greedy plan that fits proves N+1, one that does not may be wrong)."""
+    state = load(path)
+    start = time.perf_counter()
+    ours = ha_admission(state, 1)
+    elapsed = time.perf_counter() - start
+    row = {"cluster": path.name, "hosts": state.n_hosts, "vms": len(state.vms),
+           "vpool": {"n1_holds": ours.ok, "bottlenecks": len(ours.bottlenecks), "wall_s": round(elapsed, 3)}}
+    if exact:
+        row["exact_n1_fail"] = len(exact_n1(state))
+    if peer:
+        run = run_peer([str(HTOOLS_BIN / "hcheck"), "-t", str(path), "--machine-readable",
+                        "--no-simulation"], timeout)
+        out = run.pop("output")
+        theirs = {"ran": f"hcheck -t {path.name} --no-simulation", **run}
+        found = re.search(r"HCHECK_INIT_CLUSTER_GN1_FAIL=(\d+)", out)
+        if run["finished"] and found:
+            theirs["gn1_fail_groups"] = int(found.group(1))
+            row["ratio"] = {"wall_s": _ratio(elapsed, run["wall_s"])}
+        row["hcheck"] = theirs
+    log(f"ha {path.name}: vpool {'holds' if ours.ok else 'fails'} in {elapsed:.2f} s"
+        + (f"; hcheck {row['hcheck'].get('gn1_fail_groups')} in {row['hcheck']['wall_s']} s" if peer else ""))
+    return row
+
+
 # ------------------------------------------------------------------------------ pack
 def bench_pack(path: Path, time_budget: float | None) -> dict:
     state = load(path)
@@ -393,7 +425,7 @@ def main(argv=None) -> int:
     parser.add_argument("--cluster", type=Path, help="run the balance and capacity comparisons "
                                                      "on this htools file only (--only to pick)")
     parser.add_argument("--slow", action="store_true",
-                        help="also run hbal at 100 and 1,000 nodes and hail at 10,000")
+                        help="also run hbal at 100 and 1,000 nodes, hail at 10,000 and hcheck at 1,000")
     parser.add_argument("--hbal-timeout", type=float, default=900.0,
                         help="CPU seconds before hbal is stopped and reported unfinished")
     parser.add_argument("--hbal-timeout-1000", type=float, default=600.0,
@@ -417,6 +449,8 @@ def main(argv=None) -> int:
             if "balance" in wanted:
                 report["balance"] = [bench_balance(args.cluster, dynamic, peer, args.hbal_timeout,
                                                    directory) for dynamic in (True, False)]
+            if "ha" in wanted:
+                report["ha"] = [bench_ha(args.cluster, peer, args.hbal_timeout, True)]
             if "capacity" in wanted:
                 template = read_htools(args.cluster.read_text()).new_instance_template
                 report["capacity"] = [bench_capacity(args.cluster, template, peer, args.hbal_timeout,
@@ -438,6 +472,14 @@ def main(argv=None) -> int:
                 for template, nodes, seeds in (("sharedfile", 10, (1, 2, 3, 42)),
                                                ("drbd", 12, (1, 2, 3, 42)), ("plain", 10, (1, 42)))
                 for seed in seeds]
+        if "ha" in wanted:
+            report["ha"] = [bench_ha(generate(directory, nodes, vms, 42, *extra),
+                                     peer and (nodes <= 100 or args.slow and nodes <= 1000),
+                                     args.hbal_timeout if nodes <= 100 else args.hbal_timeout_1000,
+                                     nodes <= 100)
+                            for nodes, vms, extra in ((10, 60, ()), (12, 60, ("--template", "drbd")),
+                                                      (100, 1000, ()), (1000, 10000, ()),
+                                                      (10000, 100000, ()))]
         if "pack" in wanted:
             report["pack"] = [
                 bench_pack(generate(directory, 10, 60, 42), time_budget=10.0),
