@@ -83,7 +83,7 @@ def test_n_plus_one_tries_every_host_however_large_the_pool():
     hosts = [HostRecord(f"h{i}", cpus=8, memory_mib=16384, disk_gib=100) for i in range(2_001)]
     report = ha_admission(ClusterState.from_records(hosts, [VMRecord("a", "h7", 2, 4096, 10)]))
     assert report.ok and report.exhaustive and report.sets_tried == 2_001
-    assert report.message.startswith("N+1 holds whichever 1 host fail")
+    assert report.message.startswith("N+1 holds whichever 1 host fails: ")
 
 
 def test_too_many_failures_for_the_pool():

@@ -78,7 +78,7 @@ def ha_admission(state: ClusterState, failures: int = 1) -> HaReport:
     _, failed, unplaced, headroom = worst
     names = state.host_names
     ok = not bottlenecks
-    scope = (f"whichever {count(failures, 'host')} fail" if exhaustive else
+    scope = (f"whichever {count(failures, 'host')} {'fails' if failures == 1 else 'fail'}" if exhaustive else
              f"for the {len(sets)} heaviest sets of {count(failures, 'host')} tried")
     if ok:
         message = (f"N+{failures} holds {scope}: their VMs restart on the others; after the "
