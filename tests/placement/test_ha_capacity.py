@@ -103,7 +103,7 @@ def test_capacity_says_when_its_answer_is_a_lower_bound():
     report = capacity(pool(4, 0, vm_memory=4096), {"medium": 1}, failures=2)
     assert report.fits == 16 and report.fits_without_ha == 32
     assert report.limited_by.endswith("(a lower bound: other hosts are tried for that VM only "
-                                      "for N+1 on pools of up to 1,000 hosts)")
+                                      "for N+1 on pools of up to 2,000 hosts)")
     assert "lower bound" not in capacity(pool(4, 0, vm_memory=4096), {"medium": 1}).limited_by
 
 

@@ -42,9 +42,9 @@ DISKS = ("local", "shared", "mirrored")
 #: hosts tried for each VM added after N+1 first fails
 TRIES = 10
 #: up to this many hosts, VMs go on being placed where N+1 holds after it first fails: one
-#: restart plan kept per host, n × n × 3 floats (24 MB and about 40 s at 1,000 hosts / 10,000
-#: VMs; 96 MB and 2 min 16 s at 2,000 / 20,000)
-TRACKED_HOSTS = 1_000
+#: restart plan kept per host, n × n × 3 floats (24 MB and about 17 s at 1,000 hosts / 10,000
+#: VMs; 96 MB and about 1 min at 2,000 / 20,000)
+TRACKED_HOSTS = 2_000
 
 #: the VM sizes of Ganeti's generator (vCPU, MiB, GiB), so capacity answers are comparable
 DEFAULT_FLAVORS: dict[str, PlacementRequest] = {
