@@ -110,13 +110,20 @@ def test_a_standby_waits_for_the_holder_and_takes_over_when_it_stops(tmp_path):
     assert Lease(store).stand_by(said.append) == "the database had no control plane"
 
 
-def test_a_holder_that_lost_the_lease_is_told_so(tmp_path, monkeypatch):
-    monkeypatch.setattr(lease_module, "RENEW_S", 0.05)
+def _renewing(tmp_path, monkeypatch, **timing) -> tuple[Store, Lease, list]:
+    """A lease renewed every 50 ms (and other timings as given), and what it is told on losing it."""
+    for name, value in {"RENEW_S": 0.05, **timing}.items():
+        monkeypatch.setattr(lease_module, name, value)
     store = Store(f"sqlite:///{tmp_path / 'l.db'}")
     lost = []
     held = Lease(store)
     held.on_lost = lost.append
     held.acquire()
+    return store, held, lost
+
+
+def test_a_holder_that_lost_the_lease_is_told_so(tmp_path, monkeypatch):
+    store, held, lost = _renewing(tmp_path, monkeypatch)
     time.sleep(0.3)
     assert not lost  # renewing all along
     _stored(store, token="a-standby-took-it")
@@ -127,13 +134,7 @@ def test_a_holder_that_lost_the_lease_is_told_so(tmp_path, monkeypatch):
 
 
 def test_a_holder_cut_off_from_the_database_is_told_once_a_standby_may_have_taken_over(tmp_path, monkeypatch):
-    monkeypatch.setattr(lease_module, "RENEW_S", 0.05)
-    monkeypatch.setattr(lease_module, "STALE_S", 0.5)
-    store = Store(f"sqlite:///{tmp_path / 'l.db'}")
-    lost = []
-    held = Lease(store)
-    held.on_lost = lost.append
-    held.acquire()
+    _, held, lost = _renewing(tmp_path, monkeypatch, STALE_S=0.5)
 
     def unreachable():
         raise OSError("connection refused")
