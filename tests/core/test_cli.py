@@ -61,3 +61,18 @@ def test_unreachable_api_says_so(monkeypatch):
     monkeypatch.setenv("VPOOL_TOKEN", "x")
     r = vpool("host", "list")
     assert r.exit_code == 1 and "cannot reach vpool" in r.stderr
+
+
+def test_several_urls_are_tried_in_turn_until_one_answers(server, monkeypatch):
+    """A control plane and its standby: the standby refuses connections until it takes over."""
+    from vpool.cli import client
+    monkeypatch.setattr(client, "_answered", {})
+    serving = client.api_urls()[0]
+    monkeypatch.setenv("VPOOL_URL", f"http://127.0.0.1:9, {serving}")
+    r = vpool("host", "list", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout) == [], r.output
+    assert client.api_urls() == [serving, "http://127.0.0.1:9"]  # asked first from then on
+    monkeypatch.setenv("VPOOL_URL", "http://127.0.0.1:9,http://127.0.0.1:7")
+    r = vpool("host", "list")
+    assert r.exit_code == 1
+    assert "cannot reach vpool at http://127.0.0.1:9, http://127.0.0.1:7" in r.stderr

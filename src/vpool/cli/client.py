@@ -27,8 +27,15 @@ NO_WAIT = typer.Option(False, "--no-wait", help="Return at once with the task in
 FINISHED = ("succeeded", "failed", "cancelled")
 
 
-def api_url() -> str:
-    return os.environ.get("VPOOL_URL", "http://127.0.0.1:8080").rstrip("/")
+def api_urls() -> list[str]:
+    """VPOOL_URL: one API, or several separated by commas (a control plane and its standbys);
+    the one that last answered first."""
+    urls = [u.strip().rstrip("/") for u in os.environ.get("VPOOL_URL", "http://127.0.0.1:8080").split(",")]
+    urls = [u for u in urls if u] or ["http://127.0.0.1:8080"]
+    return sorted(urls, key=lambda u: u != _answered.get("url"))
+
+
+_answered: dict[str, str] = {}
 
 
 def api_token() -> str | None:
@@ -38,10 +45,10 @@ def api_token() -> str | None:
     return path.read_text().strip() if path.exists() else None
 
 
-def api_client(timeout: float = 60.0) -> httpx.Client:
+def api_client(url: str, timeout: float = 60.0) -> httpx.Client:
     token = api_token()
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.Client(base_url=api_url(), headers=headers, timeout=timeout)
+    return httpx.Client(base_url=url, headers=headers, timeout=httpx.Timeout(timeout, connect=5.0))
 
 
 def fail(message: str, code: int = 1):
@@ -50,12 +57,23 @@ def fail(message: str, code: int = 1):
 
 
 def call(method: str, path: str, **kwargs):
-    """One request; a problem+json answer becomes one line on stderr and exit code 1."""
-    try:
-        with api_client() as c:
-            r = c.request(method, path, **kwargs)
-    except httpx.TransportError as e:
-        fail(f"cannot reach vpool at {api_url()} ({e.__class__.__name__}); is 'vpool serve' running?")
+    """One request; a problem+json answer becomes one line on stderr and exit code 1. With
+    several URLs, the next is tried only when one refuses the connection (a standby serves
+    nothing until it takes over), so no request is ever sent twice; the one that answered is
+    asked first from then on."""
+    urls = api_urls()
+    for url in urls:
+        try:
+            with api_client(url) as c:
+                r = c.request(method, path, **kwargs)
+            break
+        except (httpx.ConnectError, httpx.ConnectTimeout) as e:
+            if url == urls[-1]:
+                fail(f"cannot reach vpool at {', '.join(urls)} ({e.__class__.__name__}); is 'vpool serve' running?")
+        except httpx.TransportError as e:
+            maybe = "" if method == "GET" else "; the request may or may not have been carried out"
+            fail(f"vpool at {url} did not answer ({e.__class__.__name__}){maybe}")
+    _answered["url"] = url
     if r.status_code >= 400:
         try:
             detail = r.json().get("detail") or r.text
