@@ -223,7 +223,7 @@ def test_the_restart_plans_kept_while_adding_vms_stay_witnesses(state, disks):
     room that plan counted on. After every VM it adds, each kept plan must still be one that
     could run: it leaves no surviving host below zero, and never more than the host has free."""
     assume(ha_admission(state).ok)
-    keeps = _KeepsHA(state, [], DEFAULT_FLAVORS, disks)
+    keeps = _KeepsHA(state)
     _fill(state, [], iter(["small", "medium"] * 15), DEFAULT_FLAVORS, disks,
           DEFAULT_POLICY, 30, keeps)
     for f in np.flatnonzero(state.up):

@@ -119,9 +119,8 @@ def capacity(state: ClusterState, mix: Mapping[str, float],
             limited_by += (f" (a lower bound: other hosts are tried for that VM only for N+1 "
                            f"on pools of up to {TRACKED_HOSTS:,} hosts)")
         elif base.ok and fits < room:
-            keeper = _KeepsHA(state, added[:fits], catalogue, disks)
             more, stop = _fill(state, added[:fits], islice(_flavor_sequence(names, weights), fits, None),
-                               catalogue, disks, policy, limit, keeper)
+                               catalogue, disks, policy, limit, _KeepsHA(state))
             if len(more) > fits:
                 # the plans kept per failure are witnesses; the answer must be ha_admission's
                 last, why = _keeping_ha(state, more, catalogue, failures, stop, disks)
@@ -153,13 +152,16 @@ def _fill(state, start, flavors, catalogue, disks, policy, limit, keeps=None):
     added = list(start)
     for name, h, mirror in added:
         _book(work, mirrors, catalogue[name], disks, h, mirror)
+    if keeps:
+        keeps.begin(work, [(_probe(i), _demand(catalogue[name], disks), h, mirror)
+                           for i, (name, h, mirror) in enumerate(added)])
     for name in flavors:
         if len(added) >= limit:
             return added, f"stopped after {limit} VMs"
         flavor = catalogue[name]
         request = PlacementRequest(f"{name}-{len(added) + 1}", cpus=flavor.cpus,
                                    memory_mib=flavor.memory_mib, disk_gib=_disk(flavor, disks))
-        demand = np.array([request.cpus, request.memory_mib, request.disk_gib], dtype=float)
+        demand = _demand(flavor, disks)
         accepts = work.accepts_vms
         untried = accepts & ~keeps.refused[name] if keeps else accepts.copy()
         chosen, why, tries = None, "", TRIES if keeps else 1
@@ -202,8 +204,12 @@ def _disk(flavor, disks: str) -> float:
     return 0 if disks == "shared" else flavor.disk_gib
 
 
+def _demand(flavor, disks: str) -> np.ndarray:
+    return np.array([flavor.cpus, flavor.memory_mib, _disk(flavor, disks)], dtype=float)
+
+
 def _book(work, mirrors, flavor, disks, host, mirror):
-    demand = np.array([flavor.cpus, flavor.memory_mib, _disk(flavor, disks)], dtype=float)
+    demand = _demand(flavor, disks)
     if mirror >= 0:
         mirrors.book(work, host, mirror, demand[1], demand[2])
     work.add(host, demand)
@@ -255,28 +261,30 @@ class _KeepsHA:
     host): a VM added to host h (and its mirror m) changes h's own plan, and another host's
     plan only if that plan left too little on h or m. So a check redoes a few plans, not
     one per host, and on a host no other plan counts on just one; `rounds` offers those
-    hosts first. The free room, VM counts and added VMs per host are kept here too, rather
+    hosts first. A check reads the free room and VM counts of `_fill`'s workspace, rather
     than a new state built for each check (capacity at 100 hosts / 1,000 VMs: 0.6 s; 25 s
     with every plan redone on a new state, 4 s with only the disturbed ones).
     The plans stay valid witnesses but may differ from the ones `ha_admission` would make
     afresh, so `capacity` has the last word checked by it."""
 
-    def __init__(self, state, start, catalogue, disks):
+    def __init__(self, state: ClusterState):
         self.state = state
-        self.free = state.free.copy()
-        self.vm_count = state.vm_count.copy()
-        self.on_host: dict[int, list] = {}
+        self.on_host: dict[int, list] = {}       # the VMs added, per host: (name, demand, mirror)
         # hosts where one more VM of a flavor broke N+1: room only shrinks, so it would again
         self.refused = defaultdict(lambda: np.zeros(state.n_hosts, dtype=bool))
         self.pending = None
-        for i, (name, h, mirror) in enumerate(start):
-            flavor = catalogue[name]
-            demand = np.array([flavor.cpus, flavor.memory_mib, _disk(flavor, disks)], dtype=float)
-            self._add(_probe(i), demand, h, mirror)
-        n = state.n_hosts
+
+    def begin(self, work: Workspace, added) -> None:
+        """Plans for every host's failure with `added` ((name, demand, host, mirror) of each VM
+        already booked in `work`). The free room and VM counts are `work`'s, which books each
+        VM the checks let through."""
+        self.free, self.vm_count = work.free, work.vm_count
+        for name, demand, host, mirror in added:
+            self.on_host.setdefault(host, []).append((name, demand, mirror))
+        n = self.state.n_hosts
         # +inf where no plan constrains: a host that cannot fail (down) and a host's own column
         self.left = np.full((n, n, 3), np.inf)
-        for f in np.flatnonzero(state.up):
+        for f in np.flatnonzero(self.state.up):
             self.left[f] = self._plan(int(f), self.free, self.vm_count)[1]
             self.left[f, f] = np.inf
 
@@ -319,20 +327,15 @@ class _KeepsHA:
         return None
 
     def commit(self) -> None:
-        (name, demand, mirror), host, redone = self.pending
-        self._add(name, demand, host, mirror)
+        """Keeps the last check that passed; its VM is booked in the workspace right after."""
+        added, host, redone = self.pending
+        demand, mirror = added[1], added[2]
+        self.on_host.setdefault(host, []).append(added)
         self.left[:, host] -= demand
         if mirror >= 0:
             self.left[:, mirror, 2] -= demand[2]
         for f, left in redone.items():
             self.left[f] = left
-
-    def _add(self, name, demand, host, mirror):
-        self.free[host] -= demand
-        self.vm_count[host] += 1
-        if mirror >= 0:
-            self.free[mirror, 2] -= demand[2]
-        self.on_host.setdefault(host, []).append((name, demand, mirror))
 
     def _plan(self, f, free, vm_count, added=None):
         extra = self.on_host.get(f, []) + ([added] if added else [])
