@@ -136,7 +136,7 @@ def run(settings: Settings, host: str, port: int, register_local: bool = True, l
 
     # uvicorn re-raises the SIGTERM it shut down on; as an exception it lets cp.stop() run (the
     # default action would end the process first, leaving the collector and half-done work behind),
-    # and a standby still waiting stops at once.
+    # also while the control plane is still starting, and a standby still waiting stops at once.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     cp = ControlPlane(settings)
     cp.lease.on_lost = _stop_on_losing_the_lease
@@ -144,6 +144,17 @@ def run(settings: Settings, host: str, port: int, register_local: bool = True, l
         say(cp.lease.stand_by(say))
     else:
         cp.lease.acquire()  # refused before anything is started when another control plane runs here
+    try:
+        _start(cp, lab_hosts, lab_guests, register_local)
+        say(f"state in {cp.settings.database_url}")
+        say(f"admin API token in {cp.settings.token_file}")
+        say(f"API on http://{host}:{port} (OpenAPI at http://{host}:{port}/docs)")
+        uvicorn.run(create_app(cp), host=host, port=port, log_level="warning")
+    finally:
+        cp.stop()
+
+
+def _start(cp: ControlPlane, lab_hosts: int, lab_guests: int, register_local: bool) -> None:
     uri = prepare_local_libvirt(cp)
     cp.start()
     # The tiny image before any host is registered, for the lab and wherever /boot has no kernel
@@ -160,10 +171,3 @@ def run(settings: Settings, host: str, port: int, register_local: bool = True, l
             start_lab(cp, lab_hosts, lab_guests)
         except Exception as e:  # the API is still worth serving without the lab
             say(f"WARNING: the lab did not start: {e}")
-    say(f"state in {cp.settings.database_url}")
-    say(f"admin API token in {cp.settings.token_file}")
-    say(f"API on http://{host}:{port} (OpenAPI at http://{host}:{port}/docs)")
-    try:
-        uvicorn.run(create_app(cp), host=host, port=port, log_level="warning")
-    finally:
-        cp.stop()
