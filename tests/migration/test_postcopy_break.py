@@ -32,7 +32,7 @@ def test_a_broken_postcopy_is_resumed_and_the_guest_keeps_running(lab, pool, gue
         assert r.status_code == 202, r.text
         task_id = r.json()["id"]
         switched = eventually(lambda: (t := pool.get(f"/tasks/{task_id}").json())["state"] != "running"
-                              or "post-copy" in (t["message"] or "") and t, timeout=120, interval=0.2)
+                              and t or "post-copy" in (t["message"] or "") and t, timeout=120, interval=0.2)
         assert switched and switched["state"] == "running", switched
         time.sleep(1)
         # The stream breaks for good (a reset both ends see, not a stall TCP would ride out),
