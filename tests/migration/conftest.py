@@ -9,6 +9,7 @@ import dataclasses
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import libvirt
@@ -17,7 +18,7 @@ import pytest
 from vpool.lab.hosts import Lab
 from vpool.lab.network import Topology, lease_file
 from vpool.services.controlplane import ControlPlane
-from tests.core.conftest import Api, api, cp, make_settings, settings
+from tests.core.conftest import Api, api, cp, eventually, make_settings, settings
 from tests.guests import counters, status, wait_up
 
 __all__ = ["api", "cp", "settings", "counters", "status"]  # the simulated-host fixtures serve the request tests
@@ -84,6 +85,18 @@ def running_on(lab: Lab, uuid: str) -> list[str]:
         finally:
             conn.close()
     return found
+
+
+def in_phase(pool: Api, task_id: int, phase: Callable[[str], bool], timeout: float) -> dict | None:
+    """The task once its message shows the phase while it runs, or once it has ended.
+
+    A queued task is neither: it has not started, so its message says nothing yet.
+    """
+    def check():
+        t = pool.get(f"/tasks/{task_id}").json()
+        ended = t["state"] in ("succeeded", "failed", "cancelled")
+        return t if ended or t["state"] == "running" and phase(t["message"] or "") else None
+    return eventually(check, timeout=timeout, interval=0.2)
 
 
 def other(host: str) -> str:

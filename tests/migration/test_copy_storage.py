@@ -11,7 +11,7 @@ import pytest
 from tests.core.conftest import eventually
 from tests.guests import counters
 
-from .conftest import HOSTS, TOPOLOGY, other, running_on
+from .conftest import HOSTS, TOPOLOGY, in_phase, other, running_on
 from .test_live import SLOW, _end, _vm
 
 pytestmark = pytest.mark.guest
@@ -67,11 +67,7 @@ def test_cut_link_during_the_disk_copy_ends_the_task_in_bounded_time(lab, pool, 
     try:
         r = pool.post(f"/vms/{name}/migrate", json={"to": dst, "copy_storage": True, "bandwidth_mib_s": SLOW})
         assert r.status_code == 202, r.text
-        def copying_or_ended():
-            t = pool.get(f"/tasks/{r.json()['id']}").json()
-            return t if t["state"] != "running" or re.search(r"disk [1-9]\d*/", t["message"] or "") else None
-
-        copying = eventually(copying_or_ended, timeout=90, interval=0.2)
+        copying = in_phase(pool, r.json()["id"], lambda message: re.search(r"disk [1-9]\d*/", message), timeout=90)
         assert copying and copying["state"] == "running", copying
         subprocess.run(["ip", "link", "set", link, "down"], check=True)
         cut = time.monotonic()

@@ -14,7 +14,7 @@ import pytest
 
 from tests.core.conftest import eventually
 
-from .conftest import HOSTS, counters, other, running_on
+from .conftest import HOSTS, counters, in_phase, other, running_on
 
 pytestmark = pytest.mark.guest
 SLOW = 4  # MiB/s
@@ -37,11 +37,8 @@ def _defined_on(lab, host: str, uuid: str) -> bool:
 
 def _sending(pool, task_id: int) -> dict:
     """Waits until the migration streams memory (its progress says so), and returns the task."""
-    def check():
-        t = pool.get(f"/tasks/{task_id}").json()
-        return t if t["state"] != "running" or " MiB sent" in t["message"] and not t["message"].startswith(
-            "pass 1: 0 MiB") else None
-    task = eventually(check, timeout=60, interval=0.2)
+    task = in_phase(pool, task_id, lambda message: " MiB sent" in message and not message.startswith("pass 1: 0 MiB"),
+                    timeout=60)
     assert task and task["state"] == "running", task
     return task
 

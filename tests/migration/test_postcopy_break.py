@@ -11,7 +11,7 @@ import pytest
 from tests.core.conftest import eventually
 from tests.guests import counters, http
 
-from .conftest import HOSTS, TOPOLOGY, other, running_on
+from .conftest import HOSTS, TOPOLOGY, in_phase, other, running_on
 from .test_live import _end, _vm
 
 pytestmark = pytest.mark.guest
@@ -31,8 +31,7 @@ def test_a_broken_postcopy_is_resumed_and_the_guest_keeps_running(lab, pool, gue
         r = pool.post(f"/vms/{name}/migrate", json={"to": dst, "bandwidth_mib_s": CAP})
         assert r.status_code == 202, r.text
         task_id = r.json()["id"]
-        switched = eventually(lambda: (t := pool.get(f"/tasks/{task_id}").json())["state"] != "running"
-                              and t or "post-copy" in (t["message"] or "") and t, timeout=120, interval=0.2)
+        switched = in_phase(pool, task_id, lambda message: "post-copy" in message, timeout=120)
         assert switched and switched["state"] == "running", switched
         time.sleep(1)
         # The stream breaks for good (a reset both ends see, not a stall TCP would ride out),
