@@ -13,6 +13,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from vpool.hypervisor.libvirt_driver import LibvirtDriver
 from vpool.store.tables import Host
 
 
@@ -47,3 +48,22 @@ def test_concurrent_copies_of_one_image_to_hosts_sharing_storage(lab, pool, tmp_
         assert hashlib.sha256(on_disk).digest() == hashlib.sha256(data).digest()
     finally:
         cp.images.delete("shared-img")
+
+
+def test_a_disk_deleted_through_one_host_can_be_created_again_through_the_other(lab, pool):
+    """libvirt lists a pool's volumes as of its last refresh, so a VM's disk deleted on the
+    host the VM last ran on still "exists already" to the host it was created on, and a new VM
+    of that name failed there (seen: a VM migrated away, deleted, then created again)."""
+    hosts = {h["name"]: h for h in pool.get("/hosts").json()["items"]}
+    first, second = (LibvirtDriver(lab.uri(n)) for n in (1, 2))
+    try:
+        path = first.create_disk(hosts["mg1"]["storage_pool"], "vm-again.qcow2", 1)
+        on_disk = lab.shared_dir / Path(path).name  # the hosts' storage path, seen from here
+        assert on_disk.exists()
+        second.delete_volume(path)
+        assert not on_disk.exists()
+        assert first.create_disk(hosts["mg1"]["storage_pool"], "vm-again.qcow2", 1) == path and on_disk.exists()
+    finally:
+        first.delete_volume(path)
+        first.close()
+        second.close()

@@ -250,10 +250,20 @@ class LibvirtDriver:
 
     def create_disk(self, pool_name: str, vol_name: str, capacity_gib: int, backing: str | None = None,
                     backing_format: str | None = None) -> str:
-        """A qcow2 disk; with a backing image it is a linked clone: the VM writes only to its overlay."""
+        """A qcow2 disk; with a backing image it is a linked clone: the VM writes only to its overlay.
+
+        A name libvirt says exists is checked once more after a refresh: on shared storage the
+        pool's list may still hold a disk another host has deleted since."""
+        xml = dx.volume_xml(vol_name, capacity_gib * 2**30, "qcow2", backing, backing_format)
         try:
             pool = self.conn.storagePoolLookupByName(pool_name)
-            vol = pool.createXML(dx.volume_xml(vol_name, capacity_gib * 2**30, "qcow2", backing, backing_format), 0)
+            try:
+                vol = pool.createXML(xml, 0)
+            except libvirt.libvirtError as e:
+                if e.get_error_code() != libvirt.VIR_ERR_STORAGE_VOL_EXIST:
+                    raise
+                pool.refresh(0)
+                vol = pool.createXML(xml, 0)
             return vol.path()
         except libvirt.libvirtError as e:
             raise _err(f"cannot create disk {vol_name} on {self.uri}", e) from e
