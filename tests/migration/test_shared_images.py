@@ -67,3 +67,18 @@ def test_a_disk_deleted_through_one_host_can_be_created_again_through_the_other(
         first.delete_volume(path)
         first.close()
         second.close()
+
+
+def test_volumes_created_through_one_host_are_listed_through_the_other(lab, pool):
+    """Deleting a VM lists its snapshot overlays by name on the host it runs on now; one taken
+    before it migrated there was left out, and its file leaked."""
+    storage = {h["name"]: h["storage_pool"] for h in pool.get("/hosts").json()["items"]}
+    first, second = (LibvirtDriver(lab.uri(n)) for n in (1, 2))
+    try:
+        second.volume_paths(storage["mg2"], prefix="vm-listed@")  # its list as of now
+        path = first.create_disk(storage["mg1"], "vm-listed@s1.qcow2", 1)
+        assert second.volume_paths(storage["mg2"], prefix="vm-listed@") == [path]
+    finally:
+        first.delete_volume(path)
+        first.close()
+        second.close()

@@ -308,8 +308,11 @@ class LibvirtDriver:
             return None
 
     def volume_paths(self, pool_name: str, prefix: str) -> list[str]:
+        """Refreshed first: on shared storage another host may have added some (a VM's snapshot
+        overlays, taken before it migrated here), and a disk left out of this list is leaked."""
         try:
             pool = self.conn.storagePoolLookupByName(pool_name)
+            pool.refresh(0)
             return [v.path() for v in pool.listAllVolumes(0) if v.name().startswith(prefix)]
         except libvirt.libvirtError:
             return []
