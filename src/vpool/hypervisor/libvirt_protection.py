@@ -94,13 +94,17 @@ class ProtectionOps:
             raise _err(f"libvirt could not delete snapshot {name}", e) from e
 
     def commit_active(self, uuid: str, disk: str, progress: Callable[[str], None] | None = None) -> None:
-        """Merge the active overlay of a running VM's disk into its backing file and pivot onto it."""
+        """Merge the active overlay of a running VM's disk into its backing file and pivot onto it.
+
+        Shallow: without it libvirt merges into the deepest file of the chain, which for a
+        linked clone is the image every other clone of it shares."""
         lock = self.drv._lock
         with lock:
             dom = self._dom(uuid)
         try:
             with lock:
-                dom.blockCommit(disk, None, None, 0, libvirt.VIR_DOMAIN_BLOCK_COMMIT_ACTIVE)
+                dom.blockCommit(disk, None, None, 0, libvirt.VIR_DOMAIN_BLOCK_COMMIT_ACTIVE
+                               | libvirt.VIR_DOMAIN_BLOCK_COMMIT_SHALLOW)
             while True:
                 with lock:
                     info = dom.blockJobInfo(disk, 0)
