@@ -6,6 +6,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.core.conftest import eventually
+from vpool.services import migration
 from vpool.services.migration import MigrationService
 from vpool.store.migration_tables import Migration
 
@@ -99,21 +100,34 @@ def test_policy_reads_and_changes_and_refuses_nonsense(api):
     assert (policy["postcopy"], policy["postcopy_after_s"], policy["max_incoming"]) == ("auto", 30, 2)
 
 
-def test_a_restart_settles_the_bookings_it_finds(pool):
+def test_a_restart_settles_the_bookings_it_finds(pool, monkeypatch):
     """A control plane that died mid-migration left a booking and a VM marked migrating: the
-    next one ends the booking and hands the VM back to the reconciler."""
+    next one ends the booking, defines again the snapshots it had set aside, and hands the VM
+    back to the reconciler."""
     h1, h2 = (pool.get(f"/hosts/{h}").json()["id"] for h in ("h1", "h2"))
     with pool.cp.store.session() as s:
         vm = pool.cp.vms.get(s, "a")
+        dom = pool.cp.connections.driver(h1).conn.lookupByUUIDString(vm.uuid)
+        snapshot = dom.snapshotCreateXML("<domainsnapshot><name>s1</name></domainsnapshot>", 0)
+        carried = {"snapshots": [{"name": "s1", "xml": snapshot.getXMLDesc(0), "current": True}], "checkpoints": []}
+        snapshot.delete(0)  # as if set aside (the test driver has no metadata-only delete)
         s.add(Migration(vm_id=vm.id, vm_name="a", vm_uuid=vm.uuid, source="h1", destination="h2", state="running",
-                        source_host_id=h1, destination_host_id=h2, cpus=1, memory_mib=1024, disk_gib=1))
+                        source_host_id=h1, destination_host_id=h2, cpus=1, memory_mib=1024, disk_gib=1,
+                        carried=carried))
         vm.state = "migrating"
         s.commit()
     assert pool.get("/hosts/h2").json()["capacity"]["memory_mib"]["allocated"] == 1024
-    assert MigrationService(pool.cp).recover() == ["a"]
+    # set aside while it moves, and listed from the booking meanwhile
+    assert [(x["name"], x["current"]) for x in pool.get("/vms/a/snapshots").json()["snapshots"]] == [("s1", True)]
+    # What the hosts would answer (a simulated host's state lives in the control plane's own
+    # connection, which the recovery's fresh connections do not share): it runs on its source.
+    monkeypatch.setattr(migration, "source_job_abort", lambda uri, uuid: "running")
+    monkeypatch.setattr(migration, "_state_at", lambda uri, uuid: "missing")
+    assert MigrationService(pool.cp, pool.cp.migrations.busy).recover() == ["a"]
     assert pool.get("/hosts/h2").json()["capacity"]["memory_mib"]["allocated"] == 0
     last = pool.get("/vms/a/migrations").json()["items"][0]
-    assert last["state"] == "failed" and "restarted" in last["error"]
+    assert last["state"] == "failed" and "restarted" in last["error"] and "snapshots" not in last["error"]
+    assert [(x["name"], x["current"]) for x in pool.get("/vms/a/snapshots").json()["snapshots"]] == [("s1", True)]
     assert eventually(lambda: pool.get("/vms/a").json()["state"] == "running", timeout=15)  # the reconciler's again
     assert pool.get("/vms/a").json()["host"] == "h1"
 

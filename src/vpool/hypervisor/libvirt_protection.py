@@ -93,6 +93,55 @@ class ProtectionOps:
         except libvirt.libvirtError as e:
             raise _err(f"libvirt could not delete snapshot {name}", e) from e
 
+    def snapshot_definitions(self, uuid: str) -> list[dict]:
+        """Each snapshot's metadata ({name, xml, current}), parents first. libvirt 9.0 refuses to
+        migrate a domain with snapshots (``forget_snapshots`` first), though internal ones live
+        in the disk image and go wherever it goes; ``redefine`` puts the metadata back."""
+        try:
+            return [{"name": s.getName(), "xml": s.getXMLDesc(libvirt.VIR_DOMAIN_SNAPSHOT_XML_SECURE),
+                     "current": bool(s.isCurrent(0))}
+                    for s in self._dom(uuid).listAllSnapshots(libvirt.VIR_DOMAIN_SNAPSHOT_LIST_TOPOLOGICAL)]
+        except libvirt.libvirtError as e:
+            raise _err("cannot read the snapshots", e) from e
+
+    def checkpoint_definitions(self, uuid: str) -> list[dict]:
+        """Each backup checkpoint's metadata ({name, xml}), parents first. A migration moves the
+        dirty bitmaps with the disk but not this, so without it the next backup is a full one."""
+        try:
+            return [{"name": c.getName(), "xml": c.getXMLDesc(libvirt.VIR_DOMAIN_CHECKPOINT_XML_SECURE)}
+                    for c in self._dom(uuid).listAllCheckpoints(libvirt.VIR_DOMAIN_CHECKPOINT_LIST_TOPOLOGICAL)]
+        except libvirt.libvirtError as e:
+            raise _err("cannot read the checkpoints", e) from e
+
+    def forget_snapshots(self, uuid: str, definitions: list[dict]) -> None:
+        """Removes their metadata only, children first so none is re-parented; all or nothing."""
+        dom = self._dom(uuid)
+        for meta in reversed(definitions):
+            try:
+                dom.snapshotLookupByName(meta["name"], 0).delete(libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY)
+            except libvirt.libvirtError as e:
+                self.redefine(uuid, {"snapshots": definitions})
+                raise _err(f"cannot set snapshot {meta['name']} aside", e) from e
+
+    def redefine(self, uuid: str, carried: dict) -> None:
+        """Defines again the snapshots and checkpoints of ``carried`` the domain lacks (so it can
+        be re-run, and put back on a source that kept some)."""
+        try:
+            dom = self._dom(uuid)
+            have = {s.getName() for s in dom.listAllSnapshots(0)}
+            for meta in carried.get("snapshots", ()):
+                if meta["name"] not in have:
+                    flags = libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE
+                    if meta["current"]:
+                        flags |= libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_CURRENT
+                    dom.snapshotCreateXML(meta["xml"], flags)
+            have = {c.getName() for c in dom.listAllCheckpoints(0)}
+            for meta in carried.get("checkpoints", ()):
+                if meta["name"] not in have:
+                    dom.checkpointCreateXML(meta["xml"], libvirt.VIR_DOMAIN_CHECKPOINT_CREATE_REDEFINE)
+        except libvirt.libvirtError as e:
+            raise _err("cannot define the snapshots and checkpoints again", e) from e
+
     def commit_active(self, uuid: str, disk: str, progress: Callable[[str], None] | None = None) -> None:
         """Merge the active overlay of a running VM's disk into its backing file and pivot onto it.
 

@@ -50,6 +50,10 @@ def parse_snapshot(xml: str, parent: str | None, current: bool) -> SnapshotInfo:
         overlays=tuple(s.get("file") for d in external for s in d.iterfind("source") if s.get("file")))
 
 
+def snapshot_parent(xml: str) -> str | None:
+    return ET.fromstring(xml).findtext("parent/name")
+
+
 def checkpoint_xml(name: str, disks: list[str]) -> str:
     ck = ET.Element("domaincheckpoint")
     _sub(ck, "name", name)

@@ -54,13 +54,13 @@ class ControlPlane:
         self.plans = PlanService(self)
         self.alarms = AlarmService(self)
         self.telemetry = TelemetryService(self)
-        busy = Busy()  # snapshots, backups and clones of one VM never run at once
+        busy = Busy()  # snapshots, backups, clones and migrations of one VM never run at once
         self.snapshots = SnapshotService(self, busy)
         self.backups = BackupService(self, busy, default_repository(self.settings.data_dir))
         self.clones = CloneService(self, busy)
         self.schedules = ScheduleService(self)
         self.drills = DrillService(self)
-        self.migrations = MigrationService(self)
+        self.migrations = MigrationService(self, busy)
         self.maintenance = MaintenanceService(self, self.migrations)  # evacuates by migrating
         self.admin_token = ensure_admin_token(self.store, self.settings.token_file)
         self._stop = threading.Event()

@@ -13,6 +13,10 @@ drains only when TCP gives up, many minutes later), the task settles without wai
 After the switch to post-copy nothing can be rolled back, so a broken link is waited out instead,
 and the move finished when it returns: vpool restarts a broken post-copy stream from where it
 stopped (see ``_await_split``).
+What libvirt does not carry, the task does: snapshot metadata (libvirt 9.0 refuses to migrate a
+domain with snapshots, though internal ones live in the disk image) and backup checkpoints (their
+bitmaps go with the disk, their metadata did not, so the next backup was a full one) are kept in
+the Migration row and defined again wherever the VM ends up.
 """
 
 from __future__ import annotations
@@ -24,12 +28,15 @@ from dataclasses import asdict, dataclass, fields, replace
 
 from sqlalchemy import func, select
 
+from vpool.hypervisor import protection_xml as px
 from vpool.hypervisor.libvirt_driver import LibvirtDriver
 from vpool.hypervisor.libvirt_migration import (ACTIVE, UNREACHABLE, JobProgress, LiveMigration, MigrationSpec,
                                                 resume_postcopy, source_job_abort)
+from vpool.hypervisor.libvirt_protection import ProtectionOps
 from vpool.model.errors import Conflict, HypervisorError, Invalid, NoCapacity
 from vpool.model.states import VMOwnership, VMState
 from vpool.placement import ClusterState, PlacementRequest, place
+from vpool.placement.request import count
 from vpool.services.pool import group_constraints, cluster_state
 from vpool.services.tasks import Cancelled
 from vpool.store.migration_tables import BOOKING, Migration
@@ -173,6 +180,15 @@ def whereabouts(where: str | None, switched: bool, src: str, dst: str, source_st
     return f"it is {source_state} on {src}"
 
 
+def _check_snapshots(snaps: list[px.SnapshotInfo], vm: str, copy_storage: bool) -> None:
+    """On shared storage a VM's snapshots go where it goes: internal ones live in its disk image,
+    overlays beside it, and vpool carries the metadata libvirt 9.0 will not. A disk copy takes
+    only what the guest sees, so there they would be lost."""
+    if snaps and copy_storage:
+        raise Conflict(f"VM {vm} has {count(len(snaps), 'snapshot')}, and a copy-storage migration copies only what "
+                       "the guest sees, so they would be lost; delete them first, or migrate on shared storage")
+
+
 def _without_source(state: ClusterState, host: str) -> ClusterState:
     hosts = [replace(h, tags=h.tags | {CURRENT_HOST}) if h.name == host else h for h in state.hosts]
     return ClusterState.from_records(hosts, state.vms, state.group_policies)
@@ -210,8 +226,9 @@ class _Run:
 
 
 class MigrationService:
-    def __init__(self, cp):
+    def __init__(self, cp, busy):
         self.cp = cp
+        self.busy = busy  # a VM migrates only when no snapshot, backup or clone of it runs
         self._slots = threading.Condition()
         self._out: Counter[int] = Counter()
         self._in: Counter[int] = Counter()
@@ -231,12 +248,32 @@ class MigrationService:
         with self.cp.store.session() as s:
             vm = self.cp.vms.get(s, ref)
             self._check_movable(s, vm)
-            src_id, src_name = vm.host_id, vm.host.name
+            uuid, name, src_id, src_name = vm.uuid, vm.name, vm.host_id, vm.host.name
             if to is not None:
                 target = self.cp.hosts.get(s, to)
                 if target.id == src_id:
                     raise Invalid(f"VM {vm.name} already runs on {target.name}")
-        self.cp.connections.driver(src_id)  # refuse at once when the source is down
+        source = ProtectionOps(self.cp.connections.driver(src_id))  # refuse at once when the source is down
+        release = self.busy.claim(name, "a migration")
+        try:
+            _check_snapshots(source.snapshots(uuid), name, copy_storage)
+            mig_id, task = self._book(ref, to, src_id, src_name, copy_storage, max_downtime_ms, bandwidth_mib_s,
+                                      storage_pool, requested_by)
+        except BaseException:
+            release()
+            raise
+
+        def body(ctx):
+            try:
+                return self._run_task(ctx, mig_id, storage_pool)
+            finally:
+                release()
+
+        return self.cp.runner.start(task, body)
+
+    def _book(self, ref: str, to: str | None, src_id: int, src_name: str, copy_storage: bool,
+              max_downtime_ms: int | None, bandwidth_mib_s: int | None, storage_pool: str, requested_by: str):
+        """The Migration row and its task, or a refusal that changed nothing."""
         with self.cp.store.session() as s, self.cp.store.placement_lock(s):
             vm = self.cp.vms.get(s, ref)
             self._check_movable(s, vm)  # again, under the lock: a second request may have won
@@ -281,11 +318,7 @@ class MigrationService:
         with self.cp.store.session() as s:
             s.get(Migration, mig_id).task_id = task.id
             s.commit()
-
-        def body(ctx):
-            return self._run_task(ctx, mig_id, storage_pool)
-
-        return self.cp.runner.start(task, body)
+        return mig_id, task
 
     def _check_movable(self, s, vm: VM) -> None:
         if vm.ownership != VMOwnership.managed:
@@ -318,7 +351,9 @@ class MigrationService:
                 row = s.get(Migration, mig_id)
                 row.state, row.started_at = "running", utcnow()
                 s.commit()
-            if job["copy"]:
+            if not job["copy"]:  # a copied disk has no snapshots (refused) and starts without bitmaps
+                self._set_metadata_aside(ctx, mig_id, job)
+            else:
                 ctx.progress(3, f"creating {job['name']}'s disk in pool {storage_pool} on {job['dst']}")
                 dst_drv = self.cp.connections.driver(job["dst_id"])
                 job["disk_storage"] = dst_drv.storage_identity(storage_pool)
@@ -334,6 +369,43 @@ class MigrationService:
             if took_slot:
                 self._release_slot(job)
         return self._finish(mig_id, job, run, new_disk)
+
+    def _set_metadata_aside(self, ctx, mig_id: int, job: dict) -> None:
+        """The snapshot and checkpoint metadata libvirt will not carry goes into the Migration row
+        before libvirt forgets any of it, so a control plane that dies mid-way still puts it back
+        where the VM is (``recover``)."""
+        ops = ProtectionOps(self.cp.connections.driver(job["src_id"]))
+        carried = {"snapshots": ops.snapshot_definitions(job["uuid"]),
+                   "checkpoints": ops.checkpoint_definitions(job["uuid"])}
+        if not any(carried.values()):
+            return
+        with self.cp.store.session() as s:
+            s.get(Migration, mig_id).carried = carried
+            s.commit()
+        if carried["snapshots"]:
+            ctx.progress(3, f"setting the metadata of {count(len(carried['snapshots']), 'snapshot')} aside "
+                            "(libvirt 9.0 migrates no domain that has any); the snapshots are in the disk image")
+            ops.forget_snapshots(job["uuid"], carried["snapshots"])
+
+    def _put_metadata_back(self, mig_id: int, uuid: str, host_id: int | None) -> str | None:
+        """Defines the carried metadata again on the host the VM is on. A failure is told, not
+        raised: the VM is where it is either way, and the metadata stays in the row."""
+        with self.cp.store.session() as s:
+            carried = s.get(Migration, mig_id).carried
+        if not carried:
+            return None
+        try:
+            if host_id is None:
+                raise Conflict("it is not known where the VM is")
+            ProtectionOps(self.cp.connections.driver(host_id)).redefine(uuid, carried)
+        except (Conflict, HypervisorError) as e:
+            names = ", ".join(m["name"] for m in carried["snapshots"] + carried["checkpoints"])
+            return (f"its snapshots and backup checkpoints ({names}) could not be defined again: {e}; migration "
+                    f"{mig_id} keeps their metadata")
+        with self.cp.store.session() as s:
+            s.get(Migration, mig_id).carried = None
+            s.commit()
+        return None
 
     def _take_slot(self, ctx, job: dict) -> bool:
         policy = self.policy()
@@ -450,6 +522,9 @@ class MigrationService:
             error = why or run.error or "cancelled after the switch to post-copy, which cannot go back"
             if why and run.unfinished:
                 error = f"{why}; {run.error}"
+        lost_metadata = self._put_metadata_back(mig_id, job["uuid"], host_id)
+        if lost_metadata and state == "failed":
+            error = f"{error}; {lost_metadata}"
         self._end(mig_id, job["vm_id"], state, vm_state, host_id, error=error, stats=stats, switched=run.switched,
                   disk=(new_disk, job.get("disk_storage")) if where == "destination" and new_disk else None)
         self._clean_disks(mig_id, job, where, new_disk)
@@ -467,6 +542,8 @@ class MigrationService:
             result["note"] = f"the link broke during post-copy ({run.interrupted}); " + (
                 "vpool resumed the migration from where it stopped once the hosts reached each other again"
                 if run.resumed else "the hosts finished the migration once it came back")
+        if lost_metadata:
+            result["note"] = "; ".join(filter(None, (result.get("note"), lost_metadata)))
         return result
 
     def _end(self, mig_id: int, vm_id: int, state: str, vm_state: str, host_id: int | None, error: str | None = None,
@@ -552,8 +629,10 @@ class MigrationService:
             where = settle(False, False, source_state, dest_state)
             host_id = {"source": src_id, "destination": dst_id}.get(where)
             vm_state = {"source": source_state, "destination": dest_state}.get(where, VMState.unknown)
+            error = f"{RESTARTED}; the VM was found {'on the ' + where if where else 'nowhere for sure'}"
+            lost_metadata = self._put_metadata_back(mig_id, uuid, host_id)
             self._end(mig_id, vm_id, "failed", vm_state, host_id,
-                      error=f"{RESTARTED}; the VM was found {'on the ' + where if where else 'nowhere for sure'}")
+                      error=f"{error}; {lost_metadata}" if lost_metadata else error)
             settled.append(name)
         return settled
 

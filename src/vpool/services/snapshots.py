@@ -13,12 +13,15 @@ be anyway: the disk went back in time) and restarts a VM a failed revert stopped
 """
 
 import libvirt
+from sqlalchemy import select
+
 from vpool.hypervisor import protection_xml as px
 from vpool.hypervisor.libvirt_protection import ProtectionOps
 from vpool.model.errors import Conflict, HypervisorError, Invalid, NotFound
 from vpool.model.names import check_name
 from vpool.model.states import VMOwnership, VMState
 from vpool.placement.request import count
+from vpool.store.migration_tables import BOOKING, Migration
 from vpool.store.tables import VM, Host
 
 ACTIVE = ("running", "blocked", "paused")
@@ -76,8 +79,20 @@ class SnapshotService:
 
     def list_tree(self, ref: str) -> dict:
         vm = self._vm(ref)
-        snaps = self._ops(vm).snapshots(vm.uuid)
+        snaps = self._carried(vm) if vm.state == VMState.migrating else None
+        if snaps is None:
+            snaps = self._ops(vm).snapshots(vm.uuid)
         return {"vm": vm.name, "current": next((s.name for s in snaps if s.current), None), "snapshots": tree(snaps)}
+
+    def _carried(self, vm: VM) -> list[px.SnapshotInfo] | None:
+        """A migrating VM's snapshots are set aside in its Migration row (libvirt would not move
+        the domain with them), so they are listed from there."""
+        with self.cp.store.session() as s:
+            carried = s.scalar(select(Migration.carried).where(Migration.vm_uuid == vm.uuid,
+                                                               Migration.state.in_(BOOKING)))
+        if not carried:
+            return None
+        return [px.parse_snapshot(m["xml"], px.snapshot_parent(m["xml"]), m["current"]) for m in carried["snapshots"]]
 
     # --- create -------------------------------------------------------------------------------
     def create(self, ref: str, name: str, memory: bool = False, description: str | None = None,

@@ -8,7 +8,7 @@ VMs and hosts are kept by name too (history outlives them), their ids only while
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from vpool.store.tables import Base, utcnow
@@ -48,6 +48,9 @@ class Migration(Base):
                                                          index=True)
     leftover_disk: Mapped[str | None] = mapped_column(String(1024), default=None)
     leftover_storage: Mapped[str | None] = mapped_column(String(64), default=None)  # the storage it is on
+    # The VM's snapshot and checkpoint metadata ({"snapshots": [...], "checkpoints": [...]}),
+    # which libvirt does not carry: kept here until defined again where the VM is.
+    carried: Mapped[dict | None] = mapped_column(JSON, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
