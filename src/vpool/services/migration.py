@@ -185,8 +185,8 @@ def _check_snapshots(snaps: list[px.SnapshotInfo], vm: str, copy_storage: bool) 
     overlays beside it, and vpool carries the metadata libvirt 9.0 will not. A disk copy takes
     only what the guest sees, so there they would be lost."""
     if snaps and copy_storage:
-        raise Conflict(f"VM {vm} has {count(len(snaps), 'snapshot')}, and a copy-storage migration copies only what "
-                       "the guest sees, so they would be lost; delete them first, or migrate on shared storage")
+        raise Conflict(f"VM {vm} has {count(len(snaps), 'snapshot')}, which a copy-storage migration would lose (it "
+                       "copies only what the guest sees); delete the snapshots first, or migrate on shared storage")
 
 
 def _without_source(state: ClusterState, host: str) -> ClusterState:
