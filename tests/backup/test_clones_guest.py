@@ -53,3 +53,29 @@ def test_template_then_linked_and_full_clones(guest_api, vms):
             if api.get(f"/vms/{vm}").status_code == 200:
                 api.task(api.delete(f"/vms/{vm}"), timeout=120)
         api.delete("/images/tpl-t")
+
+
+def test_a_vm_stopped_on_a_snapshot_overlay_is_copied_with_what_it_wrote_since(guest_api, vms):
+    """After a disk-only snapshot the VM writes to an overlay; a template or a full clone of it
+    shut off copied the disk below it, as it was at the snapshot."""
+    api = guest_api
+    vms("tov")
+    wait_up(api, "tov")
+    api.task(api.post("/vms/tov/snapshots", json={"name": "d1"}))  # the VM writes to an overlay from now on
+    api.task(api.post("/vms/tov/stop", json={"timeout": 60}), timeout=90)
+    api.task(api.post("/vms/tov/start"))
+    assert counters(wait_up(api, "tov"))["boots"] == 2  # written to the overlay only
+    api.task(api.post("/vms/tov/stop", json={"timeout": 60}), timeout=90)
+    vms.made.append("tovfull")
+    api.task(api.post("/vms/tov/clone", json={"name": "tovfull", "mode": "full"}), timeout=180)
+    api.task(api.post("/vms/tov/template", json={"name": "tpl-ov"}), timeout=180)
+    try:
+        vms.made.append("tovlinked")
+        api.task(api.post("/vms/tpl-ov/clone", json={"name": "tovlinked"}), timeout=180)
+        assert counters(wait_up(api, "tovfull"))["boots"] == 3
+        assert counters(wait_up(api, "tovlinked"))["boots"] == 3
+    finally:
+        for vm in ("tovlinked", "tovfull"):
+            if api.get(f"/vms/{vm}").status_code == 200:
+                api.task(api.delete(f"/vms/{vm}"), timeout=120)
+        api.delete("/images/tpl-ov")

@@ -52,6 +52,14 @@ class ProtectionOps:
     def disks(self, uuid: str) -> dict[str, str]:
         return px.domain_disks(self._dom(uuid).XMLDesc(0))
 
+    def active_disk(self, uuid: str) -> str:
+        """The one file the VM writes to now: the top of its chain, an external snapshot's
+        overlay while there is one, not the disk it was created with."""
+        disks = self.disks(uuid)
+        if len(disks) != 1:
+            raise HypervisorError(f"vpool copies VMs with one disk, and this one has {len(disks)}")
+        return next(iter(disks.values()))
+
     def is_active(self, uuid: str) -> bool:
         return bool(self._dom(uuid).isActive())
 

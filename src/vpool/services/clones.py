@@ -45,7 +45,7 @@ class CloneService:
                 raise Conflict(f"VM {vm.name} is not a managed, finished VM")
             source_image = vm.image
             host = s.get(Host, vm.host_id)
-            vm_name, uuid, host_id, pool, disk = vm.name, vm.uuid, vm.host_id, host.storage_pool, vm.disk_path
+            vm_name, uuid, host_id, pool = vm.name, vm.uuid, vm.host_id, host.storage_pool
             size = (vm.cpus, vm.memory_mib, vm.disk_gib)
         drv = self.cp.connections.driver(host_id)
         state = drv.state(uuid)
@@ -56,7 +56,7 @@ class CloneService:
         def body(ctx):
             ops = ProtectionOps(drv)
             ctx.progress(10, "folding the disk and its backing image into one file on the host")
-            flat = ops.flat_copy(pool, disk, f"tpl-{name}.qcow2")
+            flat = ops.flat_copy(pool, ops.active_disk(uuid), f"tpl-{name}.qcow2")
             dest_dir = self.cp.settings.images_dir
             dest_dir.mkdir(parents=True, exist_ok=True)
             dest = dest_dir / f"{name}.qcow2"
@@ -123,9 +123,9 @@ class CloneService:
             if vm.ownership != VMOwnership.managed or vm.state in (VMState.creating, VMState.missing):
                 raise Conflict(f"VM {vm.name} is not a managed VM vpool can read the disk of")
             src_host = s.get(Host, vm.host_id)
-            src = (vm.name, vm.uuid, vm.host_id, src_host.storage_pool, vm.disk_path)
+            src = (vm.name, vm.uuid, vm.host_id, src_host.storage_pool)
             size = (vm.cpus, vm.memory_mib, vm.disk_gib, vm.image_id)
-        src_name, uuid, src_host_id, src_pool, disk = src
+        src_name, uuid, src_host_id, src_pool = src
         self.cp.connections.driver(src_host_id)
         release = self.busy.claim(src_name, f"a clone to {new}")
         try:
@@ -145,7 +145,7 @@ class CloneService:
                     copy = self._copy_running(ctx, ops, uuid, src_pool, name)
                 else:
                     ctx.progress(10, f"copying the disk of {src_name}")
-                    copy = ops.flat_copy(src_pool, disk, name)
+                    copy = ops.flat_copy(src_pool, ops.active_disk(uuid), name)
                 release()
                 if not same_host:
                     copy = self._move(ctx, ops, copy, booking)
