@@ -109,3 +109,7 @@ class ControlPlane:
                     self.reconciler.sync_host(host_id)
                 except Exception as e:  # one host failing a sync must not stop the others
                     print(f"vpool: sync of host {host_id} failed: {e}")
+            try:
+                self.migrations.put_back_carried()  # the sync may have found a VM a migration lost track of
+            except Exception as e:
+                print(f"vpool: putting back the snapshots migrations set aside failed: {e}")

@@ -595,6 +595,17 @@ class MigrationService:
                 row.leftover_host_id, row.leftover_disk, row.leftover_storage = host_id, path, storage
                 s.commit()
 
+    def put_back_carried(self) -> list[str]:
+        """Defines the metadata an ended migration could not put back (where the VM was not known,
+        or its host refused) once the reconciler knows where the VM is. Returns the VMs done."""
+        with self.cp.store.session() as s:
+            rows = [(m.id, vm.uuid, vm.name, vm.host_id) for m, vm in s.execute(
+                select(Migration, VM).join(VM, Migration.vm_id == VM.id).where(
+                    Migration.carried.is_not(None), Migration.state.not_in(BOOKING),
+                    VM.state.in_((*ACTIVE, VMState.shutoff))))]
+        return [name for mig_id, uuid, name, host_id in rows
+                if host_id in self.cp.connections.drivers and self._put_metadata_back(mig_id, uuid, host_id) is None]
+
     def sweep_leftovers(self, host_id: int) -> None:
         """Removes the disks copy-storage migrations left on a host that was out of reach then,
         unless a VM whose disk is that file (the same path on the same storage) has come since."""

@@ -50,7 +50,7 @@ class Migration(Base):
     leftover_storage: Mapped[str | None] = mapped_column(String(64), default=None)  # the storage it is on
     # The VM's snapshot and checkpoint metadata ({"snapshots": [...], "checkpoints": [...]}),
     # which libvirt does not carry: kept here until defined again where the VM is.
-    carried: Mapped[dict | None] = mapped_column(JSON, default=None)
+    carried: Mapped[dict | None] = mapped_column(JSON(none_as_null=True), default=None)  # None is SQL NULL
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
