@@ -389,7 +389,8 @@ class MigrationService:
 
     def _put_metadata_back(self, mig_id: int, uuid: str, host_id: int | None) -> str | None:
         """Defines the carried metadata again on the host the VM is on. A failure is told, not
-        raised: the VM is where it is either way, and the metadata stays in the row."""
+        raised: the VM is where it is either way, and the metadata stays in the row for
+        ``put_back_carried``."""
         with self.cp.store.session() as s:
             carried = s.get(Migration, mig_id).carried
         if not carried:
@@ -401,7 +402,7 @@ class MigrationService:
         except (Conflict, HypervisorError) as e:
             names = ", ".join(m["name"] for m in carried["snapshots"] + carried["checkpoints"])
             return (f"its snapshots and backup checkpoints ({names}) could not be defined again: {e}; migration "
-                    f"{mig_id} keeps their metadata")
+                    f"{mig_id} keeps their metadata, and vpool defines them where the VM is once it can")
         with self.cp.store.session() as s:
             s.get(Migration, mig_id).carried = None
             s.commit()
