@@ -66,14 +66,8 @@ class ProtectionOps:
     # --- snapshots ----------------------------------------------------------------------------
     def snapshots(self, uuid: str) -> list[px.SnapshotInfo]:
         dom = self._dom(uuid)
-        out = []
         try:
-            for snap in dom.listAllSnapshots(0):
-                try:
-                    parent = snap.getParent().getName()
-                except libvirt.libvirtError:
-                    parent = None
-                out.append(px.parse_snapshot(snap.getXMLDesc(0), parent, bool(snap.isCurrent(0))))
+            out = [px.parse_snapshot(snap.getXMLDesc(0), bool(snap.isCurrent(0))) for snap in dom.listAllSnapshots(0)]
         except libvirt.libvirtError as e:
             raise _err("cannot list snapshots", e) from e
         return sorted(out, key=lambda s: (s.created, s.name))

@@ -36,22 +36,19 @@ def snapshot_xml(name: str, description: str | None, external_files: dict[str, s
     return ET.tostring(snap, encoding="unicode")
 
 
-def parse_snapshot(xml: str, parent: str | None, current: bool) -> SnapshotInfo:
+def parse_snapshot(xml: str, current: bool) -> SnapshotInfo:
+    """From libvirt's snapshot XML, which names the parent too (so no call per snapshot asks)."""
     root = ET.fromstring(xml)
     memory = root.find("memory")
     disks = root.findall("disks/disk")
     external = [d for d in disks if d.get("snapshot") == "external"]
     return SnapshotInfo(
-        name=root.findtext("name") or "", parent=parent, current=current,
+        name=root.findtext("name") or "", parent=root.findtext("parent/name"), current=current,
         state=root.findtext("state") or "unknown", created=int(root.findtext("creationTime") or 0),
         description=root.findtext("description") or "",
         memory=memory is not None and memory.get("snapshot") in ("internal", "external"),
         external=bool(external),
         overlays=tuple(s.get("file") for d in external for s in d.iterfind("source") if s.get("file")))
-
-
-def snapshot_parent(xml: str) -> str | None:
-    return ET.fromstring(xml).findtext("parent/name")
 
 
 def checkpoint_xml(name: str, disks: list[str]) -> str:

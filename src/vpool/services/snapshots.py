@@ -92,7 +92,7 @@ class SnapshotService:
                                                                Migration.state.in_(BOOKING)))
         if not carried:
             return None
-        return [px.parse_snapshot(m["xml"], px.snapshot_parent(m["xml"]), m["current"]) for m in carried["snapshots"]]
+        return [px.parse_snapshot(m["xml"], m["current"]) for m in carried["snapshots"]]
 
     # --- create -------------------------------------------------------------------------------
     def create(self, ref: str, name: str, memory: bool = False, description: str | None = None,
