@@ -180,11 +180,11 @@ def whereabouts(where: str | None, switched: bool, src: str, dst: str, source_st
     return f"it is {source_state} on {src}"
 
 
-def _check_snapshots(snaps: list[px.SnapshotInfo], vm: str, copy_storage: bool) -> None:
+def _refuse_losing_snapshots(snaps: list[px.SnapshotInfo], vm: str) -> None:
     """On shared storage a VM's snapshots go where it goes: internal ones live in its disk image,
     overlays beside it, and vpool carries the metadata libvirt 9.0 will not. A disk copy takes
     only what the guest sees, so there they would be lost."""
-    if snaps and copy_storage:
+    if snaps:
         raise Conflict(f"VM {vm} has {count(len(snaps), 'snapshot')}, which a copy-storage migration would lose (it "
                        "copies only what the guest sees); delete the snapshots first, or migrate on shared storage")
 
@@ -253,10 +253,11 @@ class MigrationService:
                 target = self.cp.hosts.get(s, to)
                 if target.id == src_id:
                     raise Invalid(f"VM {vm.name} already runs on {target.name}")
-        source = ProtectionOps(self.cp.connections.driver(src_id))  # refuse at once when the source is down
+        source = self.cp.connections.driver(src_id)  # refuse at once when the source is down
         release = self.busy.claim(name, "a migration")
         try:
-            _check_snapshots(source.snapshots(uuid), name, copy_storage)
+            if copy_storage:
+                _refuse_losing_snapshots(ProtectionOps(source).snapshots(uuid), name)
             mig_id, task = self._book(ref, to, src_id, src_name, copy_storage, max_downtime_ms, bandwidth_mib_s,
                                       storage_pool, requested_by)
         except BaseException:
