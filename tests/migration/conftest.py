@@ -17,6 +17,7 @@ import pytest
 
 from vpool.lab.hosts import Lab
 from vpool.lab.network import Topology, lease_file
+from vpool.model.states import TaskState
 from vpool.services.controlplane import ControlPlane
 from tests.core.conftest import Api, api, cp, eventually, make_settings, settings
 from tests.guests import counters, status, wait_up
@@ -94,8 +95,8 @@ def in_phase(pool: Api, task_id: int, phase: Callable[[str], bool], timeout: flo
     """
     def check():
         t = pool.get(f"/tasks/{task_id}").json()
-        ended = t["state"] in ("succeeded", "failed", "cancelled")
-        return t if ended or t["state"] == "running" and phase(t["message"] or "") else None
+        state = TaskState(t["state"])
+        return t if state.finished or state == TaskState.running and phase(t["message"] or "") else None
     return eventually(check, timeout=timeout, interval=0.2)
 
 

@@ -100,31 +100,38 @@ def test_policy_reads_and_changes_and_refuses_nonsense(api):
     assert (policy["postcopy"], policy["postcopy_after_s"], policy["max_incoming"]) == ("auto", 30, 2)
 
 
-def _set_aside(pool, host_id: int, uuid: str) -> dict:
-    """A snapshot s1 of the VM, as a migration sets it aside (the test driver has no
-    metadata-only delete, so it is deleted outright)."""
-    dom = pool.cp.connections.driver(host_id).conn.lookupByUUIDString(uuid)
-    snapshot = dom.snapshotCreateXML("<domainsnapshot><name>s1</name></domainsnapshot>", 0)
-    carried = {"snapshots": [{"name": "s1", "xml": snapshot.getXMLDesc(0), "current": True}], "checkpoints": []}
-    snapshot.delete(0)
-    return carried
+def _migration_of_a(pool, state: str, with_snapshot: bool) -> Migration:
+    """A migration row of VM a from h1 to h2; with_snapshot: a snapshot s1 of a, set aside in it
+    as a migration does (the test driver has no metadata-only delete, so s1 is deleted outright)."""
+    h1, h2 = (pool.get(f"/hosts/{h}").json()["id"] for h in ("h1", "h2"))
+    with pool.cp.store.session() as s:
+        vm = pool.cp.vms.get(s, "a")
+    carried = None
+    if with_snapshot:
+        dom = pool.cp.connections.driver(h1).conn.lookupByUUIDString(vm.uuid)
+        snapshot = dom.snapshotCreateXML("<domainsnapshot><name>s1</name></domainsnapshot>", 0)
+        carried = {"snapshots": [{"name": "s1", "xml": snapshot.getXMLDesc(0), "current": True}], "checkpoints": []}
+        snapshot.delete(0)
+    return Migration(vm_id=vm.id, vm_name="a", vm_uuid=vm.uuid, source="h1", destination="h2", state=state,
+                     source_host_id=h1, destination_host_id=h2, cpus=1, memory_mib=1024, disk_gib=1, carried=carried)
+
+
+def _snapshots_of_a(pool) -> list[tuple[str, bool]]:
+    return [(x["name"], x["current"]) for x in pool.get("/vms/a/snapshots").json()["snapshots"]]
 
 
 def test_a_restart_settles_the_bookings_it_finds(pool, monkeypatch):
     """A control plane that died mid-migration left a booking and a VM marked migrating: the
     next one ends the booking, defines again the snapshots it had set aside, and hands the VM
     back to the reconciler."""
-    h1, h2 = (pool.get(f"/hosts/{h}").json()["id"] for h in ("h1", "h2"))
+    row = _migration_of_a(pool, "running", with_snapshot=True)
     with pool.cp.store.session() as s:
-        vm = pool.cp.vms.get(s, "a")
-        s.add(Migration(vm_id=vm.id, vm_name="a", vm_uuid=vm.uuid, source="h1", destination="h2", state="running",
-                        source_host_id=h1, destination_host_id=h2, cpus=1, memory_mib=1024, disk_gib=1,
-                        carried=_set_aside(pool, h1, vm.uuid)))
-        vm.state = "migrating"
+        s.add(row)
+        pool.cp.vms.get(s, "a").state = "migrating"
         s.commit()
     assert pool.get("/hosts/h2").json()["capacity"]["memory_mib"]["allocated"] == 1024
     # set aside while it moves, and listed from the booking meanwhile
-    assert [(x["name"], x["current"]) for x in pool.get("/vms/a/snapshots").json()["snapshots"]] == [("s1", True)]
+    assert _snapshots_of_a(pool) == [("s1", True)]
     # What the hosts would answer (a simulated host's state lives in the control plane's own
     # connection, which the recovery's fresh connections do not share): it runs on its source.
     monkeypatch.setattr(migration, "source_job_abort", lambda uri, uuid: "running")
@@ -133,7 +140,7 @@ def test_a_restart_settles_the_bookings_it_finds(pool, monkeypatch):
     assert pool.get("/hosts/h2").json()["capacity"]["memory_mib"]["allocated"] == 0
     last = pool.get("/vms/a/migrations").json()["items"][0]
     assert last["state"] == "failed" and "restarted" in last["error"] and "snapshots" not in last["error"]
-    assert [(x["name"], x["current"]) for x in pool.get("/vms/a/snapshots").json()["snapshots"]] == [("s1", True)]
+    assert _snapshots_of_a(pool) == [("s1", True)]
     assert eventually(lambda: pool.get("/vms/a").json()["state"] == "running", timeout=15)  # the reconciler's again
     assert pool.get("/vms/a").json()["host"] == "h1"
 
@@ -141,18 +148,12 @@ def test_a_restart_settles_the_bookings_it_finds(pool, monkeypatch):
 def test_snapshots_an_ended_migration_kept_are_defined_once_the_vm_is_found(pool):
     """A migration that ended without knowing where the VM was keeps its snapshots' metadata;
     once the sync has found the VM, they are defined where it is, once."""
-    h1, h2 = (pool.get(f"/hosts/{h}").json()["id"] for h in ("h1", "h2"))
     with pool.cp.store.session() as s:
-        vm = pool.cp.vms.get(s, "a")
-        s.add(Migration(vm_id=vm.id, vm_name="a", vm_uuid=vm.uuid, source="h1", destination="h2", state="failed",
-                        source_host_id=h1, destination_host_id=h2, cpus=1, memory_mib=1024, disk_gib=1,
-                        carried=_set_aside(pool, h1, vm.uuid)))
-        s.add(Migration(vm_id=vm.id, vm_name="a", vm_uuid=vm.uuid, source="h1", destination="h2", state="failed",
-                        source_host_id=h1, destination_host_id=h2, cpus=1, memory_mib=1024, disk_gib=1))
+        s.add_all([_migration_of_a(pool, "failed", with_snapshot=True), _migration_of_a(pool, "failed", False)])
         s.commit()
-    assert pool.get("/vms/a/snapshots").json()["snapshots"] == []
+    assert _snapshots_of_a(pool) == []
     assert pool.cp.migrations.put_back_carried() == ["a"]
-    assert [(x["name"], x["current"]) for x in pool.get("/vms/a/snapshots").json()["snapshots"]] == [("s1", True)]
+    assert _snapshots_of_a(pool) == [("s1", True)]
     assert pool.cp.migrations.put_back_carried() == []
 
 
