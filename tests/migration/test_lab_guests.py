@@ -3,13 +3,17 @@ alone when running, started when stopped, and adopted first when the data direct
 but the lab kept its domains."""
 
 import dataclasses
+from datetime import timedelta
 
 import libvirt
 import pytest
+from sqlalchemy import update
 
 from tests.core.conftest import Api, eventually, make_settings
 from vpool.services.controlplane import ControlPlane
+from vpool.model.states import VMState
 from vpool.services.serve import ensure_lab_guests
+from vpool.store.tables import VM, utcnow
 
 from .conftest import HOSTS, TOPOLOGY
 
@@ -30,6 +34,14 @@ def _size(api, name):
     return vm["cpus"], vm["memory_mib"], vm["disk_gib"]
 
 
+def _destroy(lab, name):
+    conn = libvirt.open(lab.uri(1))
+    try:
+        conn.lookupByName(name).destroy()
+    finally:
+        conn.close()
+
+
 def test_lab_guests_are_created_started_and_adopted(lab, pool, tmp_path):
     host = HOSTS[0]
     under_way = ensure_lab_guests(pool.cp, [host])
@@ -41,12 +53,19 @@ def test_lab_guests_are_created_started_and_adopted(lab, pool, tmp_path):
         assert _settle(pool.cp, ensure_lab_guests(pool.cp, [host])) == ["succeeded"]
         assert _state(pool, "web1") == ("managed", "running")
 
+        # `make run` after `vpool lab down`: the control plane started before the lab, so the
+        # row still says running though the domain is off. The host is synced before it is trusted.
+        _destroy(lab, "web1")
+        assert eventually(lambda: _state(pool, "web1") == ("managed", "shutoff"))
+        with pool.cp.store.session() as s:
+            s.execute(update(VM).where(VM.name == "web1").values(
+                state=VMState.running, updated_at=utcnow() - timedelta(minutes=1)))
+            s.commit()
+        assert _settle(pool.cp, ensure_lab_guests(pool.cp, [host])) == ["succeeded"]
+        assert _state(pool, "web1") == ("managed", "running")
+
         # A control plane with a new data directory finds the lab's domain and takes it in.
-        conn = libvirt.open(lab.uri(1))
-        try:
-            conn.lookupByName("web1").destroy()
-        finally:
-            conn.close()
+        _destroy(lab, "web1")
         settings = dataclasses.replace(make_settings(tmp_path), sync_interval_s=2.0)
         fresh = ControlPlane(settings)
         fresh.start()

@@ -4,6 +4,7 @@ import os
 import signal
 import sys
 import threading
+import time
 
 from sqlalchemy import select
 
@@ -87,11 +88,26 @@ def start_lab(cp: ControlPlane, hosts: int, guests: int) -> None:
     threading.Thread(target=_tell_how_they_end, args=(cp, under_way), name="lab-guests", daemon=True).start()
 
 
+def _sync_now(cp: ControlPlane, host: str, timeout: float = 30) -> None:
+    """A lab host is down when the control plane starts (the lab comes up after it): its rows
+    still say what ran before the lab went down. Connect and sync it now, so that a guest that is
+    stopped is started, not taken for running."""
+    with cp.store.session() as s:
+        host_id = s.scalar(select(Host.id).where(Host.name == host))
+    deadline = time.monotonic() + timeout
+    while host_id not in cp.connections.drivers and time.monotonic() < deadline:
+        cp.connections.check_all()  # skips a host the watcher is connecting: then wait for it
+        time.sleep(0.2)
+    cp.reconciler.sync_host(host_id)
+
+
 def ensure_lab_guests(cp: ControlPlane, hosts: list[str]) -> list[tuple[str, object]]:
     """webN on the Nth host, running: created when missing, started when stopped (the lab came
     back after a reboot), adopted first when vpool does not manage it (the lab keeps its domains
     when the data directory is wiped). Returns what is under way, as (what, task)."""
     under_way = []
+    for host in hosts:  # a guest may have been migrated to another lab host: all first
+        _sync_now(cp, host)
     for n, host in enumerate(hosts, start=1):
         name = f"web{n}"
         with cp.store.session() as s:
