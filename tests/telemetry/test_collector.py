@@ -30,8 +30,8 @@ def test_devices_are_summed_and_a_reset_counter_gives_no_rate():
     restarted = vm_reading("u", "v", {**stats, "cpu.time": 10**6})  # rebooted: the counter starts over
     assert "cpu_percent" not in vm_rates(r, restarted, 10.0)
     assert vm_rates(r, restarted, 10.0)["disk_read_bytes_per_s"] == 0
-    stopped = vm_reading("u", "v", {**stats, "state.state": 5})
-    assert "cpu_percent" not in vm_rates(r, stopped, 10.0)
+    stopped = vm_reading("u", "v", {**stats, "state.state": 5, "balloon.current": 2**20})
+    assert vm_rates(r, stopped, 10.0) == {}  # not even the configured memory it would have
 
 
 def test_host_rates():

@@ -115,15 +115,18 @@ def _rate(prev: int | None, cur: int | None, dt: float) -> float | None:
 
 
 def vm_rates(prev: VMReading | None, cur: VMReading, dt: float) -> dict[str, float]:
-    """The VM's metrics over the interval dt seconds; a metric with no basis is left out."""
+    """The VM's metrics over the interval dt seconds; a metric with no basis is left out, and a
+    VM that is not running has none (libvirt still reports a stopped VM's configured memory)."""
     out: dict[str, float] = {}
+    if not cur.running:
+        return out
     if cur.balloon_current_kib is not None:
         out["memory_balloon_bytes"] = cur.balloon_current_kib * 1024.0
     if cur.balloon_available_kib is not None and cur.balloon_unused_kib is not None:
         out["memory_used_bytes"] = (cur.balloon_available_kib - cur.balloon_unused_kib) * 1024.0
-    elif cur.balloon_current_kib is not None and cur.running:
+    elif cur.balloon_current_kib is not None:
         out["memory_used_bytes"] = cur.balloon_current_kib * 1024.0
-    if prev is None or dt <= 0 or not cur.running:
+    if prev is None or dt <= 0:
         return out
     cpu = _rate(prev.cpu_time_ns, cur.cpu_time_ns, dt)
     if cpu is not None:
