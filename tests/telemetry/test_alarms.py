@@ -62,6 +62,7 @@ def test_api_refuses_bad_rules_and_changes_nothing(tapi, tmp_path):
             ({"scope": "rack"}, 422, "scope"), ({"metric": "temperature"}, 422, "unknown"),
             ({"metric": "cpu_percent.anomaly"}, 422, "unknown"), ({"comparison": "=="}, 422, "comparison"),
             ({"for": "soon"}, 422, "duration"), ({"webhook": "ftp://x/y"}, 422, "webhook"),
+            ({"webhook": "http://127.0.0.1/a b"}, 422, "webhook"), ({"comparison": None}, 422, "needs a comparison"),
             ({"kind": "anomaly", "comparison": None, "value": 3}, 422, "(0, 1]"), ({"kind": "anomaly", "comparison": "<"}, 422, ">="),
             ({"scope": "pool", "metric": "vms", "target": "x"}, 422, "no target"),
             ({"target": "ghost"}, 404, "no vm 'ghost'"), ({"scope": "host", "target": "ghost",

@@ -64,6 +64,8 @@ class AlarmService:
                 raise Invalid("an anomaly alarm fires when the score is >= its value; leave the comparison out")
             if not 0 < value <= 1:
                 raise Invalid(f"an anomaly score lies in (0, 1]; {value} can never be crossed usefully")
+        elif comparison is None:
+            raise Invalid(f"a threshold alarm needs a comparison: one of {', '.join(COMPARISONS)}")
         elif comparison not in COMPARISONS:
             raise Invalid(f"comparison {comparison!r} is not one of {', '.join(COMPARISONS)}")
         if not math.isfinite(value):
@@ -72,7 +74,8 @@ class AlarmService:
             raise Invalid(f"for must be a duration of zero or more, got {for_s}")
         if webhook is not None:
             url = urlparse(webhook)
-            if url.scheme not in ("http", "https") or not url.hostname:
+            if url.scheme not in ("http", "https") or not url.hostname or not webhook.isprintable() \
+                    or any(c.isspace() for c in webhook):
                 raise Invalid(f"webhook {webhook!r} is not an http:// or https:// URL")
         with self.cp.store.session() as s:
             if target is not None:
