@@ -56,6 +56,20 @@ def test_errors_are_one_line_and_exit_non_zero(server, tmp_path):
     assert json.loads(vpool("vm", "list", "--json").stdout)["total"] == 0
 
 
+def test_names_stay_names_in_paths_and_messages(server, tmp_path):
+    """A name is one path segment, whatever it holds, and is printed as given (no Rich markup)."""
+    vpool("host", "add", write_sim_host(tmp_path, "cli3", cpus=2, memory_mib=2048), "--name", "cli3")
+    assert vpool("vm", "create", "c3", "--memory", "256M").exit_code == 0
+    for args, words in ((["vm", "show", ".."], "no VM '..'"), (["vm", "show", "c3?x=1"], "no VM 'c3?x=1'"),
+                        (["vm", "show", "a[b]c"], "no VM 'a[b]c'"), (["vm", "delete", "[/]"], "never contain '/'"),
+                        (["vm", "delete", "../hosts/cli3"], "never contain '/'"),
+                        (["host", "remove", "%2e%2e"], "no host '%2e%2e'")):
+        r = vpool(*args)
+        assert r.exit_code == 1 and words in r.stderr, (args, r.output)
+    assert [h["name"] for h in json.loads(vpool("host", "list", "--json").stdout)] == ["cli3"]
+    assert vpool("vm", "delete", "c3").exit_code == 0
+
+
 def test_unreachable_api_says_so(monkeypatch):
     monkeypatch.setenv("VPOOL_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("VPOOL_TOKEN", "x")

@@ -38,6 +38,8 @@ def test_top_stats_and_alarms(server, tapi, tcp, tmp_path):
     assert "web1" in vpool("alarm", "list").stdout
     history = json.loads(vpool("alarm", "history", "hot", "--json").stdout)
     assert [(e["subject"], e["state"]) for e in history] == [("web1", "firing")]
+    shown = vpool("alarm", "show", "hot").stdout.splitlines()
+    assert "cpu_percent > 10 on any vm" in shown[0] and shown[-2].split()[1:4:2] == ["web1", "firing"], shown
     assert vpool("alarm", "delete", "hot").exit_code == 0
     assert json.loads(vpool("alarm", "list", "--json").stdout) == []
 

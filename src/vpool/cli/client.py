@@ -3,12 +3,14 @@
 import json
 import os
 import sys
+from urllib.parse import quote
 
 import httpx
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from vpool.config import Settings
 
@@ -17,7 +19,9 @@ def _console(stderr: bool = False) -> Console:
     """Output piped to a file or grep is not cut at 80 columns, as Rich cuts it by default: a
     terminal's width, or COLUMNS, still rules where there is one."""
     wide = not (sys.stderr if stderr else sys.stdout).isatty() and "COLUMNS" not in os.environ
-    return Console(stderr=stderr, width=200 if wide else None)
+    # No markup: names, descriptions and the server's messages are printed as given ('[/]' in one
+    # would stop the command with MarkupError, '[b]' would vanish); colour goes through Text.
+    return Console(stderr=stderr, width=200 if wide else None, markup=False)
 
 
 console = _console()
@@ -52,8 +56,21 @@ def api_client(url: str, timeout: float = 60.0) -> httpx.Client:
 
 
 def fail(message: str, code: int = 1):
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    err.print(Text.assemble(("error:", "red"), f" {message}"), highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def api_path(template: str, *segments) -> str:
+    """template with each '{}' replaced by one escaped path segment: a name like '..' or 'a?b' is
+    then looked up as that name (and refused) instead of reaching another route. A '/' is refused
+    here: the server decodes '%2F' before routing, so 'web1/snapshots/s1' given to `vm delete`
+    would delete a snapshot."""
+    def segment(value) -> str:
+        if "/" in str(value):
+            fail(f"{str(value)!r} cannot name anything in vpool: names never contain '/'")
+        quoted = quote(str(value), safe="")
+        return quoted.replace(".", "%2E") if set(quoted) <= {"."} else quoted  # '..' is not a step up
+    return template.format(*map(segment, segments))
 
 
 def call(method: str, path: str, **kwargs):
@@ -87,7 +104,10 @@ def call(method: str, path: str, **kwargs):
 
 
 def table(title: str, columns: list[str], rows: list[list]) -> None:
-    """The CLI's one table style: a left-aligned title, empty cells for missing values."""
+    """The CLI's one table style: a left-aligned title, empty cells for missing values, and one
+    line instead of an empty frame when there is nothing to list."""
+    if not rows:
+        return console.print(f"{title}: none")
     t = Table(title=title, title_justify="left")
     for c in columns:
         t.add_column(c)
@@ -101,7 +121,8 @@ def details(record: dict) -> None:
     value, rather than Python's None or a blank."""
     width = max(map(len, record), default=0)
     for key, value in record.items():
-        console.print(f"[bold]{key:>{width}}[/bold]  {'-' if value in (None, '') else value}", highlight=False)
+        console.print(Text.assemble((f"{key:>{width}}", "bold"), f"  {'-' if value in (None, '') else value}"),
+                      highlight=False)
 
 
 def emit_json(data) -> None:
@@ -113,14 +134,14 @@ def follow(task: dict, wait: bool, as_json: bool) -> dict:
     if wait and task["state"] not in FINISHED:
         if as_json or not console.is_terminal:
             while task["state"] not in FINISHED:
-                task = call("GET", f"/tasks/{task['id']}", params={"wait": 5})
+                task = call("GET", api_path("/tasks/{}", task["id"]), params={"wait": 5})
         else:
-            with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                          TextColumn("{task.fields[message]}"), TimeElapsedColumn(), console=console,
+            with Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                          TextColumn("{task.fields[message]}", markup=False), TimeElapsedColumn(), console=console,
                           transient=True) as bar:
                 tid = bar.add_task(f"{task['kind']} {task['target'] or ''}", total=100, message="")
                 while task["state"] not in FINISHED:
-                    task = call("GET", f"/tasks/{task['id']}", params={"wait": 1})
+                    task = call("GET", api_path("/tasks/{}", task["id"]), params={"wait": 1})
                     bar.update(tid, completed=task["progress"], message=task["message"])
     if as_json:
         emit_json(task)
@@ -130,7 +151,7 @@ def follow(task: dict, wait: bool, as_json: bool) -> dict:
         line = f"task {task['id']} {task['kind']} {task['target'] or ''}: {task['state']}"
         if task["state"] == "succeeded":
             note = "" if task.get("message") in (None, "done") else f" ({task['message']})"
-            console.print(f"[green]{line}[/green]{note}", highlight=False)
+            console.print(Text.assemble((line, "green"), note), highlight=False)
         else:
             fail(f"{line}: {task.get('error') or task.get('message')}")
     else:

@@ -6,6 +6,7 @@ only registering the hosts goes through the API, like any other client would.
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from vpool.cli.client import call, console, emit_json, err, fail, follow
 from vpool.lab.hosts import HostStatus, Lab
@@ -31,13 +32,14 @@ def _show(lab: Lab, hosts: list[HostStatus]) -> None:
     for column in ("host", "address", "uri", "libvirtd", "running"):
         table.add_column(column)
     for h in hosts:
-        daemon = ("[green]answers[/green]" if h.answers else "[yellow]alive, silent[/yellow]") if h.libvirtd \
-            else "[red]down[/red]"
+        daemon = (Text("answers", "green") if h.answers else Text("alive, silent", "yellow")) if h.libvirtd \
+            else Text("down", "red")
         table.add_row(h.name, h.address, h.uri, daemon, "" if h.running is None else str(h.running))
     console.print(table)
-    console.print(f"guest network {topo.guest_subnet}.0/24 on bridge {topo.guest_bridge} (isolated), DHCP "
-                  + ("[green]running[/green]" if dhcp and dhcp.alive() else "[red]not running[/red]")
-                  + f"; shared disks in {lab.shared_dir}", highlight=False)
+    console.print(Text.assemble(
+        f"guest network {topo.guest_subnet}.0/24 on bridge {topo.guest_bridge} (isolated), DHCP ",
+        ("running", "green") if dhcp and dhcp.alive() else ("not running", "red"),
+        f"; shared disks in {lab.shared_dir}"), highlight=False)
 
 
 def _register(lab: Lab, hosts: list[HostStatus]) -> None:

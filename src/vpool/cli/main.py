@@ -5,7 +5,7 @@ from pathlib import Path
 import typer
 
 from vpool.cli import lab, plan
-from vpool.cli.client import JSON, NO_WAIT, call, console, details, emit_json, fail, follow, table
+from vpool.cli.client import JSON, api_path, NO_WAIT, call, console, details, emit_json, fail, follow, table
 
 app = typer.Typer(help="vpool: one virtual resource pool out of libvirt hosts.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -83,7 +83,7 @@ def host_list(as_json: bool = JSON):
 @host_app.command("show")
 def host_show(name: str, as_json: bool = JSON):
     """One host: facts, policy, capacity, allocated and free."""
-    h = call("GET", f"/hosts/{name}")
+    h = call("GET", api_path("/hosts/{}", name))
     if as_json:
         return emit_json(h)
     shared = ", ".join(h["shares_storage_with"]) or "no other host"
@@ -100,7 +100,7 @@ def host_show(name: str, as_json: bool = JSON):
 @host_app.command("remove")
 def host_remove(name: str):
     """Take a host out of the pool (it must run no managed VMs)."""
-    call("DELETE", f"/hosts/{name}")
+    call("DELETE", api_path("/hosts/{}", name))
     console.print(f"host {name} removed")
 
 
@@ -111,7 +111,7 @@ def host_maintenance(mode: str = typer.Argument(..., help="on or off"), name: st
     named with the reason); off: back in service."""
     if mode not in ("on", "off"):
         fail(f"maintenance takes 'on' or 'off', not {mode!r}")
-    task = follow(call("POST", f"/hosts/{name}/maintenance", json={"mode": mode}), True, as_json)
+    task = follow(call("POST", api_path("/hosts/{}/maintenance", name), json={"mode": mode}), True, as_json)
     moved = (task.get("result") or {}).get("moved") or {}
     if not as_json:
         for vm, dest in moved.items():
@@ -127,7 +127,7 @@ def host_set(name: str, cpu_ratio: float = typer.Option(None), ram_ratio: float 
     """Per-host allocation ratios and reservations (override the pool defaults)."""
     body = {"cpu_ratio": cpu_ratio, "ram_ratio": ram_ratio, "disk_ratio": disk_ratio, "reserved_cpus": reserved_cpus,
             "reserved_memory_mib": reserved_memory, "reserved_disk_gib": reserved_disk}
-    h = call("PATCH", f"/hosts/{name}", json={k: v for k, v in body.items() if v is not None})
+    h = call("PATCH", api_path("/hosts/{}", name), json={k: v for k, v in body.items() if v is not None})
     emit_json(h) if as_json else console.print(f"host {name}: policy {h['policy']}")
 
 
@@ -175,7 +175,7 @@ def vm_create(name: str, cpus: int = typer.Option(None, help="vCPUs (default: th
 
 def _power(op: str, doc: str):
     def command(name: str, no_wait: bool = NO_WAIT, as_json: bool = JSON):
-        _post_task(f"/vms/{name}/{op}", None, no_wait, as_json)
+        _post_task(api_path("/vms/{}/{}", name, op), None, no_wait, as_json)
     command.__doc__ = doc
     vm_app.command(op)(command)
 
@@ -190,13 +190,13 @@ def vm_stop(name: str, force: bool = typer.Option(False, "--force", help="Power 
             timeout: float = typer.Option(60, help="Seconds to wait for ACPI shutdown before powering off."),
             no_wait: bool = NO_WAIT, as_json: bool = JSON):
     """Stop a VM: ACPI shutdown first, forced power-off after the timeout."""
-    _post_task(f"/vms/{name}/stop", {"force": force, "timeout": timeout}, no_wait, as_json)
+    _post_task(api_path("/vms/{}/stop", name), {"force": force, "timeout": timeout}, no_wait, as_json)
 
 
 @vm_app.command("delete")
 def vm_delete(name: str, no_wait: bool = NO_WAIT, as_json: bool = JSON):
     """Delete a VM and its disk."""
-    follow(call("DELETE", f"/vms/{name}"), not no_wait, as_json)
+    follow(call("DELETE", api_path("/vms/{}", name)), not no_wait, as_json)
 
 
 @vm_app.command("list")
@@ -218,7 +218,7 @@ def vm_list(host: str = typer.Option(None), state: str = typer.Option(None),
 @vm_app.command("show")
 def vm_show(name: str, as_json: bool = JSON):
     """One VM, with its address when the guest has one."""
-    v = call("GET", f"/vms/{name}")
+    v = call("GET", api_path("/vms/{}", name))
     if as_json:
         return emit_json(v)
     details(v)
@@ -245,7 +245,7 @@ def flavor_list(as_json: bool = JSON):
 
 @flavor_app.command("delete")
 def flavor_delete(name: str):
-    call("DELETE", f"/flavors/{name}")
+    call("DELETE", api_path("/flavors/{}", name))
     console.print(f"flavor {name} deleted")
 
 
@@ -268,7 +268,7 @@ def group_list(as_json: bool = JSON):
 
 @group_app.command("delete")
 def group_delete(name: str):
-    call("DELETE", f"/groups/{name}")
+    call("DELETE", api_path("/groups/{}", name))
     console.print(f"group {name} deleted")
 
 
@@ -280,7 +280,7 @@ def image_import(file: Path = typer.Argument(..., exists=True, dir_okay=False, r
     """Upload a qcow2 or raw disk image to the control plane."""
     name = name or file.name.split(".")[0]
     with open(file, "rb") as fh:
-        img = call("PUT", f"/images/{name}", content=fh, headers={"Content-Type": "application/octet-stream"})
+        img = call("PUT", api_path("/images/{}", name), content=fh, headers={"Content-Type": "application/octet-stream"})
     emit_json(img) if as_json else console.print(f"image {img['name']}: {img['format']}, "
                                                  f"{img['virtual_size_bytes'] // 2**20} MiB virtual")
 
@@ -303,7 +303,7 @@ def image_list(as_json: bool = JSON):
 
 @image_app.command("delete")
 def image_delete(name: str):
-    call("DELETE", f"/images/{name}")
+    call("DELETE", api_path("/images/{}", name))
     console.print(f"image {name} deleted")
 
 
@@ -323,7 +323,7 @@ def task_list(state: str = typer.Option(None), kind: str = typer.Option(None), t
 
 @task_app.command("show")
 def task_show(task_id: int, as_json: bool = JSON):
-    t = call("GET", f"/tasks/{task_id}")
+    t = call("GET", api_path("/tasks/{}", task_id))
     if as_json:
         return emit_json(t)
     details(t)
@@ -332,12 +332,12 @@ def task_show(task_id: int, as_json: bool = JSON):
 @task_app.command("wait")
 def task_wait(task_id: int, as_json: bool = JSON):
     """Wait for a task to end, with a progress bar; exit 1 if it failed or was cancelled."""
-    follow(call("GET", f"/tasks/{task_id}"), True, as_json)
+    follow(call("GET", api_path("/tasks/{}", task_id)), True, as_json)
 
 
 @task_app.command("cancel")
 def task_cancel(task_id: int, as_json: bool = JSON):
-    t = call("POST", f"/tasks/{task_id}/cancel")
+    t = call("POST", api_path("/tasks/{}/cancel", task_id))
     emit_json(t) if as_json else console.print(f"task {task_id}: cancel requested")
 
 

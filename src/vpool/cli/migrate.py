@@ -3,7 +3,7 @@
 import typer
 from rich.table import Table
 
-from vpool.cli.client import JSON, call, console, details, emit_json, fail, follow
+from vpool.cli.client import JSON, api_path, call, console, details, emit_json, fail, follow
 
 
 
@@ -22,7 +22,7 @@ def migrate(name: str, to: str = typer.Option(None, "--to", help="Destination ho
             no_wait: bool = typer.Option(False, "--no-wait", help="Return at once with the task."),
             as_json: bool = JSON):
     """Live-migrate a running VM to another host; `vpool task cancel ID` aborts it (the VM stays)."""
-    task = follow(call("POST", f"/vms/{name}/migrate", json={
+    task = follow(call("POST", api_path("/vms/{}/migrate", name), json={
         "to": to, "copy_storage": copy_storage, "storage_pool": storage_pool, "max_downtime_ms": max_downtime,
         "bandwidth_mib_s": bandwidth}), not no_wait, as_json)
     r = task.get("result") or {}
@@ -34,7 +34,7 @@ def migrate(name: str, to: str = typer.Option(None, "--to", help="Destination ho
 
 def migrations(name: str, as_json: bool = JSON):
     """A VM's migrations, newest first."""
-    items = call("GET", f"/vms/{name}/migrations")["items"]
+    items = call("GET", api_path("/vms/{}/migrations", name))["items"]
     if as_json:
         return emit_json(items)
     table = Table(title=f"Migrations of {name}", title_justify="left")

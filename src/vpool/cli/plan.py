@@ -14,7 +14,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from vpool.cli.client import JSON, call, console, err
+from vpool.cli.client import JSON, api_path, call, console, fail
 from vpool.placement.htools import HtoolsError, new_disks, read_htools
 from vpool.placement.report import plan_report
 
@@ -25,25 +25,20 @@ HTOOLS = typer.Option(None, "--htools", help="Plan from a Ganeti htools text fil
                                              "the live pool (no server needed).")
 
 
-def _fail(message: str) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(1)
-
-
 def _report(kind: str, htools: Optional[Path], params: dict, template: Optional[str] = None) -> dict:
     if htools is None:
         if template is not None:
-            _fail("--disk-template needs --htools: a live pool's new disks go to their host's storage")
-        return call("GET", f"/plans/{kind}",
+            fail("--disk-template needs --htools: a live pool's new disks go to their host's storage")
+        return call("GET", api_path("/plans/{}", kind),
                     params={k: v for k, v in params.items() if v is not None})
     try:
         cluster = read_htools(htools.read_text())
         disks = new_disks(template or cluster.new_instance_template)
         return plan_report(kind, cluster.to_state(), params, new_disks=disks)
     except OSError as e:
-        _fail(f"cannot read {htools}: {e.strerror}")
+        fail(f"cannot read {htools}: {e.strerror}")
     except (HtoolsError, ValueError) as e:
-        _fail(f"{htools}: {e}" if isinstance(e, HtoolsError) else str(e))
+        fail(f"{htools}: {e}" if isinstance(e, HtoolsError) else str(e))
 
 
 def _emit(data: dict) -> None:

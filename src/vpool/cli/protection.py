@@ -1,9 +1,10 @@
 """`vpool snapshot|backup|schedule|dr …` and `vpool vm template|clone`: data protection commands."""
 
 import typer
+from rich.text import Text
 from rich.tree import Tree
 
-from vpool.cli.client import JSON, NO_WAIT, call, console, emit_json, fail, follow, table
+from vpool.cli.client import JSON, api_path, NO_WAIT, call, console, emit_json, fail, follow, table
 
 
 snapshot_app = typer.Typer(help="Snapshots: points in a VM's life to go back to.", no_args_is_help=True)
@@ -26,30 +27,30 @@ def snapshot_create(vm: str, name: str,
                     description: str = typer.Option(None, "--description"), no_wait: bool = NO_WAIT,
                     as_json: bool = JSON):
     """Take a snapshot (disk, or disk and memory with --memory)."""
-    follow(call("POST", f"/vms/{vm}/snapshots", json={"name": name, "memory": memory, "description": description}),
+    follow(call("POST", api_path("/vms/{}/snapshots", vm), json={"name": name, "memory": memory, "description": description}),
            not no_wait, as_json)
 
 
 @snapshot_app.command("list")
 def snapshot_list(vm: str, as_json: bool = JSON):
     """The VM's snapshots as a tree; the one the VM is at is marked."""
-    data = call("GET", f"/vms/{vm}/snapshots")
+    data = call("GET", api_path("/vms/{}/snapshots", vm))
     if as_json:
         return emit_json(data)
-    root = Tree(f"[bold]{data['vm']}[/bold]")
+    root = Tree(Text(data["vm"], "bold"))
     nodes = {}
     for s in data["snapshots"]:
-        mark = " [green]<- current[/green]" if s["current"] else ""
         desc = f" — {s['description']}" if s["description"] else ""
-        parent = nodes.get(s["parent"], root)
-        nodes[s["name"]] = parent.add(f"{s['name']}  [dim]{s['kind']}, {s['state']}{desc}[/dim]{mark}")
+        label = Text.assemble(f"{s['name']}  ", (f"{s['kind']}, {s['state']}{desc}", "dim"),
+                              (" <- current", "green") if s["current"] else "")
+        nodes[s["name"]] = nodes.get(s["parent"], root).add(label)
     console.print(root if data["snapshots"] else f"{data['vm']} has no snapshots")
 
 
 @snapshot_app.command("revert")
 def snapshot_revert(vm: str, name: str, no_wait: bool = NO_WAIT, as_json: bool = JSON):
     """Go back to a snapshot; a running VM stays running."""
-    task = follow(call("POST", f"/vms/{vm}/snapshots/{name}/revert"), not no_wait, as_json)
+    task = follow(call("POST", api_path("/vms/{}/snapshots/{}/revert", vm, name)), not no_wait, as_json)
     if not as_json and (task.get("result") or {}).get("note"):
         console.print(task["result"]["note"])
 
@@ -57,7 +58,7 @@ def snapshot_revert(vm: str, name: str, no_wait: bool = NO_WAIT, as_json: bool =
 @snapshot_app.command("delete")
 def snapshot_delete(vm: str, name: str, no_wait: bool = NO_WAIT, as_json: bool = JSON):
     """Delete a snapshot (an overlay is merged back into the disk)."""
-    follow(call("DELETE", f"/vms/{vm}/snapshots/{name}"), not no_wait, as_json)
+    follow(call("DELETE", api_path("/vms/{}/snapshots/{}", vm, name)), not no_wait, as_json)
 
 
 # --- backups ------------------------------------------------------------------------------------
@@ -90,7 +91,7 @@ def backup_verify(vm: str = typer.Argument(None), no_wait: bool = NO_WAIT, as_js
     if not as_json and r:
         console.print(f"{r['ok']} of {r['checked']} backups intact")
         for bad in r["corrupt"]:
-            console.print(f"[red]backup {bad['backup']}[/red]: {'; '.join(bad['problems'])}")
+            console.print(Text.assemble((f"backup {bad['backup']}", "red"), f": {'; '.join(bad['problems'])}"))
         if r["corrupt"]:
             raise typer.Exit(1)
 
@@ -139,7 +140,7 @@ def schedule_list(as_json: bool = JSON):
 @schedule_app.command("show")
 def schedule_show(schedule_id: int, as_json: bool = JSON):
     """A schedule and its runs; missed runs say why."""
-    sc = call("GET", f"/schedules/{schedule_id}")
+    sc = call("GET", api_path("/schedules/{}", schedule_id))
     if as_json:
         return emit_json(sc)
     console.print(f"schedule {sc['id']}: {sc['kind']} {sc['vm']} at {sc['cron']!r}, next {sc['next_run']}")
@@ -149,7 +150,7 @@ def schedule_show(schedule_id: int, as_json: bool = JSON):
 
 @schedule_app.command("delete")
 def schedule_delete(schedule_id: int):
-    call("DELETE", f"/schedules/{schedule_id}")
+    call("DELETE", api_path("/schedules/{}", schedule_id))
     console.print(f"schedule {schedule_id} deleted")
 
 
@@ -161,7 +162,7 @@ def dr_drill(vms: str = typer.Option(..., "--vms", help="Names or patterns, comm
     task = follow(call("POST", "/dr/drills", json={"vms": vms, "target_host": target_host}), not no_wait, as_json)
     drill = (task.get("result") or {}).get("drill")
     if drill and not as_json:
-        console.print(call("GET", f"/dr/drills/{drill}")["summary"], highlight=False)
+        console.print(call("GET", api_path("/dr/drills/{}", drill))["summary"], highlight=False)
 
 
 @dr_app.command("drills")
@@ -178,7 +179,7 @@ def dr_drills(as_json: bool = JSON):
 
 @dr_app.command("show")
 def dr_show(drill_id: int, as_json: bool = JSON):
-    d = call("GET", f"/dr/drills/{drill_id}")
+    d = call("GET", api_path("/dr/drills/{}", drill_id))
     emit_json(d) if as_json else console.print(d["summary"] or f"drill {drill_id} is {d['state']}", highlight=False)
 
 
@@ -186,7 +187,7 @@ def dr_show(drill_id: int, as_json: bool = JSON):
 def vm_template(vm: str, name: str = typer.Option(None, "--name", help="Image name (default tpl-VM)."),
                 no_wait: bool = NO_WAIT, as_json: bool = JSON):
     """Seal a shut-off VM's disk into a read-only base image (a template)."""
-    follow(call("POST", f"/vms/{vm}/template", json={"name": name}), not no_wait, as_json)
+    follow(call("POST", api_path("/vms/{}/template", vm), json={"name": name}), not no_wait, as_json)
 
 
 def vm_clone(src: str, new: str, linked: bool = typer.Option(False, "--linked", help="Thin overlay on a template."),
@@ -197,7 +198,7 @@ def vm_clone(src: str, new: str, linked: bool = typer.Option(False, "--linked", 
     if linked and full:
         fail("choose --linked or --full, not both")
     mode = "linked" if linked else "full" if full else None
-    follow(call("POST", f"/vms/{src}/clone", json={"name": new, "mode": mode, "host": host, "start": not no_start}),
+    follow(call("POST", api_path("/vms/{}/clone", src), json={"name": new, "mode": mode, "host": host, "start": not no_start}),
            not no_wait, as_json)
 
 

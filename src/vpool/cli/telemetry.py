@@ -3,12 +3,15 @@
 import time
 
 import typer
+from rich.console import Group
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
-from vpool.cli.client import JSON, call, console, emit_json, fail
+from vpool.cli.client import JSON, api_path, call, console, emit_json, fail
 
 alarm_app = typer.Typer(help="Alarms: threshold and anomaly rules, their states and history.", no_args_is_help=True)
+TOP_WIDTH = 80  # virt-top's terminal
 TOP_SORT = {"cpu": "cpu_percent", "mem": "memory_used_bytes", "read": "disk_read_bytes_per_s",
             "write": "disk_write_bytes_per_s", "rx": "net_rx_bytes_per_s", "tx": "net_tx_bytes_per_s"}
 
@@ -52,16 +55,28 @@ def _anomaly(metrics: dict) -> float | None:
     return max(scores) if scores else None
 
 
-def toptable(data: dict, sort: str = "cpu", limit: int = 50) -> Table:
-    """One frame of `vpool top`: a line per host, then the busiest VMs."""
-    hosts = ", ".join(f"{h['name']} {'[red]stale[/red]' if h['stale'] else ''}{h['vms']} VMs "
-                      f"{_num(h['metrics'].get('guest_cpu_cores'), '{:.2f}')} cores" for h in data["hosts"])
+def toptable(data: dict, sort: str = "cpu", limit: int = 50) -> Group:
+    """One frame of `vpool top`: the hosts, then the busiest VMs, a line each."""
+    title = Text(f"vpool top: {len(data['vms'])} VMs · every {data['interval_s']:g} s · ")
+    width = len(title)
+    for n, h in enumerate(data["hosts"] or [None]):
+        entry = "no hosts" if h is None else \
+            f"{h['name']} {h['vms']} VMs {_num(h['metrics'].get('guest_cpu_cores'), '{:.2f}')} cores"
+        stale = " stale" if h and h["stale"] else ""
+        if n and width + len(entry) + len(stale) + 2 > TOP_WIDTH:  # a host's entry is never broken in two
+            title.append(",\n")
+            width = 0
+        elif n:
+            title.append(", ")
+            width += 2
+        title.append(entry)
+        title.append(stale, "red")
+        width += len(entry) + len(stale)
     key = TOP_SORT[sort]
     vms = sorted(data["vms"], key=lambda v: v["metrics"].get(key, -1.0), reverse=True)
     # virt-top's layout: a line per VM in 80 columns, numbers of at most five characters under
     # headers that name the unit (bytes and requests per second), the names last
-    table = Table(title=f"vpool top: {len(data['vms'])} VMs · {hosts or 'no hosts'} · every {data['interval_s']:g} s",
-                  title_justify="left", box=None, pad_edge=False, padding=(0, 1, 0, 0), header_style="bold reverse")
+    table = Table(box=None, pad_edge=False, padding=(0, 1, 0, 0), header_style="bold reverse")
     for column in ("%CPU", *(header for header, _, _ in TOP_AMOUNTS), "ANOM"):
         table.add_column(column, justify="right", no_wrap=True, min_width=5)
     table.add_column("host", max_width=12, overflow="ellipsis")  # names have no spaces: cut, never wrapped
@@ -71,7 +86,7 @@ def toptable(data: dict, sort: str = "cpu", limit: int = 50) -> Table:
         table.add_row(_num(m.get("cpu_percent"), "{:.0f}" if m.get("cpu_percent", 0) >= 999.5 else "{:.1f}"),
                       *(_short(m.get(metric), step) for _, metric, step in TOP_AMOUNTS),
                       _num(_anomaly(m), "{:.2f}"), v["host"] or "", v["name"])
-    return table
+    return Group(title, table)
 
 
 def top(host: str = typer.Option(None, help="Only this host's VMs."),
@@ -161,6 +176,8 @@ def alarm_list(as_json: bool = JSON):
     items = call("GET", "/alarms")["items"]
     if as_json:
         return emit_json(items)
+    if not items:
+        return console.print("Alarms: none")
     table = Table(title="Alarms", title_justify="left")
     for column in ("name", "kind", "condition", "firing", "webhook"):
         table.add_column(column)
@@ -169,9 +186,28 @@ def alarm_list(as_json: bool = JSON):
     console.print(table)
 
 
+@alarm_app.command("show")
+def alarm_show(name: str, as_json: bool = JSON):
+    """One alarm: its condition and where it stands for each VM or host it has judged."""
+    a = call("GET", api_path("/alarms/{}", name))
+    if as_json:
+        return emit_json(a)
+    console.print(f"alarm {a['name']} ({a['kind']}): {_condition(a)}; webhook {a['webhook'] or 'none'}",
+                  highlight=False)
+    table = Table(title_justify="left")
+    for column in ("subject", "state", "value", "since"):
+        table.add_column(column)
+    for st in a["states"]:
+        table.add_row(st["subject"], st["state"], _num(st["value"], "{:.4g}"), str(st["changed_at"])[:19])
+    if not table.row_count:
+        return console.print("no subject judged yet (the collector judges each interval)")
+    console.print(table)
+
+
 @alarm_app.command("delete")
 def alarm_delete(name: str):
-    call("DELETE", f"/alarms/{name}")
+    """Delete an alarm with its states and history."""
+    call("DELETE", api_path("/alarms/{}", name))
     console.print(f"alarm {name} deleted")
 
 
