@@ -43,6 +43,16 @@ def _check_rollups(ts: TimeSeries) -> None:
     assert [p[1] for p in raw] == [0.0] * 6
     assert ts.read([a], T0, T0 + 2 * H, None, 1800)[a.id][1] == [T0 / 1000 + 1800, 44.5, 30.0, 59.0]
 
+    # Six minutes more: the 5-minute bucket that closed is rolled up, the hour is not, and the
+    # newest minute is raw only. Every level answers for its own stretch, none twice.
+    for i in range(36):
+        ts.write([Point("vm", "uuid-a", "cpu_percent", "a", "h1", T0 + 2 * H + i * 10_000, float(i))])
+    assert ts.maintain(T0 + 2 * H + 360_000, grace_ms=10_000) == {300: 1, 3600: 0}  # series a, T0 + 2 h
+    five = ts.read([a], T0, T0 + 3 * H, 300, None)[a.id]
+    assert five[-2:] == [[T0 / 1000 + 7200, 14.5, 0.0, 29.0], [T0 / 1000 + 7500, 32.5, 30.0, 35.0]]
+    hour = ts.read([a], T0, T0 + 3 * H, 3600, None)[a.id]
+    assert hour[1:] == [[T0 / 1000 + 3600, 29.5, 0.0, 59.0], [T0 / 1000 + 7200, 17.5, 0.0, 35.0]]
+
 
 def test_rollups_and_queries_on_sqlite(tmp_path):
     _check_rollups(TimeSeries(Store(f"sqlite:///{tmp_path / 'ts.db'}")))

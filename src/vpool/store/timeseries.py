@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from sqlalchemy import delete, func, insert, literal, literal_column, select, tuple_, update
+from sqlalchemy import delete, func, insert, literal, literal_column, select, tuple_, union_all, update
 
 from vpool.store.db import Store
 from vpool.store.telemetry_tables import Rollup, Sample, Series
@@ -166,31 +166,51 @@ class TimeSeries:
     def read(self, series: list[Series], since_ms: int, until_ms: int, native: int | None,
              step_s: int | None) -> dict[int, list[list[float]]]:
         """Points [t seconds, mean, min, max] per series id, in buckets of step seconds when
-        one is given (a step finer than the stored resolution gets the stored resolution)."""
+        one is given (a step finer than the stored resolution gets the stored resolution).
+
+        From rollups, the newest buckets come from the finer data not rolled up yet (rollups
+        run when a 5-minute bucket closes, hourly ones when an hour does): a query over two
+        days still shows the last minutes, and their peak."""
         ids = [x.id for x in series]
         if not ids:
             return {}
+        where = (Sample.series_id.in_(ids), Sample.t >= since_ms, Sample.t < until_ms)
         if native is None and step_s is None:
             q = select(Sample.series_id, Sample.t, Sample.value, Sample.value, Sample.value) \
-                .where(Sample.series_id.in_(ids), Sample.t >= since_ms, Sample.t < until_ms) \
-                .order_by(Sample.series_id, Sample.t)
+                .where(*where).order_by(Sample.series_id, Sample.t)
         elif native is None:
             bucket = _bucket(Sample.t, step_s * 1000)
             q = select(Sample.series_id, bucket, func.avg(Sample.value), func.min(Sample.value),
-                       func.max(Sample.value)) \
-                .where(Sample.series_id.in_(ids), Sample.t >= since_ms, Sample.t < until_ms) \
+                       func.max(Sample.value)).where(*where) \
                 .group_by(Sample.series_id, bucket).order_by(Sample.series_id, bucket)
         else:
-            bucket = _bucket(Rollup.t, max(step_s or native, native) * 1000)
-            q = select(Rollup.series_id, bucket, func.sum(Rollup.total) / func.sum(Rollup.count),
-                       func.min(Rollup.low), func.max(Rollup.high)) \
-                .where(Rollup.series_id.in_(ids), Rollup.step_s == native, Rollup.t >= since_ms,
-                       Rollup.t < until_ms).group_by(Rollup.series_id, bucket).order_by(Rollup.series_id, bucket)
+            with self.store.session() as s:
+                parts = self._levels(s, ids, since_ms, until_ms, native)
+            rows = union_all(*parts).subquery()
+            bucket = _bucket(rows.c.t, max(step_s or native, native) * 1000)
+            q = select(rows.c.series_id, bucket, func.sum(rows.c.total) / func.sum(rows.c.count),
+                       func.min(rows.c.low), func.max(rows.c.high)) \
+                .group_by(rows.c.series_id, bucket).order_by(rows.c.series_id, bucket)
         out: dict[int, list[list[float]]] = {i: [] for i in ids}
         with self.store.session() as s:
             for sid, t, mean, low, high in s.execute(q):
                 out[sid].append([t / 1000.0, float(mean), float(low), float(high)])
         return out
+
+    def _levels(self, s, ids: list[int], since_ms: int, until_ms: int, native: int) -> list:
+        """(series_id, t, count, total, low, high) rows covering [since, until): each rollup
+        level, coarsest first, up to where it has been rolled, then the raw samples after."""
+        parts, start = [], since_ms
+        for step_s in reversed(ROLLUP_STEPS_S[:ROLLUP_STEPS_S.index(native) + 1]):
+            last = s.scalar(select(func.max(Rollup.t)).where(Rollup.step_s == step_s))
+            end = min(until_ms, start if last is None else max(start, last + step_s * 1000))
+            parts.append(select(Rollup.series_id, Rollup.t, Rollup.count, Rollup.total, Rollup.low, Rollup.high)
+                         .where(Rollup.series_id.in_(ids), Rollup.step_s == step_s, Rollup.t >= start,
+                                Rollup.t < end))
+            start = end
+        parts.append(select(Sample.series_id, Sample.t, literal_column("1"), Sample.value, Sample.value, Sample.value)
+                     .where(Sample.series_id.in_(ids), Sample.t >= start, Sample.t < until_ms))
+        return parts
 
 
 def _bucket(t, step_ms: int):
