@@ -3,6 +3,7 @@ every series stored with its anomaly score, a failing or hanging host marked sta
 
 import dataclasses
 import threading
+import time
 
 from tests.core.conftest import Api, eventually, make_settings
 from tests.telemetry.conftest import domain, host_read
@@ -106,3 +107,42 @@ def test_ingest_keeps_rates_per_vm_across_intervals(tcp):
     assert t.latest[("vm", "a")]["cpu_percent"] == 20.0
     assert t.latest[("vm", "a")]["net_rx_bytes_per_s"] == 1000.0
     assert t.latest[("host", "h1")]["cpu_percent"] == 25.0
+
+
+def _feed(cp: ControlPlane, start: float, levels: list[float], cpu: float = 0.0) -> tuple[float, list[float]]:
+    """One VM's CPU at these levels (fractions of a core), one interval each; its scores."""
+    scores = []
+    for i, level in enumerate(levels):
+        cpu += level * 10
+        cp.telemetry.ingest(start + 10 * i, [host_read(start + 10 * i, {"web": domain(cpu)})], {})
+        scores.append(cp.telemetry.latest[("vm", "web")].get("cpu_percent.anomaly", 0.0))
+    return cpu, scores
+
+
+def test_a_restarted_collector_scores_at_once_from_the_stored_history(tmp_path):
+    """A control plane that starts again (an upgrade, a crash, a standby taking over) feeds each
+    new detector the series' stored samples: a spike right after the start is seen, where a
+    detector without history would still be learning for 300 intervals."""
+    spike = [0.21, 0.95, 0.95, 0.95]  # the first interval only sets the counters again
+    settings = dataclasses.replace(make_settings(tmp_path / "a"), telemetry_interval_s=3600.0)
+    start = time.time() - 10 * 410
+    first = ControlPlane(settings)
+    first.start()
+    try:
+        cpu, _ = _feed(first, start, [0.20 + 0.01 * (i % 3) for i in range(400)])
+    finally:
+        first.stop()
+    again = ControlPlane(settings)
+    again.start()
+    try:
+        _, scores = _feed(again, start + 4010, spike, cpu)
+    finally:
+        again.stop()
+    assert max(scores) >= 0.5, scores
+
+    fresh = ControlPlane(dataclasses.replace(make_settings(tmp_path / "b"), telemetry_interval_s=3600.0))
+    fresh.start()
+    try:
+        assert max(_feed(fresh, start + 4010, spike, cpu)[1]) == 0.0  # still learning: no history, no score
+    finally:
+        fresh.stop()

@@ -197,6 +197,7 @@ class TelemetryService:
             with self.cp.store.session() as s:
                 pm = pool_metrics(self.cp.hosts.describe_all(s))
             latest[("pool", "pool")] = self._points(points, "pool", "", "pool", "", t_ms, now, pm)
+            self._score(points, now, latest)
             self.samples_stored += self.series.write(points)
             self.latest, self.placement = latest, placement
             announced = self.cp.alarms.evaluate(latest, now)
@@ -205,19 +206,33 @@ class TelemetryService:
 
     def _points(self, points: list[Point], scope: str, subject: str, name: str, host: str, t_ms: int,
                 now: float, metrics: dict[str, float]) -> dict[str, float]:
-        """Appends the metrics and their anomaly scores; returns both by metric name."""
-        out = dict(metrics)
-        for metric, value in metrics.items():
-            points.append(Point(scope, subject, metric, name, host, t_ms, value))
-            key = (scope, subject, metric)
-            entry = self._detectors.get(key)
-            if entry is None:
-                entry = self._detectors[key] = [self._new_detector(metric), now]
+        """Appends the metrics as points; returns them by metric name (their scores come later)."""
+        points.extend(Point(scope, subject, metric, name, host, t_ms, value) for metric, value in metrics.items())
+        return dict(metrics)
+
+    def _score(self, points: list[Point], now: float, latest: dict[tuple[str, str], dict[str, float]]) -> None:
+        """Scores every point of the interval and appends the scores as points of their own."""
+        new = [(p.scope, p.subject, p.metric) for p in points if (p.scope, p.subject, p.metric) not in self._detectors]
+        if new:
+            self._warm(new, now)
+        for p in list(points):
+            entry = self._detectors[(p.scope, p.subject, p.metric)]
             entry[1] = now
-            score = entry[0].update(now, value)
-            out[anomaly_metric(metric)] = score
-            points.append(Point(scope, subject, anomaly_metric(metric), name, host, t_ms, score))
-        return out
+            score = entry[0].update(now, p.value)
+            latest[(p.scope, p.name)][anomaly_metric(p.metric)] = score
+            points.append(p._replace(metric=anomaly_metric(p.metric), value=score))
+
+    def _warm(self, keys: list[tuple[str, str, str]], now: float) -> None:
+        """New detectors, each first fed the series' stored history: after a restart, a collector
+        process started again or a standby taking over, scoring goes on at once instead of
+        after a whole learning period (50 minutes at 10 s) of silence."""
+        detectors = {key: self._new_detector(key[2]) for key in keys}
+        points = max(d.learning_period for d in detectors.values())
+        history = self.series.recent(keys, int(points * self.interval_s * 1000))
+        for key, detector in detectors.items():
+            for t, value in history[key]:
+                detector.update(t, value)
+            self._detectors[key] = [detector, now]
 
     @staticmethod
     def _new_detector(metric: str) -> Detector:

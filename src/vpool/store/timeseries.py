@@ -155,6 +155,40 @@ class TimeSeries:
         with self.store.session() as s:
             return list(s.scalars(select(Series).where(*where).order_by(Series.name, Series.metric)))
 
+    def recent(self, keys: list[tuple[str, str, str]], span_ms: int) -> dict[tuple[str, str, str],
+                                                                             list[tuple[float, float]]]:
+        """The raw samples of each series named (scope, subject, metric) over the span before the
+        newest sample stored, oldest first, as (t seconds, value): what a detector that starts
+        again after a restart, or on a standby that took over, learns from instead of learning
+        for an hour again. The span ends at the newest sample, not now, so a control plane that
+        was down for a while still finds a full span.
+
+        A range scan of the primary key through the DB-API cursor, as `write` does: 2.7 million
+        rows (1,000 VMs) took 28 s with a window function and 7 s through SQLAlchemy's rows."""
+        out: dict[tuple[str, str, str], list[tuple[float, float]]] = {k: [] for k in keys}
+        with self.store.session() as s:
+            newest = s.scalar(select(func.max(Sample.t)))
+            if newest is None:
+                return out
+            ids = {}
+            for chunk in _chunks(keys, 500):
+                for sid, scope, subject, metric in s.execute(
+                        select(Series.id, Series.scope, Series.subject, Series.metric)
+                        .where(tuple_(Series.scope, Series.subject, Series.metric).in_(chunk))):
+                    ids[sid] = out[(scope, subject, metric)]
+            mark = "?" if s.bind.dialect.paramstyle == "qmark" else "%s"
+            cursor = s.connection().connection.dbapi_connection.cursor()
+            try:
+                for chunk in _chunks(list(ids), 500):
+                    cursor.execute(f"SELECT series_id, t, value FROM {Sample.__tablename__} WHERE t > {mark} AND "
+                                   f"series_id IN ({', '.join([mark] * len(chunk))}) ORDER BY series_id, t",
+                                   (newest - span_ms, *chunk))
+                    for sid, t, value in cursor:
+                        ids[sid].append((t / 1000.0, value))
+            finally:
+                cursor.close()
+        return out
+
     def resolution(self, since_ms: int, now_ms: int) -> int | None:
         """The finest resolution still kept as far back as `since` (None: raw). Raw wins
         whenever it covers the range, because rollups lag the newest bucket by design."""

@@ -56,6 +56,8 @@ __all__ = ["Detector", "ContextNoveltyDetector", "PARAMETERS", "make_detector"]
 class Detector(Protocol):
     """What the control plane feeds: one point at a time, in time order."""
 
+    learning_period: int  # points learnt before any is scored: what a restarted one is fed first
+
     def update(self, timestamp: float, value: float) -> float:
         """Consume one point and return its anomaly score in [0, 1]."""
         ...
