@@ -83,8 +83,8 @@ def start_lab(cp: ControlPlane, hosts: int, guests: int) -> None:
             _wait_task(cp, cp.hosts.add(h.uri, h.name, virt_type, f"bridge:{topology.guest_bridge}"),
                        f"registering {h.name}")
     under_way = ensure_lab_guests(cp, [h.name for h in statuses[:guests]])
-    say(f"lab: {len(statuses)} hosts, guests web1..web{min(guests, len(statuses))} starting "
-        "(vpool vm list; their addresses in vpool vm show NAME)")
+    say(f"lab: {len(statuses)} hosts, guests web1..web{min(guests, len(statuses))} "
+        f"{'starting' if under_way else 'running'} (vpool vm list; their addresses in vpool vm show NAME)")
     threading.Thread(target=_tell_how_they_end, args=(cp, under_way), name="lab-guests", daemon=True).start()
 
 
