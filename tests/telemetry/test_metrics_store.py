@@ -111,7 +111,9 @@ def test_query_api_refuses_bad_input(tapi, tcp, tmp_path):
             ({"vm": "nope"}, 404, "no VM"), ({"host": "nope"}, 404, "no host"),
             ({"host": "q1", "metric": "disk_read_iops"}, 422, "unknown"),
             ({"since": "last week"}, 422, "ISO 8601"), ({"since": "1h", "until": "2h"}, 422, "later"),
-            ({"step": "0s"}, 422, "at least"), ({"step": "-5m"}, 422, "duration")):
+            ({"step": "0s"}, 422, "at least"), ({"step": "-5m"}, 422, "duration"),
+            ({"since": "9" * 400}, 422, "100 years"), ({"since": "99999999999d"}, 422, "100 years"),
+            ({"step": "99999999999999999999s"}, 422, "100 years")):
         r = tapi.get("/metrics/query", params=params)
         assert r.status_code == status and words in r.json()["detail"], (params, r.text)
         assert r.headers["content-type"] == "application/problem+json"

@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 from vpool.model.errors import Invalid
 
 _DURATION_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*")
+LONGEST_S = 100 * 365 * 86400  # beyond it a time no longer fits the store's milliseconds, or means anything
 _SECONDS = {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
@@ -20,15 +21,15 @@ def parse_duration(text: str | float | int, what: str = "duration") -> float:
         seconds = float(m.group(1)) * _SECONDS[m.group(2)]
     if seconds < 0 or seconds != seconds:
         raise Invalid(f"{what} must not be negative, got {text!r}")
+    if seconds > LONGEST_S:
+        raise Invalid(f"{what} {text!r} is longer than vpool can mean: at most 100 years")
     return seconds
 
 
 def parse_instant(text: str, now: float, what: str = "time") -> float:
     """Epoch seconds from "1h" (that long before now; a bare number is seconds before now) or an ISO 8601 time."""
-    try:
+    if isinstance(text, (int, float)) or _DURATION_RE.fullmatch(str(text)):
         return now - parse_duration(text, what)
-    except Invalid:
-        pass
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
