@@ -55,6 +55,15 @@ def test_ratios_have_pool_defaults_and_host_overrides(api, tmp_path):
     assert h["capacity"]["memory_mib"]["usable"] == 10240 - 1024
     assert api.patch("/hosts/h1", json={"cpu_ratio": 0}).status_code == 422
     assert api.patch("/pool/defaults", json={"ram_ratio": -1}).status_code == 422
+    # beyond any host: refused, where it was stored and then broke every description of the host
+    for bad in ({"cpu_ratio": 1e308}, {"reserved_memory_mib": 10**30}, {"reserved_cpus": 10**6},
+                {"cpu_ratio": 2.0, "reserved_disk_gib": 10**9}):
+        for path in ("/hosts/h1", "/pool/defaults"):
+            r = api.patch(path, json=bad)
+            assert r.status_code == 422 and "at most" in r.json()["detail"], (path, bad, r.text)
+    h = api.get("/hosts/h1").json()
+    assert (h["capacity"]["cpus"]["usable"], h["policy"]["cpu_ratio"]) == (80, 8.0)
+    assert api.get("/pool/defaults").json()["cpu_ratio"] == 2.0
 
 
 def test_remove_host(api, tmp_path):

@@ -1,12 +1,17 @@
 """How much of a host may be allocated: Nova's rule, usable = capacity x ratio - reserved."""
 
+import math
 from dataclasses import dataclass
+
+from vpool.model.errors import Invalid
+from vpool.model.resources import MAX_CPUS, MAX_DISK_GIB, MAX_MEMORY_MIB
 
 RESOURCES = ("cpus", "memory_mib", "disk_gib")
 DEFAULTS = {
     "cpu_ratio": 4.0, "ram_ratio": 1.0, "disk_ratio": 1.0,
     "reserved_cpus": 0, "reserved_memory_mib": 512, "reserved_disk_gib": 0,
 }
+MAX_RATIO = 1000.0  # far past any overcommit anyone runs (Nova's default CPU ratio is 16)
 _RATIO = {"cpus": "cpu_ratio", "memory_mib": "ram_ratio", "disk_gib": "disk_ratio"}
 _RESERVED = {"cpus": "reserved_cpus", "memory_mib": "reserved_memory_mib", "disk_gib": "reserved_disk_gib"}
 
@@ -25,6 +30,19 @@ class Line:
     @property
     def free(self) -> int:
         return self.usable - self.allocated
+
+
+def check_setting(key: str, value: float | int, what: str = "pool setting") -> None:
+    """A ratio or a reservation as the pool defaults and each host take it: positive, finite,
+    and within what any host can have (an unbounded one would overflow the database's integers)."""
+    if key not in DEFAULTS:
+        raise Invalid(f"unknown {what} {key!r}; known: {', '.join(DEFAULTS)}")
+    top = MAX_RATIO if key.endswith("ratio") else \
+        {"reserved_cpus": MAX_CPUS, "reserved_memory_mib": MAX_MEMORY_MIB, "reserved_disk_gib": MAX_DISK_GIB}[key]
+    if not math.isfinite(value) or value < 0 or (key.endswith("ratio") and value == 0):
+        raise Invalid(f"{key} must be positive, got {value}")
+    if value > top:
+        raise Invalid(f"{key} {value} is more than any host can use (at most {top:g})")
 
 
 def effective(overrides: dict, defaults: dict) -> dict:

@@ -8,7 +8,7 @@ from sqlalchemy.exc import IntegrityError
 
 from vpool.hypervisor.libvirt_driver import LibvirtDriver
 from vpool.hypervisor.localhost import is_local, kvm_boots_guests
-from vpool.model.capacity import DEFAULTS, capacity_lines
+from vpool.model.capacity import capacity_lines, check_setting
 from vpool.model.errors import Conflict, HypervisorError, Invalid, NotFound
 from vpool.model.names import check_name
 from vpool.services.pool import allocations, host_policy, pool_defaults, set_pool_defaults
@@ -158,11 +158,8 @@ class HostService:
             if maintenance is not None:
                 host.maintenance = maintenance
             for key, value in overrides.items():
-                if key not in DEFAULTS:
-                    raise Invalid(f"unknown host setting {key!r}")
-                if value is not None and (value < 0 or (key.endswith("ratio") and value == 0)):
-                    raise Invalid(f"{key} must be positive, got {value}")
                 if value is not None:
+                    check_setting(key, value, "host setting")
                     setattr(host, key, value)
             s.commit()
             return self.describe(s, host)

@@ -3,8 +3,7 @@
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from vpool.model.capacity import DEFAULTS, effective
-from vpool.model.errors import Invalid
+from vpool.model.capacity import DEFAULTS, check_setting, effective
 from vpool.placement import ClusterState, HostRecord, VMRecord
 from vpool.store.migration_tables import BOOKING, Migration
 from vpool.store.tables import VM, Group, Host, Setting
@@ -20,12 +19,9 @@ def pool_defaults(s: Session) -> dict:
 
 def set_pool_defaults(s: Session, values: dict) -> dict:
     for key, value in values.items():
-        if key not in DEFAULTS:
-            raise Invalid(f"unknown pool setting {key!r}; known: {', '.join(DEFAULTS)}")
-        if value is None:
+        if key in DEFAULTS and value is None:
             continue
-        if value < 0 or (key.endswith("ratio") and value == 0):
-            raise Invalid(f"{key} must be positive, got {value}")
+        check_setting(key, value)
         row = s.get(Setting, key) or Setting(key=key)
         row.value = str(value)
         s.add(row)
