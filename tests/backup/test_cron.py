@@ -38,6 +38,7 @@ def test_leap_day_is_found_years_ahead():
 @pytest.mark.parametrize("text, words", [
     ("0 2 * *", "5 fields"), ("60 * * * *", "out of range"), ("* * * * mon-sun-x", "not a valid"),
     ("*/0 * * * *", "step"), ("5-1 * * * *", "backwards"), ("0 0 31 2 *", "never matches"), ("a * * * *", "not a valid"),
+    ("² * * * *", "not a valid"), ("*/² * * * *", "step"),  # digits to Python, not to int()
 ])
 def test_bad_expressions_say_what_is_wrong(text, words):
     with pytest.raises(Invalid, match=words):

@@ -81,6 +81,13 @@ def test_bad_requests_change_nothing(pool):
         assert r.status_code == 422 and words in r.json()["detail"], r.text
     assert [v["name"] for v in pool.get("/vms", params={"ownership": "managed"}).json()["items"]] == ["web1"]
     assert pool.get("/tasks", params={"kind": "vm.create"}).json()["total"] == 1
+    # ids past the database's 64-bit integers, and digits int() refuses: not found, not a 500
+    huge = "9" * 30
+    for path, status in ((f"/vms/{huge}", 404), ("/vms/²", 404), (f"/tasks/{huge}", 422), ("/tasks/-1", 422),
+                         (f"/backups/{huge}", 422), (f"/schedules/{huge}", 422), (f"/dr/drills/{huge}", 422)):
+        r = pool.get(path)
+        assert r.status_code == status and r.headers["content-type"] == "application/problem+json", (path, r.text)
+    assert pool.get("/vms", params={"offset": huge}).status_code == 422
 
 
 def test_placement_never_goes_above_the_ratios(pool):

@@ -69,7 +69,7 @@ def _field(text: str, index: int) -> frozenset[int]:
         v = v.lower()
         if v in names:
             return names[v]
-        if not v.isdigit():
+        if not (v.isascii() and v.isdigit()):
             raise Invalid(f"{v!r} is not a valid {name}")
         n = int(v)
         if not lo <= n <= hi:
@@ -81,7 +81,7 @@ def _field(text: str, index: int) -> frozenset[int]:
         rng, _, step_text = part.partition("/")
         step = 1
         if step_text:
-            if not step_text.isdigit() or int(step_text) == 0:
+            if not (step_text.isascii() and step_text.isdigit()) or int(step_text) == 0:
                 raise Invalid(f"step {step_text!r} in the {name} field must be a positive number")
             step = int(step_text)
         if rng == "*":

@@ -4,7 +4,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from vpool.api.deps import caller, control_plane
-from vpool.api.routes.common import accepted
+from vpool.api.routes.common import RowId, accepted
 from vpool.services.backups import parse_point
 
 router = APIRouter(tags=["backups"])
@@ -37,7 +37,7 @@ def list_backups(vm: str | None = None, cp=Depends(control_plane)):
 
 
 @router.get("/backups/{backup_id}")
-def show_backup(backup_id: int, cp=Depends(control_plane)):
+def show_backup(backup_id: RowId, cp=Depends(control_plane)):
     return cp.backups.get(backup_id)
 
 

@@ -1,15 +1,21 @@
-"""Pagination and the 202-with-a-task answer shared by the resource routes."""
+"""Pagination, ids in paths and the 202-with-a-task answer shared by the resource routes."""
+
+from typing import Annotated
 
 import orjson
-from fastapi import Query
+from fastapi import Path, Query
 from fastapi.responses import Response
 
 from vpool.services.tasks import describe
+from vpool.store.lookup import MAX_ROW_ID
 from vpool.store.tables import Task
 
 
+RowId = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="the id vpool gave it")]
+
+
 class Page:
-    def __init__(self, limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0)):
+    def __init__(self, limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0, le=MAX_ROW_ID)):
         self.limit, self.offset = limit, offset
 
     def wrap(self, items: list, total: int) -> dict:

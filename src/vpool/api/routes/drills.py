@@ -2,7 +2,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from vpool.api.deps import caller, control_plane
-from vpool.api.routes.common import accepted
+from vpool.api.routes.common import RowId, accepted
 
 router = APIRouter(tags=["disaster recovery"])
 
@@ -24,5 +24,5 @@ def list_drills(cp=Depends(control_plane)):
 
 
 @router.get("/dr/drills/{drill_id}")
-def show_drill(drill_id: int, cp=Depends(control_plane)):
+def show_drill(drill_id: RowId, cp=Depends(control_plane)):
     return cp.drills.show(drill_id)

@@ -2,6 +2,7 @@ from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, Field
 
 from vpool.api.deps import control_plane
+from vpool.api.routes.common import RowId
 
 router = APIRouter(tags=["schedules"])
 
@@ -27,12 +28,12 @@ def create_schedule(body: ScheduleCreate, cp=Depends(control_plane)):
 
 
 @router.get("/schedules/{schedule_id}")
-def show_schedule(schedule_id: int, cp=Depends(control_plane)):
+def show_schedule(schedule_id: RowId, cp=Depends(control_plane)):
     """With its runs, newest first; `missed` runs are due times the control plane was not there for."""
     return cp.schedules.show(schedule_id)
 
 
 @router.delete("/schedules/{schedule_id}", status_code=204)
-def delete_schedule(schedule_id: int, cp=Depends(control_plane)):
+def delete_schedule(schedule_id: RowId, cp=Depends(control_plane)):
     cp.schedules.delete(schedule_id)
     return Response(status_code=204)

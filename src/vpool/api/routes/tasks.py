@@ -3,7 +3,7 @@ import asyncio
 from fastapi import APIRouter, Depends, Query
 
 from vpool.api.deps import control_plane
-from vpool.api.routes.common import Page, fast_json
+from vpool.api.routes.common import Page, RowId, fast_json
 from vpool.model.states import TaskState
 
 router = APIRouter(tags=["tasks"])
@@ -17,7 +17,7 @@ def list_tasks(page: Page = Depends(), state: str | None = None, kind: str | Non
 
 
 @router.get("/tasks/{task_id}")
-async def show_task(task_id: int, wait: float = Query(0, ge=0, le=60, description="seconds to wait for the end"),
+async def show_task(task_id: RowId, wait: float = Query(0, ge=0, le=60, description="seconds to wait for the end"),
                     cp=Depends(control_plane)):
     """With wait > 0 the answer comes when the task ends or the time is up (long polling). While
     the task runs on this control plane's runner the wait looks at the runner, not the store, and
@@ -35,5 +35,5 @@ async def show_task(task_id: int, wait: float = Query(0, ge=0, le=60, descriptio
 
 
 @router.post("/tasks/{task_id}/cancel", status_code=202)
-def cancel_task(task_id: int, cp=Depends(control_plane)):
+def cancel_task(task_id: RowId, cp=Depends(control_plane)):
     return cp.runner.request_cancel(task_id)
