@@ -57,6 +57,7 @@ def test_ratios_have_pool_defaults_and_host_overrides(api, tmp_path):
     assert api.patch("/pool/defaults", json={"ram_ratio": -1}).status_code == 422
     # beyond any host: refused, where it was stored and then broke every description of the host
     for bad in ({"cpu_ratio": 1e308}, {"reserved_memory_mib": 10**30}, {"reserved_cpus": 10**6},
+                {"reserved_cpus": "9" * 400},  # an int too large for a float
                 {"cpu_ratio": 2.0, "reserved_disk_gib": 10**9}):
         for path in ("/hosts/h1", "/pool/defaults"):
             r = api.patch(path, json=bad)

@@ -1,6 +1,5 @@
 """How much of a host may be allocated: Nova's rule, usable = capacity x ratio - reserved."""
 
-import math
 from dataclasses import dataclass
 
 from vpool.model.errors import Invalid
@@ -39,7 +38,7 @@ def check_setting(key: str, value: float | int, what: str = "pool setting") -> N
         raise Invalid(f"unknown {what} {key!r}; known: {', '.join(DEFAULTS)}")
     top = MAX_RATIO if key.endswith("ratio") else \
         {"reserved_cpus": MAX_CPUS, "reserved_memory_mib": MAX_MEMORY_MIB, "reserved_disk_gib": MAX_DISK_GIB}[key]
-    if not math.isfinite(value) or value < 0 or (key.endswith("ratio") and value == 0):
+    if value != value or value < 0 or (key.endswith("ratio") and value == 0):  # NaN is not equal to itself
         raise Invalid(f"{key} must be positive, got {value}")
     if value > top:
         raise Invalid(f"{key} {value} is more than any host can use (at most {top:g})")
