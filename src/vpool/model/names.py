@@ -31,6 +31,8 @@ def parse_size_mib(text: str | int, what: str = "size", default_unit: str = "M")
     mib = value * _MIB_PER_UNIT[unit]
     if mib <= 0:
         raise Invalid(f"{what} must be positive, got {text!r}")
+    if mib == float("inf"):  # 400 digits: float() gives up, and int() of it fails
+        raise Invalid(f"{what} {text!r} is larger than any host vpool can manage")
     return max(1, int(-(-mib // 1)))
 
 
