@@ -65,6 +65,11 @@ def test_ratios_have_pool_defaults_and_host_overrides(api, tmp_path):
     h = api.get("/hosts/h1").json()
     assert (h["capacity"]["cpus"]["usable"], h["policy"]["cpu_ratio"]) == (80, 8.0)
     assert api.get("/pool/defaults").json()["cpu_ratio"] == 2.0
+    # JSON merge patch: null gives the host the pool's default back, and the pool vpool's own
+    h = api.patch("/hosts/h1", json={"cpu_ratio": None}).json()
+    assert (h["policy"]["cpu_ratio"], h["policy"]["reserved_memory_mib"]) == (2.0, 1024)
+    assert api.patch("/pool/defaults", json={"cpu_ratio": None}).json()["cpu_ratio"] == 4.0
+    assert api.get("/hosts/h1").json()["capacity"]["cpus"]["usable"] == 40
 
 
 def test_remove_host(api, tmp_path):

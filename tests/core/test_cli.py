@@ -39,6 +39,11 @@ def test_host_and_vm_commands(server, tmp_path):
     assert json.loads(vpool("vm", "show", "c1", "--json").stdout)["host"] == "cli1"
     shown = dict(line.split(None, 1) for line in vpool("vm", "show", "c1").stdout.splitlines())
     assert (shown["host"], shown["image"], shown["flavor"]) == ("cli1", "-", "-")  # no Python None for people
+    assert vpool("host", "set", "cli1", "--cpu-ratio", 8, "--reserved-memory", 256).exit_code == 0
+    r = vpool("host", "set", "cli1", "--default", "cpu_ratio", "--json")
+    assert json.loads(r.stdout)["policy"]["cpu_ratio"] == 4.0 and json.loads(r.stdout)["policy"]["reserved_memory_mib"] == 256
+    r = vpool("host", "set", "cli1", "--cpu-ratio", 2, "--default", "cpu_ratio")
+    assert r.exit_code == 1 and "choose one" in r.stderr
     assert vpool("vm", "stop", "c1", "--force").exit_code == 0
     assert vpool("vm", "delete", "c1").exit_code == 0
 

@@ -30,6 +30,8 @@ def _sentence(err: dict) -> str:
         return f"the request body is not valid JSON ({why} at character {err['loc'][-1]})"
     if err["type"] == "missing" and tuple(err["loc"]) == ("body",):
         return "the request needs a JSON body"
+    if err["type"] == "extra_forbidden":
+        return f"{_field(err['loc'])} is not something this request takes (a misspelt field?)"
     return f"{_field(err['loc'])}: {err['msg']}"
 
 

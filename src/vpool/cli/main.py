@@ -123,11 +123,19 @@ def host_maintenance(mode: str = typer.Argument(..., help="on or off"), name: st
 def host_set(name: str, cpu_ratio: float = typer.Option(None), ram_ratio: float = typer.Option(None),
              disk_ratio: float = typer.Option(None), reserved_cpus: int = typer.Option(None),
              reserved_memory: int = typer.Option(None, help="MiB kept for the host's own OS."),
-             reserved_disk: int = typer.Option(None, help="GiB kept for the host's own OS."), as_json: bool = JSON):
+             reserved_disk: int = typer.Option(None, help="GiB kept for the host's own OS."),
+             default: list[str] = typer.Option([], "--default", help="Give this setting (e.g. cpu_ratio, "
+                                               "reserved_memory_mib) back to the pool's default; repeatable."),
+             as_json: bool = JSON):
     """Per-host allocation ratios and reservations (override the pool defaults)."""
     body = {"cpu_ratio": cpu_ratio, "ram_ratio": ram_ratio, "disk_ratio": disk_ratio, "reserved_cpus": reserved_cpus,
             "reserved_memory_mib": reserved_memory, "reserved_disk_gib": reserved_disk}
-    h = call("PATCH", api_path("/hosts/{}", name), json={k: v for k, v in body.items() if v is not None})
+    body = {k: v for k, v in body.items() if v is not None}
+    for key in default:
+        if key in body:
+            fail(f"{key} is both set and given back to the pool's default; choose one")
+        body[key] = None  # JSON merge patch: null removes the host's own value
+    h = call("PATCH", api_path("/hosts/{}", name), json=body)
     emit_json(h) if as_json else console.print(f"host {name}: policy {h['policy']}")
 
 

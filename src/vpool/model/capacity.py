@@ -31,11 +31,14 @@ class Line:
         return self.usable - self.allocated
 
 
-def check_setting(key: str, value: float | int, what: str = "pool setting") -> None:
+def check_setting(key: str, value: float | int | None, what: str = "pool setting") -> None:
     """A ratio or a reservation as the pool defaults and each host take it: positive, finite,
-    and within what any host can have (an unbounded one would overflow the database's integers)."""
+    and within what any host can have (an unbounded one would overflow the database's integers).
+    None (no value) passes: it means the default."""
     if key not in DEFAULTS:
         raise Invalid(f"unknown {what} {key!r}; known: {', '.join(DEFAULTS)}")
+    if value is None:
+        return
     top = MAX_RATIO if key.endswith("ratio") else \
         {"reserved_cpus": MAX_CPUS, "reserved_memory_mib": MAX_MEMORY_MIB, "reserved_disk_gib": MAX_DISK_GIB}[key]
     if value != value or value < 0 or (key.endswith("ratio") and value == 0):  # NaN is not equal to itself

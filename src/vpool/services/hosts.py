@@ -153,14 +153,15 @@ class HostService:
         self.cp.connections.detach(host_id)
 
     def set(self, ref: str, maintenance: bool | None = None, **overrides) -> dict:
+        """overrides as a JSON merge patch (RFC 7396) gives them: a value overrides the pool's
+        default on this host, None gives the host the pool's default back."""
         with self.cp.store.session() as s:
             host = self.get(s, ref)
             if maintenance is not None:
                 host.maintenance = maintenance
             for key, value in overrides.items():
-                if value is not None:
-                    check_setting(key, value, "host setting")
-                    setattr(host, key, value)
+                check_setting(key, value, "host setting")
+                setattr(host, key, value)
             s.commit()
             return self.describe(s, host)
 

@@ -18,10 +18,13 @@ def pool_defaults(s: Session) -> dict:
 
 
 def set_pool_defaults(s: Session, values: dict) -> dict:
+    """values as a JSON merge patch gives them: None puts vpool's own default back."""
     for key, value in values.items():
-        if key in DEFAULTS and value is None:
-            continue
         check_setting(key, value)
+        if value is None:
+            if (row := s.get(Setting, key)) is not None:
+                s.delete(row)
+            continue
         row = s.get(Setting, key) or Setting(key=key)
         row.value = str(value)
         s.add(row)
