@@ -6,7 +6,7 @@ import threading
 import time
 
 from tests.core.conftest import Api, eventually, make_settings
-from tests.telemetry.conftest import domain, host_read
+from tests.telemetry.conftest import domain, feed_cpu, host_read
 from vpool.model.errors import HypervisorError
 from vpool.services.controlplane import ControlPlane
 from vpool.telemetry.collector import host_rates, host_reading, vm_rates, vm_reading
@@ -44,6 +44,9 @@ def test_host_rates():
     assert m["guest_cpu_cores"] == 2.0 and m["vms_running"] == 1
     assert m["memory_used_bytes"] == 10**6 - 100 * 1024  # page cache counts as free
     assert "cpu_percent" not in host_rates(None, after, [], [])
+    # the statistics' own total, where they give one: virNodeGetInfo may count less than the OS has
+    both = host_rates(None, host_reading({}, 9 * 2**30, {"total": 24 * 2**20, "free": 20 * 2**20}), [], [])
+    assert (both["memory_total_bytes"], both["memory_used_bytes"]) == (24 * 2**30, 4 * 2**30)
 
 
 def test_collect_stores_every_series_and_its_anomaly_score(tapi, tcp, tmp_path):
@@ -109,16 +112,6 @@ def test_ingest_keeps_rates_per_vm_across_intervals(tcp):
     assert t.latest[("host", "h1")]["cpu_percent"] == 25.0
 
 
-def _feed(cp: ControlPlane, start: float, levels: list[float], cpu: float = 0.0) -> tuple[float, list[float]]:
-    """One VM's CPU at these levels (fractions of a core), one interval each; its scores."""
-    scores = []
-    for i, level in enumerate(levels):
-        cpu += level * 10
-        cp.telemetry.ingest(start + 10 * i, [host_read(start + 10 * i, {"web": domain(cpu)})], {})
-        scores.append(cp.telemetry.latest[("vm", "web")].get("cpu_percent.anomaly", 0.0))
-    return cpu, scores
-
-
 def test_a_restarted_collector_scores_at_once_from_the_stored_history(tmp_path):
     """A control plane that starts again (an upgrade, a crash, a standby taking over) feeds each
     new detector the series' stored samples: a spike right after the start is seen, where a
@@ -129,13 +122,13 @@ def test_a_restarted_collector_scores_at_once_from_the_stored_history(tmp_path):
     first = ControlPlane(settings)
     first.start()
     try:
-        cpu, _ = _feed(first, start, [0.20 + 0.01 * (i % 3) for i in range(400)])
+        cpu, _ = feed_cpu(first, start, [0.20 + 0.01 * (i % 3) for i in range(400)])
     finally:
         first.stop()
     again = ControlPlane(settings)
     again.start()
     try:
-        _, scores = _feed(again, start + 4010, spike, cpu)
+        _, scores = feed_cpu(again, start + 4010, spike, cpu)
     finally:
         again.stop()
     assert max(scores) >= 0.5, scores
@@ -143,6 +136,26 @@ def test_a_restarted_collector_scores_at_once_from_the_stored_history(tmp_path):
     fresh = ControlPlane(dataclasses.replace(make_settings(tmp_path / "b"), telemetry_interval_s=3600.0))
     fresh.start()
     try:
-        assert max(_feed(fresh, start + 4010, spike, cpu)[1]) == 0.0  # still learning: no history, no score
+        assert max(feed_cpu(fresh, start + 4010, spike, cpu)[1]) == 0.0  # still learning: no history, no score
     finally:
         fresh.stop()
+
+
+def test_forecast_api_follows_a_rising_series_and_refuses_what_it_cannot(tapi, tcp):
+    tcp.telemetry.interval_s = 10.0  # the fixture's loop never runs; the forecast steps by this
+    start = time.time() - 10 * 200
+    feed_cpu(tcp, start, [0.10 + 0.002 * i for i in range(200)])  # 10 % rising to 50 % over 33 minutes
+    r = tapi.get("/metrics/forecast", params={"vm": "web", "metric": "cpu_percent", "horizon": "5m",
+                                              "history": "1h"})
+    assert r.status_code == 200, r.text
+    f = r.json()
+    assert f["step_s"] == 10 and len(f["points"]) == 30 and 45 < f["last"][1] < 51
+    ahead = [p[1] for p in f["points"]]
+    assert ahead == sorted(ahead) and f["last"][1] < ahead[-1] < 60  # still rising, damped
+    for params, status, words in (
+            ({"vm": "web", "metric": "cpu_percent.anomaly"}, 422, "not forecast"),
+            ({"vm": "web", "metric": "cpu_percent", "horizon": "2h", "history": "1h"}, 422, "no longer than"),
+            ({"vm": "web", "metric": "cpu_percent", "history": "2m", "horizon": "1m"}, 409, "cannot forecast"),
+            ({"vm": "ghost", "metric": "cpu_percent"}, 404, "no VM"), ({"vm": "web"}, 422, "metric")):
+        r = tapi.get("/metrics/forecast", params=params)
+        assert r.status_code == status and words in r.json()["detail"], (params, r.text)

@@ -99,12 +99,17 @@ def vm_reading(uuid: str, name: str, stats: dict) -> VMReading:
 
 
 def host_reading(cpu_stats: dict, memory_total_bytes: int, memory_stats: dict | None) -> HostReading:
-    """cpu_stats as virNodeGetCPUStats gives it (ns per mode), memory_stats as virNodeGetMemoryStats (KiB)."""
+    """cpu_stats as virNodeGetCPUStats gives it (ns per mode), memory_stats as virNodeGetMemoryStats (KiB).
+
+    The total comes from the memory statistics when they have one, like the free memory: virNodeGetInfo
+    can count less (here 9 of 24 GiB), and used = that total - free then came out below zero."""
     busy = cpu_stats.get("user", 0) + cpu_stats.get("kernel", 0) if cpu_stats else None
     total = busy + cpu_stats.get("idle", 0) + cpu_stats.get("iowait", 0) if cpu_stats else None
     free = None
     if memory_stats and "free" in memory_stats:
         free = (memory_stats["free"] + memory_stats.get("buffers", 0) + memory_stats.get("cached", 0)) * 1024
+        if "total" in memory_stats:
+            memory_total_bytes = memory_stats["total"] * 1024
     return HostReading(busy, total, memory_total_bytes, free)
 
 
