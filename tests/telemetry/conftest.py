@@ -38,3 +38,13 @@ def host_read(mono: float, domains: dict[str, dict], host: str = "h1", host_id: 
     return HostRead(host_id, host, mono, [(f"uuid-{n}", n, d) for n, d in domains.items()],
                     {"cpu": cpu, "memory_total_bytes": 64 * 2**30,
                      "memory": {"total": 64 * 2**20, "free": 48 * 2**20}}, 0.001)
+
+
+def feed_cpu(cp: ControlPlane, start: float, levels: list[float], cpu: float = 0.0) -> tuple[float, list[float]]:
+    """One VM's CPU at these levels (fractions of a core), one interval each; its scores."""
+    scores = []
+    for i, level in enumerate(levels):
+        cpu += level * 10
+        cp.telemetry.ingest(start + 10 * i, [host_read(start + 10 * i, {"web": domain(cpu)})], {})
+        scores.append(cp.telemetry.latest[("vm", "web")].get("cpu_percent.anomaly", 0.0))
+    return cpu, scores

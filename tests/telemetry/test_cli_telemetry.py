@@ -1,11 +1,13 @@
-"""`vpool top`, `vpool stats` and `vpool alarm` against a real server on loopback."""
+"""`vpool top`, `vpool stats`, `vpool forecast` and `vpool alarm` against a real server on loopback."""
 
 import json
+import time
 
 import pytest
 from typer.testing import CliRunner
 
 from tests.serving import cli_env
+from tests.telemetry.conftest import feed_cpu
 from vpool.cli.main import app
 
 
@@ -44,12 +46,24 @@ def test_top_stats_and_alarms(server, tapi, tcp, tmp_path):
     assert json.loads(vpool("alarm", "list", "--json").stdout) == []
 
 
+def test_forecast_table(server, tcp):
+    tcp.telemetry.interval_s = 10.0
+    feed_cpu(tcp, time.time() - 10 * 120, [0.30 + 0.01 * (i % 4) for i in range(120)])
+    r = vpool("forecast", "web", "--metric", "cpu_percent", "--horizon", "5m", "--history", "1h")
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert "web cpu_percent: fitted on" in lines[0] and "now" in r.stdout and "+5m" in lines[-2], r.stdout
+    f = json.loads(vpool("forecast", "web", "--metric", "cpu_percent", "--json").stdout)
+    assert (f["step_s"], len(f["points"])) == (40, 45)  # 6 h of history in at most 600 steps: 40 s; 30 min ahead
+
+
 def test_errors_are_one_line(server):
     for args, words in ((["stats", "ghost"], "no VM 'ghost'"),
                         (["stats", "ghost", "--since", "yesterday"], "ISO 8601"),
                         (["top", "--sort", "colour"], "cannot sort"),
                         (["alarm", "create", "x", "--metric", "nope", "--value", 1], "unknown"),
-                        (["alarm", "delete", "ghost"], "no alarm")):
+                        (["alarm", "delete", "ghost"], "no alarm"),
+                        (["forecast", "ghost", "--metric", "cpu_percent"], "no VM 'ghost'")):
         r = vpool(*args)
         assert r.exit_code == 1 and words in r.output and len(r.output.strip().splitlines()) == 1, (args, r.output)
 

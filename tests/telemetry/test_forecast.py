@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from vpool.telemetry.forecast import HoltWinters, detect_season
+from vpool.telemetry.forecast import HoltWinters, detect_season, forecast_points, regular
 
 
 def seasonal(n, period=24, amplitude=10.0, noise=0.5, seed=0, base=50.0):
@@ -70,3 +70,29 @@ def test_non_negative_series_are_never_forecast_below_zero():
 def test_fitting_needs_two_points():
     with pytest.raises(ValueError):
         HoltWinters().fit([1.0])
+
+
+def test_stored_points_become_one_value_per_step():
+    """Means within a step, the last value carried over a step the collector missed."""
+    start, values = regular([(100.0, 1.0), (104.0, 3.0), (111.0, 5.0), (135.0, 7.0)], 10.0)
+    assert start == 100.0 and values.tolist() == [2.0, 5.0, 5.0, 7.0]
+
+
+def test_a_stored_cycle_is_forecast_from_irregular_points():
+    """A 10-minute cycle sampled every ~10 s with jitter and a gap, stepped at 30 s: the forecast
+    continues the cycle, and says it found one."""
+    rng = np.random.default_rng(3)
+    t = np.cumsum(rng.uniform(9, 11, 2200))
+    t = t[(t < 9000) | (t > 9300)]  # a collector down for five minutes
+    points = [(float(x), 50 + 30 * np.sin(2 * np.pi * x / 600) + rng.normal(0, 1)) for x in t]
+    f = forecast_points(points, 30.0, 600.0)
+    assert f["season_steps"] == 20 and len(f["points"]) == 20 and f["step_s"] == 30.0
+    truth = [50 + 30 * np.sin(2 * np.pi * (p[0] + 15) / 600) for p in f["points"]]  # a step's mean is mid-step
+    assert np.mean(np.abs(np.array([p[1] for p in f["points"]]) - truth)) < 5
+
+
+def test_too_few_points_say_so():
+    with pytest.raises(ValueError, match="too few"):
+        forecast_points([(float(i), 1.0) for i in range(5)], 10.0, 60.0)
+    with pytest.raises(ValueError, match="cover only"):
+        forecast_points([(float(i), 1.0) for i in range(40)], 10.0, 60.0)

@@ -1,4 +1,4 @@
-"""`vpool top`, `vpool stats` and `vpool alarm`: what the collector measured, and who is told when."""
+"""`vpool top`, `vpool stats`, `vpool forecast` and `vpool alarm`: what the collector measured, where it is heading, and who is told when."""
 
 import time
 
@@ -143,6 +143,43 @@ def stats(vm: str, since: str = typer.Option("1h", help="How far back: 30m, 1h, 
     console.print(table)
 
 
+def forecast(vm: str = typer.Argument(None, help="The VM (leave out, with --host, for a host's series)."),
+             metric: str = typer.Option(..., help="e.g. cpu_percent, net_rx_bytes_per_s."),
+             host: str = typer.Option(None, help="A host's series instead of a VM's."),
+             horizon: str = typer.Option("30m", help="How far ahead."),
+             history: str = typer.Option("6h", help="How much stored history the model learns from."),
+             as_json: bool = JSON):
+    """Where a series is heading: Holt-Winters (damped trend, detected season) on its history."""
+    params = {"metric": metric, "horizon": horizon, "history": history,
+              **({"vm": vm} if vm else {}), **({"host": host} if host else {})}
+    f = call("GET", "/metrics/forecast", params=params)
+    if as_json:
+        return emit_json(f)
+    fmt = (lambda x: _bytes(x, metric.endswith("_per_s"))) if "bytes" in metric else _num
+    season = f"a season of {f['season_steps']} steps" if f["season_steps"] else "no season"
+    table = Table(title=f"{f['name']} {metric}: fitted on {f['fitted_on']} steps of {f['step_s']:g} s ({season})",
+                  title_justify="left")
+    for column in ("ahead", "at (UTC)", "forecast"):
+        table.add_column(column, justify="right")
+    table.add_row("now", _clock(f["last"][0]), fmt(f["last"][1]))
+    points = f["points"]
+    for i in sorted({round(len(points) * k / 6) - 1 for k in range(1, 7)}):  # six rows, the horizon last
+        t, value = points[i]
+        table.add_row(f"+{_duration(t - f['last'][0])}", _clock(t), fmt(value))
+    console.print(table)
+
+
+def _clock(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t))
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.3g}{unit}"
+    return f"{seconds:.0f}s"
+
+
 # --- alarms -------------------------------------------------------------------------------------
 @alarm_app.command("create")
 def alarm_create(name: str, metric: str = typer.Option(..., help="e.g. cpu_percent, memory_used_bytes."),
@@ -230,4 +267,5 @@ def alarm_history(name: str = typer.Argument(None, help="Only this alarm."), lim
 def register(app: typer.Typer) -> None:
     app.command()(top)
     app.command()(stats)
+    app.command()(forecast)
     app.add_typer(alarm_app, name="alarm")

@@ -12,6 +12,7 @@ it then reads hosts over connections of its own (`OwnConnections`). Tests and em
 planes run it on a thread over the control plane's connections (`SharedConnections`).
 """
 
+import math
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -21,7 +22,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy import func, select
 
 import vpool.store.telemetry_tables  # noqa: F401  (registers the telemetry tables on Base.metadata)
-from vpool.model.errors import HypervisorError, Invalid, NotFound
+from vpool.model.errors import Conflict, HypervisorError, Invalid, NotFound
 from vpool.model.states import HostState
 from vpool.store.tables import VM, Host, Task
 from vpool.store.timeseries import ROLLUP_STEPS_S, Point, Retention, TimeSeries
@@ -29,9 +30,11 @@ from vpool.telemetry.collector import (ANOMALY_SUFFIX, PERCENT_METRICS, SCOPES, 
                                        anomaly_metric, host_rates, host_reading, known_metric, pool_metrics,
                                        vm_rates, vm_reading)
 from vpool.telemetry.detectors import Detector, make_detector
+from vpool.telemetry.forecast import forecast_points
 from vpool.telemetry.exporter import PoolCollector
 from vpool.telemetry.timespec import parse_duration, parse_instant
 
+FORECAST_STEPS = 600  # at most this many steps of history are fitted: a few milliseconds
 DETECTOR_IDLE_S = 3600  # a series unseen this long (its VM deleted) gives its detector back
 
 
@@ -256,10 +259,6 @@ class TelemetryService:
         """Stored series of one VM, one host or the pool over a range, at the finest resolution
         kept that far back (or in buckets of `step`)."""
         now = time.time() if now is None else now
-        scope = "vm" if vm is not None else "host" if host is not None else "pool"
-        if metric is not None and not known_metric(scope, metric):
-            raise Invalid(f"{scope} metric {metric!r} is unknown; known: {', '.join(SCOPES[scope])} "
-                          f"(each also as <metric>{ANOMALY_SUFFIX})")
         start = parse_instant(since, now, "since")
         end = parse_instant(until, now, "until") if until is not None else now
         if end <= start:
@@ -269,16 +268,52 @@ class TelemetryService:
             step_s = int(parse_duration(step, "step"))
             if step_s < 1:
                 raise Invalid(f"step must be at least 1s, got {step!r}")
-        name = vm if scope == "vm" else host if scope == "host" else "pool"
-        found = self.series.find(scope, name=name, host=host if scope == "vm" else None, metric=metric)
-        if not found:
-            self._check_exists(scope, name)
+        scope, name, found = self._series(vm, host, metric)
         native = self.series.resolution(int(start * 1000), int(now * 1000))
         points = self.series.read(found, int(start * 1000), int(end * 1000), native, step_s)
         return {"scope": scope, "name": name, "since": start, "until": end,
                 "resolution_s": native, "step_s": max(step_s or 0, native or 0) or None,
                 "series": [{"metric": x.metric, "name": x.name, "host": x.host, "subject": x.subject,
                             "points": points[x.id]} for x in found]}
+
+    def forecast(self, vm: str | None, host: str | None, metric: str, horizon: str, history: str,
+                 now: float | None = None) -> dict:
+        """One series' next values, from Holt-Winters fitted on its stored history: what a
+        predictive balancer or an autoscaler asks ("where will this VM's CPU be in 30 minutes?")."""
+        now = time.time() if now is None else now
+        if metric.endswith(ANOMALY_SUFFIX):
+            raise Invalid("anomaly scores are not forecast; name the metric itself")
+        horizon_s, history_s = parse_duration(horizon, "horizon"), parse_duration(history, "history")
+        if not 0 < horizon_s <= history_s:
+            raise Invalid(f"the horizon must be longer than zero and no longer than the history it is "
+                          f"forecast from (horizon {horizon!r}, history {history!r})")
+        scope, name, found = self._series(vm, host, metric)
+        start_ms, now_ms = int((now - history_s) * 1000), int(now * 1000)
+        native = self.series.resolution(start_ms, now_ms)
+        base = native or self.interval_s
+        step = base * max(1, math.ceil(history_s / FORECAST_STEPS / base))  # a model of at most ~600 steps
+        if not found:
+            raise Conflict(f"{name} has no {metric} stored yet")
+        newest = max(found, key=lambda x: x.id)  # a VM deleted and made again under its name has two
+        points = self.series.read([newest], start_ms, now_ms, native, int(math.ceil(step)))[newest.id]
+        try:
+            ahead = forecast_points([(p[0], p[1]) for p in points], step, horizon_s)
+        except ValueError as e:
+            raise Conflict(f"cannot forecast {name}'s {metric} yet: {e}") from None
+        return {"scope": scope, "name": name, "metric": metric, "history_s": history_s, "horizon_s": horizon_s,
+                **ahead}
+
+    def _series(self, vm: str | None, host: str | None, metric: str | None) -> tuple[str, str, list]:
+        """(scope, name, the stored series) a query names: one VM's (host narrows it), one host's, or the pool's."""
+        scope = "vm" if vm is not None else "host" if host is not None else "pool"
+        if metric is not None and not known_metric(scope, metric):
+            raise Invalid(f"{scope} metric {metric!r} is unknown; known: {', '.join(SCOPES[scope])} "
+                          f"(each also as <metric>{ANOMALY_SUFFIX})")
+        name = vm if scope == "vm" else host if scope == "host" else "pool"
+        found = self.series.find(scope, name=name, host=host if scope == "vm" else None, metric=metric)
+        if not found:
+            self._check_exists(scope, name)
+        return scope, name, found
 
     def _check_exists(self, scope: str, name: str) -> None:
         table = {"vm": VM, "host": Host}.get(scope)

@@ -21,7 +21,9 @@ import itertools
 
 import numpy as np
 
-__all__ = ["HoltWinters", "detect_season"]
+__all__ = ["HoltWinters", "detect_season", "forecast_points", "regular"]
+
+MIN_POINTS = 12  # fewer, and the smoothing constants are chosen on noise
 
 _ALPHAS = (0.1, 0.3, 0.5, 0.7, 0.9)
 _BETAS = (0.0, 0.05, 0.2)
@@ -130,3 +132,37 @@ class HoltWinters:
         if self.non_negative:
             out = np.maximum(out, 0.0)
         return out
+
+
+def regular(points: list[tuple[float, float]], step_s: float) -> tuple[float, np.ndarray]:
+    """Stored points (t seconds, value), oldest first, as one value per step from the first:
+    a step's mean, and the last value carried over a step without points (a collector that
+    was down). Holt-Winters needs evenly spaced values; the collector's are only nearly so."""
+    t = np.array([p[0] for p in points])
+    v = np.array([p[1] for p in points], dtype=float)
+    index = ((t - t[0]) // step_s).astype(int)
+    sums = np.bincount(index, weights=v)
+    counts = np.bincount(index)
+    out = np.empty(len(counts))
+    last = v[0]
+    for i, (total, n) in enumerate(zip(sums, counts)):
+        last = total / n if n else last
+        out[i] = last
+    return float(t[0]), out
+
+
+def forecast_points(points: list[tuple[float, float]], step_s: float, horizon_s: float) -> dict:
+    """The series' next values, a step apart up to the horizon, from a model fitted on `points`."""
+    if len(points) < MIN_POINTS:
+        raise ValueError(f"{len(points)} stored points are too few to forecast from; at least {MIN_POINTS} are needed")
+    start, values = regular(points, step_s)
+    if len(values) < MIN_POINTS:
+        raise ValueError(f"the stored points cover only {len(values)} steps of {step_s:g} s; at least "
+                         f"{MIN_POINTS} are needed")
+    model = HoltWinters(max_period=len(values) // 2).fit(values)
+    steps = max(1, int(horizon_s // step_s))
+    last = start + (len(values) - 1) * step_s
+    ahead = model.forecast(steps)
+    return {"step_s": step_s, "fitted_on": len(values), "season_steps": model.season,
+            "last": [last, float(values[-1])],
+            "points": [[last + (i + 1) * step_s, float(x)] for i, x in enumerate(ahead)]}

@@ -15,6 +15,16 @@ def query(vm: str | None = None, host: str | None = None, metric: str | None = N
     return cp.telemetry.query(vm, host, metric, since, until, step)
 
 
+@router.get("/metrics/forecast")
+def forecast(metric: str, vm: str | None = None, host: str | None = None,
+             horizon: str = Query("30m", description="how far ahead (30m)"),
+             history: str = Query("6h", description="how much stored history the model is fitted on"),
+             cp=Depends(control_plane)):
+    """One series' next values (Holt-Winters with a damped trend and a detected season, fitted on
+    the stored history); each point is [t, value], a step apart."""
+    return cp.telemetry.forecast(vm, host, metric, horizon, history)
+
+
 @router.get("/metrics/latest")
 def latest(host: str | None = None, cp=Depends(control_plane)):
     """The last collection interval from memory: every VM's and host's metrics and anomaly scores."""
