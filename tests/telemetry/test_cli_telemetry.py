@@ -54,7 +54,7 @@ def test_forecast_table(server, tcp):
     lines = r.stdout.splitlines()
     assert "web cpu_percent: fitted on" in lines[0] and "now" in r.stdout and "+5m" in lines[-2], r.stdout
     f = json.loads(vpool("forecast", "web", "--metric", "cpu_percent", "--json").stdout)
-    assert (f["step_s"], len(f["points"])) == (40, 45)  # 6 h of history in at most 600 steps: 40 s; 30 min ahead
+    assert (f["step_s"], len(f["points"])) == (60, 30)  # 6 h of history in at most 600 steps: 1 min; 30 min ahead
 
 
 def test_errors_are_one_line(server):

@@ -157,8 +157,8 @@ def forecast(vm: str = typer.Argument(None, help="The VM (leave out, with --host
         return emit_json(f)
     fmt = (lambda x: _bytes(x, metric.endswith("_per_s"))) if "bytes" in metric else _num
     season = f"a season of {f['season_steps']} steps" if f["season_steps"] else "no season"
-    table = Table(title=f"{f['name']} {metric}: fitted on {f['fitted_on']} steps of {f['step_s']:g} s ({season})",
-                  title_justify="left")
+    console.print(f"{f['name']} {metric}: fitted on {f['fitted_on']} steps of {_duration(f['step_s'])} ({season})")
+    table = Table()
     for column in ("ahead", "at (UTC)", "forecast"):
         table.add_column(column, justify="right")
     table.add_row("now", _clock(f["last"][0]), fmt(f["last"][1]))
@@ -174,9 +174,10 @@ def _clock(t: float) -> str:
 
 
 def _duration(seconds: float) -> str:
+    """The largest unit that says it exactly: 1h, 80m, 90s."""
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.3g}{unit}"
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size:.0f}{unit}"
     return f"{seconds:.0f}s"
 
 

@@ -35,6 +35,7 @@ from vpool.telemetry.exporter import PoolCollector
 from vpool.telemetry.timespec import parse_duration, parse_instant
 
 FORECAST_STEPS = 600  # at most this many steps of history are fitted: a few milliseconds
+ROUND_STEPS_S = (10, 15, 20, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400)  # "+5m", not "+5.33m"
 DETECTOR_IDLE_S = 3600  # a series unseen this long (its VM deleted) gives its detector back
 
 
@@ -291,7 +292,8 @@ class TelemetryService:
         start_ms, now_ms = int((now - history_s) * 1000), int(now * 1000)
         native = self.series.resolution(start_ms, now_ms)
         base = native or self.interval_s
-        step = base * max(1, math.ceil(history_s / FORECAST_STEPS / base))  # a model of at most ~600 steps
+        need = max(base, history_s / FORECAST_STEPS)  # a model of at most ~600 steps
+        step = next((n for n in ROUND_STEPS_S if n >= need and n % base == 0), base * math.ceil(need / base))
         if not found:
             raise Conflict(f"{name} has no {metric} stored yet")
         newest = max(found, key=lambda x: x.id)  # a VM deleted and made again under its name has two
