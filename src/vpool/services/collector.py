@@ -30,8 +30,8 @@ from vpool.telemetry.collector import (ANOMALY_SUFFIX, PERCENT_METRICS, SCOPES, 
                                        anomaly_metric, host_rates, host_reading, known_metric, pool_metrics,
                                        vm_rates, vm_reading)
 from vpool.telemetry.detectors import Detector, make_detector
-from vpool.telemetry.forecast import forecast_points
 from vpool.telemetry.exporter import PoolCollector
+from vpool.telemetry.forecast import forecast_points
 from vpool.telemetry.timespec import parse_duration, parse_instant
 
 FORECAST_STEPS = 600  # at most this many steps of history are fitted: a few milliseconds
@@ -185,7 +185,7 @@ class TelemetryService:
                     before = prev.get(r.uuid)
                     m = vm_rates(before[1] if before else None, r, hr.mono - before[0] if before else 0.0)
                     vm_metrics.append(m)
-                    latest[("vm", r.name)] = self._points(points, "vm", r.uuid, r.name, hr.host, t_ms, now, m)
+                    latest[("vm", r.name)] = self._points(points, "vm", r.uuid, r.name, hr.host, t_ms, m)
                     placement[r.name] = hr.host
                 self._prev_vm[hr.host_id] = {r.uuid: (hr.mono, r) for r in vms}
                 hs = hr.host_stats
@@ -193,14 +193,14 @@ class TelemetryService:
                 before = self._prev_host.get(hr.host_id)
                 hm = host_rates(before[1] if before else None, cur, vm_metrics, vms)
                 self._prev_host[hr.host_id] = (hr.mono, cur)
-                latest[("host", hr.host)] = self._points(points, "host", hr.host, hr.host, hr.host, t_ms, now, hm)
+                latest[("host", hr.host)] = self._points(points, "host", hr.host, hr.host, hr.host, t_ms, hm)
                 self.readings[hr.host] = (cur, vms)
                 self.status[hr.host] = HostStatus(False, None, now, hr.duration_s, len(vms))
             for name in failed:
                 self.readings.pop(name, None)
             with self.cp.store.session() as s:
                 pm = pool_metrics(self.cp.hosts.describe_all(s))
-            latest[("pool", "pool")] = self._points(points, "pool", "", "pool", "", t_ms, now, pm)
+            latest[("pool", "pool")] = self._points(points, "pool", "", "pool", "", t_ms, pm)
             self._score(points, now, latest)
             self.samples_stored += self.series.write(points)
             self.latest, self.placement = latest, placement
@@ -208,8 +208,9 @@ class TelemetryService:
             self._maintain(now)
             return announced
 
-    def _points(self, points: list[Point], scope: str, subject: str, name: str, host: str, t_ms: int,
-                now: float, metrics: dict[str, float]) -> dict[str, float]:
+    @staticmethod
+    def _points(points: list[Point], scope: str, subject: str, name: str, host: str, t_ms: int,
+                metrics: dict[str, float]) -> dict[str, float]:
         """Appends the metrics as points; returns them by metric name (their scores come later)."""
         points.extend(Point(scope, subject, metric, name, host, t_ms, value) for metric, value in metrics.items())
         return dict(metrics)
