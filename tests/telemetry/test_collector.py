@@ -113,12 +113,14 @@ def test_ingest_keeps_rates_per_vm_across_intervals(tcp):
 
 
 def test_a_restarted_collector_scores_at_once_from_the_stored_history(tmp_path):
-    """A control plane that starts again (an upgrade, a crash, a standby taking over) feeds each
-    new detector the series' stored samples: a spike right after the start is seen, where a
-    detector without history would still be learning for 300 intervals."""
+    """A control plane that starts again after 20 minutes down (an upgrade, a crash, a standby
+    taking over) feeds each new detector the series' last stored samples: a spike right after
+    the start is seen, where a detector without history would still be learning for 300
+    intervals. The CPU series is scored from the second interval on, after the first wrote the
+    memory series: its history is still its own last 300 points."""
     spike = [0.21, 0.95, 0.95, 0.95]  # the first interval only sets the counters again
     settings = dataclasses.replace(make_settings(tmp_path / "a"), telemetry_interval_s=3600.0)
-    start = time.time() - 10 * 410
+    start = time.time() - 10 * 410 - 1200
     first = ControlPlane(settings)
     first.start()
     try:
@@ -127,8 +129,9 @@ def test_a_restarted_collector_scores_at_once_from_the_stored_history(tmp_path):
         first.stop()
     again = ControlPlane(settings)
     again.start()
+    again.telemetry.interval_s = 10.0  # the span of history it reads (the loop itself never runs here)
     try:
-        _, scores = feed_cpu(again, start + 4010, spike, cpu)
+        _, scores = feed_cpu(again, start + 4010 + 1200, spike, cpu)
     finally:
         again.stop()
     assert max(scores) >= 0.5, scores
