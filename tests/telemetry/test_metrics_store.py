@@ -55,11 +55,13 @@ def _check_rollups(ts: TimeSeries) -> None:
 
     # what a restarted detector is fed: the last minute before each series' newest sample, oldest first
     recent = ts.recent([("vm", "uuid-a", "cpu_percent"), ("vm", "uuid-b", "cpu_percent"),
-                        ("vm", "uuid-z", "cpu_percent")], 60_000)
+                        ("vm", "uuid-z", "cpu_percent")], 60_000, 10)
     assert recent[("vm", "uuid-a", "cpu_percent")] == [((T0 + 2 * H + i * 10_000) / 1000, float(i)) for i in range(30, 36)]
     # b stopped six minutes earlier: its minute is its own last one, not one after it ended
     assert recent[("vm", "uuid-b", "cpu_percent")] == [((T0 + 2 * H - i * 10_000) / 1000, 7.0) for i in range(6, 0, -1)]
     assert recent[("vm", "uuid-z", "cpu_percent")] == []
+    assert ts.recent([("vm", "uuid-a", "cpu_percent")], 60_000, 2)[("vm", "uuid-a", "cpu_percent")] == \
+        [((T0 + 2 * H + i * 10_000) / 1000, float(i)) for i in (34, 35)]  # the last two of them
 
 
 def test_rollups_and_queries_on_sqlite(tmp_path):

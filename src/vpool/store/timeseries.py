@@ -155,10 +155,10 @@ class TimeSeries:
         with self.store.session() as s:
             return list(s.scalars(select(Series).where(*where).order_by(Series.name, Series.metric)))
 
-    def recent(self, keys: list[tuple[str, str, str]], span_ms: int) -> dict[tuple[str, str, str],
-                                                                             list[tuple[float, float]]]:
-        """The raw samples of each series named (scope, subject, metric) over the span before its
-        own newest sample, oldest first, as (t seconds, value): what a detector that starts again
+    def recent(self, keys: list[tuple[str, str, str]], span_ms: int, limit: int) -> dict[tuple[str, str, str],
+                                                                                         list[tuple[float, float]]]:
+        """The last `limit` raw samples of each series named (scope, subject, metric) within the
+        span before its own newest sample, oldest first, as (t seconds, value): what a detector that starts again
         after a restart, or on a standby that took over, learns from instead of learning for an
         hour again. Each series' span ends at its own newest sample, not now: the time the
         control plane was down, and samples other series have had since, take nothing from it.
@@ -192,7 +192,7 @@ class TimeSeries:
                             ids[sid].append((t / 1000.0, value))
             finally:
                 cursor.close()
-        return out
+        return {key: points[-limit:] for key, points in out.items()}
 
     def resolution(self, since_ms: int, now_ms: int) -> int | None:
         """The finest resolution still kept as far back as `since` (None: raw). Raw wins
