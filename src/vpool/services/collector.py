@@ -232,9 +232,7 @@ class TelemetryService:
         process started again or a standby taking over, scoring goes on at once instead of
         after a whole learning period (50 minutes at 10 s) of silence."""
         detectors = {key: self._new_detector(key[2]) for key in keys}
-        points = max(d.learning_period for d in detectors.values())
-        # twice the time those points take: a few restarts or missed intervals still leave enough
-        history = self.series.recent(keys, int(2 * points * self.interval_s * 1000), points)
+        history = self.series.recent(keys, max(d.learning_period for d in detectors.values()))
         for key, detector in detectors.items():
             for t, value in history[key]:
                 detector.update(t, value)
