@@ -134,7 +134,7 @@ def whole_interval(tmp: Path, n: int, rounds: int, restart: bool = False) -> dic
 def first_intervals_after_restart(cp: ControlPlane, settings: Settings, n: int, host_stats: dict,
                                   began: float, rounds: int) -> dict:
     """A control plane started again on a database holding two learning periods of every series
-    (the span a restarted detector reads, of which it keeps the last learning period): its first
+    (a restarted detector reads the last one): its first
     two intervals (the first only sets the counters again) warm every detector from the stored
     samples. Their cost, once, beside the steady interval's."""
     stored = 2 * 300
