@@ -152,7 +152,8 @@ def first_intervals_after_restart(cp: ControlPlane, settings: Settings, n: int, 
         for k in range(2):
             records = [(f"uuid-{i}", f"vm{i:04d}", qemu_record(i, 1000 + k)) for i in range(n)]
             began = time.perf_counter()
-            again.telemetry.ingest(began + 10 * (rounds + k), [HostRead(1, "bench", 10.0 * k, records, host_stats, 0.0)], {})
+            read = HostRead(1, "bench", 10.0 * k, records, host_stats, 0.0)
+            again.telemetry.ingest(began + 10 * (rounds + k), [read], {})
             took += time.perf_counter() - began
         return {"series": len(series), "stored_points": stored, "ingest_s": round(took, 3)}
     finally:

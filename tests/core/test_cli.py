@@ -41,7 +41,8 @@ def test_host_and_vm_commands(server, tmp_path):
     assert (shown["host"], shown["image"], shown["flavor"]) == ("cli1", "-", "-")  # no Python None for people
     assert vpool("host", "set", "cli1", "--cpu-ratio", 8, "--reserved-memory", 256).exit_code == 0
     r = vpool("host", "set", "cli1", "--default", "cpu_ratio", "--json")
-    assert json.loads(r.stdout)["policy"]["cpu_ratio"] == 4.0 and json.loads(r.stdout)["policy"]["reserved_memory_mib"] == 256
+    policy = json.loads(r.stdout)["policy"]
+    assert (policy["cpu_ratio"], policy["reserved_memory_mib"]) == (4.0, 256)
     r = vpool("host", "set", "cli1", "--cpu-ratio", 2, "--default", "cpu_ratio")
     assert r.exit_code == 1 and "choose one" in r.stderr
     assert vpool("vm", "stop", "c1", "--force").exit_code == 0

@@ -56,7 +56,8 @@ def _check_rollups(ts: TimeSeries) -> None:
     # what a restarted detector is fed: each series' last samples, oldest first
     recent = ts.recent([("vm", "uuid-a", "cpu_percent"), ("vm", "uuid-b", "cpu_percent"),
                         ("vm", "uuid-z", "cpu_percent")], 6)
-    assert recent[("vm", "uuid-a", "cpu_percent")] == [((T0 + 2 * H + i * 10_000) / 1000, float(i)) for i in range(30, 36)]
+    assert recent[("vm", "uuid-a", "cpu_percent")] == [((T0 + 2 * H + i * 10_000) / 1000, float(i))
+                                                       for i in range(30, 36)]
     # b stopped six minutes earlier: its own last ones, not what came after it ended
     assert recent[("vm", "uuid-b", "cpu_percent")] == [((T0 + 2 * H - i * 10_000) / 1000, 7.0) for i in range(6, 0, -1)]
     assert recent[("vm", "uuid-z", "cpu_percent")] == []

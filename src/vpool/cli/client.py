@@ -136,9 +136,9 @@ def follow(task: dict, wait: bool, as_json: bool) -> dict:
             while task["state"] not in FINISHED:
                 task = call("GET", api_path("/tasks/{}", task["id"]), params={"wait": 5})
         else:
-            with Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                          TextColumn("{task.fields[message]}", markup=False), TimeElapsedColumn(), console=console,
-                          transient=True) as bar:
+            with Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(),
+                          TextColumn("{task.percentage:>3.0f}%"), TextColumn("{task.fields[message]}", markup=False),
+                          TimeElapsedColumn(), console=console, transient=True) as bar:
                 tid = bar.add_task(f"{task['kind']} {task['target'] or ''}", total=100, message="")
                 while task["state"] not in FINISHED:
                     task = call("GET", api_path("/tasks/{}", task["id"]), params={"wait": 1})

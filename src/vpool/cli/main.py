@@ -288,7 +288,8 @@ def image_import(file: Path = typer.Argument(..., exists=True, dir_okay=False, r
     """Upload a qcow2 or raw disk image to the control plane."""
     name = name or file.name.split(".")[0]
     with open(file, "rb") as fh:
-        img = call("PUT", api_path("/images/{}", name), content=fh, headers={"Content-Type": "application/octet-stream"})
+        img = call("PUT", api_path("/images/{}", name), content=fh,
+                   headers={"Content-Type": "application/octet-stream"})
     emit_json(img) if as_json else console.print(f"image {img['name']}: {img['format']}, "
                                                  f"{img['virtual_size_bytes'] // 2**20} MiB virtual")
 

@@ -27,7 +27,8 @@ def snapshot_create(vm: str, name: str,
                     description: str = typer.Option(None, "--description"), no_wait: bool = NO_WAIT,
                     as_json: bool = JSON):
     """Take a snapshot (disk, or disk and memory with --memory)."""
-    follow(call("POST", api_path("/vms/{}/snapshots", vm), json={"name": name, "memory": memory, "description": description}),
+    follow(call("POST", api_path("/vms/{}/snapshots", vm),
+                json={"name": name, "memory": memory, "description": description}),
            not no_wait, as_json)
 
 
@@ -198,7 +199,8 @@ def vm_clone(src: str, new: str, linked: bool = typer.Option(False, "--linked", 
     if linked and full:
         fail("choose --linked or --full, not both")
     mode = "linked" if linked else "full" if full else None
-    follow(call("POST", api_path("/vms/{}/clone", src), json={"name": new, "mode": mode, "host": host, "start": not no_start}),
+    follow(call("POST", api_path("/vms/{}/clone", src),
+                json={"name": new, "mode": mode, "host": host, "start": not no_start}),
            not no_wait, as_json)
 
 

@@ -1,4 +1,5 @@
-"""`vpool top`, `vpool stats`, `vpool forecast` and `vpool alarm`: what the collector measured, where it is heading, and who is told when."""
+"""`vpool top`, `vpool stats`, `vpool forecast` and `vpool alarm`: what the collector measured,
+where it is heading, and who is told when."""
 
 import time
 

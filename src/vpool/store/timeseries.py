@@ -9,6 +9,7 @@ PostgreSQL because times are integer milliseconds.
 """
 
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -56,13 +57,9 @@ class TimeSeries:
         with self._lock, self.store.session() as s:
             ids = self._series_ids(s, points)
             rows = {(ids[(p.scope, p.subject, p.metric)], p.t_ms): p.value for p in points}
-            mark = "?" if s.bind.dialect.paramstyle == "qmark" else "%s"
-            cursor = s.connection().connection.dbapi_connection.cursor()
-            try:
+            with _dbapi_cursor(s) as (cursor, mark):
                 cursor.executemany(f"INSERT INTO {Sample.__tablename__} (series_id, t, value) "
                                    f"VALUES ({mark}, {mark}, {mark})", [(i, t, v) for (i, t), v in rows.items()])
-            finally:
-                cursor.close()
             s.commit()
             return len(rows)
 
@@ -175,15 +172,11 @@ class TimeSeries:
                         select(Series.id, Series.scope, Series.subject, Series.metric)
                         .where(tuple_(Series.scope, Series.subject, Series.metric).in_(chunk))):
                     ids[sid] = (scope, subject, metric)
-            mark = "?" if s.bind.dialect.paramstyle == "qmark" else "%s"
-            cursor = s.connection().connection.dbapi_connection.cursor()
-            try:
+            with _dbapi_cursor(s) as (cursor, mark):
                 for sid, key in ids.items():
                     cursor.execute(f"SELECT t, value FROM {Sample.__tablename__} WHERE series_id = {mark} "
                                    f"ORDER BY t DESC LIMIT {mark}", (sid, limit))
                     out[key] = [(t / 1000.0, value) for t, value in reversed(cursor.fetchall())]
-            finally:
-                cursor.close()
         return out
 
     def resolution(self, since_ms: int, now_ms: int) -> int | None:
@@ -242,6 +235,17 @@ class TimeSeries:
         parts.append(select(Sample.series_id, Sample.t, literal_column("1"), Sample.value, Sample.value, Sample.value)
                      .where(Sample.series_id.in_(ids), Sample.t >= start, Sample.t < until_ms))
         return parts
+
+
+@contextmanager
+def _dbapi_cursor(s):
+    """The session's own DB-API cursor and its placeholder: past SQLAlchemy's per-row work, for
+    the hundreds of thousands of rows an interval writes or a restart reads."""
+    cursor = s.connection().connection.dbapi_connection.cursor()
+    try:
+        yield cursor, "?" if s.bind.dialect.paramstyle == "qmark" else "%s"
+    finally:
+        cursor.close()
 
 
 def _bucket(t, step_ms: int):
