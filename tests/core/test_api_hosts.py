@@ -1,3 +1,6 @@
+from vpool.store.tables import Image
+
+
 def test_healthz_needs_no_token_and_everything_else_does(api):
     assert api.client.get("/healthz").json() == {"status": "ok"}
     r = api.client.get("/hosts")
@@ -116,3 +119,18 @@ def test_plans_on_the_live_pool(api, tmp_path):
     assert api.get("/plans/sideways").status_code == 422
     text = api.get("/plans/export-htools").text
     assert "h1|" in text and "v0|" in text
+
+
+def test_building_the_tiny_image_again_is_no_error(api):
+    """The README's first steps run `vpool image build-tiny` after `make run` has built it: the
+    task ends at once and says so. The name taken by another kind of image is a conflict."""
+    with api.cp.store.session() as s:
+        for name, kind in (("tiny", "kernel"), ("plain", "disk")):
+            s.add(Image(name=name, kind=kind, format="qcow2", path=f"/nowhere/{name}", size_bytes=1,
+                        virtual_size_bytes=1))
+        s.commit()
+    task = api.task(api.post("/images/build-tiny"))
+    assert task["message"] == "image tiny is built already", task
+    r = api.post("/images/build-tiny", params={"name": "plain"})
+    assert r.status_code == 409 and "already exists" in r.json()["detail"]
+    assert api.get("/images").json()["total"] == 2
