@@ -53,6 +53,8 @@ def test_forecast_table(server, tcp):
     assert r.exit_code == 0, r.output
     lines = r.stdout.splitlines()
     assert "web cpu_percent: fitted on" in lines[0] and "now" in r.stdout and "+5m" in lines[-2], r.stdout
+    one = vpool("forecast", "web", "--metric", "cpu_percent", "--horizon", "10s", "--history", "1h").stdout
+    assert [line.split()[1] for line in one.splitlines() if "│" in line] == ["now", "+10s"], one  # one step: one row
     f = json.loads(vpool("forecast", "web", "--metric", "cpu_percent", "--json").stdout)
     assert (f["step_s"], len(f["points"])) == (60, 30)  # 6 h of history in at most 600 steps: 1 min; 30 min ahead
 

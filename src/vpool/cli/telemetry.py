@@ -9,7 +9,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from vpool.cli.client import JSON, api_path, call, console, emit_json, fail
+from vpool.cli.client import JSON, api_path, call, console, emit_json, fail, table
 
 alarm_app = typer.Typer(help="Alarms: threshold and anomaly rules, their states and history.", no_args_is_help=True)
 TOP_WIDTH = 80  # virt-top's terminal
@@ -77,17 +77,17 @@ def toptable(data: dict, sort: str = "cpu", limit: int = 50) -> Group:
     vms = sorted(data["vms"], key=lambda v: v["metrics"].get(key, -1.0), reverse=True)
     # virt-top's layout: a line per VM in 80 columns, numbers of at most five characters under
     # headers that name the unit (bytes and requests per second), the names last
-    table = Table(box=None, pad_edge=False, padding=(0, 1, 0, 0), header_style="bold reverse")
+    grid = Table(box=None, pad_edge=False, padding=(0, 1, 0, 0), header_style="bold reverse")
     for column in ("%CPU", *(header for header, _, _ in TOP_AMOUNTS), "ANOM"):
-        table.add_column(column, justify="right", no_wrap=True, min_width=5)
-    table.add_column("host", max_width=12, overflow="ellipsis")  # names have no spaces: cut, never wrapped
-    table.add_column("VM", overflow="ellipsis")
+        grid.add_column(column, justify="right", no_wrap=True, min_width=5)
+    grid.add_column("host", max_width=12, overflow="ellipsis")  # names have no spaces: cut, never wrapped
+    grid.add_column("VM", overflow="ellipsis")
     for v in vms[:limit]:
         m = v["metrics"]
-        table.add_row(_num(m.get("cpu_percent"), "{:.0f}" if m.get("cpu_percent", 0) >= 999.5 else "{:.1f}"),
+        grid.add_row(_num(m.get("cpu_percent"), "{:.0f}" if m.get("cpu_percent", 0) >= 999.5 else "{:.1f}"),
                       *(_short(m.get(metric), step) for _, metric, step in TOP_AMOUNTS),
                       _num(_anomaly(m), "{:.2f}"), v["host"] or "", v["name"])
-    return Group(title, table)
+    return Group(title, grid)
 
 
 def top(host: str = typer.Option(None, help="Only this host's VMs."),
@@ -124,24 +124,24 @@ def stats(vm: str, since: str = typer.Option("1h", help="How far back: 30m, 1h, 
     if as_json:
         return emit_json(data)
     by_metric = {s["metric"]: s["points"] for s in data["series"]}
-    table = Table(title=f"{vm} since {since} ({'raw' if data['resolution_s'] is None else str(data['resolution_s']) + ' s'}"
+    grid = Table(title=f"{vm} since {since} ({'raw' if data['resolution_s'] is None else str(data['resolution_s']) + ' s'}"
                         " resolution)", title_justify="left")
-    table.add_column("metric", min_width=max((len(m) for m in by_metric if not m.endswith(".anomaly")), default=6),
+    grid.add_column("metric", min_width=max((len(m) for m in by_metric if not m.endswith(".anomaly")), default=6),
                      no_wrap=True)
     for column in ("points", "last", "min", "mean", "max", "max anomaly"):
-        table.add_column(column, justify="right")
+        grid.add_column(column, justify="right")
     for metric in sorted(m for m in by_metric if not m.endswith(".anomaly")):
         points = by_metric[metric]
         if not points:
             continue
-        fmt = (lambda x: _bytes(x, metric.endswith("_per_s"))) if "bytes" in metric else _num
+        fmt = _formatter(metric)
         mean = sum(p[1] for p in points) / len(points)
         scores = by_metric.get(metric + ".anomaly") or []
-        table.add_row(metric, str(len(points)), fmt(points[-1][1]), fmt(min(p[2] for p in points)), fmt(mean),
+        grid.add_row(metric, str(len(points)), fmt(points[-1][1]), fmt(min(p[2] for p in points)), fmt(mean),
                       fmt(max(p[3] for p in points)), _num(max((p[3] for p in scores), default=None), "{:.2f}"))
-    if not table.row_count:
+    if not grid.row_count:
         return console.print(f"no samples of {vm} since {since} yet")
-    console.print(table)
+    console.print(grid)
 
 
 def forecast(vm: str = typer.Argument(None, help="The VM (leave out, with --host, for a host's series)."),
@@ -156,18 +156,23 @@ def forecast(vm: str = typer.Argument(None, help="The VM (leave out, with --host
     f = call("GET", "/metrics/forecast", params=params)
     if as_json:
         return emit_json(f)
-    fmt = (lambda x: _bytes(x, metric.endswith("_per_s"))) if "bytes" in metric else _num
+    fmt = _formatter(metric)
     season = f"a season of {f['season_steps']} steps" if f["season_steps"] else "no season"
     console.print(f"{f['name']} {metric}: fitted on {f['fitted_on']} steps of {_duration(f['step_s'])} ({season})")
-    table = Table()
+    grid = Table()
     for column in ("ahead", "at (UTC)", "forecast"):
-        table.add_column(column, justify="right")
-    table.add_row("now", _clock(f["last"][0]), fmt(f["last"][1]))
+        grid.add_column(column, justify="right")
+    grid.add_row("now", _clock(f["last"][0]), fmt(f["last"][1]))
     points = f["points"]
-    for i in sorted({round(len(points) * k / 6) - 1 for k in range(1, 7)}):  # six rows, the horizon last
+    for i in sorted({max(0, round(len(points) * k / 6) - 1) for k in range(1, 7)}):  # at most six, the horizon last
         t, value = points[i]
-        table.add_row(f"+{_duration(t - f['last'][0])}", _clock(t), fmt(value))
-    console.print(table)
+        grid.add_row(f"+{_duration(t - f['last'][0])}", _clock(t), fmt(value))
+    console.print(grid)
+
+
+def _formatter(metric: str):
+    """Bytes as KiB/MiB/GiB (per second for rates), anything else as a number."""
+    return (lambda x: _bytes(x, metric.endswith("_per_s"))) if "bytes" in metric else _num
 
 
 def _clock(t: float) -> str:
@@ -215,14 +220,8 @@ def alarm_list(as_json: bool = JSON):
     items = call("GET", "/alarms")["items"]
     if as_json:
         return emit_json(items)
-    if not items:
-        return console.print("Alarms: none")
-    table = Table(title="Alarms", title_justify="left")
-    for column in ("name", "kind", "condition", "firing", "webhook"):
-        table.add_column(column)
-    for a in items:
-        table.add_row(a["name"], a["kind"], _condition(a), ", ".join(a["firing"]) or "ok", a["webhook"] or "")
-    console.print(table)
+    table("Alarms", ["name", "kind", "condition", "firing", "webhook"],
+          [[a["name"], a["kind"], _condition(a), ", ".join(a["firing"]) or "ok", a["webhook"]] for a in items])
 
 
 @alarm_app.command("show")
@@ -233,14 +232,8 @@ def alarm_show(name: str, as_json: bool = JSON):
         return emit_json(a)
     console.print(f"alarm {a['name']} ({a['kind']}): {_condition(a)}; webhook {a['webhook'] or 'none'}",
                   highlight=False)
-    table = Table(title_justify="left")
-    for column in ("subject", "state", "value", "since"):
-        table.add_column(column)
-    for st in a["states"]:
-        table.add_row(st["subject"], st["state"], _num(st["value"], "{:.4g}"), str(st["changed_at"])[:19])
-    if not table.row_count:
-        return console.print("no subject judged yet (the collector judges each interval)")
-    console.print(table)
+    table("Where it stands", ["subject", "state", "value", "since"],
+          [[st["subject"], st["state"], _num(st["value"], "{:.4g}"), str(st["changed_at"])[:19]] for st in a["states"]])
 
 
 @alarm_app.command("delete")
@@ -257,13 +250,9 @@ def alarm_history(name: str = typer.Argument(None, help="Only this alarm."), lim
     items = call("GET", "/alarms/history", params={"limit": limit, **({"alarm": name} if name else {})})["items"]
     if as_json:
         return emit_json(items)
-    table = Table(title="Alarm history", title_justify="left")
-    for column in ("at", "alarm", "subject", "state", "value", "notified"):
-        table.add_column(column)
-    for e in items:
-        notified = "yes" if e["notified"] else (e["notify_error"] or "-")
-        table.add_row(str(e["at"])[:19], e["alarm"], e["subject"], e["state"], _num(e["value"], "{:.4g}"), notified)
-    console.print(table)
+    table("Alarm history", ["at", "alarm", "subject", "state", "value", "notified"],
+          [[str(e["at"])[:19], e["alarm"], e["subject"], e["state"], _num(e["value"], "{:.4g}"),
+            "yes" if e["notified"] else (e["notify_error"] or "-")] for e in items])
 
 
 def register(app: typer.Typer) -> None:
