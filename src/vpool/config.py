@@ -1,7 +1,9 @@
 """Where vpool keeps its state and how it is reached; every setting has an environment override
 (VPOOL_DATA_DIR, VPOOL_DATABASE_URL and one VPOOL_<NAME> per field below)."""
 
+import ipaddress
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,7 +54,22 @@ def _flag(raw: str) -> bool:
     return raw == "1"
 
 
-_KINDS = {float: "a number", int: "a whole number", _flag: "0 or 1"}
+def _subnet(raw: str) -> str:
+    net = ipaddress.IPv4Network(raw)  # its errors are ValueErrors
+    if net.prefixlen != 24:
+        raise ValueError(raw)
+    return str(net)
+
+
+def _interface(raw: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,15}", raw):
+        raise ValueError(raw)
+    return raw
+
+
+_KINDS = {float: "a number", int: "a whole number", _flag: "0 or 1",
+          _subnet: "an IPv4 /24 written like 10.213.0.0/24",
+          _interface: "a network interface name (at most 15 letters, digits, '.', '-' or '_')"}
 
 
 @dataclass(frozen=True)
@@ -67,7 +84,11 @@ class Settings:
     task_workers: int = _env("TASK_WORKERS", 16, int)
     storage_pool: str = _env("STORAGE_POOL", "vpool")
     storage_path: str = _env("STORAGE_PATH", "/var/lib/vpool/images")
+    # The isolated network vpool defines on each qemu host for its guests (host at .1, DHCP
+    # .100-.250); another control plane on the same hosts needs its own name, bridge and subnet.
     network: str = _env("NETWORK", "vpool")
+    network_bridge: str = _env("NETWORK_BRIDGE", "vpoolbr0", _interface)
+    network_subnet: str = _env("NETWORK_SUBNET", "10.213.0.0/24", _subnet)
     dhcp_lease_files: tuple[Path, ...] = field(default_factory=_lease_files)
     # VPOOL_TELEMETRY_INTERVAL=0 turns collection off (e.g. to measure the API alone).
     telemetry_interval_s: float = _env("TELEMETRY_INTERVAL", 10.0, float)

@@ -13,6 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import libvirt
 import pytest
 
 from vpool.lab.hosts import Lab
@@ -74,6 +75,28 @@ def test_crashed_libvirtd_is_restarted_and_the_host_comes_back(one_host_lab, api
     assert eventually(lambda: _up(api, "crashy"), timeout=30, interval=0.5), api.get("/hosts/crashy").json()
     log = (lab.host_dir(1) / "libvirtd.out").read_text()
     assert f"libvirtd (pid {pid}) crashed (SIGSEGV); starting it again" in log
+
+
+def test_a_host_back_without_the_guest_network_gets_it_started_again(one_host_lab, api):
+    """libvirt autostarts a network once per boot: a libvirtd restarted after the network was
+    stopped leaves it down, and every guest of vpool on that host unable to start."""
+    lab = one_host_lab
+    api.task(api.post("/hosts", json={"uri": lab.uri(1), "name": "netless", "virt_type": "qemu"}))
+    assert api.get("/hosts/netless").json()["network"] == f"network:{api.cp.settings.network}"
+    _guest_network(lab, api, lambda net: net.destroy())
+    pid = lab.status()[0].pids["libvirtd"]
+    os.kill(pid, signal.SIGSEGV)
+    assert eventually(lambda: (h := lab.status()[0]).answers and h.pids["libvirtd"] != pid, timeout=30)
+    assert eventually(lambda: _up(api, "netless"), timeout=30, interval=0.5), api.get("/hosts/netless").json()
+    assert eventually(lambda: _guest_network(lab, api, lambda net: net.isActive()), timeout=15, interval=0.5)
+
+
+def _guest_network(lab, api, do):
+    conn = libvirt.open(lab.uri(1))
+    try:
+        return do(conn.networkLookupByName(api.cp.settings.network))
+    finally:
+        conn.close()
 
 
 def _up(api, host: str) -> bool:

@@ -98,6 +98,7 @@ class ControlPlane:
 
     def _on_connect(self, host_id: int) -> None:
         self.hosts.learn_storage(host_id)
+        self.hosts.restart_guest_network(host_id)
         self.vms.cleanup_orphans(host_id)
         self.migrations.sweep_leftovers(host_id)
         self.reconciler.sync_host(host_id)

@@ -16,7 +16,6 @@ from vpool.store.lookup import by_ref
 from vpool.store.tables import VM, Host
 
 VIRT_TYPES = ("auto", "kvm", "qemu")
-GUEST_SUBNET = "10.213.0"  # the isolated network vpool creates on a qemu host for its guests
 
 
 def check_uri(uri: str) -> str:
@@ -98,8 +97,7 @@ class HostService:
                     if drv.is_test:
                         net = "network:default"
                     else:
-                        drv.ensure_isolated_network(self.cp.settings.network, "vpoolbr0", GUEST_SUBNET)
-                        net = f"network:{self.cp.settings.network}"
+                        net = self._ensure_guest_network(drv)
                 with self.cp.store.session() as s:
                     host = Host(name=name, uri=uri, state="up", cpus=facts["cpus"], memory_mib=facts["memory_mib"],
                                 disk_gib=pool["capacity_gib"], arch=facts["arch"], hypervisor=facts["hypervisor"],
@@ -122,6 +120,26 @@ class HostService:
 
         return self.cp.runner.submit("host.add", name, {"uri": uri, "virt_type": virt_type}, body,
                                      requested_by=requested_by)
+
+    def _ensure_guest_network(self, drv: LibvirtDriver) -> str:
+        settings = self.cp.settings
+        prefix = settings.network_subnet.split("/")[0].rsplit(".", 1)[0]
+        drv.ensure_isolated_network(settings.network, settings.network_bridge, prefix)
+        return f"network:{settings.network}"
+
+    def restart_guest_network(self, host_id: int) -> None:
+        """Start vpool's guest network again on a host that comes back without it: libvirt
+        autostarts a network once per boot, so a libvirtd restarted after someone stopped the
+        network (or a host restored from elsewhere) leaves every guest of vpool unable to start."""
+        with self.cp.store.session() as s:
+            network = s.scalar(select(Host.network).where(Host.id == host_id))
+        if network != f"network:{self.cp.settings.network}":
+            return  # an operator's own network or bridge, or the test driver's: theirs to run
+        try:
+            self._ensure_guest_network(self.cp.connections.driver(host_id))
+        except (Conflict, HypervisorError) as e:
+            print(f"vpool: host {host_id} came back without guest network {self.cp.settings.network!r} "
+                  f"and it would not start: {e}")
 
     def learn_storage(self, host_id: int) -> None:
         """Read the host's storage id again on each connect: a host whose pool now sits on other
