@@ -1,6 +1,6 @@
 import xml.etree.ElementTree as ET
 
-from vpool.hypervisor.domain_xml import DomainSpec, domain_xml, is_managed, volume_xml
+from vpool.hypervisor.domain_xml import DirectBoot, DomainSpec, direct_boot, domain_xml, is_managed, volume_xml
 
 
 def spec(**kw):
@@ -44,3 +44,9 @@ def test_overlay_volume_names_its_backing_image():
     root = ET.fromstring(volume_xml("vm-a.qcow2", 10 * 2**30, "qcow2", "/pool/img-tiny.qcow2", "qcow2"))
     assert root.findtext("backingStore/path") == "/pool/img-tiny.qcow2"
     assert root.find("target/format").get("type") == "qcow2"
+
+
+def test_a_direct_kernel_boot_reads_back_from_the_domain():
+    xml = domain_xml(spec(kernel="/pool/k", initrd="/pool/i", cmdline="console=ttyS0 lab.host=web1"))
+    assert direct_boot(xml) == DirectBoot("/pool/k", "/pool/i", "console=ttyS0 lab.host=web1")
+    assert direct_boot(domain_xml(spec())) is None  # a boot loader on the disk

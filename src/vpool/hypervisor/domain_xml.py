@@ -22,6 +22,16 @@ class DomainSpec:
     arch: str = "x86_64"
 
 
+@dataclass(frozen=True)
+class DirectBoot:
+    """A kernel (with initrd and command line) that QEMU loads from the host instead of a boot
+    loader on the disk: vpool's kernel images, and VMs adopted from elsewhere that boot this way.
+    A copy of such a VM's disk boots only with the same three beside it."""
+    kernel: str
+    initrd: str | None = None
+    cmdline: str | None = None
+
+
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
     el = ET.SubElement(parent, tag, {k.rstrip("_"): v for k, v in attrs.items()})
     if text is not None:
@@ -142,6 +152,12 @@ def domain_disk_paths(xml: str) -> list[str]:
     root = ET.fromstring(xml)
     return [source.get("file") for disk in root.iterfind("devices/disk") if disk.get("device", "disk") == "disk"
             for source in disk.iterfind("source") if source.get("file")]
+
+
+def direct_boot(xml: str) -> DirectBoot | None:
+    os_ = ET.fromstring(xml).find("os")
+    kernel = os_.findtext("kernel") if os_ is not None else None
+    return DirectBoot(kernel, os_.findtext("initrd") or None, os_.findtext("cmdline") or None) if kernel else None
 
 
 def domain_macs(xml: str) -> list[str]:

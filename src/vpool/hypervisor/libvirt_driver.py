@@ -408,6 +408,12 @@ class LibvirtDriver:
     def domains(self) -> list[DomainInfo]:
         return [info for uuid in self.domain_states() if (info := self.domain_info(uuid)) is not None]
 
+    def direct_boot(self, uuid: str) -> dx.DirectBoot | None:
+        try:
+            return dx.direct_boot(self._dom(uuid).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        except libvirt.libvirtError as e:
+            raise _err("cannot read the VM's definition", e) from e
+
     def mac_addresses(self, uuid: str) -> list[str]:
         try:
             return dx.domain_macs(self._dom(uuid).XMLDesc(0))

@@ -9,6 +9,7 @@ libvirtd was most of a full backup's time. Restoring stacks a chain's files (eac
 over its parent) and flattens them into one new disk.
 """
 
+import dataclasses
 import subprocess
 import tempfile
 import uuid as uuidlib
@@ -18,6 +19,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from vpool.hypervisor import protection_xml as px
+from vpool.hypervisor.domain_xml import DirectBoot
 from vpool.hypervisor.libvirt_protection import ProtectionOps
 from vpool.model.errors import Conflict, Invalid, NotFound
 from vpool.model.retention import Point, keep_set
@@ -76,7 +78,9 @@ class BackupService:
         self.cp.connections.driver(host_id)
 
         def body(ctx):
-            return self._backup(ctx, vm_name, vm_uuid, host_id, pool, incremental, spec)
+            boot = None if spec["image"] else self.cp.connections.driver(host_id).direct_boot(vm_uuid)
+            return self._backup(ctx, vm_name, vm_uuid, host_id, pool, incremental,
+                                {**spec, "boot": dataclasses.asdict(boot) if boot else None})
 
         return self.busy.run(self.cp, vm_name, "a backup", "backup.create", {"incremental": incremental}, body,
                              requested_by)
@@ -302,11 +306,11 @@ class BackupService:
         with self.cp.store.session() as s:
             provision.check_free_name(s, name, "" if as_name else
                                       f"; restore under another name with --as NEW, or delete {name} first")
-        image_id = self.image_id(spec)
+        image_id, boot = self.boots_from(spec)
         booking = provision.book(self.cp, name, spec["cpus"], spec["memory_mib"], spec["disk_gib"], image_id,
                                  host or self._home(spec), order=TaskOrder("backup.restore", {
                                      "from": vm, "point": point.isoformat() if point else None,
-                                     "backup": chain[-1].id}, requested_by))
+                                     "backup": chain[-1].id}, requested_by), boot=boot)
 
         def body(ctx):
             try:
@@ -318,15 +322,16 @@ class BackupService:
 
         return self.cp.runner.start(booking.task, body, on_failure=lambda: self.cp.vms.discard(booking.vm_id))
 
-    def image_id(self, spec: dict) -> int | None:
-        """The image a restored VM boots from (kernel and initrd for kernel-boot images)."""
+    def boots_from(self, spec: dict) -> tuple[int | None, DirectBoot | None]:
+        """The image a restored VM boots from (kernel and initrd for kernel-boot images), or the
+        kernel its host handed the backed-up VM (one adopted from elsewhere)."""
         if not spec.get("image"):
-            return None
+            return None, DirectBoot(**spec["boot"]) if spec.get("boot") else None
         with self.cp.store.session() as s:
             image = s.scalar(select(Image).where(Image.name == spec["image"]))
         if image is None:
             raise Conflict(f"the backed-up VM booted from image {spec['image']}, which no longer exists")
-        return image.id
+        return image.id, None
 
     def _home(self, spec: dict) -> str | None:
         """The host the VM was backed up on, when it is still in the pool and up; else placement picks."""

@@ -48,6 +48,9 @@ class CloneService:
             vm_name, uuid, host_id, pool = vm.name, vm.uuid, vm.host_id, host.storage_pool
             size = (vm.cpus, vm.memory_mib, vm.disk_gib)
         drv = self.cp.connections.driver(host_id)
+        if source_image is None and (boot := drv.direct_boot(uuid)):
+            raise Conflict(f"VM {vm_name} boots kernel {boot.kernel} from its host, not from its disk: a template of "
+                           "the disk alone would not boot. Clone the VM instead (vpool vm clone)")
         state = drv.state(uuid)
         if state != "shutoff":
             raise Conflict(f"VM {vm_name} is {state}; stop it first so the template is a consistent, sealed disk "
@@ -126,11 +129,13 @@ class CloneService:
             src = (vm.name, vm.uuid, vm.host_id, src_host.storage_pool)
             size = (vm.cpus, vm.memory_mib, vm.disk_gib, vm.image_id)
         src_name, uuid, src_host_id, src_pool = src
-        self.cp.connections.driver(src_host_id)
+        drv = self.cp.connections.driver(src_host_id)
+        boot = None if size[3] else drv.direct_boot(uuid)  # an adopted VM's kernel from its host
         release = self.busy.claim(src_name, f"a clone to {new}")
         try:
             booking = provision.book(self.cp, new, size[0], size[1], size[2], size[3], host or src_host.name,
-                                     order=TaskOrder("vm.clone", {"from": src_name, "mode": "full"}, requested_by))
+                                     order=TaskOrder("vm.clone", {"from": src_name, "mode": "full"}, requested_by),
+                                     boot=boot)
         except BaseException:
             release()
             raise

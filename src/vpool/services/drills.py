@@ -110,8 +110,9 @@ class DrillService:
                 ctx.check_cancel()
                 point = chain[-1]
                 spec = point.spec
+                image_id, boot = self.cp.backups.boots_from(spec)
                 booking = provision.book(self.cp, f"dr{drill_id}-{vm}"[:63], spec["cpus"], spec["memory_mib"],
-                                         spec["disk_gib"], self.cp.backups.image_id(spec), target_host)
+                                         spec["disk_gib"], image_id, target_host, boot=boot)
                 bookings.append(booking)
                 drv = self.cp.connections.driver(booking.host_id)
                 if booking.host_id not in networks:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
-from vpool.hypervisor.domain_xml import DomainSpec, domain_xml
+from vpool.hypervisor.domain_xml import DirectBoot, DomainSpec, domain_xml
 from vpool.hypervisor.libvirt_driver import local_console_log_dir
 from vpool.model.errors import Conflict, NoCapacity
 from vpool.model.names import check_name
@@ -40,6 +40,7 @@ class Booking:
     network: str
     arch: str
     task: Task | None = None  # queued with the booking, when it was given an order
+    boot: DirectBoot | None = None  # the kernel a copy of a VM boots that had it from its host
 
 
 def check_free_name(s, name: str, hint: str = "") -> None:
@@ -50,7 +51,7 @@ def check_free_name(s, name: str, hint: str = "") -> None:
 
 def book(cp, name: str, cpus: int, memory_mib: int, disk_gib: int, image_id: int | None,
          host: str | None, flavor_id: int | None = None, group_id: int | None = None,
-         order: TaskOrder | None = None) -> Booking:
+         order: TaskOrder | None = None, boot: DirectBoot | None = None) -> Booking:
     """Places the VM and books it, and queues the task that `order` asks for (its params get the
     chosen host) in the same commit; the caller must discard the VM if what follows fails."""
     with cp.store.session() as s, cp.store.placement_lock(s):
@@ -74,7 +75,7 @@ def book(cp, name: str, cpus: int, memory_mib: int, disk_gib: int, image_id: int
         except IntegrityError:
             raise Conflict(f"a VM named {name!r} already exists") from None
         booking = Booking(vm.id, h.id, h.name, name, vm.uuid, cpus, memory_mib, disk_gib, image_id, h.storage_pool,
-                          h.virt_type, h.network, h.arch or "x86_64", task)
+                          h.virt_type, h.network, h.arch or "x86_64", task, boot)
     cp.vms.in_flight.add(booking.vm_id)  # so a host reconnect does not take it for an orphan
     return booking
 
@@ -92,16 +93,17 @@ def define(cp, booking: Booking, disk_path: str, network: str | None = None) -> 
         image = s.get(Image, booking.image_id) if booking.image_id else None
         s.commit()
     drv = cp.connections.driver(booking.host_id)
-    kernel = initrd = cmdline = None
-    if image is not None and image.kind == "kernel":
+    boot = booking.boot
+    if boot is None and image is not None and image.kind == "kernel":
         copy = cp.images.ensure_copy(image.id, booking.host_id)
-        kernel, initrd = copy.kernel_path, copy.initrd_path
-        cmdline = image.cmdline.replace("{name}", booking.name) if image.cmdline else None
+        boot = DirectBoot(copy.kernel_path, copy.initrd_path,
+                          image.cmdline.replace("{name}", booking.name) if image.cmdline else None)
     console = None if drv.is_test else f"{local_console_log_dir()}/vpool-{booking.name}.console.log"
     drv.define(domain_xml(DomainSpec(
         name=booking.name, uuid=booking.uuid, cpus=booking.cpus, memory_mib=booking.memory_mib,
-        virt_type=booking.virt_type, disk_path=disk_path, network=network or booking.network, kernel=kernel,
-        initrd=initrd, cmdline=cmdline, console_log=console, arch=booking.arch)))
+        virt_type=booking.virt_type, disk_path=disk_path, network=network or booking.network,
+        kernel=boot and boot.kernel, initrd=boot and boot.initrd, cmdline=boot and boot.cmdline,
+        console_log=console, arch=booking.arch)))
     return booking.uuid
 
 
