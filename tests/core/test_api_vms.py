@@ -125,6 +125,20 @@ def test_failure_after_define_rolls_back(pool, monkeypatch):
     assert drv.volume_path("default-pool", "vm-doomed.qcow2") is None
 
 
+def test_a_disk_already_there_under_the_new_vms_name_is_refused_and_kept(pool):
+    """A leftover, or another system's disk on shared storage: the failed create's undo once
+    deleted it by name."""
+    drv = pool.cp.connections.driver(pool.get("/hosts/h1").json()["id"])
+    foreign = drv.create_disk("default-pool", "vm-taken.qcow2", 1)
+    task = create(pool, "taken", expect="failed", host="h1")
+    assert f"{foreign} is already in storage pool default-pool on h1" in task["error"]
+    assert "vol-delete" in task["error"]
+    assert pool.get("/vms/taken").status_code == 404
+    assert drv.volume_path("default-pool", "vm-taken.qcow2") == foreign
+    drv.delete_volume(foreign)
+    create(pool, "taken", host="h1")
+
+
 def test_list_pagination_and_filters(pool):
     for i in range(5):
         create(pool, f"p{i}", host="h1" if i < 3 else "h2", start=i != 0)

@@ -342,12 +342,13 @@ class BackupService:
     def restore_into(self, ctx, chain: list[Backup], booking: provision.Booking, start: bool = True,
                      network: str | None = None, before_start=None) -> str:
         """Builds the booked VM's disk from the chain and defines it; returns the domain UUID."""
+        volume = provision.claim_disk(self.cp, booking)
         self.cp.settings.data_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=self.cp.settings.data_dir, prefix="restore-") as work:
             flat = self.materialize(ctx, chain, Path(work))
             ctx.progress(70, f"copying the disk to {booking.host}")
             drv = self.cp.connections.driver(booking.host_id)
-            disk = drv.upload_volume(booking.storage_pool, f"vm-{booking.name}.qcow2", flat)
+            disk = drv.upload_volume(booking.storage_pool, volume, flat)
         ctx.progress(90, f"defining {booking.name}")
         uuid = provision.define(self.cp, booking, disk, network)
         if before_start:

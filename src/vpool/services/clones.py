@@ -144,7 +144,8 @@ class CloneService:
             try:
                 ops = ProtectionOps(self.cp.connections.driver(src_host_id))
                 same_host = booking.host_id == src_host_id
-                name = f"vm-{new}.qcow2" if same_host else f"clone-{new}.qcow2"
+                volume = provision.claim_disk(self.cp, booking)
+                name = volume if same_host else f"clone-{new}.qcow2"
                 if ops.drv.state(uuid) in ("running", "blocked", "paused"):
                     ctx.progress(10, f"copying the running disk of {src_name} (a point-in-time backup job)")
                     copy = self._copy_running(ctx, ops, uuid, src_pool, name)
@@ -153,7 +154,7 @@ class CloneService:
                     copy = ops.flat_copy(src_pool, ops.active_disk(uuid), name)
                 release()
                 if not same_host:
-                    copy = self._move(ctx, ops, copy, booking)
+                    copy = self._move(ctx, ops, copy, booking, volume)
                 ctx.progress(80, f"defining {new} on {booking.host}")
                 uuid_new = provision.define(self.cp, booking, copy)
                 if start:
@@ -178,7 +179,7 @@ class CloneService:
             ops.refresh_pool(pool)
         return target
 
-    def _move(self, ctx, ops: ProtectionOps, path: str, booking: provision.Booking) -> str:
+    def _move(self, ctx, ops: ProtectionOps, path: str, booking: provision.Booking, volume: str) -> str:
         """Streams a disk from the source host to the booked one, through the control plane."""
         self.cp.settings.data_dir.mkdir(parents=True, exist_ok=True)
         try:
@@ -187,8 +188,7 @@ class CloneService:
                 ctx.progress(60, f"moving the disk to {booking.host}")
                 with open(local, "wb") as out:
                     ops.download(path, out)
-                return self.cp.connections.driver(booking.host_id).upload_volume(
-                    booking.storage_pool, f"vm-{booking.name}.qcow2", local)
+                return self.cp.connections.driver(booking.host_id).upload_volume(booking.storage_pool, volume, local)
         finally:
             ops.drv.delete_volume(path)
 
@@ -205,7 +205,7 @@ class CloneService:
                 copy = self.cp.images.ensure_copy(image_id, booking.host_id)
                 ctx.progress(40, "making a standalone copy of the template")
                 disk = ProtectionOps(self.cp.connections.driver(booking.host_id)).flat_copy(
-                    booking.storage_pool, copy.disk_path, f"vm-{new}.qcow2")
+                    booking.storage_pool, copy.disk_path, provision.claim_disk(self.cp, booking))
                 uuid = provision.define(self.cp, booking, disk)
                 if start:
                     self.cp.connections.driver(booking.host_id).start(uuid)

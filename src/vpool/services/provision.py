@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from vpool.hypervisor.domain_xml import DirectBoot, DomainSpec, domain_xml
 from vpool.hypervisor.libvirt_driver import local_console_log_dir
+from vpool.hypervisor.libvirt_protection import ProtectionOps
 from vpool.model.errors import Conflict, NoCapacity
 from vpool.model.names import check_name
 from vpool.model.states import VMState
@@ -82,6 +83,27 @@ def book(cp, name: str, cpus: int, memory_mib: int, disk_gib: int, image_id: int
 
 def release(cp, booking: Booking) -> None:
     cp.vms.in_flight.discard(booking.vm_id)
+
+
+def claim_disk(cp, booking: Booking) -> str:
+    """The new VM's disk volume name, checked free on the host and its path recorded before anything
+    is written there, so that undoing a create that failed deletes only what this VM made. A file
+    of that name already there (a leftover, or another system's VM's) is refused, never
+    overwritten, and never removed by the undo."""
+    drv = cp.connections.driver(booking.host_id)
+    name = f"vm-{booking.name}.qcow2"
+    taken = [p for p in drv.volume_paths(booking.storage_pool, prefix=f"vm-{booking.name}")
+             if p.rsplit("/", 1)[-1] == name or p.rsplit("/", 1)[-1].startswith(f"vm-{booking.name}@")]
+    if taken:
+        raise Conflict(
+            f"{', '.join(taken)} is already in storage pool {booking.storage_pool} on {booking.host}, and no VM "
+            f"vpool manages owns it (a leftover, or another system's): vpool neither overwrites nor removes it. "
+            f"Use another VM name, or delete the file if nothing needs it (virsh -c {drv.uri} vol-delete {taken[0]})")
+    path = f"{ProtectionOps(drv).pool_path(booking.storage_pool)}/{name}"
+    with cp.store.session() as s:
+        s.execute(update(VM).where(VM.id == booking.vm_id).values(disk_path=path))
+        s.commit()
+    return name
 
 
 def define(cp, booking: Booking, disk_path: str, network: str | None = None) -> str:

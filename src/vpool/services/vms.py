@@ -94,8 +94,8 @@ class VMService:
             backing = self.cp.images.ensure_copy(booking.image_id, booking.host_id).disk_path
         ctx.check_cancel()
         ctx.progress(40, "creating the disk (a linked clone of the image)")
-        disk = drv.create_disk(booking.storage_pool, f"vm-{booking.name}.qcow2", booking.disk_gib, backing,
-                               image_format)
+        disk = drv.create_disk(booking.storage_pool, provision.claim_disk(self.cp, booking), booking.disk_gib,
+                               backing, image_format)
         ctx.check_cancel()
         ctx.progress(60, f"defining the VM on {booking.host}")
         uuid = provision.define(self.cp, booking, disk)
@@ -115,9 +115,8 @@ class VMService:
         drv = self.cp.connections.driver(host_id)
         if uuid and drv.has_domain(uuid):
             drv.undefine(uuid)
-        disk = disk or drv.volume_path(pool, f"vm-{name}.qcow2")
-        for path in [disk, *drv.volume_paths(pool, prefix=f"vm-{name}@")]:  # with its snapshot overlays
-            if path:
+        if disk:  # recorded before it was made (provision.claim_disk): none is a disk never made, or not ours
+            for path in [disk, *drv.volume_paths(pool, prefix=f"vm-{name}@")]:  # with its snapshot overlays
                 drv.delete_volume(path)
         with self.cp.store.session() as s:
             vm = s.get(VM, vm_id)
