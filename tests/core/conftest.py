@@ -40,9 +40,9 @@ class Api:
         return task
 
     def add_sim_host(self, tmp_path, name: str, cpus: int = 32, memory_mib: int = 131072,
-                     storage: str | None = None) -> dict:
+                     storage: str | None = None, network: str | None = None) -> dict:
         uri = write_sim_host(tmp_path / "simhosts", name, cpus, memory_mib, storage)
-        self.task(self.post("/hosts", json={"uri": uri, "name": name}))
+        self.task(self.post("/hosts", json={"uri": uri, "name": name, "network": network}))
         return self.get(f"/hosts/{name}").json()
 
 

@@ -171,3 +171,23 @@ def test_placement_for_a_migration_honours_anti_affinity(api, tmp_path):
     assert r.status_code == 409 and r.json()["detail"].startswith("g3 does not see"), r.text
     r = api.post("/vms/x/migrate", json={"to": "g2"})
     assert r.status_code == 409 and "AntiAffinity" in r.json()["detail"], r.text
+
+
+def test_a_vm_goes_only_to_hosts_with_its_network(pool, tmp_path):
+    """A live migration keeps the VM's network card as it is: libvirt on a host without that
+    network failed it half-way ("no network with matching name")."""
+    pool.add_sim_host(tmp_path, "h3", cpus=8, memory_mib=8192, network="bridge:lab0")
+    before = pool.get("/tasks").json()["total"]
+    r = pool.post("/vms/a/migrate", json={"to": "h3", "copy_storage": True})
+    assert r.status_code == 409, r.text
+    assert r.json()["detail"].startswith("cannot migrate a: its network card is on network:default on h1, which "
+                                         "h3 does not offer (guests there are on bridge:lab0)")
+    pool.task(pool.post("/vms", json={"name": "b", "cpus": 1, "memory": "3G", "disk": "1G", "host": "h2"}))
+    r = pool.post("/vms/a/migrate", json={"copy_storage": True})  # h2 is now full: only h3 has room
+    assert r.status_code == 409 and "the hosts with room (such as h3) do not offer" in r.json()["detail"], r.text
+    assert pool.get("/tasks").json()["total"] == before + 1  # b's create only
+    assert pool.get("/vms/a/migrations").json()["total"] == 0
+    pool.task(pool.delete("/vms/b"))
+    r = pool.post("/vms/a/migrate", json={"copy_storage": True})
+    assert r.status_code == 202 and r.json()["params"]["to"] == "h2"  # placement alone would pick h3, the emptier
+    assert eventually(lambda: pool.get(f"/tasks/{r.json()['id']}").json()["finished_at"])  # the test driver fails it

@@ -44,6 +44,7 @@ from vpool.store.tables import VM, Host, Setting, utcnow
 
 POLL_S = 0.2
 CURRENT_HOST = "vpool:current-host"  # the tag that keeps placement off the VM's own host
+OTHER_NETWORK = "vpool:other-network"  # ...and off hosts without the VM's network
 RESTARTED = "the control plane restarted during the migration"
 
 
@@ -189,9 +190,22 @@ def _refuse_losing_snapshots(snaps: list[px.SnapshotInfo], vm: str) -> None:
                        "copies only what the guest sees); delete the snapshots first, or migrate on shared storage")
 
 
-def _without_source(state: ClusterState, host: str) -> ClusterState:
-    hosts = [replace(h, tags=h.tags | {CURRENT_HOST}) if h.name == host else h for h in state.hosts]
+def _destinations(state: ClusterState, source: str, networks: dict[str, str]) -> ClusterState:
+    """Tags the VM's own host, and the hosts that put guests on another network than its host
+    does: a live migration keeps the VM's network card as it is, so its network must be there."""
+    hosts = [replace(h, tags=h.tags | {CURRENT_HOST}) if h.name == source else
+             replace(h, tags=h.tags | {OTHER_NETWORK}) if networks.get(h.name) != networks[source] else h
+             for h in state.hosts]
     return ClusterState.from_records(hosts, state.vms, state.group_policies)
+
+
+def _other_network(vm: str, source: str, networks: dict[str, str], host: str, example: bool = False) -> str:
+    """`example`: `host` is one of the hosts with room, none of which has the network."""
+    where = f"the hosts with room (such as {host}) do" if example else f"{host} does"
+    return (f"cannot migrate {vm}: its network card is on {networks[source]} on {source}, which {where} "
+            f"not offer (guests there are on {networks[host]}); a live migration keeps the "
+            "card on its network, so the VM can only go to hosts that have it (a host joins with its network "
+            f"chosen: vpool host add URI --network {networks[source]})")
 
 
 def describe_row(m: Migration) -> dict:
@@ -278,12 +292,20 @@ class MigrationService:
         with self.cp.store.session() as s, self.cp.store.placement_lock(s):
             vm = self.cp.vms.get(s, ref)
             self._check_movable(s, vm)  # again, under the lock: a second request may have won
-            state = _without_source(cluster_state(s, per_vm=False), src_name)
+            networks = dict(s.execute(select(Host.name, Host.network)).all())
+            target = self.cp.hosts.get(s, to).name if to is not None else None
+            if target is not None and networks[target] != networks[src_name]:
+                raise Conflict(_other_network(vm.name, src_name, networks, target))
+            state = _destinations(cluster_state(s, per_vm=False), src_name, networks)
             disk_on = None if copy_storage else vm.disk_storage or ""
             request = PlacementRequest(
                 name=vm.name, cpus=vm.cpus, memory_mib=vm.memory_mib, disk_gib=vm.disk_gib, host=to,
-                forbid_tags=frozenset({CURRENT_HOST}), storage=disk_on, **group_constraints(vm.group))
+                forbid_tags=frozenset({CURRENT_HOST, OTHER_NETWORK}), storage=disk_on, **group_constraints(vm.group))
             decision = place(state, request)
+            if not decision.ok and to is None:
+                anywhere = place(state, replace(request, storage=None, forbid_tags=frozenset({CURRENT_HOST})))
+                if anywhere.ok and networks[anywhere.host] != networks[src_name]:
+                    raise Conflict(_other_network(vm.name, src_name, networks, anywhere.host, example=True))
             if not decision.ok and disk_on is not None:
                 elsewhere = place(state, replace(request, storage=None))
                 if elsewhere.ok:
