@@ -91,6 +91,17 @@ def test_a_host_back_without_the_guest_network_gets_it_started_again(one_host_la
     assert eventually(lambda: _guest_network(lab, api, lambda net: net.isActive()), timeout=15, interval=0.5)
 
 
+def test_one_hypervisor_under_a_second_uri_is_refused(one_host_lab, api):
+    """With the port spelled out it is another URI, but the same libvirtd: as a second host its
+    capacity counted twice and the two took its VMs from each other at every sync."""
+    lab = one_host_lab
+    api.task(api.post("/hosts", json={"uri": lab.uri(1), "name": "once", "virt_type": "qemu"}))
+    twin = lab.uri(1).replace("/system", ":16509/system")
+    task = api.task(api.post("/hosts", json={"uri": twin, "name": "twice", "virt_type": "qemu"}), expect="failed")
+    assert task["error"].startswith(f"{twin} is the hypervisor already in the pool as host once ({lab.uri(1)})")
+    assert [h["name"] for h in api.get("/hosts").json()["items"]] == ["once"]
+
+
 def _guest_network(lab, api, do):
     conn = libvirt.open(lab.uri(1))
     try:

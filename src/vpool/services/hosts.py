@@ -88,6 +88,8 @@ class HostService:
             drv = LibvirtDriver(uri)
             try:
                 facts = drv.facts()
+                if not drv.is_test:  # every simulated host reports the test driver's one UUID
+                    self._refuse_twin(uri, facts["host_uuid"])
                 ctx.progress(40, "preparing storage pool and network")
                 pool = drv.ensure_storage_pool(self.cp.settings.storage_pool, self.cp.settings.storage_path)
                 storage = drv.storage_identity(pool["name"])
@@ -120,6 +122,16 @@ class HostService:
 
         return self.cp.runner.submit("host.add", name, {"uri": uri, "virt_type": virt_type}, body,
                                      requested_by=requested_by)
+
+    def _refuse_twin(self, uri: str, host_uuid: str) -> None:
+        """One hypervisor reached by two URIs (a port spelled out, a name and an address) would be
+        two hosts: its capacity counted twice and its VMs claimed by both."""
+        with self.cp.store.session() as s:
+            twin = s.execute(select(Host.name, Host.uri).where(Host.host_uuid == host_uuid)).first()
+        if twin is not None:
+            raise Conflict(f"{uri} is the hypervisor already in the pool as host {twin.name} ({twin.uri}): both "
+                           f"report host UUID {host_uuid}. If they are two machines, give one its own host_uuid "
+                           "in libvirtd.conf and restart its libvirtd")
 
     def _ensure_guest_network(self, drv: LibvirtDriver) -> str:
         settings = self.cp.settings
