@@ -16,6 +16,7 @@ from pathlib import Path
 import libvirt
 import pytest
 
+from vpool.hypervisor import localhost
 from vpool.lab.hosts import Lab
 from vpool.lab.network import Topology
 
@@ -100,6 +101,18 @@ def test_one_hypervisor_under_a_second_uri_is_refused(one_host_lab, api):
     task = api.task(api.post("/hosts", json={"uri": twin, "name": "twice", "virt_type": "qemu"}), expect="failed")
     assert task["error"].startswith(f"{twin} is the hypervisor already in the pool as host once ({lab.uri(1)})")
     assert [h["name"] for h in api.get("/hosts").json()["items"]] == ["once"]
+
+
+def test_auto_on_another_machine_keeps_kvm_only_when_a_guest_kernel_boots_under_it(one_host_lab, api):
+    """A remote host offering KVM was taken at its word; under PVM nested KVM (this lab's hosts
+    on such a machine) its guests then never booted. The lab host is this machine, so its answer
+    is the one this machine's own probe gives."""
+    lab = one_host_lab
+    api.task(api.post("/images/build-tiny"), timeout=900)
+    result = api.task(api.post("/hosts", json={"uri": lab.uri(1), "name": "probed"}), timeout=120)["result"]
+    expected = "kvm" if localhost.kvm_boots_guests()[0] else "qemu"
+    assert result["virt_type"] == api.get("/hosts/probed").json()["virt_type"] == expected, result
+    assert ("booted under KVM" if expected == "kvm" else "did not finish booting under KVM") in result["kvm"]
 
 
 def _guest_network(lab, api, do):

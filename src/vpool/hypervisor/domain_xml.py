@@ -92,6 +92,27 @@ def domain_xml(spec: DomainSpec) -> str:
     return ET.tostring(dom, encoding="unicode")
 
 
+def kernel_probe_xml(name: str, uuid: str, kernel: str) -> str:
+    """A diskless KVM guest that boots `kernel` until it panics for want of a root file system
+    and then ends (panic=-1 reboots, and a reboot destroys it): the remote twin of
+    localhost.kernel_boots."""
+    dom = ET.Element("domain", type="kvm")
+    _sub(dom, "name", name)
+    _sub(dom, "uuid", uuid)
+    _sub(dom, "memory", "256", unit="MiB")
+    _sub(dom, "vcpu", "1")
+    os_ = _sub(dom, "os")
+    _sub(os_, "type", "hvm", arch="x86_64", machine="pc")
+    _sub(os_, "kernel", kernel)
+    _sub(os_, "cmdline", "console=ttyS0 panic=-1")
+    for event in ("on_poweroff", "on_reboot", "on_crash"):
+        _sub(dom, event, "destroy")
+    devices = _sub(dom, "devices")
+    _sub(devices, "serial", type="pty")
+    _sub(devices, "memballoon", model="none")
+    return ET.tostring(dom, encoding="unicode")
+
+
 def is_managed(xml: str) -> bool:
     meta = ET.fromstring(xml).find(f"metadata/{{{VPOOL_NS}}}vm")
     return meta is not None and meta.get("managed") == "yes"

@@ -3,6 +3,7 @@
 import functools
 import os
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -333,6 +334,30 @@ class LibvirtDriver:
             return True
         except libvirt.libvirtError:
             return False
+
+    def kernel_boots(self, kernel: str, timeout: float) -> tuple[bool, str]:
+        """Whether a stock kernel boots under this host's KVM (a guest that reaches its root mount
+        within `timeout` and ends), and what was seen. The guest dies with this connection too."""
+        probe = dx.kernel_probe_xml(f"vpool-kvm-probe-{uuid.uuid4().hex[:8]}", str(uuid.uuid4()), kernel)
+        started = time.monotonic()
+        try:
+            dom = self.conn.createXML(probe, libvirt.VIR_DOMAIN_START_AUTODESTROY)
+        except libvirt.libvirtError as e:
+            return False, f"a KVM guest would not start on {self.uri}: {e.get_error_message()}"
+        while time.monotonic() - started < timeout:
+            try:
+                if not dom.isActive():
+                    break
+            except libvirt.libvirtError:
+                break  # a transient guest is gone once it ends
+            time.sleep(0.2)
+        else:
+            try:
+                dom.destroy()
+            except libvirt.libvirtError:
+                pass
+            return False, f"{kernel} did not finish booting under KVM on {self.uri} within {timeout:.0f} s"
+        return True, f"{kernel} booted under KVM on {self.uri} in {time.monotonic() - started:.1f} s"
 
     def define(self, xml: str) -> None:
         try:

@@ -7,13 +7,13 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from vpool.hypervisor.libvirt_driver import LibvirtDriver
-from vpool.hypervisor.localhost import is_local, kvm_boots_guests
+from vpool.hypervisor.localhost import KERNEL_PROBE_S, is_local, kvm_boots_guests
 from vpool.model.capacity import capacity_lines, check_setting
-from vpool.model.errors import Conflict, HypervisorError, Invalid, NotFound
+from vpool.model.errors import Conflict, HypervisorError, Invalid, NotFound, VpoolError
 from vpool.model.names import check_name
 from vpool.services.pool import allocations, host_policy, pool_defaults, set_pool_defaults
 from vpool.store.lookup import by_ref
-from vpool.store.tables import VM, Host
+from vpool.store.tables import VM, Host, Image
 
 VIRT_TYPES = ("auto", "kvm", "qemu")
 
@@ -116,12 +116,36 @@ class HostService:
                 drv.close()
                 raise
             self.cp.connections.attach(host_id, drv)
+            result = {"host": name, "virt_type": vt}
+            if virt_type == "auto" and vt == "kvm" and not is_local(uri) and facts["arch"] == "x86_64":
+                ctx.progress(60, "booting a guest kernel under its KVM")
+                boots, result["kvm"] = self._kvm_boots(host_id)
+                if not boots:
+                    result["virt_type"] = "qemu"
+                    with self.cp.store.session() as s:
+                        s.execute(update(Host).where(Host.id == host_id).values(virt_type="qemu"))
+                        s.commit()
             ctx.progress(80, "reading its domains")
             self.cp.reconciler.sync_host(host_id)
-            return {"host": name, "virt_type": vt}
+            return result
 
         return self.cp.runner.submit("host.add", name, {"uri": uri, "virt_type": virt_type}, body,
                                      requested_by=requested_by)
+
+    def _kvm_boots(self, host_id: int) -> tuple[bool, str]:
+        """`auto` on another machine: its KVM counts only when a stock guest kernel boots under it,
+        the rule this machine's own KVM is held to (localhost.kvm_boots_guests); PVM nested KVM,
+        for one, offers KVM and boots nothing. Tried with the newest kernel image's kernel, copied
+        to the host as its first VM of that image would need anyway."""
+        with self.cp.store.session() as s:
+            image_id = s.scalar(select(Image.id).where(Image.kind == "kernel").order_by(Image.id.desc()))
+        if image_id is None:
+            return True, "not tried with a guest kernel: the pool has no kernel image yet (vpool image build-tiny)"
+        try:
+            copy = self.cp.images.ensure_copy(image_id, host_id)
+        except VpoolError as e:
+            return True, f"not tried with a guest kernel: copying one to the host failed: {e.detail}"
+        return self.cp.connections.driver(host_id).kernel_boots(copy.kernel_path, KERNEL_PROBE_S)
 
     def _refuse_twin(self, uri: str, host_uuid: str) -> None:
         """One hypervisor reached by two URIs (a port spelled out, a name and an address) would be
