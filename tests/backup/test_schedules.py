@@ -25,6 +25,9 @@ def test_missed_runs_after_downtime_are_reported_and_caught_up_once(api, tmp_pat
     api.cp.runner.outcome(runs[-1].task_id, 60)  # the catch-up ends before the next night's run
     shown = api.get(f"/schedules/{sid}").json()
     assert shown["missed"] == 3 and shown["next_run"].startswith("2026-11-24T02:00")
+    catch_up = shown["runs"][0]  # its task's end, not "started": backups fail on the test driver
+    assert (catch_up["task_id"], catch_up["outcome"]) == (runs[-1].task_id, "failed"), catch_up
+    assert catch_up["note"].startswith("catch-up for the missed run; ") and shown["failed"] == 1
 
     on_time = api.cp.schedules.tick(datetime(2026, 11, 24, 2, 1, tzinfo=timezone.utc))
     assert [(r.outcome, r.note) for r in on_time] == [("started", "")]

@@ -133,14 +133,16 @@ def schedule_list(as_json: bool = JSON):
     items = call("GET", "/schedules")["items"]
     if as_json:
         return emit_json(items)
-    table("Schedules", ["id", "kind", "vm", "cron (UTC)", "incremental", "keep d/w", "next", "missed"],
-           [[s["id"], s["kind"], s["vm"], s["cron"], s["incremental"], f"{s['keep_daily']}/{s['keep_weekly']}",
-             str(s["next_run"])[:16], s["missed"]] for s in items])
+    table("Schedules", ["id", "kind", "vm", "cron (UTC)", "incremental", "keep d/w", "next", "last run", "missed",
+                        "failed"],
+           [[s["id"], s["kind"], s["vm"], s["cron"], s["incremental"],
+             f"{s['keep_daily'] or '-'}/{s['keep_weekly'] or '-'}", str(s["next_run"])[:16],
+             s["runs"][0]["outcome"] if s["runs"] else "-", s["missed"], s["failed"]] for s in items])
 
 
 @schedule_app.command("show")
 def schedule_show(schedule_id: int, as_json: bool = JSON):
-    """A schedule and its runs; missed runs say why."""
+    """A schedule and its runs, each with how its backup ended; missed and failed runs say why."""
     sc = call("GET", api_path("/schedules/{}", schedule_id))
     if as_json:
         return emit_json(sc)

@@ -15,7 +15,7 @@ from vpool.model import cron as cronlib
 from vpool.model.errors import Invalid, NotFound, VpoolError
 from vpool.model.retention import keep_set
 from vpool.store.backup_tables import Backup, Schedule, ScheduleRun
-from vpool.store.tables import utcnow
+from vpool.store.tables import Task, utcnow
 
 KINDS = ("backup",)
 LATE_AFTER = timedelta(minutes=5)
@@ -23,16 +23,34 @@ TICK_S = 20.0
 NEW_CHAIN_AFTER = timedelta(days=7)  # an incremental schedule starts a new full chain weekly
 
 
-def describe(sc: Schedule, runs: list[ScheduleRun] | None = None) -> dict:
+def describe(sc: Schedule, runs: list[ScheduleRun] | None = None, tasks: dict[int, Task] | None = None) -> dict:
+    """A started run reads as its task's state (succeeded, failed with its error, still running):
+    a nightly backup that fails must not read as 'started' for ever."""
     out = {"id": sc.id, "kind": sc.kind, "vm": sc.vm_name, "cron": sc.cron, "incremental": sc.incremental,
            "keep_daily": sc.keep_daily, "keep_weekly": sc.keep_weekly, "enabled": sc.enabled,
            "handled_until": sc.handled_until, "created_at": sc.created_at,
            "next_run": cronlib.parse(sc.cron).next_after(sc.handled_until)}
     if runs is not None:
-        out["runs"] = [{"due_at": r.due_at, "outcome": r.outcome, "task_id": r.task_id, "note": r.note}
-                       for r in runs]
-        out["missed"] = sum(1 for r in runs if r.outcome == "missed")
+        out["runs"] = [_run_view(r, (tasks or {}).get(r.task_id)) for r in runs]
+        out["missed"] = sum(1 for r in out["runs"] if r["outcome"] == "missed")
+        out["failed"] = sum(1 for r in out["runs"] if r["outcome"] in ("failed", "refused", "cancelled"))
     return out
+
+
+def _run_view(r: ScheduleRun, task: Task | None) -> dict:
+    outcome, note = r.outcome, r.note
+    if r.outcome == "started" and task is not None:
+        outcome = task.state
+        if task.state == "failed":
+            note = "; ".join(n for n in (note, task.error) if n)
+    return {"due_at": r.due_at, "outcome": outcome, "task_id": r.task_id, "note": note}
+
+
+def _runs(s, schedule_id: int, limit: int) -> tuple[list[ScheduleRun], dict[int, Task]]:
+    runs = list(s.scalars(select(ScheduleRun).where(ScheduleRun.schedule_id == schedule_id)
+                          .order_by(ScheduleRun.due_at.desc(), ScheduleRun.id.desc()).limit(limit)))
+    ids = [r.task_id for r in runs if r.task_id]
+    return runs, {t.id: t for t in s.scalars(select(Task).where(Task.id.in_(ids)))} if ids else {}
 
 
 class ScheduleService:
@@ -64,17 +82,13 @@ class ScheduleService:
     def show(self, schedule_id: int) -> dict:
         with self.cp.store.session() as s:
             sc = self._get(s, schedule_id)
-            runs = list(s.scalars(select(ScheduleRun).where(ScheduleRun.schedule_id == sc.id)
-                                  .order_by(ScheduleRun.due_at.desc()).limit(100)))
-            return describe(sc, runs)
+            return describe(sc, *_runs(s, sc.id, 100))
 
     def listing(self) -> list[dict]:
         with self.cp.store.session() as s:
             out = []
             for sc in s.scalars(select(Schedule).order_by(Schedule.id)):
-                runs = list(s.scalars(select(ScheduleRun).where(ScheduleRun.schedule_id == sc.id)
-                                      .order_by(ScheduleRun.due_at.desc()).limit(20)))
-                out.append(describe(sc, runs))
+                out.append(describe(sc, *_runs(s, sc.id, 20)))
             return out
 
     def delete(self, schedule_id: int) -> None:
