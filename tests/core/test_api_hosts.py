@@ -134,3 +134,13 @@ def test_building_the_tiny_image_again_is_no_error(api):
     r = api.post("/images/build-tiny", params={"name": "plain"})
     assert r.status_code == 409 and "already exists" in r.json()["detail"]
     assert api.get("/images").json()["total"] == 2
+
+
+def test_a_file_that_is_no_disk_is_not_imported_as_a_raw_image(api):
+    """qemu-img calls any file raw: a text file became an image of 0 MiB."""
+    r = api.put("/images/notes", content=b"not an image\n")
+    assert r.status_code == 422 and "13 bytes, which is no disk" in r.json()["detail"], r.text
+    assert api.put("/images/empty", content=b"").status_code == 422
+    assert api.get("/images").json()["total"] == 0
+    r = api.put("/images/zeros", content=b"\0" * 4096)
+    assert r.status_code == 201 and r.json()["format"] == "raw", r.text

@@ -43,7 +43,12 @@ def inspect_image(path: Path) -> dict:
         raise Invalid(f"image format {fmt!r} is not supported; use qcow2 or raw")
     if info.get("backing-filename") or info.get("full-backing-filename"):
         raise Invalid("the image has a backing file; flatten it first (qemu-img convert -O qcow2 IN OUT)")
-    return {"format": fmt, "virtual_size": int(info["virtual-size"]), "size": path.stat().st_size}
+    size = path.stat().st_size
+    if fmt == "raw" and (size == 0 or size % 512):
+        # qemu-img takes any file for raw; a disk is whole 512-byte sectors (a text file is not)
+        raise Invalid(f"the file is {size} bytes, which is no disk: a raw image is whole 512-byte sectors; "
+                      "is it the right file?")
+    return {"format": fmt, "virtual_size": int(info["virtual-size"]), "size": size}
 
 
 class ImageService:
