@@ -104,6 +104,22 @@ def test_hosts_say_which_share_storage_and_vms_move_only_within_it(api, tmp_path
     assert r.status_code == 409 and "n2 does not see w's disk" in r.json()["detail"]
 
 
+def test_hosts_on_one_storage_share_its_room(api, tmp_path):
+    """Counted per host, two hosts on one storage offered twice its room, and a VM moving
+    between them needed room for a disk that does not move."""
+    for name in ("s1", "s2"):
+        api.add_sim_host(tmp_path, name, storage="nas")
+    room = api.get("/hosts/s1").json()["capacity"]["disk_gib"]["usable"]
+    api.task(api.post("/vms", json={"name": "big", "memory": "512M", "disk": f"{room - 2}G", "host": "s1"}))
+    assert api.get("/hosts/s2").json()["capacity"]["disk_gib"]["free"] == 2
+    assert api.get("/pool").json()["capacity"]["disk_gib"] == {"usable": room, "allocated": room - 2, "free": 2}
+    r = api.post("/vms", json={"name": "more", "memory": "512M", "disk": "5G", "host": "s2"})
+    assert r.status_code == 409 and r.json()["detail"].endswith("s2 is short 3 GiB disk"), r.text
+    api.task(api.post("/vms", json={"name": "fits", "memory": "512M", "disk": "2G", "host": "s2"}))
+    r = api.post("/vms/big/migrate", json={"to": "s2"})  # placement lets it go; the sim's pools are apart
+    assert r.status_code == 409 and r.json()["detail"].startswith("s2 does not see big's disk"), r.text
+
+
 def test_plans_on_the_live_pool(api, tmp_path):
     api.add_sim_host(tmp_path, "h1", cpus=8, memory_mib=16384, storage="nas")
     api.add_sim_host(tmp_path, "h2", cpus=8, memory_mib=16384, storage="nas")

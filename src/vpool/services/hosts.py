@@ -256,10 +256,12 @@ class HostService:
             return self.describe(s, self.get(s, ref))
 
     def summary(self) -> dict:
-        """The pool at a glance: hosts up, VMs, and capacity summed over every host."""
+        """The pool at a glance: hosts up, VMs, and capacity summed over every host; disk once per
+        storage, however many hosts share it."""
         hosts = self.listing()
-        total = {r: {k: sum(h["capacity"][r][k] for h in hosts) for k in ("usable", "allocated", "free")}
-                 for r in ("cpus", "memory_mib", "disk_gib")}
+        storages = list({h["storage"] or f"host:{h['id']}": h for h in reversed(hosts)}.values())
+        total = {r: {k: sum(h["capacity"][r][k] for h in (storages if r == "disk_gib" else hosts))
+                     for k in ("usable", "allocated", "free")} for r in ("cpus", "memory_mib", "disk_gib")}
         return {"hosts": len(hosts), "hosts_up": sum(1 for h in hosts if h["state"] == "up"),
                 "vms": sum(h["vms"] for h in hosts), "capacity": total}
 

@@ -298,8 +298,9 @@ class MigrationService:
                 raise Conflict(_other_network(vm.name, src_name, networks, target))
             state = _destinations(cluster_state(s, per_vm=False), src_name, networks)
             disk_on = None if copy_storage else vm.disk_storage or ""
-            request = PlacementRequest(
-                name=vm.name, cpus=vm.cpus, memory_mib=vm.memory_mib, disk_gib=vm.disk_gib, host=to,
+            request = PlacementRequest(  # the disk needs room there only when it is copied
+                name=vm.name, cpus=vm.cpus, memory_mib=vm.memory_mib, disk_gib=vm.disk_gib if copy_storage else 0,
+                host=to,
                 forbid_tags=frozenset({CURRENT_HOST, OTHER_NETWORK}), storage=disk_on, **group_constraints(vm.group))
             decision = place(state, request)
             if not decision.ok and to is None:

@@ -1,6 +1,6 @@
 """The pool as the placement engine sees it, built from the store in one pass."""
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from vpool.model.capacity import DEFAULTS, check_setting, effective
@@ -36,12 +36,16 @@ def host_policy(host: Host, defaults: dict) -> dict:
     return effective({k: getattr(host, k) for k in DEFAULTS}, defaults)
 
 
-def allocations(s: Session, ungrouped_only: bool = False) -> dict[int, dict]:
-    """Per host: what its VMs take, plus the room migrations on their way there have booked."""
-    where = [VM.host_id.is_not(None)] + ([VM.group_id.is_(None)] if ungrouped_only else [])
+def allocations(s: Session) -> dict[int, dict]:
+    """Per host: what its VMs take, plus the room migrations on their way there have booked. Disk
+    is the storage's: on a host whose storage others share, every VM disk on it, whichever host
+    runs the VM (summed per host, three hosts on one shared storage offered three times its room)."""
     rows = s.execute(select(VM.host_id, func.sum(VM.cpus), func.sum(VM.memory_mib), func.sum(VM.disk_gib),
-                            func.count()).where(*where).group_by(VM.host_id))
+                            func.count()).where(VM.host_id.is_not(None)).group_by(VM.host_id))
     out = {h: {"cpus": c or 0, "memory_mib": m or 0, "disk_gib": d or 0, "vms": n} for h, c, m, d, n in rows}
+    on_storage = disk_on_storage(s)
+    for h, storage in s.execute(select(Host.id, Host.storage).where(Host.storage.is_not(None))):
+        out.setdefault(h, {"cpus": 0, "memory_mib": 0, "disk_gib": 0, "vms": 0})["disk_gib"] = on_storage.get(storage, 0)
     for h, booked in incoming(s).items():
         line = out.setdefault(h, {"cpus": 0, "memory_mib": 0, "disk_gib": 0, "vms": 0})
         for k, v in booked.items():
@@ -49,11 +53,24 @@ def allocations(s: Session, ungrouped_only: bool = False) -> dict[int, dict]:
     return out
 
 
+def _disk_storage():
+    """Where a VM's disk is: its own storage when a copy-storage migration put it elsewhere, else its host's."""
+    return func.coalesce(VM.storage, Host.storage)
+
+
+def disk_on_storage(s: Session) -> dict[str, int]:
+    """Storage id -> GiB of the VM disks on it."""
+    where = _disk_storage()
+    return {st: d or 0 for st, d in s.execute(select(where, func.sum(VM.disk_gib)).join(Host, VM.host_id == Host.id)
+                                              .where(where.is_not(None)).group_by(where))}
+
+
 def incoming(s: Session) -> dict[int, dict]:
     """Room booked on each destination by live migrations that have not ended: the VM still
     counts on its source until it has arrived, so both hosts hold its size meanwhile."""
+    copied = case((Migration.copy_storage, Migration.disk_gib), else_=0)  # a disk left where it is takes no room
     rows = s.execute(select(Migration.destination_host_id, func.sum(Migration.cpus), func.sum(Migration.memory_mib),
-                            func.sum(Migration.disk_gib)).where(Migration.state.in_(BOOKING),
+                            func.sum(copied)).where(Migration.state.in_(BOOKING),
                                                                 Migration.destination_host_id.is_not(None))
                      .group_by(Migration.destination_host_id))
     return {h: {"cpus": c or 0, "memory_mib": m or 0, "disk_gib": d or 0} for h, c, m, d in rows}
@@ -70,13 +87,17 @@ def cluster_state(s: Session, per_vm: bool = True) -> ClusterState:
     """per_vm=False folds each host's VMs into one record: enough for capacity decisions and
     O(hosts) instead of O(VMs), which keeps a create fast in a pool of ten thousand VMs. VMs in
     a server group stay one by one either way (group rules count them). Plans that move VMs
-    need them all one by one."""
+    need them all one by one.
+
+    A disk on a storage is the storage's to hold, not its host's (as Ganeti counts shared-storage
+    disks on no node): each host on that storage keeps back what every disk on it takes, and the
+    VMs carry no disk of their own, so a VM moved between hosts of one storage moves no disk."""
     defaults = pool_defaults(s)
     hosts = list(s.scalars(select(Host).order_by(Host.id)))
     names = {h.id: h.name for h in hosts}
-    # One VM per VM below; a migration's booking is no VM (no plan may move it), so it
-    # counts as room the host keeps back. Folded rows already carry it (allocations).
-    booked = incoming(s) if per_vm else {}
+    # A migration's booking is no VM (no plan may move it): room the destination keeps back.
+    booked = incoming(s)
+    on_storage = disk_on_storage(s)
     host_records = []
     for h in hosts:
         p = host_policy(h, defaults)
@@ -86,16 +107,19 @@ def cluster_state(s: Session, per_vm: bool = True) -> ClusterState:
             cpu_ratio=p["cpu_ratio"], ram_ratio=p["ram_ratio"], disk_ratio=p["disk_ratio"],
             reserved_cpus=p["reserved_cpus"] + b["cpus"],
             reserved_memory_mib=p["reserved_memory_mib"] + b["memory_mib"],
-            reserved_disk_gib=p["reserved_disk_gib"] + b["disk_gib"], up=h.state == "up", maintenance=h.maintenance,
-            storage=h.storage or ""))
+            reserved_disk_gib=p["reserved_disk_gib"] + b["disk_gib"] + on_storage.get(h.storage, 0),
+            up=h.state == "up", maintenance=h.maintenance, storage=h.storage or ""))
     groups = {gid: (name, policy) for gid, name, policy in s.execute(select(Group.id, Group.name, Group.policy))}
-    columns = (VM.name, VM.host_id, VM.cpus, VM.memory_mib, VM.disk_gib, VM.group_id, VM.storage)
+    own_disk = case((_disk_storage().is_(None), VM.disk_gib), else_=0)  # a disk no storage holds
+    columns = (VM.name, VM.host_id, VM.cpus, VM.memory_mib, own_disk, VM.group_id, VM.storage)
+    placed = select(*columns).join(Host, VM.host_id == Host.id, isouter=True)
     if per_vm:
-        rows = list(s.execute(select(*columns)))
+        rows = list(s.execute(placed))
     else:
-        rows = list(s.execute(select(*columns).where(VM.group_id.is_not(None)))) + [
-            (f"vms@{names[h]}", h, a["cpus"], a["memory_mib"], a["disk_gib"], None, None)
-            for h, a in allocations(s, ungrouped_only=True).items() if h in names]
+        folded = (select(VM.host_id, func.sum(VM.cpus), func.sum(VM.memory_mib), func.sum(own_disk))
+                  .join(Host, VM.host_id == Host.id).where(VM.group_id.is_(None)).group_by(VM.host_id))
+        rows = list(s.execute(placed.where(VM.group_id.is_not(None)))) + [
+            (f"vms@{names[h]}", h, c or 0, m or 0, d or 0, None, None) for h, c, m, d in s.execute(folded)]
     vm_records = [VMRecord(name=n, host=names.get(hid), cpus=c, memory_mib=m, disk_gib=d,
                            groups=frozenset({groups[g][0]}) if g else frozenset(), storage=st)
                   for n, hid, c, m, d, g, st in rows]
