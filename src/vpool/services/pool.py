@@ -43,26 +43,35 @@ def allocations(s: Session) -> dict[int, dict]:
     rows = s.execute(select(VM.host_id, func.sum(VM.cpus), func.sum(VM.memory_mib), func.sum(VM.disk_gib),
                             func.count()).where(VM.host_id.is_not(None)).group_by(VM.host_id))
     out = {h: {"cpus": c or 0, "memory_mib": m or 0, "disk_gib": d or 0, "vms": n} for h, c, m, d, n in rows}
-    on_storage = disk_on_storage(s)
-    for h, storage in s.execute(select(Host.id, Host.storage).where(Host.storage.is_not(None))):
-        out.setdefault(h, {"cpus": 0, "memory_mib": 0, "disk_gib": 0, "vms": 0})["disk_gib"] = on_storage.get(storage, 0)
-    for h, booked in incoming(s).items():
+    host_storage = dict(s.execute(select(Host.id, Host.storage)).all())
+    on_storage, booked = disk_on_storage(s, host_storage), incoming(s)
+    for h in host_storage:
         line = out.setdefault(h, {"cpus": 0, "memory_mib": 0, "disk_gib": 0, "vms": 0})
-        for k, v in booked.items():
+        if host_storage[h]:
+            line["disk_gib"] = on_storage.get(host_storage[h], 0)
+        for k, v in booked.get(h, {}).items():
             line[k] += v
     return out
 
 
-def _disk_storage():
-    """Where a VM's disk is: its own storage when a copy-storage migration put it elsewhere, else its host's."""
-    return func.coalesce(VM.storage, Host.storage)
-
-
-def disk_on_storage(s: Session) -> dict[str, int]:
-    """Storage id -> GiB of the VM disks on it."""
-    where = _disk_storage()
-    return {st: d or 0 for st, d in s.execute(select(where, func.sum(VM.disk_gib)).join(Host, VM.host_id == Host.id)
-                                              .where(where.is_not(None)).group_by(where))}
+def disk_on_storage(s: Session, host_storage: dict[int, str | None], on_host: dict[int, int] | None = None,
+                    elsewhere: bool = True) -> dict[str, int]:
+    """Storage id -> GiB of the VM disks on it: a disk is on its host's storage, unless a
+    copy-storage migration left it on another (VM.storage). `on_host` (host id -> GiB of its VMs'
+    disks on its own storage) when the caller has summed it already, and `elsewhere` whether it
+    saw any disk of the other kind (a scan fewer on each create when there is none)."""
+    if on_host is None:
+        on_host = dict(s.execute(select(VM.host_id, func.sum(VM.disk_gib)).where(
+            VM.host_id.is_not(None), VM.storage.is_(None)).group_by(VM.host_id)).all())
+    out: dict[str, int] = {}
+    for hid, d in on_host.items():
+        if host_storage.get(hid):
+            out[host_storage[hid]] = out.get(host_storage[hid], 0) + (d or 0)
+    if elsewhere:
+        for storage, d in s.execute(select(VM.storage, func.sum(VM.disk_gib)).where(VM.storage.is_not(None))
+                                    .group_by(VM.storage)):
+            out[storage] = out.get(storage, 0) + (d or 0)
+    return out
 
 
 def incoming(s: Session) -> dict[int, dict]:
@@ -94,10 +103,20 @@ def cluster_state(s: Session, per_vm: bool = True) -> ClusterState:
     VMs carry no disk of their own, so a VM moved between hosts of one storage moves no disk."""
     defaults = pool_defaults(s)
     hosts = list(s.scalars(select(Host).order_by(Host.id)))
-    names = {h.id: h.name for h in hosts}
-    # A migration's booking is no VM (no plan may move it): room the destination keeps back.
-    booked = incoming(s)
-    on_storage = disk_on_storage(s)
+    names, host_storage = {h.id: h.name for h in hosts}, {h.id: h.storage for h in hosts}
+    # Each host's ungrouped VMs folded into one, and its VMs' disks on its own storage, in one pass.
+    ungrouped = VM.group_id.is_(None)
+    folded, on_host, elsewhere = {}, {}, 0
+    for hid, n, c, m, d, on_host[hid], moved in s.execute(
+            select(VM.host_id,
+                   *(func.sum(case((ungrouped, x), else_=0)) for x in (1, VM.cpus, VM.memory_mib, VM.disk_gib)),
+                   func.sum(case((VM.storage.is_(None), VM.disk_gib), else_=0)), func.count(VM.storage))
+            .where(VM.host_id.is_not(None)).group_by(VM.host_id)):
+        elsewhere += moved
+        if n:
+            folded[hid] = (c, m, 0 if host_storage.get(hid) else d)  # disk only on a host with no storage id
+    on_storage = disk_on_storage(s, host_storage, on_host, elsewhere > 0)
+    booked = incoming(s)  # a migration's booking is no VM (no plan may move it): room the destination keeps
     host_records = []
     for h in hosts:
         p = host_policy(h, defaults)
@@ -110,16 +129,11 @@ def cluster_state(s: Session, per_vm: bool = True) -> ClusterState:
             reserved_disk_gib=p["reserved_disk_gib"] + b["disk_gib"] + on_storage.get(h.storage, 0),
             up=h.state == "up", maintenance=h.maintenance, storage=h.storage or ""))
     groups = {gid: (name, policy) for gid, name, policy in s.execute(select(Group.id, Group.name, Group.policy))}
-    own_disk = case((_disk_storage().is_(None), VM.disk_gib), else_=0)  # a disk no storage holds
-    columns = (VM.name, VM.host_id, VM.cpus, VM.memory_mib, own_disk, VM.group_id, VM.storage)
-    placed = select(*columns).join(Host, VM.host_id == Host.id, isouter=True)
-    if per_vm:
-        rows = list(s.execute(placed))
-    else:
-        folded = (select(VM.host_id, func.sum(VM.cpus), func.sum(VM.memory_mib), func.sum(own_disk))
-                  .join(Host, VM.host_id == Host.id).where(VM.group_id.is_(None)).group_by(VM.host_id))
-        rows = list(s.execute(placed.where(VM.group_id.is_not(None)))) + [
-            (f"vms@{names[h]}", h, c or 0, m or 0, d or 0, None, None) for h, c, m, d in s.execute(folded)]
+    one_by_one = select(VM.name, VM.host_id, VM.cpus, VM.memory_mib, VM.disk_gib, VM.group_id, VM.storage)
+    rows = [(n, hid, c, m, 0 if st or host_storage.get(hid) else d, g, st) for n, hid, c, m, d, g, st in
+            s.execute(one_by_one if per_vm else one_by_one.where(VM.group_id.is_not(None)))]
+    if not per_vm:
+        rows += [(f"vms@{names[h]}", h, c, m, d, None, None) for h, (c, m, d) in folded.items() if h in names]
     vm_records = [VMRecord(name=n, host=names.get(hid), cpus=c, memory_mib=m, disk_gib=d,
                            groups=frozenset({groups[g][0]}) if g else frozenset(), storage=st)
                   for n, hid, c, m, d, g, st in rows]
