@@ -92,13 +92,12 @@ def claim_disk(cp, booking: Booking) -> str:
     overwritten, and never removed by the undo."""
     drv = cp.connections.driver(booking.host_id)
     name = f"vm-{booking.name}.qcow2"
-    taken = [p for p in drv.volume_paths(booking.storage_pool, prefix=f"vm-{booking.name}")
-             if p.rsplit("/", 1)[-1] == name or p.rsplit("/", 1)[-1].startswith(f"vm-{booking.name}@")]
-    if taken:
+    # one lookup, and a pool refresh only when it misses (which is what another host's new file needs)
+    if (taken := drv.volume_path(booking.storage_pool, name)) is not None:
         raise Conflict(
-            f"{', '.join(taken)} is already in storage pool {booking.storage_pool} on {booking.host}, and no VM "
+            f"{taken} is already in storage pool {booking.storage_pool} on {booking.host}, and no VM "
             f"vpool manages owns it (a leftover, or another system's): vpool neither overwrites nor removes it. "
-            f"Use another VM name, or delete the file if nothing needs it (virsh -c {drv.uri} vol-delete {taken[0]})")
+            f"Use another VM name, or delete the file if nothing needs it (virsh -c {drv.uri} vol-delete {taken})")
     path = f"{ProtectionOps(drv).pool_path(booking.storage_pool)}/{name}"
     with cp.store.session() as s:
         s.execute(update(VM).where(VM.id == booking.vm_id).values(disk_path=path))

@@ -112,12 +112,15 @@ class VMService:
             if vm is None:
                 return
             uuid, disk, host_id, name, pool = vm.uuid, vm.disk_path, vm.host_id, vm.name, vm.host.storage_pool
+            created = vm.state != VMState.creating
         drv = self.cp.connections.driver(host_id)
         if uuid and drv.has_domain(uuid):
             drv.undefine(uuid)
-        if disk:  # recorded before it was made (provision.claim_disk): none is a disk never made, or not ours
-            for path in [disk, *drv.volume_paths(pool, prefix=f"vm-{name}@")]:  # with its snapshot overlays
-                drv.delete_volume(path)
+        # The disk is recorded before it is made (provision.claim_disk): none is a disk never made,
+        # or not this VM's. Snapshot overlays are a finished VM's only.
+        overlays = drv.volume_paths(pool, prefix=f"vm-{name}@") if disk and created else []
+        for path in [disk, *overlays] if disk else []:
+            drv.delete_volume(path)
         with self.cp.store.session() as s:
             vm = s.get(VM, vm_id)
             if vm is not None:
