@@ -13,7 +13,6 @@ from sqlalchemy.exc import IntegrityError
 
 from vpool.hypervisor.domain_xml import DirectBoot, DomainSpec, domain_xml
 from vpool.hypervisor.libvirt_driver import local_console_log_dir
-from vpool.hypervisor.libvirt_protection import ProtectionOps
 from vpool.model.errors import Conflict, NoCapacity
 from vpool.model.names import check_name
 from vpool.model.states import VMState
@@ -86,10 +85,10 @@ def release(cp, booking: Booking) -> None:
 
 
 def claim_disk(cp, booking: Booking) -> str:
-    """The new VM's disk volume name, checked free on the host and its path recorded before anything
-    is written there, so that undoing a create that failed deletes only what this VM made. A file
-    of that name already there (a leftover, or another system's VM's) is refused, never
-    overwritten, and never removed by the undo."""
+    """The new VM's disk volume name, checked free on the host before anything is written there.
+    A file of that name already there (a leftover, or another system's VM's) is refused, never
+    overwritten; and only a VM whose name was checked free may have its disk found by name when
+    its create is undone (VMService.discard): the undo never removes what was there before."""
     drv = cp.connections.driver(booking.host_id)
     name = f"vm-{booking.name}.qcow2"
     # one lookup, and a pool refresh only when it misses (which is what another host's new file needs)
@@ -98,10 +97,7 @@ def claim_disk(cp, booking: Booking) -> str:
             f"{taken} is already in storage pool {booking.storage_pool} on {booking.host}, and no VM "
             f"vpool manages owns it (a leftover, or another system's): vpool neither overwrites nor removes it. "
             f"Use another VM name, or delete the file if nothing needs it (virsh -c {drv.uri} vol-delete {taken})")
-    path = f"{ProtectionOps(drv).pool_path(booking.storage_pool)}/{name}"
-    with cp.store.session() as s:
-        s.execute(update(VM).where(VM.id == booking.vm_id).values(disk_path=path))
-        s.commit()
+    cp.vms.disk_claimed.add(booking.vm_id)
     return name
 
 
@@ -134,4 +130,5 @@ def settle(cp, booking: Booking) -> str:
     with cp.store.session() as s:
         s.execute(update(VM).where(VM.id == booking.vm_id).values(state=state))
         s.commit()
+    cp.vms.disk_claimed.discard(booking.vm_id)  # its disk is on record since define
     return state

@@ -44,6 +44,7 @@ class VMService:
     def __init__(self, cp):
         self.cp = cp
         self.in_flight: set[int] = set()  # VMs whose create task runs in this process
+        self.disk_claimed: set[int] = set()  # ...and whose disk name was checked free (provision.claim_disk)
 
     def get(self, s, ref: str) -> VM:
         vm = by_ref(s, VM, ref)
@@ -116,11 +117,12 @@ class VMService:
         drv = self.cp.connections.driver(host_id)
         if uuid and drv.has_domain(uuid):
             drv.undefine(uuid)
-        # The disk is recorded before it is made (provision.claim_disk): none is a disk never made,
-        # or not this VM's. Snapshot overlays are a finished VM's only.
-        overlays = drv.volume_paths(pool, prefix=f"vm-{name}@") if disk and created else []
+        if disk is None and vm_id in self.disk_claimed:  # made, not yet recorded; the name was free before
+            disk = drv.volume_path(pool, f"vm-{name}.qcow2")
+        overlays = drv.volume_paths(pool, prefix=f"vm-{name}@") if disk and created else []  # a finished VM's
         for path in [disk, *overlays] if disk else []:
             drv.delete_volume(path)
+        self.disk_claimed.discard(vm_id)
         with self.cp.store.session() as s:
             vm = s.get(VM, vm_id)
             if vm is not None:
