@@ -300,8 +300,8 @@ class MigrationService:
             disk_on = None if copy_storage else vm.disk_storage or ""
             request = PlacementRequest(  # the disk needs room there only when it is copied
                 name=vm.name, cpus=vm.cpus, memory_mib=vm.memory_mib, disk_gib=vm.disk_gib if copy_storage else 0,
-                host=to,
-                forbid_tags=frozenset({CURRENT_HOST, OTHER_NETWORK}), storage=disk_on, **group_constraints(vm.group))
+                host=to, forbid_tags=frozenset({CURRENT_HOST, OTHER_NETWORK}), storage=disk_on,
+                **group_constraints(vm.group))
             decision = place(state, request)
             if not decision.ok and to is None:
                 anywhere = place(state, replace(request, storage=None, forbid_tags=frozenset({CURRENT_HOST})))
