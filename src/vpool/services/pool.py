@@ -11,6 +11,24 @@ from vpool.store.tables import VM, Group, Host, Setting
 # The group policies a VM can be created under, and the request field that carries each.
 POLICY_FIELD = {"affinity": "affinity", "anti-affinity": "anti_affinity", "soft-anti-affinity": "soft_anti_affinity"}
 
+# Queries built once: a create reads the pool under the placement lock, where building them took
+# a millisecond of each. Per host: its ungrouped VMs folded into one (count, CPU, RAM, disk), then
+# the disks of its VMs on its own storage and how many a migration left on other storage.
+_UNGROUPED = VM.group_id.is_(None)
+_HOST_LOADS = (select(VM.host_id,
+                      *(func.sum(case((_UNGROUPED, x), else_=0)) for x in (1, VM.cpus, VM.memory_mib, VM.disk_gib)),
+                      func.sum(case((VM.storage.is_(None), VM.disk_gib), else_=0)), func.count(VM.storage))
+               .where(VM.host_id.is_not(None)).group_by(VM.host_id))
+_ONE_BY_ONE = select(VM.name, VM.host_id, VM.cpus, VM.memory_mib, VM.disk_gib, VM.group_id, VM.storage)
+# Per host, for the host views: all its VMs (CPU, RAM, disk, count), then the same two disk columns.
+_HOST_TOTALS = (select(VM.host_id, func.sum(VM.cpus), func.sum(VM.memory_mib), func.sum(VM.disk_gib), func.count(),
+                       func.sum(case((VM.storage.is_(None), VM.disk_gib), else_=0)), func.count(VM.storage))
+                .where(VM.host_id.is_not(None)).group_by(VM.host_id))
+_INCOMING = (select(Migration.destination_host_id, func.sum(Migration.cpus), func.sum(Migration.memory_mib),
+                    func.sum(case((Migration.copy_storage, Migration.disk_gib), else_=0)))  # a disk left where
+             .where(Migration.state.in_(BOOKING), Migration.destination_host_id.is_not(None))  # it is takes no room
+             .group_by(Migration.destination_host_id))
+
 
 def pool_defaults(s: Session) -> dict:
     stored = {k: v for k, v in s.execute(select(Setting.key, Setting.value))}
@@ -40,11 +58,12 @@ def allocations(s: Session) -> dict[int, dict]:
     """Per host: what its VMs take, plus the room migrations on their way there have booked. Disk
     is the storage's: on a host whose storage others share, every VM disk on it, whichever host
     runs the VM (summed per host, three hosts on one shared storage offered three times its room)."""
-    rows = s.execute(select(VM.host_id, func.sum(VM.cpus), func.sum(VM.memory_mib), func.sum(VM.disk_gib),
-                            func.count()).where(VM.host_id.is_not(None)).group_by(VM.host_id))
-    out = {h: {"cpus": c or 0, "memory_mib": m or 0, "disk_gib": d or 0, "vms": n} for h, c, m, d, n in rows}
+    out, on_host, elsewhere = {}, {}, 0
+    for h, c, m, d, n, on_host[h], moved in s.execute(_HOST_TOTALS):
+        out[h] = {"cpus": c or 0, "memory_mib": m or 0, "disk_gib": d or 0, "vms": n}
+        elsewhere += moved
     host_storage = dict(s.execute(select(Host.id, Host.storage)).all())
-    on_storage, booked = disk_on_storage(s, host_storage), incoming(s)
+    on_storage, booked = _disk_on_storage(s, host_storage, on_host, elsewhere > 0), incoming(s)
     for h in host_storage:
         line = out.setdefault(h, {"cpus": 0, "memory_mib": 0, "disk_gib": 0, "vms": 0})
         if host_storage[h]:
@@ -54,15 +73,11 @@ def allocations(s: Session) -> dict[int, dict]:
     return out
 
 
-def disk_on_storage(s: Session, host_storage: dict[int, str | None], on_host: dict[int, int] | None = None,
-                    elsewhere: bool = True) -> dict[str, int]:
-    """Storage id -> GiB of the VM disks on it: a disk is on its host's storage, unless a
-    copy-storage migration left it on another (VM.storage). `on_host` (host id -> GiB of its VMs'
-    disks on its own storage) when the caller has summed it already, and `elsewhere` whether it
-    saw any disk of the other kind (a scan fewer on each create when there is none)."""
-    if on_host is None:
-        on_host = dict(s.execute(select(VM.host_id, func.sum(VM.disk_gib)).where(
-            VM.host_id.is_not(None), VM.storage.is_(None)).group_by(VM.host_id)).all())
+def _disk_on_storage(s: Session, host_storage: dict[int, str | None], on_host: dict[int, int],
+                    elsewhere: bool) -> dict[str, int]:
+    """Storage id -> GiB of the VM disks on it: a disk is on its host's storage (`on_host`: host id
+    -> GiB of its VMs' disks there), unless a copy-storage migration left it on another
+    (VM.storage); `elsewhere` says whether any did, to spare a scan on each create when none did."""
     out: dict[str, int] = {}
     for hid, d in on_host.items():
         if host_storage.get(hid):
@@ -80,28 +95,11 @@ def incoming(s: Session) -> dict[int, dict]:
     return {h: {"cpus": c or 0, "memory_mib": m or 0, "disk_gib": d or 0} for h, c, m, d in s.execute(_INCOMING)}
 
 
-_INCOMING = (select(Migration.destination_host_id, func.sum(Migration.cpus), func.sum(Migration.memory_mib),
-                    func.sum(case((Migration.copy_storage, Migration.disk_gib), else_=0)))  # a disk left where
-             .where(Migration.state.in_(BOOKING), Migration.destination_host_id.is_not(None))  # it is takes no room
-             .group_by(Migration.destination_host_id))
-
-
 def group_constraints(group: Group | None) -> dict:
     """The PlacementRequest fields that make a VM of `group` follow the group's policy."""
     if group is None:
         return {}
     return {POLICY_FIELD[group.policy]: frozenset({group.name})}
-
-
-# Built once: a create reads the pool under the placement lock, where building these took a
-# millisecond of each. Per host, its ungrouped VMs folded into one (count, CPU, RAM, disk), the
-# disks of all its VMs on its own storage, and how many disks a migration left on other storage.
-_UNGROUPED = VM.group_id.is_(None)
-_HOST_LOADS = (select(VM.host_id,
-                      *(func.sum(case((_UNGROUPED, x), else_=0)) for x in (1, VM.cpus, VM.memory_mib, VM.disk_gib)),
-                      func.sum(case((VM.storage.is_(None), VM.disk_gib), else_=0)), func.count(VM.storage))
-               .where(VM.host_id.is_not(None)).group_by(VM.host_id))
-_ONE_BY_ONE = select(VM.name, VM.host_id, VM.cpus, VM.memory_mib, VM.disk_gib, VM.group_id, VM.storage)
 
 
 def cluster_state(s: Session, per_vm: bool = True) -> ClusterState:
@@ -121,7 +119,7 @@ def cluster_state(s: Session, per_vm: bool = True) -> ClusterState:
         elsewhere += moved
         if n:
             folded[hid] = (c, m, 0 if host_storage.get(hid) else d)  # disk only on a host with no storage id
-    on_storage = disk_on_storage(s, host_storage, on_host, elsewhere > 0)
+    on_storage = _disk_on_storage(s, host_storage, on_host, elsewhere > 0)
     booked = incoming(s)  # a migration's booking is no VM (no plan may move it): room the destination keeps
     host_records = []
     for h in hosts:
