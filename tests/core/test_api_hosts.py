@@ -110,6 +110,8 @@ def test_hosts_on_one_storage_share_its_room(api, tmp_path):
     for name in ("s1", "s2"):
         api.add_sim_host(tmp_path, name, storage="nas")
     room = api.get("/hosts/s1").json()["capacity"]["disk_gib"]["usable"]
+    plan = api.get("/plans/capacity", params={"mix": "tiny", "failures": 0}).json()   # 20 GiB disks
+    assert plan["fits_without_ha"] == room // 20, (room, plan)
     api.task(api.post("/vms", json={"name": "big", "memory": "512M", "disk": f"{room - 2}G", "host": "s1"}))
     assert api.get("/hosts/s2").json()["capacity"]["disk_gib"]["free"] == 2
     assert api.get("/pool").json()["capacity"]["disk_gib"] == {"usable": room, "allocated": room - 2, "free": 2}

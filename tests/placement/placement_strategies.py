@@ -21,7 +21,8 @@ def clusters(draw, max_hosts=8, max_vms=40, groups=True):
             maintenance=draw(st.sampled_from([False, False, False, True])),
             max_vms=draw(st.sampled_from([None, None, 4, 10])),
             storage=draw(st.sampled_from(["", "", "san"]))))
-    state = ClusterState.from_records(hosts)
+    policies = {"web": "anti-affinity", "db": "soft-anti-affinity", "cache": "anti-affinity"}
+    state = ClusterState.from_records(hosts, (), policies if groups else None)
     free = state.free.copy()
     count = [0] * n_hosts
     vms = []
@@ -29,20 +30,22 @@ def clusters(draw, max_hosts=8, max_vms=40, groups=True):
     for v in range(draw(st.integers(0, max_vms))):
         cpus, mem, disk = draw(st.sampled_from(FLAVORS))
         h = draw(st.integers(0, n_hosts - 1))
-        fits = (free[h] >= (cpus, mem, disk)).all() and (
+        storage = draw(st.sampled_from([None, None, None, f"own-h{h}", "san"]))
+        # a disk on the hosts' pooled "san" takes room on each of them (HostRecord)
+        room = state.disk_room(h) if storage is None else h
+        fits = (free[h, :2] >= (cpus, mem)).all() and (free[room, 2] >= disk).all() and (
             hosts[h].max_vms is None or count[h] < hosts[h].max_vms)
         if not fits:
             continue
-        free[h] -= (cpus, mem, disk)
+        free[h, :2] -= (cpus, mem)
+        free[room, 2] -= disk
         count[h] += 1
         member = frozenset(draw(st.lists(st.sampled_from(names), max_size=1))) if names else \
             frozenset()
         vms.append(VMRecord(f"vm{v}", host=f"h{h}", cpus=cpus, memory_mib=mem, disk_gib=disk,
                             groups=member, running=draw(st.booleans() | st.just(True)),
-                            cpu_load=draw(st.none() | st.floats(0, 4)),
-                            storage=draw(st.sampled_from([None, None, None, f"own-h{h}", "san"]))))
-    policies = {"web": "anti-affinity", "db": "soft-anti-affinity", "cache": "anti-affinity"}
-    return ClusterState.from_records(hosts, vms, policies if groups else None)
+                            cpu_load=draw(st.none() | st.floats(0, 4)), storage=storage))
+    return state.add(*vms)
 
 
 @st.composite

@@ -199,9 +199,9 @@ def test_capacity_answers_fit_and_keep_n_plus_one(state, disks):
         f = DEFAULT_FLAVORS[name]
         added.append(VMRecord(f"new{i}", host, f.cpus, f.memory_mib, 0 if disks == "shared" else f.disk_gib,
                               secondary=mirror, migratable=mirror is None))
-    after = ClusterState.from_records(state.hosts, state.vms + tuple(added), state.group_policies)
-    grew = after.used > state.used
-    assert (after.used[grew] <= after.usable[grew] + 1e-9).all()
+    after = state.add(*added)
+    took = after.free < state.free
+    assert (after.free[took] >= -1e-9).all()
     assert (after.vm_count <= np.maximum(after.max_vms, state.vm_count)).all()
     assert report.fits <= report.fits_without_ha
     if ha_admission(state).ok:
@@ -232,3 +232,19 @@ def test_the_restart_plans_kept_while_adding_vms_stay_witnesses(state, disks):
         left = keeps.left[f][survivors]
         assert (left >= -1e-6).all()
         assert (left <= keeps.free[survivors] + 1e-6).all()
+
+
+def test_hosts_on_one_pooled_storage_share_its_room():
+    # three hosts on one SAN of 1,000 GiB: two 500 GiB disks fill it, whichever hosts run them
+    san = ClusterState.from_records([HostRecord(f"h{i}", cpus=64, memory_mib=262144, disk_gib=1000, storage="san")
+                                     for i in range(3)])
+    assert capacity(san, {"db": 1}, failures=0).fits == 2
+    report = capacity(san, {"db": 1})
+    assert report.fits == 2 and "does not fit" in report.limited_by
+    # a disk on it is kept back on every host of the storage, and its VM moves without it
+    after = san.add(VMRecord("a", "h0", 4, 12288, 500))
+    assert list(after.free[:, 2]) == [500, 500, 500] and after.demand[0, 2] == 0
+    # hosts whose storage is named by no one else, or by no name (Ganeti's files), each have their own
+    own = ClusterState.from_records([replace(h, storage=f"own-{h.name}") for h in san.hosts])
+    unnamed = ClusterState.from_records([replace(h, storage="") for h in san.hosts])
+    assert capacity(own, {"db": 1}, failures=0).fits == capacity(unnamed, {"db": 1}, failures=0).fits == 6

@@ -210,8 +210,10 @@ def _demand(flavor, disks: str) -> np.ndarray:
 
 def _book(work, mirrors, flavor, disks, host, mirror):
     demand = _demand(flavor, disks)
-    if mirror >= 0:
+    if mirror >= 0:   # a DRBD disk: on the host's own disks, never on a pooled storage
         mirrors.book(work, host, mirror, demand[1], demand[2])
+        work.add_mirror(host, demand[2])
+        demand = demand * (1.0, 1.0, 0.0)
     work.add(host, demand)
 
 
@@ -280,7 +282,7 @@ class _KeepsHA:
         VM the checks let through."""
         self.free, self.vm_count = work.free, work.vm_count
         for name, demand, host, mirror in added:
-            self.on_host.setdefault(host, []).append((name, demand, mirror))
+            self.on_host.setdefault(host, []).append((name, self._moving(demand, host, mirror), mirror))
         n = self.state.n_hosts
         # +inf where no plan constrains: a host that cannot fail (down) and a host's own column
         self.left = np.full((n, n, 3), np.inf)
@@ -307,14 +309,18 @@ class _KeepsHA:
         """None if N+1 holds with one more VM `name` of `demand` on `host` (its disk mirrored
         on `mirror`, or -1), else why not; a check that passes is kept for `commit`."""
         free, vm_count = self.free.copy(), self.vm_count.copy()
-        free[host] -= demand
+        moving, shared = self._moving(demand, host, mirror), self._shared(host, mirror)
+        free[host] -= moving
         vm_count[host] += 1
-        short = (demand - self.left[:, host]).max(axis=1)
+        short = (moving - self.left[:, host]).max(axis=1)
         if mirror >= 0:
             free[mirror, 2] -= demand[2]
             short = np.maximum(short, demand[2] - self.left[:, mirror, 2])
+        if shared is not None:
+            free[shared, 2] -= demand[2]
+            short = np.maximum(short, demand[2] - self.left[:, shared, 2].min(axis=1))
         short[host] = np.inf
-        added = (name, demand, mirror)
+        added = (name, moving, mirror)
         redone = {}
         for f in np.flatnonzero((short > EPSILON) & self.state.up):
             unplaced, left = self._plan(int(f), free, vm_count, added if f == host else None)
@@ -323,19 +329,32 @@ class _KeepsHA:
                         f"not restart ({', '.join(unplaced[:5])})")
             left[f] = np.inf
             redone[int(f)] = left
-        self.pending = (added, host, redone)
+        self.pending = (added, host, redone, shared, demand[2])
         return None
 
     def commit(self) -> None:
         """Keeps the last check that passed; its VM is booked in the workspace right after."""
-        added, host, redone = self.pending
-        demand, mirror = added[1], added[2]
+        added, host, redone, shared, disk = self.pending
+        moving, mirror = added[1], added[2]
         self.on_host.setdefault(host, []).append(added)
-        self.left[:, host] -= demand
+        self.left[:, host] -= moving
         if mirror >= 0:
-            self.left[:, mirror, 2] -= demand[2]
+            self.left[:, mirror, 2] -= disk
+        if shared is not None:
+            self.left[:, shared, 2] -= disk
         for f, left in redone.items():
             self.left[f] = left
+
+    def _moving(self, demand, host, mirror):
+        """What a VM on `host` takes with it when it restarts elsewhere: no disk from a pooled
+        storage, which every host that may restart it already sees."""
+        return demand * (1.0, 1.0, 0.0) if self.state.pooled[host] and mirror < 0 else demand
+
+    def _shared(self, host, mirror):
+        """The open hosts whose free disk a new disk on a pooled `host` also takes, or None."""
+        if not self.state.pooled[host] or mirror >= 0:
+            return None
+        return np.flatnonzero(self.state.disk_room(host) & self.state.accepts_vms)
 
     def _plan(self, f, free, vm_count, added=None):
         extra = self.on_host.get(f, []) + ([added] if added else [])
@@ -348,13 +367,12 @@ def _probe(i: int) -> str:
 
 
 def _with_added(state, added, catalogue, disks):
-    extra = tuple(VMRecord(_probe(i), host=state.host_names[h],
-                           cpus=catalogue[name].cpus, memory_mib=catalogue[name].memory_mib,
-                           disk_gib=_disk(catalogue[name], disks),
-                           secondary=state.host_names[mirror] if mirror >= 0 else None,
-                           migratable=mirror < 0)
-                  for i, (name, h, mirror) in enumerate(added))
-    return ClusterState.from_records(state.hosts, state.vms + extra, state.group_policies)
+    return state.add(*(VMRecord(_probe(i), host=state.host_names[h],
+                                cpus=catalogue[name].cpus, memory_mib=catalogue[name].memory_mib,
+                                disk_gib=_disk(catalogue[name], disks),
+                                secondary=state.host_names[mirror] if mirror >= 0 else None,
+                                migratable=mirror < 0)
+                       for i, (name, h, mirror) in enumerate(added)))
 
 
 def _keeping_ha(state, added, catalogue, failures, stop, disks):

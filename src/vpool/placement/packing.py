@@ -111,12 +111,13 @@ def _cp_sat(state, requests, start, policy, budget):
         on_h = [(i, x[i, h]) for i in range(len(requests)) if (i, h) in x]
         if not on_h:
             continue
-        for r in range(3):
-            room = math.floor(state.free[h, r] * SCALE + 1e-6)
-            model.Add(sum(math.ceil(requests[i].demand[r] * SCALE - 1e-6) * v
-                          for i, v in on_h) <= room)
+        for r in range(2 if state.pooled[h] else 3):
+            _at_most(model, requests, r, on_h, state.free[h, r])
         if np.isfinite(state.max_vms[h]):
             model.Add(sum(v for _, v in on_h) <= int(state.max_vms[h] - state.vm_count[h]))
+    for code in np.unique(state.storage[state.pooled]):
+        on = state.storage == code          # a pooled storage: one room for all its hosts
+        _at_most(model, requests, 2, [(i, v) for (i, h), v in x.items() if on[h]], state.free[on, 2].min())
     for g in {g for r in requests for g in r.anti_affinity}:
         members = [i for i, r in enumerate(requests) if g in r.groups]
         for h in range(state.n_hosts):
@@ -154,6 +155,12 @@ def _cp_sat(state, requests, start, policy, budget):
         return None
     return {r.name: state.host_names[h] for (i, h), v in x.items()
             for r in (requests[i],) if solver.Value(v)}
+
+
+def _at_most(model, requests, r, booked, room) -> None:
+    """The requests `booked` ((index, their variable on a host)) take at most `room` of resource r."""
+    model.Add(sum(math.ceil(requests[i].demand[r] * SCALE - 1e-6) * v for i, v in booked)
+              <= math.floor(room * SCALE + 1e-6))
 
 
 def lower_bound(bins: np.ndarray, items: np.ndarray) -> int:

@@ -32,7 +32,12 @@ class HostRecord:
     is believed. `cpu_speed` and `spindle_capacity` (Ganeti's spindles × spindle ratio) only
     matter to Ganeti's score. `storage` names the storage its VMs' disks live on: a VM moves
     live only to hosts on the storage of its disk (Ganeti's node groups play that part), so a
-    pool whose hosts all share storage leaves it equal everywhere.
+    pool whose hosts all share storage leaves it equal everywhere. A storage named here and
+    shared by several hosts holds one room for all of them (a SAN, NFS, Ceph): the caller counts
+    every disk on it in each such host's `reserved_disk_gib` and gives their VMs no disk of
+    their own, so a VM moved between them moves no disk, and a new disk booked on one of them
+    takes room on each (`ClusterState.pooled`). Hosts that leave it empty, as Ganeti's files
+    do, each have their own disk.
     """
 
     name: str
@@ -262,6 +267,17 @@ class ClusterState:
         """Hosts on `storage`."""
         return self.storage == self._storage_codes.get(storage, -1)
 
+    @cached_property
+    def pooled(self) -> np.ndarray:
+        """Hosts on a named storage that other hosts share: a disk on one takes room on all."""
+        named = np.fromiter((bool(h.storage) for h in self.hosts), dtype=bool, count=self.n_hosts)
+        return named & (np.bincount(self.storage, minlength=1)[self.storage] > 1)
+
+    def disk_room(self, host: int) -> np.ndarray | int:
+        """The hosts whose free disk a new disk on host index `host` takes: its storage's
+        hosts when that storage is pooled, else the host itself."""
+        return self.storage == self.storage[host] if self.pooled[host] else host
+
     def groups_with(self, policy: str) -> frozenset[str]:
         return frozenset(g for g, p in self.group_policies.items() if p == policy)
 
@@ -273,11 +289,23 @@ class ClusterState:
         vms[i] = _replace_host(vms[i], host)
         return self._with_vms(tuple(vms))
 
-    def add(self, vm: VMRecord) -> "ClusterState":
-        """The state with one more VM."""
-        if vm.name in self.vm_index:
-            raise ValueError(f"VM {vm.name!r} already exists")
-        return self._with_vms(self.vms + (vm,))
+    def add(self, *vms: VMRecord) -> "ClusterState":
+        """The state with new VMs. A new VM's disk on a pooled storage is kept back on each
+        of its hosts, as the storage's other disks are (see HostRecord), not carried by it."""
+        for vm in vms:
+            if vm.name in self.vm_index:
+                raise ValueError(f"VM {vm.name!r} already exists")
+        pooled_disk = np.zeros(self.n_hosts)
+        new = []
+        for vm in vms:
+            h = self.host_index.get(vm.host, -1)
+            if h >= 0 and self.pooled[h] and vm.storage in (None, self.hosts[h].storage) and vm.secondary is None:
+                pooled_disk[self.disk_room(h)] += vm.disk_gib
+                vm = replace(vm, disk_gib=0.0)
+            new.append(vm)
+        hosts = tuple(replace(host, reserved_disk_gib=host.reserved_disk_gib + d) if d else host
+                      for host, d in zip(self.hosts, pooled_disk))
+        return ClusterState.from_records(hosts, self.vms + tuple(new), self.group_policies)
 
     def with_moves(self, moves: Iterable[tuple]) -> "ClusterState":
         """The state after each (vm, host) or (vm, host, mirror host) move, applied at once;
@@ -334,6 +362,7 @@ class Workspace:
         self.free = state.free.copy()
         self.vm_count = state.vm_count.copy()
         self.accepts_vms = state.accepts_vms.copy()
+        self.disk_room = state.disk_room
         self._groups: dict[str, np.ndarray] = {}
 
     def group_members(self, group: str) -> np.ndarray:
@@ -348,9 +377,13 @@ class Workspace:
         return self.state.storage_mask(storage)
 
     def add(self, host: int, demand: np.ndarray, groups: Iterable[str] = ()) -> None:
-        """Book a VM of `demand` in `groups` on host index `host`."""
-        self.used[host] += demand
-        self.free[host] -= demand
+        """Book a VM of `demand` in `groups` on host index `host` (its disk on every host of a
+        pooled storage)."""
+        self.used[host, :2] += demand[:2]
+        self.free[host, :2] -= demand[:2]
+        room = self.disk_room(host)
+        self.used[room, 2] += demand[2]
+        self.free[room, 2] -= demand[2]
         self.vm_count[host] += 1
         for g in groups:
             self.group_members(g)[host] += 1
