@@ -248,3 +248,15 @@ def test_hosts_on_one_pooled_storage_share_its_room():
     own = ClusterState.from_records([replace(h, storage=f"own-{h.name}") for h in san.hosts])
     unnamed = ClusterState.from_records([replace(h, storage="") for h in san.hosts])
     assert capacity(own, {"db": 1}, failures=0).fits == capacity(unnamed, {"db": 1}, failures=0).fits == 6
+
+
+def test_capacity_says_which_host_n_plus_one_kept_a_vm_from():
+    # "alone" has room but sees no other host's storage, so a VM there could restart nowhere;
+    # the SAN's 40 GiB hold two tiny VMs. The next one was blamed on a maintenance filter.
+    hosts = [HostRecord("alone", cpus=8, memory_mib=65536, disk_gib=1000, cpu_ratio=1, storage="own"),
+             HostRecord("s1", cpus=8, memory_mib=65536, disk_gib=40, cpu_ratio=1, storage="san"),
+             HostRecord("s2", cpus=8, memory_mib=65536, disk_gib=40, cpu_ratio=1, storage="san")]
+    report = capacity(ClusterState.from_records(hosts), {"tiny": 1})
+    assert (report.fits, report.fits_without_ha) == (2, 10), report
+    assert report.limited_by == ("the next tiny VM has room only where it breaks N+1 (on alone: if alone "
+                                 "failed, 1 VM could not restart (capacity-probe-2))"), report.limited_by

@@ -171,7 +171,7 @@ def _fill(state, start, flavors, catalogue, disks, policy, limit, keeps=None):
                 decision = place(work, request, policy)
                 if not decision.ok:
                     if within is None:
-                        why = why or f"the next {name} VM does not fit: {decision.message}"
+                        why = why or _no_host(work, accepts, request, policy, keeps, len(added), decision)
                     break
                 h = state.host_index[decision.host]
                 untried[h] = False
@@ -197,6 +197,24 @@ def _fill(state, start, flavors, catalogue, disks, policy, limit, keeps=None):
         _book(work, mirrors, flavor, disks, chosen[1], chosen[2])
         added.append(chosen)
     return added, ""
+
+
+def _no_host(work, accepts, request, policy, keeps, n_added, decision) -> str:
+    """Why the next VM found no host. With N+1 kept, the hosts where one more broke it were
+    left out of `decision`, so it would blame them on the filters; placed among all hosts
+    again, a VM that fits tells which host it broke N+1 on, and how."""
+    name = request.name.rpartition("-")[0]
+    if keeps is not None:
+        work.accepts_vms = accepts
+        anywhere = place(work, request, policy)
+        if not anywhere.ok:
+            decision = anywhere
+        else:
+            h = work.host_index[anywhere.host]
+            broken = keeps.check(_probe(n_added), _demand(request, "local"), h, -1)
+            return f"the next {name} VM has room only where it breaks N+1" + (
+                f" (on {anywhere.host}: {broken})" if broken else "")
+    return f"the next {name} VM does not fit: {decision.message}"
 
 
 def _disk(flavor, disks: str) -> float:
