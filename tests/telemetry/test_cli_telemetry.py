@@ -32,6 +32,7 @@ def test_top_stats_and_alarms(server, tapi, tcp, tmp_path):
     assert [v["name"] for v in top["vms"]] == ["web1"] and top["vms"][0]["metrics"]["cpu_percent"] > 0
     r = vpool("stats", "web1", "--since", "1h")
     assert r.exit_code == 0 and "cpu_percent" in r.stdout and "memory_used_bytes" in r.stdout, r.output
+    assert "learning" in next(line for line in r.stdout.splitlines() if "cpu_percent" in line)  # not a score of 0
     assert json.loads(vpool("stats", "web1", "--json").stdout)["scope"] == "vm"
 
     r = vpool("alarm", "create", "hot", "--metric", "cpu_percent", "-c", ">", "--value", 10, "--json")

@@ -124,4 +124,4 @@ def test_query_api_refuses_bad_input(tapi, tcp, tmp_path):
     pool = tapi.get("/metrics/query", params={"metric": "hosts_up", "step": "1m"}).json()
     assert pool["scope"] == "pool" and pool["series"][0]["points"][0][1] == 1.0
     host = tapi.get("/metrics/query", params={"host": "q1"}).json()
-    assert {s["metric"] for s in host["series"]} >= {"memory_total_bytes", "memory_total_bytes.anomaly"}
+    assert "memory_total_bytes" in {s["metric"] for s in host["series"]}

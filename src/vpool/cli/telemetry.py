@@ -138,7 +138,7 @@ def stats(vm: str, since: str = typer.Option("1h", help="How far back: 30m, 1h, 
         mean = sum(p[1] for p in points) / len(points)
         scores = by_metric.get(metric + ".anomaly") or []
         grid.add_row(metric, str(len(points)), fmt(points[-1][1]), fmt(min(p[2] for p in points)), fmt(mean),
-                      fmt(max(p[3] for p in points)), _num(max((p[3] for p in scores), default=None), "{:.2f}"))
+                      fmt(max(p[3] for p in points)), f"{max(p[3] for p in scores):.2f}" if scores else "learning")
     if not grid.row_count:
         return console.print(f"no samples of {vm} since {since} yet")
     console.print(grid)

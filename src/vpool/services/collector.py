@@ -216,7 +216,9 @@ class TelemetryService:
         return dict(metrics)
 
     def _score(self, points: list[Point], now: float, latest: dict[tuple[str, str], dict[str, float]]) -> None:
-        """Scores every point of the interval and appends the scores as points of their own."""
+        """Scores every point of the interval and appends the scores as points of their own. A
+        series whose detector is still learning gets no score rather than a 0 that reads as
+        normal: its anomaly series, its alarms and its Prometheus gauge begin once it has learnt."""
         new = [(p.scope, p.subject, p.metric) for p in points if (p.scope, p.subject, p.metric) not in self._detectors]
         if new:
             self._warm(new, now)
@@ -224,6 +226,8 @@ class TelemetryService:
             entry = self._detectors[(p.scope, p.subject, p.metric)]
             entry[1] = now
             score = entry[0].update(now, p.value)
+            if not entry[0].learnt:
+                continue
             latest[(p.scope, p.name)][anomaly_metric(p.metric)] = score
             points.append(p._replace(metric=anomaly_metric(p.metric), value=score))
 

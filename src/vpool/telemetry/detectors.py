@@ -62,6 +62,12 @@ class Detector(Protocol):
         """Consume one point and return its anomaly score in [0, 1]."""
         ...
 
+    @property
+    def learnt(self) -> bool:
+        """Whether its scores mean anything yet: while learning it scores 0, as NAB asks, and
+        an operator must not read that as normal."""
+        ...
+
 
 class _Scale:
     """Novelty of the recent shape at one time scale; see the module docstring."""
@@ -170,6 +176,10 @@ class ContextNoveltyDetector:
             self.lo, self.hi = min(self.lo, value), max(self.hi, value)
             self._relearn(including_newest=False)
         return self._score(value)
+
+    @property
+    def learnt(self) -> bool:
+        return self.seen > self.learning_period
 
     def _relearn(self, including_newest: bool) -> None:
         """Rebuild the grid on the current range and replay the recent past onto it.
