@@ -57,7 +57,7 @@ def test_forecast_table(server, tcp):
     one = vpool("forecast", "web", "--metric", "cpu_percent", "--horizon", "10s", "--history", "1h").stdout
     assert [line.split()[1] for line in one.splitlines() if "│" in line] == ["now", "+10s"], one  # one step: one row
     f = json.loads(vpool("forecast", "web", "--metric", "cpu_percent", "--json").stdout)
-    assert (f["step_s"], len(f["points"])) == (60, 30)  # 6 h of history in at most 600 steps: 1 min; 30 min ahead
+    assert (f["step_s"], len(f["points"])) == (10, 180)  # 6 h asked, 20 min there: its 10 s steps; 30 min ahead
 
 
 def test_errors_are_one_line(server):

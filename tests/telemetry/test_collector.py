@@ -158,6 +158,12 @@ def test_forecast_api_follows_a_rising_series_and_refuses_what_it_cannot(tapi, t
     assert f["step_s"] == 10 and len(f["points"]) == 30 and 45 < f["last"][1] < 51
     ahead = [p[1] for p in f["points"]]
     assert ahead == sorted(ahead) and f["last"][1] < ahead[-1] < 60  # still rising, damped
+    # a week of history asked for, 33 minutes there: its 10 s samples, not a week's 20-minute steps
+    week = tapi.get("/metrics/forecast", params={"vm": "web", "metric": "cpu_percent", "horizon": "5m",
+                                                 "history": "7d"})
+    assert week.status_code == 200, week.text
+    week = week.json()
+    assert week["step_s"] == 10 and week["fitted_on"] >= 190, week
     for params, status, words in (
             ({"vm": "web", "metric": "cpu_percent.anomaly"}, 422, "not forecast"),
             ({"vm": "web", "metric": "cpu_percent", "horizon": "2h", "history": "1h"}, 422, "no longer than"),

@@ -293,14 +293,18 @@ class TelemetryService:
             raise Invalid(f"the horizon must be longer than zero and no longer than the history it is "
                           f"forecast from (horizon {horizon!r}, history {history!r})")
         scope, name, found = self._series(vm, host, metric)
-        start_ms, now_ms = int((now - history_s) * 1000), int(now * 1000)
-        native = self.series.resolution(start_ms, now_ms)
-        base = native or self.interval_s
-        need = max(base, history_s / FORECAST_STEPS)  # a model of at most ~600 steps
-        step = next((n for n in ROUND_STEPS_S if n >= need and n % base == 0), base * math.ceil(need / base))
         if not found:
             raise Conflict(f"{name} has no {metric} stored yet")
         newest = max(found, key=lambda x: x.id)  # a VM deleted and made again under its name has two
+        now_ms = int(now * 1000)
+        # a model of at most ~600 steps over the history there is: a VM 20 minutes old is
+        # forecast from its 10 s samples, not from the twenty 1-minute steps 6 hours would take
+        asked_ms = int((now - history_s) * 1000)
+        start_ms = self.series.oldest(newest, asked_ms) or asked_ms
+        native = self.series.resolution(start_ms, now_ms)
+        base = native or self.interval_s
+        need = max(base, (now_ms - start_ms) / 1000 / FORECAST_STEPS)
+        step = next((n for n in ROUND_STEPS_S if n >= need and n % base == 0), base * math.ceil(need / base))
         points = self.series.read([newest], start_ms, now_ms, native, int(math.ceil(step)))[newest.id]
         try:
             ahead = forecast_points([(p[0], p[1]) for p in points], step, horizon_s)

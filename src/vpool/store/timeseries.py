@@ -179,6 +179,13 @@ class TimeSeries:
                     out[key] = [(t / 1000.0, value) for t, value in reversed(cursor.fetchall())]
         return out
 
+    def oldest(self, series: Series, since_ms: int) -> int | None:
+        """The time (ms) of the series' oldest point at or after `since`, raw or rolled up."""
+        with self.store.session() as s:
+            times = [s.scalar(select(func.min(table.t)).where(table.series_id == series.id, table.t >= since_ms))
+                     for table in (Sample, Rollup)]
+        return min((t for t in times if t is not None), default=None)
+
     def resolution(self, since_ms: int, now_ms: int) -> int | None:
         """The finest resolution still kept as far back as `since` (None: raw). Raw wins
         whenever it covers the range, because rollups lag the newest bucket by design."""
