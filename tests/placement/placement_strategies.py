@@ -31,8 +31,10 @@ def clusters(draw, max_hosts=8, max_vms=40, groups=True):
         cpus, mem, disk = draw(st.sampled_from(FLAVORS))
         h = draw(st.integers(0, n_hosts - 1))
         storage = draw(st.sampled_from([None, None, None, f"own-h{h}", "san"]))
-        # a disk on the hosts' pooled "san" takes room on each of them (HostRecord)
-        room = state.disk_room(h) if storage is None else h
+        # a disk on the hosts' pooled "san" takes room on each of them (HostRecord); their disk
+        # room is the SAN's, so a disk elsewhere is only drawn on the other hosts
+        storage = None if state.pooled[h] else storage
+        room = state.disk_room(h)
         fits = (free[h, :2] >= (cpus, mem)).all() and (free[room, 2] >= disk).all() and (
             hosts[h].max_vms is None or count[h] < hosts[h].max_vms)
         if not fits:

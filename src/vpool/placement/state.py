@@ -8,6 +8,7 @@ returns a new state, which is what makes every decision reproducible.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Iterable, Mapping
@@ -197,7 +198,12 @@ class ClusterState:
 
     @cached_property
     def free(self) -> np.ndarray:
-        return self.usable - self.used
+        """usable − used; on a pooled storage, the free disk its tightest host sees, on each."""
+        free = self.usable - self.used
+        for code in np.unique(self.storage[self.pooled]) if self.pooled.any() else ():
+            on = self.storage == code
+            free[on, 2] = free[on, 2].min()
+        return free
 
     @cached_property
     def inverse_usable(self) -> np.ndarray:
@@ -270,8 +276,10 @@ class ClusterState:
     @cached_property
     def pooled(self) -> np.ndarray:
         """Hosts on a named storage that other hosts share: a disk on one takes room on all."""
-        named = np.fromiter((bool(h.storage) for h in self.hosts), dtype=bool, count=self.n_hosts)
-        return named & (np.bincount(self.storage, minlength=1)[self.storage] > 1)
+        names = [h.storage for h in self.hosts]   # not `storage`, which also reads every VM: a create reads this
+        shared = {name for name, hosts in Counter(names).items() if name and hosts > 1}
+        return np.fromiter((name in shared for name in names), dtype=bool, count=len(names)) if shared \
+            else np.zeros(len(names), dtype=bool)
 
     def disk_room(self, host: int) -> np.ndarray | int:
         """The hosts whose free disk a new disk on host index `host` takes: its storage's
