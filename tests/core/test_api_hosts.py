@@ -1,4 +1,6 @@
-from vpool.store.tables import Image
+from sqlalchemy import update
+
+from vpool.store.tables import Host, Image
 
 
 def test_healthz_needs_no_token_and_everything_else_does(api):
@@ -132,6 +134,12 @@ def test_plans_on_the_live_pool(api, tmp_path):
     assert plan["moves"] and all(m["from"] == "h1" and m["to"] == "h2" for m in plan["moves"])
     assert plan["score_after"] < plan["score_before"]
     assert api.get("/plans/ha", params={"failures": 1}).status_code == 200
+    # DPM: "own" sees none of the VMs' disks, so it stays on only as the control plane's own machine
+    assert sorted(api.get("/plans/consolidate").json()["power_off"]) == ["h2", "own"]
+    with api.cp.store.session() as s:
+        s.execute(update(Host).where(Host.name == "own").values(uri="qemu:///system"))
+        s.commit()
+    assert api.get("/plans/consolidate").json()["power_off"] == ["h2"]
     r = api.get("/plans/balance", params={"bogus": 1})
     assert r.status_code == 422 and "bogus" in r.json()["detail"]
     assert api.get("/plans/sideways").status_code == 422

@@ -1,8 +1,10 @@
+from dataclasses import replace
+
 import numpy as np
 from hypothesis import given, settings
 
 from vpool.placement import ClusterState, HostRecord, VMRecord
-from vpool.placement.consolidate import ConsolidationPolicy, consolidate
+from vpool.placement.consolidate import STAYS_ON, ConsolidationPolicy, consolidate
 from vpool.placement.htools import read_htools
 from vpool.placement.packing import lower_bound
 
@@ -24,6 +26,21 @@ def test_a_vm_whose_disk_no_other_host_sees_keeps_its_host_on():
     plan = consolidate(ClusterState.from_records(hosts, vms))
     assert len(plan.power_off) == 2 and "h3" not in plan.power_off
     assert "v3" not in {m.vm for m in plan.moves}
+
+
+def test_an_empty_host_that_sees_none_of_the_disks_is_powered_off_too():
+    # the biggest host comes first in the order that decides who stays on, but it is on
+    # storage of its own: it can take none of the SAN's VMs, and keeping it on saves nothing
+    hosts = [HostRecord("big", cpus=64, memory_mib=262144, disk_gib=500, storage="own"),
+             *(HostRecord(f"s{i}", cpus=16, memory_mib=32768, disk_gib=500, storage="san") for i in range(3))]
+    vms = [VMRecord(f"v{i}", f"s{i}", 1, 2048) for i in range(3)]
+    state = ClusterState.from_records(hosts, vms)
+    plan = consolidate(state)
+    assert sorted(plan.power_off) == ["big", "s1", "s2"] and {m.dst for m in plan.moves} == {"s0"}, plan
+    # unless it is where the control plane runs, or the pool must keep two hosts on
+    tagged = ClusterState.from_records([replace(hosts[0], tags=frozenset({STAYS_ON})), *hosts[1:]], vms)
+    assert sorted(consolidate(tagged).power_off) == ["s1", "s2"]
+    assert sorted(consolidate(state, ConsolidationPolicy(min_hosts=2)).power_off) == ["s1", "s2"]
 
 
 def test_high_demand_wakes_the_largest_sleeping_hosts():

@@ -23,6 +23,10 @@ from .score import hbal_score
 from .state import ClusterState
 
 
+#: a host tagged so stays on whatever the load (vpool tags the machine the control plane runs on)
+STAYS_ON = "stays-on"
+
+
 @dataclass(frozen=True)
 class ConsolidationPolicy:
     """Targets are shares of each host's usable capacity that consolidation may fill;
@@ -131,12 +135,12 @@ class _Layout:
                 self.on_host[h].append(v)
         self.movable = np.fromiter((v.migratable and v.secondary is None for v in state.vms),
                                    dtype=bool, count=len(state.vms)) & _seen_elsewhere(state)
-        pinned = np.array([not self.movable[vms].all() for vms in self.on_host], dtype=bool)
+        pinned = np.array([not self.movable[vms].all() for vms in self.on_host], dtype=bool) | state.tag_mask(STAYS_ON)
         hosts = np.flatnonzero(on)
         # hosts that must stay first, then the largest, then the fullest (fewer moves)
         size = (self.limit[hosts] / np.maximum(self.limit[hosts].max(axis=0), EPSILON)).sum(1)
         self.order = hosts[np.lexsort((-state.used[hosts, 1], -size, ~pinned[hosts]))]
-        self.must = int(pinned[hosts].sum())
+        self.must, self.pinned = int(pinned[hosts].sum()), pinned
         self.hard = sorted(state.groups_with("anti-affinity"))
         self.scale = np.maximum(self.limit[hosts].max(axis=0), EPSILON)
 
@@ -156,7 +160,18 @@ class _Layout:
                 low = middle + 1
             else:
                 high = middle
-        return self.order[:high]
+        return self._without_idle(self.order[:high])
+
+    def _without_idle(self, keep: np.ndarray) -> np.ndarray:
+        """`keep` less the hosts that would hold no VM: the order puts the largest first, which
+        may see none of these VMs' storage. First fit never chose them, so without them every
+        VM goes where it went; `min_hosts` (at least one) stay on all the same."""
+        receiving = {dst for _, _, dst in self._assign(keep)}
+        idle = np.array([not self.on_host[h] and h not in receiving for h in keep], dtype=bool) & ~self.pinned[keep]
+        spare = int(idle.sum()) - max(0, keep.size - max(1, self.policy.min_hosts))
+        if spare > 0:
+            idle[np.flatnonzero(idle)[:spare]] = False   # the first of them stay, to make up min_hosts
+        return keep[~idle]
 
     def moves(self, keep: np.ndarray) -> list[tuple[int, int, int]]:
         """(vm, src, dst) moves that leave only `keep` running VMs; none if that is all."""
