@@ -40,6 +40,22 @@ def test_memory_snapshot_revert_resumes_at_the_captured_moment(guest_api, vms):
         "created": 0, "description": "before", "children": []}
 
 
+def test_a_revert_brings_back_the_size_the_vm_had_and_its_host_counts_it(guest_api, vms):
+    """libvirt restores a snapshot's definition, vCPUs and memory included: a VM resized since
+    is recorded at the size it runs with again, not the one it was resized to."""
+    api = guest_api
+    vms("snapr", start=False)
+    api.task(api.post("/vms/snapr/snapshots", json={"name": "small"}))
+    api.task(api.post("/vms/snapr/resize", json={"cpus": 2, "memory": "384M"}))
+    result = api.task(api.post("/vms/snapr/snapshots/small/revert"))["result"]
+    assert result["size"] == "the snapshot's size came back with it: 1 vCPU / 256 MiB", result
+    vm = api.get("/vms/snapr").json()
+    assert (vm["cpus"], vm["memory_mib"], vm["state"]) == (1, 256, "shutoff")
+    conn, dom = domain("snapr")
+    assert dom.info()[1:4:2] == [256 * 1024, 1]
+    conn.close()
+
+
 def test_revert_with_backup_checkpoints_drops_them_and_keeps_the_vm_running(guest_api, vms):
     api = guest_api
     vms("snapck")

@@ -249,3 +249,31 @@ def test_server_groups_keep_vms_apart_or_together(pool):
     groups = {g["name"]: g for g in pool.get("/groups").json()["items"]}
     assert groups["web"]["vms"] == ["web0", "web1"] and pool.get("/vms/web0").json()["group"] == "web"
     assert pool.delete("/groups/web").status_code == 409
+
+
+def test_a_stopped_vm_is_resized_where_its_host_has_room(pool, monkeypatch):
+    create(pool, "r", host="h1")                                  # 1 vCPU / 1 GiB on h1 (8 GiB, 512 MiB kept)
+    r = pool.post("/vms/r/resize", json={"cpus": 2})
+    assert r.status_code == 409 and "stop it first" in r.json()["detail"], r.text
+    pool.task(pool.post("/vms/r/stop", json={"force": True}))
+    drv = pool.cp.connections.driver(pool.get("/hosts/h1").json()["id"])
+    uuid = pool.get("/vms/r").json()["uuid"]
+    for body, words in (({}, "say what to change"), ({"cpus": 0}, "positive"), ({"memory": "lots"}, "memory"),
+                        ({"cpus": 1, "memory": "1G"}, "already has"), ({"memory": "8G"}, "h1 is short")):
+        r = pool.post("/vms/r/resize", json=body)
+        assert r.status_code in (409, 422) and words in r.json()["detail"], (body, r.text)
+    task = pool.task(pool.post("/vms/r/resize", json={"cpus": 3, "memory": "6G"}))
+    assert task["result"] == {"vm": "r", "host": "h1", "cpus": 3, "memory_mib": 6144}
+    assert (drv.domain_info(uuid).cpus, drv.domain_info(uuid).memory_mib) == (3, 6144)
+    assert pool.get("/hosts/h1").json()["capacity"]["memory_mib"]["allocated"] == 6144  # booked on its host
+    pool.task(pool.post("/vms/r/resize", json={"cpus": 1, "memory": "768M"}))   # shrinking: current before maximum
+    assert (drv.domain_info(uuid).cpus, drv.domain_info(uuid).memory_mib) == (1, 768)
+
+    def refused(self, uuid, cpus, memory_mib):
+        raise HypervisorError("cannot resize the VM: simulated failure")
+
+    monkeypatch.setattr(type(drv), "resize", refused)
+    task = pool.task(pool.post("/vms/r/resize", json={"cpus": 2}), expect="failed")
+    assert "simulated failure" in task["error"]
+    vm = pool.get("/vms/r").json()
+    assert (vm["cpus"], vm["memory_mib"]) == (1, 768)              # the booking was put back

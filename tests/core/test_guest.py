@@ -9,7 +9,7 @@ import pytest
 from vpool.hypervisor import localhost
 from vpool.hypervisor.libvirt_driver import LibvirtDriver
 
-from ..guests import counters, http, local_control_plane
+from ..guests import counters, http, local_control_plane, status
 from .conftest import eventually
 
 pytestmark = pytest.mark.guest
@@ -36,10 +36,12 @@ def test_tiny_guest_life_cycle(local_api):
 
     stop = api.task(api.post("/vms/guest1/stop", json={"timeout": 60}), timeout=90)
     assert stop["result"] == {"state": "shutoff", "how": "ACPI shutdown"}
+    api.task(api.post("/vms/guest1/resize", json={"cpus": 2, "memory": "320M"}))
     api.task(api.post("/vms/guest1/start"))
     ip = eventually(lambda: api.get("/vms/guest1").json()["ip"], timeout=60, interval=0.5)
     assert eventually(lambda: http(ip) == "guest1", timeout=90, interval=0.5)
     assert counters(ip)["boots"] == 2  # the overlay kept what the guest wrote
+    assert status(ip)["ncpu"] == "2"  # resized while it was off
 
     host_id = api.get("/hosts/local").json()["id"]
     disk = api.cp.connections.driver(host_id).volume_path("vpool-test", "vm-guest1.qcow2")

@@ -39,6 +39,11 @@ class VMCreate(Body):
     start: bool = True
 
 
+class VMResize(Body):
+    cpus: int | None = None
+    memory: str | int | None = Field(None, description="e.g. 2G or 1536M; a bare number is MiB")
+
+
 class VMStop(Body):
     force: bool = False
     timeout: float = 60.0

@@ -201,6 +201,14 @@ def vm_stop(name: str, force: bool = typer.Option(False, "--force", help="Power 
     _post_task(api_path("/vms/{}/stop", name), {"force": force, "timeout": timeout}, no_wait, as_json)
 
 
+@vm_app.command("resize")
+def vm_resize(name: str, cpus: int = typer.Option(None, help="vCPUs."),
+              memory: str = typer.Option(None, help="e.g. 2G or 1536M."),
+              no_wait: bool = NO_WAIT, as_json: bool = JSON):
+    """Change a stopped VM's vCPUs or memory, booked on its host first."""
+    _post_task(api_path("/vms/{}/resize", name), {"cpus": cpus, "memory": memory}, no_wait, as_json)
+
+
 @vm_app.command("delete")
 def vm_delete(name: str, no_wait: bool = NO_WAIT, as_json: bool = JSON):
     """Delete a VM and its disk."""

@@ -389,6 +389,21 @@ class LibvirtDriver:
     def resume(self, uuid: str) -> None:
         self._call(uuid, "resume the VM", lambda d: d.resume())
 
+    def resize(self, uuid: str, cpus: int, memory_mib: int) -> None:
+        """A stopped VM's vCPUs and memory, in its definition. libvirt wants current ≤ maximum
+        after every call: growing sets the maximum first, shrinking the current value first."""
+        config = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+        kib = memory_mib * 1024
+
+        def resize(d: libvirt.virDomain) -> None:
+            for target, now, set_to, maximum in (
+                    (cpus, d.vcpusFlags(config), d.setVcpusFlags, libvirt.VIR_DOMAIN_VCPU_MAXIMUM),
+                    (kib, d.info()[2], d.setMemoryFlags, libvirt.VIR_DOMAIN_MEM_MAXIMUM)):
+                steps = (config | maximum, config)
+                for flags in steps if target >= now else reversed(steps):
+                    set_to(target, flags)
+        self._call(uuid, "resize the VM", resize)
+
     def undefine(self, uuid: str) -> None:
         def undefine(d: libvirt.virDomain) -> None:
             if d.isActive():

@@ -110,12 +110,12 @@ def _refusal(state, request, removed_by, masks) -> str:
             short = np.maximum(request.demand - state.free[near], 0.0)
             usable = np.maximum(state.usable[near], 1e-9)
             best = near[int(np.argmin((short / usable).sum(axis=1)))]
-            message += f"; best candidate {state.host_names[best]} is short " + _shortfall(
+            message += f"; best candidate {state.host_names[best]} is short " + shortfall(
                 np.maximum(request.demand - state.free[best], 0.0))
     return message
 
 
-def _shortfall(short) -> str:
+def shortfall(short) -> str:
     words = {"cpu": "vCPU", "memory": "RAM", "disk": "disk"}
     return " and ".join(f"{number(amount)} {unit}{'' if unit == 'vCPU' else ' ' + words[r]}"
                         for r, unit, amount in zip(RESOURCES, UNITS, short) if amount > 1e-9)

@@ -28,9 +28,10 @@ class Busy:
         return release
 
     def run(self, cp, vm: str, what: str, kind: str, params: dict, body, requested_by: str,
-            on_failure=None):
-        """Submits body as a task holding the VM's claim for as long as it runs."""
-        release = self.claim(vm, what)
+            on_failure=None, release=None):
+        """Submits body as a task holding the VM's claim for as long as it runs; `release` is a
+        claim the caller took already, to book something under it first."""
+        release = release or self.claim(vm, what)
 
         def held(ctx):
             try:

@@ -26,6 +26,7 @@ from vpool.services.migration import MigrationService
 from vpool.services.plans import PlanService
 from vpool.services.reconciler import Reconciler
 from vpool.services.repository import default_repository
+from vpool.services.resize import ResizeService
 from vpool.services.schedules import ScheduleService
 from vpool.services.snapshots import SnapshotService
 from vpool.services.tasks import TaskRunner
@@ -54,10 +55,11 @@ class ControlPlane:
         self.plans = PlanService(self)
         self.alarms = AlarmService(self)
         self.telemetry = TelemetryService(self)
-        busy = Busy()  # snapshots, backups, clones and migrations of one VM never run at once
+        busy = Busy()  # snapshots, backups, clones, resizes and migrations of one VM never run at once
         self.snapshots = SnapshotService(self, busy)
         self.backups = BackupService(self, busy, default_repository(self.settings.data_dir))
         self.clones = CloneService(self, busy)
+        self.resizes = ResizeService(self, busy)
         self.schedules = ScheduleService(self)
         self.drills = DrillService(self)
         self.migrations = MigrationService(self, busy)

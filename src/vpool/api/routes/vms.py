@@ -2,7 +2,7 @@ from fastapi import APIRouter, Depends
 
 from vpool.api.deps import caller, control_plane
 from vpool.api.routes.common import Page, accepted, fast_json
-from vpool.api.schemas import VMCreate, VMStop
+from vpool.api.schemas import VMCreate, VMResize, VMStop
 from vpool.model.names import parse_size_gib, parse_size_mib
 from vpool.model.errors import NotFound
 from vpool.services.vms import POWER_OPS, CreateRequest
@@ -37,6 +37,13 @@ def show_vm(ref: str, cp=Depends(control_plane)):
 def stop_vm(ref: str, body: VMStop | None = None, who: str = Depends(caller), cp=Depends(control_plane)):
     body = body or VMStop()
     return accepted(cp.vms.stop(ref, body.force, body.timeout, requested_by=who))
+
+
+@router.post("/vms/{ref}/resize", status_code=202)
+def resize_vm(ref: str, body: VMResize, who: str = Depends(caller), cp=Depends(control_plane)):
+    """vCPUs, memory or both of a stopped VM."""
+    memory = parse_size_mib(body.memory, "memory") if body.memory is not None else None
+    return accepted(cp.resizes.resize(ref, body.cpus, memory, requested_by=who))
 
 
 @router.post("/vms/{ref}/{op}", status_code=202)
