@@ -277,3 +277,9 @@ def test_a_stopped_vm_is_resized_where_its_host_has_room(pool, monkeypatch):
     assert "simulated failure" in task["error"]
     vm = pool.get("/vms/r").json()
     assert (vm["cpus"], vm["memory_mib"]) == (1, 768)              # the booking was put back
+    # a VM made from a flavor keeps its name only while it keeps its size
+    pool.post("/flavors", json={"name": "one", "cpus": 1, "memory": "512M", "disk": "1G"})
+    create(pool, "f", flavor="one", cpus=None, memory=None, disk=None, start=False)
+    monkeypatch.undo()
+    pool.task(pool.post("/vms/f/resize", json={"memory": "1G"}))
+    assert pool.get("/vms/f").json()["flavor"] is None

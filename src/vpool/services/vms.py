@@ -139,7 +139,8 @@ class VMService:
         return [n for _i, n in orphans]
 
     # --- power and delete -----------------------------------------------------------------------
-    def _managed(self, ref: str) -> tuple[int, str, str, int]:
+    def managed(self, ref: str) -> tuple[int, str, str, int]:
+        """(id, name, uuid, host id) of a VM vpool manages and has finished creating, else 409 saying why."""
         with self.cp.store.session() as s:
             vm = self.get(s, ref)
             if vm.ownership != VMOwnership.managed:
@@ -157,7 +158,7 @@ class VMService:
 
     def power(self, ref: str, op: str, requested_by: str = "admin"):
         method, allowed = POWER_OPS[op]
-        vm_id, name, uuid, host_id = self._managed(ref)
+        vm_id, name, uuid, host_id = self.managed(ref)
         state = self.cp.connections.driver(host_id).state(uuid)
         if state not in allowed:
             raise Conflict(f"cannot {op} VM {name}: it is {state}")
@@ -173,7 +174,7 @@ class VMService:
     def stop(self, ref: str, force: bool = False, timeout_s: float = 60.0, requested_by: str = "admin"):
         if timeout_s < 0 or timeout_s > 3600:
             raise Invalid("timeout must be between 0 and 3600 seconds")
-        vm_id, name, uuid, host_id = self._managed(ref)
+        vm_id, name, uuid, host_id = self.managed(ref)
         state = self.cp.connections.driver(host_id).state(uuid)
         if state in ("shutoff", "crashed"):
             raise Conflict(f"VM {name} is already {state}")
@@ -202,7 +203,7 @@ class VMService:
                                      requested_by=requested_by)
 
     def delete(self, ref: str, requested_by: str = "admin"):
-        vm_id, name, uuid, host_id = self._managed(ref)
+        vm_id, name, uuid, host_id = self.managed(ref)
         self.cp.connections.driver(host_id)  # refuse at once when the host is down
 
         def body(ctx):
