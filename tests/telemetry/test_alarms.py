@@ -127,7 +127,8 @@ def test_anomaly_alarm_fires_on_a_spike_the_detector_scores(tapi, tcp, receiver)
     scores = tapi.get("/metrics/query", params={"vm": "spiky", "metric": "cpu_percent.anomaly", "since": "2h"})
     assert scores.status_code == 200, scores.text
     values = [p[1] for p in scores.json()["series"][0]["points"]]
-    assert len(values) == 402 - 300  # 402 CPU samples (the first interval sets the counters); none scored while learning
+    # 402 CPU samples (the first interval only sets the counters), none scored while learning
+    assert len(values) == 402 - 300
     assert max(values[:-3]) < 0.5 <= max(values[-3:])
     gauge = [line for line in tapi.get("/metrics").text.splitlines() if line.startswith("vpool_vm_anomaly_score{")]
     assert any('metric="cpu_percent"' in line and 'vm="spiky"' in line for line in gauge), gauge
