@@ -130,7 +130,7 @@ def capacity(htools: Optional[Path] = HTOOLS,
     data = _report("capacity", htools, {"mix": mix, "failures": failures}, disk_template)
     if as_json:
         return _emit(data)
-    disks = {"local": "on their host", "shared": "on shared storage",
+    disks = {"local": "on their host's storage", "shared": "on shared storage",
              "mirrored": "mirrored on a second host"}[data["disks"]]
     console.print(f"{data['fits']} more VMs fit keeping N+{data['failures']} "
                   f"({data['fits_without_ha']} by room alone; disks {disks})", highlight=False)
