@@ -2,6 +2,7 @@
 
 import uuid as uuidlib
 
+import libvirt
 import pytest
 from sqlalchemy import select
 
@@ -24,6 +25,22 @@ def test_state_changes_made_outside_vpool_show_up(api, tmp_path):
     conn.lookupByName("w").destroy()
     conn.lookupByName("w").undefine()
     assert eventually(lambda: api.get("/vms/w").json()["state"] == "missing", timeout=10)
+
+
+def test_a_vm_resized_behind_vpools_back_counts_at_its_new_size_once_it_starts(api, tmp_path):
+    api.add_sim_host(tmp_path, "h1")
+    api.task(api.post("/vms", json={"name": "w", "cpus": 1, "memory": "256M", "disk": "1G", "start": False}))
+    conn = api.cp.connections.driver(api.get("/hosts/h1").json()["id"]).conn
+    dom = conn.lookupByName("w")
+    config = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+    dom.setVcpusFlags(3, config | libvirt.VIR_DOMAIN_VCPU_MAXIMUM)   # what `virsh setvcpus --config` does
+    dom.setVcpusFlags(3, config)
+    dom.setMemoryFlags(512 * 1024, config | libvirt.VIR_DOMAIN_MEM_MAXIMUM)
+    dom.create()
+    assert eventually(lambda: api.get("/vms/w").json()["state"] == "running", timeout=10)
+    vm = api.get("/vms/w").json()
+    assert (vm["cpus"], vm["memory_mib"]) == (3, 512)
+    assert api.get("/hosts/h1").json()["capacity"]["cpus"]["allocated"] == 3
 
 
 def test_restart_fails_running_tasks_and_removes_half_made_vms(settings):

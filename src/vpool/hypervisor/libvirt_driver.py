@@ -420,6 +420,14 @@ class LibvirtDriver:
         except HypervisorError:
             return "missing"
 
+    def size(self, uuid: str) -> tuple[int, int] | None:
+        """(vCPUs, memory MiB) the domain runs with, or is defined with when off; None if it is gone."""
+        try:
+            _state, max_kib, _memory, vcpus, _cpu_time = self._dom(uuid).info()
+        except (libvirt.libvirtError, HypervisorError):
+            return None
+        return vcpus, max_kib // 1024
+
     def set_managed(self, uuid: str) -> None:
         self._call(uuid, "mark the VM as managed", lambda d: d.setMetadata(
             libvirt.VIR_DOMAIN_METADATA_ELEMENT, '<vm managed="yes"/>', "vpool", dx.VPOOL_NS,

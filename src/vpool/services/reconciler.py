@@ -57,15 +57,15 @@ class Reconciler:
         read_at = utcnow()
         state = drv.state(uuid)
         with self.store.session() as s:
-            row = s.execute(select(VM.id, VM.state, VM.host_id, VM.ownership, VM.updated_at).where(
-                VM.uuid == uuid)).first()
+            row = s.execute(select(VM.id, VM.state, VM.host_id, VM.ownership, VM.updated_at, VM.cpus, VM.memory_mib)
+                            .where(VM.uuid == uuid)).first()
             if row is None:
                 info = drv.domain_info(uuid) if state != "missing" else None
                 if info is None:
                     return
                 s.add(_unmanaged(s, info, host_id))
             else:
-                vm_id, stored, vm_host, ownership, updated_at = row
+                vm_id, stored, vm_host, ownership, updated_at, cpus, memory_mib = row
                 if stored in TASK_OWNED or updated_at >= read_at:
                     return  # being created or migrated, or a task wrote fresher news since the read
                 news = _news(host_id, None if state == "missing" else state, stored, vm_host, ownership)
@@ -74,7 +74,12 @@ class Reconciler:
                 if news == GONE:
                     s.execute(delete(VM).where(VM.id == vm_id))
                 else:
-                    s.execute(update(VM).where(VM.id == vm_id).values(state=news, host_id=host_id, updated_at=read_at))
+                    # a VM that starts runs with its definition's size, whatever changed it while it was off
+                    # (`virsh setvcpus --config`): its host's room is counted on what it runs with
+                    size = drv.size(uuid) if news == VMState.running else None
+                    resized = {"cpus": size[0], "memory_mib": size[1]} if size and size != (cpus, memory_mib) else {}
+                    s.execute(update(VM).where(VM.id == vm_id).values(state=news, host_id=host_id, updated_at=read_at,
+                                                                      **resized))
             s.commit()
 
 
