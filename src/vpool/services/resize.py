@@ -24,7 +24,7 @@ class ResizeService:
         vm_id, name, uuid, host_id = self.cp.vms.managed(ref)
         drv = self.cp.connections.driver(host_id)
         state = drv.state(uuid)
-        if state != "shutoff":
+        if state not in ("shutoff", "crashed"):  # what `vm start` starts; `vm stop` calls both stopped already
             raise Conflict(f"VM {name} is {state}: stop it first (vpool vm stop {name}); vpool resizes stopped VMs")
         release = self.busy.claim(name, "a resize")
         try:
