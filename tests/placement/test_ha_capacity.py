@@ -248,6 +248,10 @@ def test_hosts_on_one_pooled_storage_share_its_room():
     own = ClusterState.from_records([replace(h, storage=f"own-{h.name}") for h in san.hosts])
     unnamed = ClusterState.from_records([replace(h, storage="") for h in san.hosts])
     assert capacity(own, {"db": 1}, failures=0).fits == capacity(unnamed, {"db": 1}, failures=0).fits == 6
+    # hosts that see one storage at different sizes: its free room is what the tightest one sees
+    uneven = ClusterState.from_records([replace(san.hosts[0], disk_gib=2000), *san.hosts[1:]])
+    assert list(uneven.free[:, 2]) == [1000, 1000, 1000]
+    assert capacity(uneven, {"db": 1}, failures=0).fits == 2
 
 
 def test_capacity_says_which_host_n_plus_one_kept_a_vm_from():

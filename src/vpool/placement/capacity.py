@@ -171,7 +171,7 @@ def _fill(state, start, flavors, catalogue, disks, policy, limit, keeps=None):
                 decision = place(work, request, policy)
                 if not decision.ok:
                     if within is None:
-                        why = why or _no_host(work, accepts, request, policy, keeps, len(added), decision)
+                        why = why or _no_host(work, accepts, name, request, policy, keeps, len(added), decision)
                     break
                 h = state.host_index[decision.host]
                 untried[h] = False
@@ -199,11 +199,10 @@ def _fill(state, start, flavors, catalogue, disks, policy, limit, keeps=None):
     return added, ""
 
 
-def _no_host(work, accepts, request, policy, keeps, n_added, decision) -> str:
+def _no_host(work, accepts, name, request, policy, keeps, n_added, decision) -> str:
     """Why the next VM found no host. With N+1 kept, the hosts where one more broke it were
     left out of `decision`, so it would blame them on the filters; placed among all hosts
     again, a VM that fits tells which host it broke N+1 on, and how."""
-    name = request.name.rpartition("-")[0]
     if keeps is not None:
         work.accepts_vms = accepts
         anywhere = place(work, request, policy)

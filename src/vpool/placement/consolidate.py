@@ -166,8 +166,11 @@ class _Layout:
         """`keep` less the hosts that would hold no VM: the order puts the largest first, which
         may see none of these VMs' storage. First fit never chose them, so without them every
         VM goes where it went; `min_hosts` (at least one) stay on all the same."""
+        empty = np.array([not self.on_host[h] for h in keep], dtype=bool) & ~self.pinned[keep]
+        if not empty.any():
+            return keep         # each kept host holds VMs of its own: no packing to redo
         receiving = {dst for _, _, dst in self._assign(keep)}
-        idle = np.array([not self.on_host[h] and h not in receiving for h in keep], dtype=bool) & ~self.pinned[keep]
+        idle = empty & np.array([h not in receiving for h in keep], dtype=bool)
         spare = int(idle.sum()) - max(0, keep.size - max(1, self.policy.min_hosts))
         if spare > 0:
             idle[np.flatnonzero(idle)[:spare]] = False   # the first of them stay, to make up min_hosts

@@ -370,7 +370,6 @@ class Workspace:
         self.free = state.free.copy()
         self.vm_count = state.vm_count.copy()
         self.accepts_vms = state.accepts_vms.copy()
-        self.disk_room = state.disk_room
         self._groups: dict[str, np.ndarray] = {}
 
     def group_members(self, group: str) -> np.ndarray:
@@ -389,7 +388,7 @@ class Workspace:
         pooled storage)."""
         self.used[host, :2] += demand[:2]
         self.free[host, :2] -= demand[:2]
-        room = self.disk_room(host)
+        room = self.state.disk_room(host)
         self.used[room, 2] += demand[2]
         self.free[room, 2] -= demand[2]
         self.vm_count[host] += 1

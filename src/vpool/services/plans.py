@@ -35,7 +35,7 @@ def _control_plane_stays_on(state: ClusterState, s) -> ClusterState:
     """A host reached without a host name (qemu:///system) is the machine vpool runs on:
     powering it off would take the control plane down with it."""
     here = {name for name, uri in s.execute(select(Host.name, Host.uri))
-            if not urlparse(uri).scheme.startswith("test") and not urlparse(uri).hostname}
+            if not (parsed := urlparse(uri)).scheme.startswith("test") and not parsed.hostname}
     if not here:
         return state
     return ClusterState.from_records([replace(h, tags=h.tags | {STAYS_ON}) if h.name in here else h

@@ -56,6 +56,9 @@ class Reconciler:
             return
         read_at = utcnow()
         state = drv.state(uuid)
+        # a VM that starts runs with its definition's size, whatever changed it while it was off
+        # (`virsh setvcpus --config`): its host's room is counted on what it runs with
+        size = drv.size(uuid) if state == VMState.running else None
         with self.store.session() as s:
             row = s.execute(select(VM.id, VM.state, VM.host_id, VM.ownership, VM.updated_at, VM.cpus, VM.memory_mib)
                             .where(VM.uuid == uuid)).first()
@@ -74,9 +77,6 @@ class Reconciler:
                 if news == GONE:
                     s.execute(delete(VM).where(VM.id == vm_id))
                 else:
-                    # a VM that starts runs with its definition's size, whatever changed it while it was off
-                    # (`virsh setvcpus --config`): its host's room is counted on what it runs with
-                    size = drv.size(uuid) if news == VMState.running else None
                     resized = {"cpus": size[0], "memory_mib": size[1]} if size and size != (cpus, memory_mib) else {}
                     s.execute(update(VM).where(VM.id == vm_id).values(state=news, host_id=host_id, updated_at=read_at,
                                                                       **resized))

@@ -176,7 +176,7 @@ class SnapshotService:
                     raise HypervisorError(f"{e.detail}; vpool started {vm.name} again as it was") from e
                 raise
             state = ops.drv.state(vm.uuid)
-            size = self._record_state(vm.id, state, ops.drv.domain_info(vm.uuid))
+            size = self._record_state(vm.id, state, ops.drv.size(vm.uuid))
             result = {"vm": vm.name, "snapshot": name, "state": state, "checkpoints_dropped": dropped}
             if size:
                 result["size"] = f"the snapshot's size came back with it: {size}"
@@ -204,18 +204,17 @@ class SnapshotService:
                 ops.drv.destroy(vm.uuid)
         return names
 
-    def _record_state(self, vm_id: int, state: str, info) -> str | None:
-        """The VM's state after a revert, and the vCPUs and memory the snapshot brought back
-        (`info`, its domain) if it was resized since: its host's room is counted on them.
-        Returns the size when it changed."""
+    def _record_state(self, vm_id: int, state: str, size: tuple[int, int] | None) -> str | None:
+        """The VM's state after a revert, and the (vCPUs, memory MiB) the snapshot brought back
+        if it was resized since: its host's room is counted on them. Returns the size when it changed."""
         with self.cp.store.session() as s:
             vm = s.get(VM, vm_id)
             vm.state = state
-            changed = info is not None and (info.cpus, info.memory_mib) != (vm.cpus, vm.memory_mib)
+            changed = size is not None and size != (vm.cpus, vm.memory_mib)
             if changed:
-                vm.cpus, vm.memory_mib = info.cpus, info.memory_mib
+                vm.cpus, vm.memory_mib = size
             s.commit()
-        return f"{info.cpus} vCPU / {info.memory_mib} MiB" if changed else None
+        return f"{size[0]} vCPU / {size[1]} MiB" if changed else None
 
     # --- delete -------------------------------------------------------------------------------
     def delete(self, ref: str, name: str, requested_by: str = "admin"):
