@@ -24,7 +24,8 @@ def http(ip: str, path: str = "/") -> str | None:
 
 
 def status(ip: str) -> dict:
-    """host, ip, load, uptime, tick (a 1 Hz counter in RAM), disk (one on /dev/vda), boots, ..."""
+    """host, ip, load, uptime, tick (a 1 Hz counter in RAM), disk (one on /dev/vda), boots, disk_sectors
+    (/dev/vda's size in 512-byte sectors, as the guest sees it), ..."""
     text = http(ip, "/cgi-bin/status") or ""
     return dict(kv.split("=", 1) for kv in text.split() if "=" in kv)
 

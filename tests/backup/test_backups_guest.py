@@ -65,6 +65,17 @@ def test_full_and_incremental_chain_restores_byte_identical(guest_api, vms, monk
         for f in b["files"]:
             assert len(f["sha256"]) == 64 and f["size"] > 0
 
+    # a grown disk ends the chain: its checkpoints describe the smaller disk
+    grown = api.task(api.post("/vms/bsrc/resize", json={"disk": "2G"}))["result"]
+    assert "the next backup of bsrc is a full one" in grown["note"]
+    conn, dom = domain("bsrc")
+    try:
+        assert dom.listAllCheckpoints() == [] and not dom.isActive()
+    finally:
+        conn.close()
+    after = api.task(api.post("/backups", json={"vm": "bsrc", "incremental": True}))["result"]
+    assert after["kind"] == "full" and "a disk grow" in after["note"], after
+
 
 class FailingRepository:
     """A repository whose disk fails after the first megabyte of an object, written or adopted."""

@@ -263,7 +263,7 @@ def test_a_stopped_vm_is_resized_where_its_host_has_room(pool, monkeypatch):
         r = pool.post("/vms/r/resize", json=body)
         assert r.status_code in (409, 422) and words in r.json()["detail"], (body, r.text)
     task = pool.task(pool.post("/vms/r/resize", json={"cpus": 3, "memory": "6G"}))
-    assert task["result"] == {"vm": "r", "host": "h1", "cpus": 3, "memory_mib": 6144}
+    assert task["result"] == {"vm": "r", "host": "h1", "cpus": 3, "memory_mib": 6144, "disk_gib": 2}
     assert (drv.domain_info(uuid).cpus, drv.domain_info(uuid).memory_mib) == (3, 6144)
     assert pool.get("/hosts/h1").json()["capacity"]["memory_mib"]["allocated"] == 6144  # booked on its host
     pool.task(pool.post("/vms/r/resize", json={"cpus": 1, "memory": "768M"}))   # shrinking: current before maximum
@@ -283,3 +283,34 @@ def test_a_stopped_vm_is_resized_where_its_host_has_room(pool, monkeypatch):
     monkeypatch.undo()
     pool.task(pool.post("/vms/f/resize", json={"memory": "1G"}))
     assert pool.get("/vms/f").json()["flavor"] is None
+
+
+def test_a_disk_grows_running_where_its_storage_has_room_and_never_shrinks(pool, monkeypatch):
+    create(pool, "d", host="h1")                                   # a 2 GiB disk, running
+    drv = pool.cp.connections.driver(pool.get("/hosts/h1").json()["id"])
+    vm = pool.get("/vms/d").json()
+
+    def disk():
+        return pool.get("/vms/d").json()["disk_gib"], pool.get("/hosts/h1").json()["capacity"]["disk_gib"]
+
+    usable = disk()[1]["usable"]
+    for body, words in (({"disk": "1G"}, "never shrinks"), ({"disk": "2G"}, "already has"),
+                        ({"disk": f"{usable + 1}G"}, "h1 (or its storage) is short"), ({"disk": "big"}, "disk"),
+                        ({"cpus": 2, "disk": "3G"}, "stop it first")):
+        r = pool.post("/vms/d/resize", json=body)
+        assert r.status_code in (409, 422) and words in r.json()["detail"], (body, r.text)
+    assert disk()[0] == 2
+    task = pool.task(pool.post("/vms/d/resize", json={"disk": "5G"}), expect="failed")
+    assert "cannot grow the VM's disk" in task["error"]             # test:/// cannot; the booking goes back
+    assert disk()[0] == 2 and disk()[1]["allocated"] == 2
+
+    grown = []
+    monkeypatch.setattr(type(drv), "grow_disk", lambda self, uuid, path, gib: grown.append((uuid, path, gib)))
+    task = pool.task(pool.post("/vms/d/resize", json={"disk": "5G"}))
+    assert task["result"]["disk_gib"] == 5 and "the guest sees 5 GiB now" in task["result"]["disk"]
+    assert grown == [(vm["uuid"], vm["disk_path"], 5)]
+    assert disk()[0] == 5 and disk()[1]["allocated"] == 5          # booked on its storage
+    drv.conn.lookupByUUIDString(vm["uuid"]).snapshotCreateXML("<domainsnapshot><name>s1</name></domainsnapshot>")
+    r = pool.post("/vms/d/resize", json={"disk": "6G"})
+    assert r.status_code == 409 and "has 1 snapshot (s1)" in r.json()["detail"], r.text
+    assert len(grown) == 1 and disk()[0] == 5

@@ -50,6 +50,8 @@ def test_host_and_vm_commands(server, tmp_path):
     assert vpool("vm", "stop", "c1", "--force").exit_code == 0
     r = vpool("vm", "resize", "c1", "--cpus", 2, "--memory", "1G", "--json")
     assert r.exit_code == 0 and json.loads(r.stdout)["result"]["memory_mib"] == 1024, r.output
+    r = vpool("vm", "resize", "c1", "--disk", "2G")  # libvirt's test driver cannot grow a volume
+    assert r.exit_code == 1 and "cannot grow the VM's disk" in r.stderr, r.output
     assert vpool("vm", "delete", "c1").exit_code == 0
 
 

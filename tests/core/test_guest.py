@@ -33,21 +33,27 @@ def test_tiny_guest_life_cycle(local_api):
     assert ip, "the guest never got an address"
     assert eventually(lambda: http(ip) == "guest1", timeout=90, interval=0.5)
     assert counters(ip)["boots"] == 1
+    assert status(ip)["disk_sectors"] == str(2**30 // 512)
+    grown = api.task(api.post("/vms/guest1/resize", json={"disk": "2G"}))["result"]
+    assert "the guest sees 2 GiB now" in grown["disk"]
+    assert eventually(lambda: status(ip)["disk_sectors"] == str(2 * 2**30 // 512), timeout=30)  # live, by qemu
 
     stop = api.task(api.post("/vms/guest1/stop", json={"timeout": 60}), timeout=90)
     assert stop["result"] == {"state": "shutoff", "how": "ACPI shutdown"}
-    api.task(api.post("/vms/guest1/resize", json={"cpus": 2, "memory": "320M"}))
+    api.task(api.post("/vms/guest1/resize", json={"cpus": 2, "memory": "320M", "disk": "3G"}))
     api.task(api.post("/vms/guest1/start"))
     ip = eventually(lambda: api.get("/vms/guest1").json()["ip"], timeout=60, interval=0.5)
     assert eventually(lambda: http(ip) == "guest1", timeout=90, interval=0.5)
     assert counters(ip)["boots"] == 2  # the overlay kept what the guest wrote
     assert status(ip)["ncpu"] == "2"  # resized while it was off
+    assert status(ip)["disk_sectors"] == str(3 * 2**30 // 512)  # grown by libvirt's storage driver
 
     host_id = api.get("/hosts/local").json()["id"]
     disk = api.cp.connections.driver(host_id).volume_path("vpool-test", "vm-guest1.qcow2")
     assert disk
     info = subprocess.run(["qemu-img", "info", "-U", disk], capture_output=True, text=True).stdout
     assert "backing file: /var/lib/vpool/test-images/img-tiny-" in info  # a linked clone, not a copy
+    assert "virtual size: 3 GiB" in info
 
     api.task(api.delete("/vms/guest1"))
     conn = libvirt.open(localhost.LOCAL_URI)

@@ -42,6 +42,7 @@ class VMCreate(Body):
 class VMResize(Body):
     cpus: int | None = None
     memory: str | int | None = Field(None, description="e.g. 2G or 1536M; a bare number is MiB")
+    disk: str | int | None = Field(None, description="the disk's new size, e.g. 20G; a bare number is GiB")
 
 
 class VMStop(Body):

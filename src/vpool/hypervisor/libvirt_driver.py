@@ -404,6 +404,22 @@ class LibvirtDriver:
                     set_to(target, flags)
         self._call(uuid, "resize the VM", resize)
 
+    def grow_disk(self, uuid: str, path: str, gib: int) -> None:
+        """The disk file the VM writes to, to `gib` GiB as the guest sees it. A running (or
+        paused) guest is told at once by qemu's block_resize; a stopped VM's volume is grown
+        by libvirt's storage driver (qemu-img resize), and the guest sees it at its next boot."""
+        size = gib * 2**30
+
+        def grow(d: libvirt.virDomain) -> None:
+            if d.isActive():
+                d.blockResize(path, size, libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)
+                return
+            vol = self._volume(path)
+            if vol is None:
+                raise HypervisorError(f"cannot grow {path}: it is in none of {self.uri}'s storage pools")
+            vol.resize(size, 0)
+        self._call(uuid, "grow the VM's disk", grow)
+
     def undefine(self, uuid: str) -> None:
         def undefine(d: libvirt.virDomain) -> None:
             if d.isActive():

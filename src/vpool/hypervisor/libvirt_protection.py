@@ -189,6 +189,25 @@ class ProtectionOps:
             if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN_CHECKPOINT:
                 raise _err(f"cannot delete checkpoint {name}", e) from e
 
+    def drop_checkpoints(self, uuid: str, announce: Callable[[list[str]], None] = lambda names: None) -> list[str]:
+        """Delete every checkpoint, leaves first, and say which: what a disk that goes back in time
+        or changes size needs, since each describes the disk as it was. The next backup is a full
+        one. A stopped VM is started paused for it and stopped again."""
+        names = self.checkpoints(uuid)
+        if not names:
+            return []
+        announce(names)
+        started = not self.is_active(uuid)
+        if started:
+            self.start_paused(uuid)  # libvirt 9.0 deletes checkpoints of running domains only
+        try:
+            for name in reversed(names):
+                self.delete_checkpoint(uuid, name)
+        finally:
+            if started:
+                self.drv.destroy(uuid)
+        return names
+
     def start_paused(self, uuid: str) -> None:
         try:
             self._dom(uuid).createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED)

@@ -125,7 +125,7 @@ class BackupService:
         if last is not None and last.checkpoint in checkpoints:
             return last, ""
         why = ("there is no earlier backup" if last is None else
-               "the disk has no checkpoint of the last backup (a snapshot revert drops them)")
+               "the disk has no checkpoint of the last backup (a snapshot revert and a disk grow drop them)")
         return None, f"an incremental backup was asked, but {why}: made a full one"
 
     def _copy(self, ctx, ops, backup_id, vm_name, vm_uuid, pool, parent, note) -> dict:

@@ -1,16 +1,28 @@
-"""Resize: a stopped VM's vCPUs and memory (Proxmox's `qm set`, vCenter's Edit Settings).
+"""Resize: a VM's vCPUs, memory and disk (Proxmox's `qm set` and `qm resize`, vCenter's Edit Settings).
 
-The new size is booked on the VM's host under the placement lock before the task runs, as a
-create is, so no create takes the room meanwhile; if libvirt refuses, the old size comes back
-in the store and in the definition. A running VM is refused: a guest learns of more vCPUs or
-memory only by hot-plug, which its definition must have been made for.
+The new size is booked on the VM's host (its storage, for the disk) under the placement lock
+before the task runs, as a create is, so no create takes the room meanwhile; if libvirt
+refuses, the old size comes back in the store and in the definition.
+
+vCPUs and memory change on a stopped VM only: a guest learns of more only by hot-plug, which
+its definition must have been made for. A disk grows while the VM runs too (qemu tells the
+guest at once), but never shrinks: its end holds the guest's data. It does not grow while the
+VM has snapshots (vCenter refuses the same): a revert would bring back the smaller disk under
+a guest that has moved into the larger one. Backup checkpoints describe the disk at its old
+size, so they go and the next backup is a full one.
 """
 
+from dataclasses import astuple
+
+from vpool.hypervisor.libvirt_protection import ProtectionOps
 from vpool.model.errors import Conflict, Invalid, NoCapacity
 from vpool.model.resources import Resources
 from vpool.placement.place import shortfall
+from vpool.placement.request import count
 from vpool.services.pool import cluster_state
 from vpool.store.tables import VM, Flavor, Host
+
+STOPPED = ("shutoff", "crashed")  # what `vm start` starts; `vm stop` calls both stopped already
 
 
 class ResizeService:
@@ -18,62 +30,95 @@ class ResizeService:
         self.cp = cp
         self.busy = busy
 
-    def resize(self, ref: str, cpus: int | None, memory_mib: int | None, requested_by: str = "admin"):
-        if cpus is None and memory_mib is None:
-            raise Invalid("say what to change: cpus, memory or both")
+    def resize(self, ref: str, cpus: int | None, memory_mib: int | None, disk_gib: int | None = None,
+               requested_by: str = "admin"):
+        if cpus is None and memory_mib is None and disk_gib is None:
+            raise Invalid("say what to change: cpus, memory, disk or several")
         vm_id, name, uuid, host_id = self.cp.vms.managed(ref)
         drv = self.cp.connections.driver(host_id)
+        ops = ProtectionOps(drv)
         state = drv.state(uuid)
-        if state not in ("shutoff", "crashed"):  # what `vm start` starts; `vm stop` calls both stopped already
-            raise Conflict(f"VM {name} is {state}: stop it first (vpool vm stop {name}); vpool resizes stopped VMs")
+        if (cpus is not None or memory_mib is not None) and state not in STOPPED:
+            raise Conflict(f"VM {name} is {state}: stop it first (vpool vm stop {name}); vpool changes the vCPUs "
+                           "and memory of stopped VMs (a disk grows while the VM runs)")
+        if disk_gib is not None and (snaps := ops.snapshots(uuid)):
+            raise Conflict(f"VM {name} has {count(len(snaps), 'snapshot')} ({', '.join(s.name for s in snaps)}), "
+                           "and a revert would bring back the smaller disk; delete them before growing its disk")
         release = self.busy.claim(name, "a resize")
         try:
-            old, new, host, flavor_id = self._book(vm_id, cpus, memory_mib)
+            old, new, host, flavor_id = self._book(vm_id, cpus, memory_mib, disk_gib)
         except BaseException:
             release()
             raise
 
         def body(ctx):
-            ctx.progress(30, f"{name}: {old.describe()} -> {new.describe()}")
+            result = {"vm": name, "host": host, "cpus": new.cpus, "memory_mib": new.memory_mib,
+                      "disk_gib": new.disk_gib}
+            size_changes = (new.cpus, new.memory_mib) != (old.cpus, old.memory_mib)
             try:
-                drv.resize(uuid, new.cpus, new.memory_mib)
+                if size_changes:
+                    ctx.progress(30, f"{name}: {old.cpus} vCPU / {old.memory_mib} MiB -> "
+                                     f"{new.cpus} vCPU / {new.memory_mib} MiB")
+                    drv.resize(uuid, new.cpus, new.memory_mib)
+                if new.disk_gib != old.disk_gib:  # last: a grown disk cannot be taken back
+                    result.update(self._grow(ctx, ops, name, uuid, old.disk_gib, new.disk_gib))
             except Exception:
                 self._put_back(vm_id, old, flavor_id)
-                try:
-                    drv.resize(uuid, old.cpus, old.memory_mib)  # a first call may have taken
-                except Exception:
-                    pass
+                if size_changes:
+                    try:
+                        drv.resize(uuid, old.cpus, old.memory_mib)  # a first call may have taken
+                    except Exception:
+                        pass
                 raise
-            return {"vm": name, "host": host, "cpus": new.cpus, "memory_mib": new.memory_mib}
+            return result
 
-        return self.busy.run(self.cp, name, "a resize", "vm.resize", {"cpus": new.cpus, "memory_mib": new.memory_mib},
+        return self.busy.run(self.cp, name, "a resize", "vm.resize",
+                             {"cpus": new.cpus, "memory_mib": new.memory_mib, "disk_gib": new.disk_gib},
                              body, requested_by, release=release)
 
-    def _book(self, vm_id: int, cpus: int | None, memory_mib: int | None) \
+    @staticmethod
+    def _grow(ctx, ops: ProtectionOps, name: str, uuid: str, old_gib: int, new_gib: int) -> dict:
+        dropped = ops.drop_checkpoints(uuid, lambda names: ctx.progress(
+            50, f"dropping {count(len(names), 'backup checkpoint')}: they describe the disk at {old_gib} GiB"))
+        running = ops.is_active(uuid)
+        ctx.progress(70, f"{name}: disk {old_gib} GiB -> {new_gib} GiB" + (", live" if running else ""))
+        ops.drv.grow_disk(uuid, ops.active_disk(uuid), new_gib)
+        out = {"disk": (f"the guest sees {new_gib} GiB {'now' if running else 'when it next boots'}; "
+                        "its partitions and filesystems grow from inside it (growpart, resize2fs)")}
+        if dropped:
+            out["note"] = (f"dropped {count(len(dropped), 'backup checkpoint')} of the smaller disk; "
+                           f"the next backup of {name} is a full one")
+        return out
+
+    def _book(self, vm_id: int, cpus: int | None, memory_mib: int | None, disk_gib: int | None) \
             -> tuple[Resources, Resources, str, int | None]:
         with self.cp.store.session() as s, self.cp.store.placement_lock(s):
             vm = s.get(VM, vm_id)
             old = Resources(vm.cpus, vm.memory_mib, vm.disk_gib)
             new = Resources(cpus if cpus is not None else vm.cpus,
-                            memory_mib if memory_mib is not None else vm.memory_mib, vm.disk_gib).check()
+                            memory_mib if memory_mib is not None else vm.memory_mib,
+                            disk_gib if disk_gib is not None else vm.disk_gib).check()
             if new == old:
                 raise Invalid(f"VM {vm.name} already has {old.describe()}")
+            if new.disk_gib < old.disk_gib:
+                raise Invalid(f"VM {vm.name}'s disk is {old.disk_gib} GiB, and vpool grows disks but never shrinks "
+                              "them: the guest's filesystem runs to the disk's end")
             host = s.get(Host, vm.host_id).name
             state = cluster_state(s, per_vm=False)
-            short = [max(new.cpus - old.cpus, 0), max(new.memory_mib - old.memory_mib, 0), 0] \
-                - state.free[state.host_index[host]]
+            short = [max(n - o, 0) for n, o in zip(astuple(new), astuple(old))] - state.free[state.host_index[host]]
             if (short > 1e-9).any():
-                raise NoCapacity(f"{host} is short {shortfall(short)} for {vm.name} at {new.describe()}; "
+                where = host if new.disk_gib == old.disk_gib else f"{host} (or its storage)"
+                raise NoCapacity(f"{where} is short {shortfall(short)} for {vm.name} at {new.describe()}; "
                                  f"migrate it to a host with room first, or ask for less")
             flavor = s.get(Flavor, vm.flavor_id) if vm.flavor_id else None
-            if flavor is not None and (flavor.cpus, flavor.memory_mib) != (new.cpus, new.memory_mib):
+            if flavor is not None and (flavor.cpus, flavor.memory_mib, flavor.disk_gib) != astuple(new):
                 vm.flavor_id = None  # no longer that flavor's size; put back with the size on a failure
-            vm.cpus, vm.memory_mib = new.cpus, new.memory_mib
+            vm.cpus, vm.memory_mib, vm.disk_gib = astuple(new)
             s.commit()
         return old, new, host, flavor.id if flavor else None
 
     def _put_back(self, vm_id: int, old: Resources, flavor_id: int | None) -> None:
         with self.cp.store.session() as s:
             vm = s.get(VM, vm_id)
-            vm.cpus, vm.memory_mib, vm.flavor_id = old.cpus, old.memory_mib, flavor_id
+            vm.cpus, vm.memory_mib, vm.disk_gib, vm.flavor_id = *astuple(old), flavor_id
             s.commit()

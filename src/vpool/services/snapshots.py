@@ -159,7 +159,8 @@ class SnapshotService:
 
         def body(ctx):
             before = ops.drv.state(vm.uuid)
-            dropped = self._drop_checkpoints(ctx, vm, ops)
+            dropped = ops.drop_checkpoints(vm.uuid, lambda names: ctx.progress(
+                20, f"dropping {len(names)} backup checkpoint(s); qemu cannot revert a disk that has them"))
             flags = 0
             if before in ("running", "blocked"):
                 flags |= libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_RUNNING
@@ -187,22 +188,6 @@ class SnapshotService:
 
         return self.busy.run(self.cp, vm.name, "a snapshot revert", "snapshot.revert", {"name": name}, body,
                              requested_by)
-
-    def _drop_checkpoints(self, ctx, vm: VM, ops: ProtectionOps) -> list[str]:
-        names = ops.checkpoints(vm.uuid)
-        if not names:
-            return []
-        ctx.progress(20, f"dropping {len(names)} backup checkpoint(s); qemu cannot revert a disk that has them")
-        started = not ops.is_active(vm.uuid)
-        if started:
-            ops.start_paused(vm.uuid)  # libvirt 9.0 deletes checkpoints of running domains only
-        try:
-            for ck in reversed(names):
-                ops.delete_checkpoint(vm.uuid, ck)
-        finally:
-            if started:
-                ops.drv.destroy(vm.uuid)
-        return names
 
     def _record_state(self, vm_id: int, state: str, size: tuple[int, int] | None) -> str | None:
         """The VM's state after a revert, and the (vCPUs, memory MiB) the snapshot brought back
