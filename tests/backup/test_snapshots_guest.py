@@ -48,7 +48,7 @@ def test_a_revert_brings_back_the_size_the_vm_had_and_its_host_counts_it(guest_a
     api.task(api.post("/vms/snapr/snapshots", json={"name": "small"}))
     api.task(api.post("/vms/snapr/resize", json={"cpus": 2, "memory": "384M"}))
     result = api.task(api.post("/vms/snapr/snapshots/small/revert"))["result"]
-    assert result["size"] == "the snapshot's size came back with it: 1 vCPU / 256 MiB", result
+    assert result["note"] == "the snapshot's size came back with it: 1 vCPU / 256 MiB", result
     vm = api.get("/vms/snapr").json()
     assert (vm["cpus"], vm["memory_mib"], vm["state"]) == (1, 256, "shutoff")
     conn, dom = domain("snapr")

@@ -295,7 +295,7 @@ def test_a_disk_grows_running_where_its_storage_has_room_and_never_shrinks(pool,
 
     usable = disk()[1]["usable"]
     for body, words in (({"disk": "1G"}, "never shrinks"), ({"disk": "2G"}, "already has"),
-                        ({"disk": f"{usable + 1}G"}, "h1 (or its storage) is short"), ({"disk": "big"}, "disk"),
+                        ({"disk": f"{usable + 1}G"}, "free room on the storage of h1"), ({"disk": "big"}, "disk"),
                         ({"cpus": 2, "disk": "3G"}, "stop it first")):
         r = pool.post("/vms/d/resize", json=body)
         assert r.status_code in (409, 422) and words in r.json()["detail"], (body, r.text)
@@ -307,10 +307,11 @@ def test_a_disk_grows_running_where_its_storage_has_room_and_never_shrinks(pool,
     grown = []
     monkeypatch.setattr(type(drv), "grow_disk", lambda self, uuid, path, gib: grown.append((uuid, path, gib)))
     task = pool.task(pool.post("/vms/d/resize", json={"disk": "5G"}))
-    assert task["result"]["disk_gib"] == 5 and "the guest sees 5 GiB now" in task["result"]["disk"]
+    assert task["result"]["disk_gib"] == 5 and "the guest sees 5 GiB now" in task["message"]
     assert grown == [(vm["uuid"], vm["disk_path"], 5)]
     assert disk()[0] == 5 and disk()[1]["allocated"] == 5          # booked on its storage
     drv.conn.lookupByUUIDString(vm["uuid"]).snapshotCreateXML("<domainsnapshot><name>s1</name></domainsnapshot>")
     r = pool.post("/vms/d/resize", json={"disk": "6G"})
-    assert r.status_code == 409 and "has 1 snapshot (s1)" in r.json()["detail"], r.text
+    assert r.status_code == 409 and "has 1 snapshot (s1), and a revert would bring back the smaller disk; delete it " \
+        in r.json()["detail"], r.text
     assert len(grown) == 1 and disk()[0] == 5

@@ -35,7 +35,7 @@ def test_tiny_guest_life_cycle(local_api):
     assert counters(ip)["boots"] == 1
     assert status(ip)["disk_sectors"] == str(2**30 // 512)
     grown = api.task(api.post("/vms/guest1/resize", json={"disk": "2G"}))["result"]
-    assert "the guest sees 2 GiB now" in grown["disk"]
+    assert "the guest sees 2 GiB now" in grown["note"]
     assert eventually(lambda: status(ip)["disk_sectors"] == str(2 * 2**30 // 512), timeout=30)  # live, by qemu
 
     stop = api.task(api.post("/vms/guest1/stop", json={"timeout": 60}), timeout=90)

@@ -51,9 +51,7 @@ def snapshot_list(vm: str, as_json: bool = JSON):
 @snapshot_app.command("revert")
 def snapshot_revert(vm: str, name: str, no_wait: bool = NO_WAIT, as_json: bool = JSON):
     """Go back to a snapshot; a running VM stays running."""
-    task = follow(call("POST", api_path("/vms/{}/snapshots/{}/revert", vm, name)), not no_wait, as_json)
-    if not as_json and (task.get("result") or {}).get("note"):
-        console.print(task["result"]["note"])
+    follow(call("POST", api_path("/vms/{}/snapshots/{}/revert", vm, name)), not no_wait, as_json)
 
 
 @snapshot_app.command("delete")
@@ -68,9 +66,7 @@ def backup_create(vm: str, incremental: bool = typer.Option(False, "--incrementa
                                                             help="Only what changed since the last backup."),
                   no_wait: bool = NO_WAIT, as_json: bool = JSON):
     """Back a VM up into the repository."""
-    task = follow(call("POST", "/backups", json={"vm": vm, "incremental": incremental}), not no_wait, as_json)
-    if not as_json and (task.get("result") or {}).get("note"):
-        console.print(task["result"]["note"])
+    follow(call("POST", "/backups", json={"vm": vm, "incremental": incremental}), not no_wait, as_json)
 
 
 @backup_app.command("list")

@@ -42,8 +42,9 @@ class ResizeService:
             raise Conflict(f"VM {name} is {state}: stop it first (vpool vm stop {name}); vpool changes the vCPUs "
                            "and memory of stopped VMs (a disk grows while the VM runs)")
         if disk_gib is not None and (snaps := ops.snapshots(uuid)):
+            them = "it" if len(snaps) == 1 else "them"
             raise Conflict(f"VM {name} has {count(len(snaps), 'snapshot')} ({', '.join(s.name for s in snaps)}), "
-                           "and a revert would bring back the smaller disk; delete them before growing its disk")
+                           f"and a revert would bring back the smaller disk; delete {them} before growing its disk")
         release = self.busy.claim(name, "a resize")
         try:
             old, new, host, flavor_id = self._book(vm_id, cpus, memory_mib, disk_gib)
@@ -83,12 +84,12 @@ class ResizeService:
         running = ops.is_active(uuid)
         ctx.progress(70, f"{name}: disk {old_gib} GiB -> {new_gib} GiB" + (", live" if running else ""))
         ops.drv.grow_disk(uuid, ops.active_disk(uuid), new_gib)
-        out = {"disk": (f"the guest sees {new_gib} GiB {'now' if running else 'when it next boots'}; "
-                        "its partitions and filesystems grow from inside it (growpart, resize2fs)")}
+        note = (f"the guest sees {new_gib} GiB {'now' if running else 'when it next boots'}; "
+                "its partitions and filesystems grow from inside it (growpart, resize2fs)")
         if dropped:
-            out["note"] = (f"dropped {count(len(dropped), 'backup checkpoint')} of the smaller disk; "
-                           f"the next backup of {name} is a full one")
-        return out
+            note += (f"; dropped {count(len(dropped), 'backup checkpoint')} of the smaller disk, "
+                     f"so the next backup of {name} is a full one")
+        return {"note": note}  # the task's closing message
 
     def _book(self, vm_id: int, cpus: int | None, memory_mib: int | None, disk_gib: int | None) \
             -> tuple[Resources, Resources, str, int | None]:
@@ -107,9 +108,11 @@ class ResizeService:
             state = cluster_state(s, per_vm=False)
             short = [max(n - o, 0) for n, o in zip(astuple(new), astuple(old))] - state.free[state.host_index[host]]
             if (short > 1e-9).any():
-                where = host if new.disk_gib == old.disk_gib else f"{host} (or its storage)"
-                raise NoCapacity(f"{where} is short {shortfall(short)} for {vm.name} at {new.describe()}; "
-                                 f"migrate it to a host with room first, or ask for less")
+                # A host with room helps vCPUs and memory; a disk grows on the storage it is on.
+                cure = "migrate it to a host with room first" if (short[:2] > 1e-9).any() else \
+                    f"free room on the storage of {host} first"
+                raise NoCapacity(f"{host} is short {shortfall(short)} for {vm.name} at {new.describe()}; "
+                                 f"{cure}, or ask for less")
             flavor = s.get(Flavor, vm.flavor_id) if vm.flavor_id else None
             if flavor is not None and (flavor.cpus, flavor.memory_mib, flavor.disk_gib) != astuple(new):
                 vm.flavor_id = None  # no longer that flavor's size; put back with the size on a failure

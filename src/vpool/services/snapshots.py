@@ -178,13 +178,12 @@ class SnapshotService:
                 raise
             state = ops.drv.state(vm.uuid)
             size = self._record_state(vm.id, state, ops.drv.size(vm.uuid))
-            result = {"vm": vm.name, "snapshot": name, "state": state, "checkpoints_dropped": dropped}
-            if size:
-                result["size"] = f"the snapshot's size came back with it: {size}"
+            notes = [f"the snapshot's size came back with it: {size}"] if size else []
             if dropped:
-                result["note"] = (f"dropped {count(len(dropped), 'backup checkpoint')} that block a revert; "
-                                  f"the next backup of {vm.name} is a full one")
-            return result
+                notes.append(f"dropped {count(len(dropped), 'backup checkpoint')} that block a revert, "
+                             f"so the next backup of {vm.name} is a full one")
+            result = {"vm": vm.name, "snapshot": name, "state": state, "checkpoints_dropped": dropped}
+            return result | {"note": "; ".join(notes)} if notes else result
 
         return self.busy.run(self.cp, vm.name, "a snapshot revert", "snapshot.revert", {"name": name}, body,
                              requested_by)
