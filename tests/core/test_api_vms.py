@@ -1,6 +1,7 @@
 import threading
 import time
 
+import libvirt
 import pytest
 
 from vpool.model.errors import HypervisorError
@@ -315,3 +316,7 @@ def test_a_disk_grows_running_where_its_storage_has_room_and_never_shrinks(pool,
     assert r.status_code == 409 and "has 1 snapshot (s1), and a revert would bring back the smaller disk; delete it " \
         in r.json()["detail"], r.text
     assert len(grown) == 1 and disk()[0] == 5
+    drv.conn.lookupByUUIDString(vm["uuid"]).destroy()
+    drv.conn.lookupByUUIDString(vm["uuid"]).undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
+    r = pool.post("/vms/d/resize", json={"disk": "6G"})
+    assert r.status_code == 409 and "no domain on its host" in r.json()["detail"], r.text

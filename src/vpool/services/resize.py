@@ -38,6 +38,8 @@ class ResizeService:
         drv = self.cp.connections.driver(host_id)
         ops = ProtectionOps(drv)
         state = drv.state(uuid)
+        if state == "missing":
+            raise Conflict(f"VM {name} has no domain on its host any more, so there is nothing to resize")
         if (cpus is not None or memory_mib is not None) and state not in STOPPED:
             raise Conflict(f"VM {name} is {state}: stop it first (vpool vm stop {name}); vpool changes the vCPUs "
                            "and memory of stopped VMs (a disk grows while the VM runs)")
