@@ -43,12 +43,12 @@ class ResizeService:
         if (cpus is not None or memory_mib is not None) and state not in STOPPED:
             raise Conflict(f"VM {name} is {state}: stop it first (vpool vm stop {name}); vpool changes the vCPUs "
                            "and memory of stopped VMs (a disk grows while the VM runs)")
-        if disk_gib is not None and (snaps := ops.snapshots(uuid)):
-            them = "it" if len(snaps) == 1 else "them"
-            raise Conflict(f"VM {name} has {count(len(snaps), 'snapshot')} ({', '.join(s.name for s in snaps)}), "
-                           f"and a revert would bring back the smaller disk; delete {them} before growing its disk")
-        release = self.busy.claim(name, "a resize")
+        release = self.busy.claim(name, "a resize")  # before looking for snapshots: none is taken meanwhile
         try:
+            if disk_gib is not None and (snaps := ops.snapshots(uuid)):
+                names, them = ", ".join(s.name for s in snaps), "it" if len(snaps) == 1 else "them"
+                raise Conflict(f"VM {name} has {count(len(snaps), 'snapshot')} ({names}), and a revert would bring "
+                               f"back the smaller disk; delete {them} before growing its disk")
             old, new, host, flavor_id = self._book(vm_id, cpus, memory_mib, disk_gib)
         except BaseException:
             release()
