@@ -120,6 +120,8 @@ def test_hosts_on_one_storage_share_its_room(api, tmp_path):
     r = api.post("/vms", json={"name": "more", "memory": "512M", "disk": "5G", "host": "s2"})
     assert r.status_code == 409 and r.json()["detail"].endswith("s2 is short 3 GiB disk"), r.text
     api.task(api.post("/vms", json={"name": "fits", "memory": "512M", "disk": "2G", "host": "s2"}))
+    r = api.post("/vms/fits/resize", json={"disk": "3G"})  # a disk grows on the storage, full now
+    assert r.status_code == 409 and "s2 is short 1 GiB disk" in r.json()["detail"], r.text
     r = api.post("/vms/big/migrate", json={"to": "s2"})  # placement lets it go; the sim's pools are apart
     assert r.status_code == 409 and r.json()["detail"].startswith("s2 does not see big's disk"), r.text
 
