@@ -19,7 +19,6 @@ import libvirt
 from vpool.hypervisor.libvirt_driver import KEEPALIVE_COUNT, KEEPALIVE_INTERVAL_S, STATE_NAMES, start_event_loop
 from vpool.model.errors import HypervisorError
 
-ACTIVE = ("running", "paused", "blocked")
 UNREACHABLE = "unreachable"
 
 

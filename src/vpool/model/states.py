@@ -36,6 +36,9 @@ class VMState(StrEnum):
     missing = "missing"
 
 
+ACTIVE = (VMState.running, VMState.blocked, VMState.paused)  # states with a qemu process behind them
+
+
 class VMOwnership(StrEnum):
     managed = "managed"
     unmanaged = "unmanaged"

@@ -20,7 +20,7 @@ from vpool.hypervisor import protection_xml as px
 from vpool.hypervisor.libvirt_protection import ProtectionOps
 from vpool.model.errors import Conflict, Invalid, NotFound
 from vpool.model.names import check_name
-from vpool.model.states import VMOwnership, VMState
+from vpool.model.states import ACTIVE, VMOwnership, VMState
 from vpool.services import provision
 from vpool.services.images import inspect_image
 from vpool.services.tasks import TaskOrder
@@ -146,7 +146,7 @@ class CloneService:
                 same_host = booking.host_id == src_host_id
                 volume = provision.claim_disk(self.cp, booking)
                 name = volume if same_host else f"clone-{new}.qcow2"
-                if ops.drv.state(uuid) in ("running", "blocked", "paused"):
+                if ops.drv.state(uuid) in ACTIVE:
                     ctx.progress(10, f"copying the running disk of {src_name} (a point-in-time backup job)")
                     copy = self._copy_running(ctx, ops, uuid, src_pool, name)
                 else:

@@ -30,11 +30,11 @@ from sqlalchemy import func, select
 
 from vpool.hypervisor import protection_xml as px
 from vpool.hypervisor.libvirt_driver import LibvirtDriver
-from vpool.hypervisor.libvirt_migration import (ACTIVE, UNREACHABLE, JobProgress, LiveMigration, MigrationSpec,
+from vpool.hypervisor.libvirt_migration import (UNREACHABLE, JobProgress, LiveMigration, MigrationSpec,
                                                 resume_postcopy, source_job_abort)
 from vpool.hypervisor.libvirt_protection import ProtectionOps
 from vpool.model.errors import Conflict, HypervisorError, Invalid, NoCapacity
-from vpool.model.states import VMOwnership, VMState
+from vpool.model.states import ACTIVE, VMOwnership, VMState
 from vpool.placement import ClusterState, PlacementRequest, place
 from vpool.placement.request import count
 from vpool.services.pool import group_constraints, cluster_state

@@ -19,12 +19,10 @@ from vpool.hypervisor import protection_xml as px
 from vpool.hypervisor.libvirt_protection import ProtectionOps
 from vpool.model.errors import Conflict, HypervisorError, Invalid, NotFound
 from vpool.model.names import check_name
-from vpool.model.states import VMOwnership, VMState
+from vpool.model.states import ACTIVE, VMOwnership, VMState
 from vpool.placement.request import count
 from vpool.store.migration_tables import BOOKING, Migration
 from vpool.store.tables import VM, Host
-
-ACTIVE = ("running", "blocked", "paused")
 
 
 def kind_of(s: px.SnapshotInfo) -> str:
