@@ -5,11 +5,15 @@ import time
 
 import libvirt
 import pytest
+from typer.testing import CliRunner
 
 from vpool.hypervisor import localhost
 from vpool.hypervisor.libvirt_driver import LibvirtDriver
 
+from vpool.cli.main import app
+
 from ..guests import counters, http, local_control_plane, status
+from ..serving import cli_env
 from .conftest import eventually
 
 pytestmark = pytest.mark.guest
@@ -24,7 +28,7 @@ def local_api(tmp_path_factory):
         yield api
 
 
-def test_tiny_guest_life_cycle(local_api):
+def test_tiny_guest_life_cycle(local_api, monkeypatch):
     api = local_api
     api.task(api.post("/vms", json={"name": "guest1", "image": "tiny", "memory": "256M", "disk": "1G"}))
     vm = api.get("/vms/guest1").json()
@@ -47,6 +51,18 @@ def test_tiny_guest_life_cycle(local_api):
     assert counters(ip)["boots"] == 2  # the overlay kept what the guest wrote
     assert status(ip)["ncpu"] == "2"  # resized while it was off
     assert status(ip)["disk_sectors"] == str(3 * 2**30 // 512)  # grown by libvirt's storage driver
+
+    # its serial console: a shell on ttyS0 answers through the API's WebSocket and the CLI
+    with cli_env(api.cp, monkeypatch):
+        with api.client.websocket_connect("/vms/guest1/console", headers=api.headers) as first:
+            assert first.receive_json() == {"console": "guest1"}
+            taken = CliRunner().invoke(app, ["vm", "console", "guest1"], input=b"echo vpool-$((6*7))\n")
+            assert taken.exit_code == 1 and "--force takes it over" in taken.stderr, taken.output
+            r = CliRunner().invoke(app, ["vm", "console", "guest1", "--force"], input=b"\necho vpool-$((6*7))\n")
+            assert r.exit_code == 0 and "vpool-42" in r.stdout, r.output
+            while isinstance(frame := first.receive(), dict) and "text" not in frame:
+                pass  # the guest's bytes until the session ends, taken over
+            assert "another session took it" in frame["text"], frame
 
     host_id = api.get("/hosts/local").json()["id"]
     disk = api.cp.connections.driver(host_id).volume_path("vpool-test", "vm-guest1.qcow2")

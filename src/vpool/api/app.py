@@ -8,7 +8,7 @@ from vpool.api.routes import flavors, groups, hosts, images, plans, tasks, vms
 from vpool.api import prometheus
 from vpool.api.routes import alarms, metrics
 from vpool.api.routes import backups, clones, drills, schedules, snapshots
-from vpool.api.routes import migrations
+from vpool.api.routes import console, migrations
 
 
 def create_app(cp) -> FastAPI:
@@ -22,6 +22,7 @@ def create_app(cp) -> FastAPI:
     def healthz():
         return {"status": "ok"}
 
+    app.include_router(console.router)  # a WebSocket: it checks the token itself, to say why it refuses
     app.include_router(migrations.router, dependencies=[Depends(caller)])  # before vms, as below
     # Before vms: its /vms/{ref}/{op} would otherwise answer /vms/{ref}/snapshots and /vms/{ref}/clone.
     for module in (snapshots, backups, clones, schedules, drills):

@@ -210,6 +210,15 @@ def vm_resize(name: str, cpus: int = typer.Option(None, help="vCPUs."),
     _post_task(api_path("/vms/{}/resize", name), {"cpus": cpus, "memory": memory, "disk": disk}, no_wait, as_json)
 
 
+@vm_app.command("console")
+def vm_console(name: str, force: bool = typer.Option(False, "--force", help="Take the console over from another "
+                                                                           "session.")):
+    """Join a running VM's serial console (like virsh console); Ctrl-] leaves. Input from a pipe is
+    sent, and the command ends once the guest has been quiet for a second."""
+    from vpool.cli.console import attach
+    attach(name, force)
+
+
 @vm_app.command("delete")
 def vm_delete(name: str, no_wait: bool = NO_WAIT, as_json: bool = JSON):
     """Delete a VM and its disk."""

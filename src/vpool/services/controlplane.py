@@ -15,6 +15,7 @@ from vpool.services.clones import CloneService
 from vpool.services.connections import Connections
 from vpool.services.collector import TelemetryService
 from vpool.services.collector_process import CollectorProcess
+from vpool.services.consoles import ConsoleService
 from vpool.services.drills import DrillService
 from vpool.services.flavors import FlavorService
 from vpool.services.groups import GroupService
@@ -60,6 +61,7 @@ class ControlPlane:
         self.backups = BackupService(self, busy, default_repository(self.settings.data_dir))
         self.clones = CloneService(self, busy)
         self.resizes = ResizeService(self, busy)
+        self.consoles = ConsoleService(self)
         self.schedules = ScheduleService(self)
         self.drills = DrillService(self)
         self.migrations = MigrationService(self, busy)
