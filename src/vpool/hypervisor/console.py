@@ -8,10 +8,12 @@ it (libvirt 9.0's client can crash the process when a keepalive timeout closes a
 with two calls in flight).
 """
 
+import threading
 import time
 from collections.abc import Callable
 
 import libvirt
+import libvirtmod
 
 from vpool.hypervisor.libvirt_driver import KEEPALIVE_COUNT, KEEPALIVE_INTERVAL_S, _err, start_event_loop
 from vpool.model.errors import Conflict, HypervisorError
@@ -31,6 +33,7 @@ class SerialConsole:
         self._on_data = on_data
         self._on_end = on_end
         self._ended = False
+        self._lock = threading.Lock()  # the event thread's reads against close's free of the stream
         try:
             self.conn = libvirt.open(uri)
         except libvirt.libvirtError as e:
@@ -55,22 +58,27 @@ class SerialConsole:
     def _readable(self, stream: libvirt.virStream, events: int, _opaque) -> None:
         """libvirt ends a stream with an I/O error, not an end of file, when another session
         takes the console over, so every way a stream ends is told the same."""
-        data = b""
-        if events & libvirt.VIR_STREAM_EVENT_READABLE:
-            try:
-                while (data := stream.recv(65536)) not in (-2, b""):
-                    self._on_data(data)
-            except libvirt.libvirtError:
-                data = b""
-        if data == b"" or events & (libvirt.VIR_STREAM_EVENT_ERROR | libvirt.VIR_STREAM_EVENT_HANGUP):
-            self._end(f"the console of {self.name} closed: another session took it over, or the VM stopped")
+        with self._lock:
+            if self.stream is None:
+                return  # closed meanwhile
+            data = b""
+            if events & libvirt.VIR_STREAM_EVENT_READABLE:
+                try:
+                    while (data := stream.recv(65536)) not in (-2, b""):
+                        self._on_data(data)
+                except libvirt.libvirtError:
+                    data = b""
+            if data == b"" or events & (libvirt.VIR_STREAM_EVENT_ERROR | libvirt.VIR_STREAM_EVENT_HANGUP):
+                self._end(f"the console of {self.name} closed: another session took it over, or the VM stopped")
 
     def write(self, data: bytes) -> None:
         """Keystrokes (or pasted text) to the guest; waits a little while the guest reads slowly."""
         deadline = time.monotonic() + _SEND_WAIT_S
         while data:
+            if (stream := self.stream) is None:
+                raise HypervisorError(f"the console of {self.name} is closed")
             try:
-                sent = self.stream.send(data)
+                sent = stream.send(data)
             except libvirt.libvirtError as e:
                 raise HypervisorError(f"cannot write to the console of {self.name}: {e.get_error_message()}") from e
             if sent == -2:
@@ -86,9 +94,23 @@ class SerialConsole:
             self._on_end(why)
 
     def close(self) -> None:
+        """The stream is freed by hand before the connection is closed: libvirt-python frees it
+        only when the Python object goes, and the event callback's data, held by libvirt until
+        that free, points back at the object, so it never goes and each session would keep its
+        connection (a socket and an eventfd) open for good."""
         self._end("closed")
-        for step in (self.stream.eventRemoveCallback, self.stream.abort, self.conn.close):
-            try:
-                step()
-            except libvirt.libvirtError:
-                pass  # already gone with the guest or the host
+        with self._lock:
+            stream, self.stream = self.stream, None
+            _quietly(stream.eventRemoveCallback)
+            _quietly(stream.abort)
+            libvirtmod.virStreamFree(stream._o)
+            stream._o = stream.cb = None
+        _quietly(self.conn.unregisterCloseCallback)
+        _quietly(self.conn.close)
+
+
+def _quietly(step: Callable[[], object]) -> None:
+    try:
+        step()
+    except libvirt.libvirtError:
+        pass  # already gone with the guest or the host
