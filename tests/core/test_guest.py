@@ -1,5 +1,6 @@
 """Real guests: the tiny image booted by QEMU (TCG here) on this machine's libvirtd, through the API."""
 
+import os
 import subprocess
 import time
 
@@ -8,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from vpool.hypervisor import localhost
+from vpool.hypervisor.console import SerialConsole
 from vpool.hypervisor.libvirt_driver import LibvirtDriver
 
 from vpool.cli.main import app
@@ -63,6 +65,10 @@ def test_tiny_guest_life_cycle(local_api, monkeypatch):
             while isinstance(frame := first.receive(), dict) and "text" not in frame:
                 pass  # the guest's bytes until the session ends, taken over
             assert "another session took it" in frame["text"], frame
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(5):
+        SerialConsole(localhost.LOCAL_URI, vm["uuid"], "guest1", True, lambda data: None, lambda why: None).close()
+    assert len(os.listdir("/proc/self/fd")) - before < 5  # each session closes its connection (2 fds) at once
 
     host_id = api.get("/hosts/local").json()["id"]
     disk = api.cp.connections.driver(host_id).volume_path("vpool-test", "vm-guest1.qcow2")
