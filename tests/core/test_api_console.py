@@ -1,7 +1,11 @@
 """The serial console's WebSocket refuses in the API's own sentences (a real guest's console is
 in test_guest.py: libvirt's test driver has no consoles)."""
 
+import asyncio
+
 import pytest
+
+from vpool.api.routes.console import BACKLOG_BYTES, Outbox
 
 
 @pytest.fixture
@@ -30,3 +34,17 @@ def test_a_console_that_cannot_open_says_why(pool, path, token, status, words):
     headers = pool.headers if token == "admin" else {"Authorization": token} if token else {}
     first, code = refusal(pool, path, headers)
     assert (first["status"], code) == (status, 4000 + status) and words in first["detail"], first
+
+
+def test_a_client_that_falls_behind_loses_output_and_is_told_how_much():
+    async def drain():
+        box = Outbox()
+        for _ in range(5):
+            box.put(chunk)  # the fourth and fifth find the backlog full
+        box.put("ended")
+        return [await box.get() for _ in range(5)]
+
+    chunk = b"x" * (BACKLOG_BYTES // 2)
+    got = asyncio.run(drain())
+    assert got[:3] == [chunk] * 3 and got[4] == "ended"
+    assert f"[vpool: {BACKLOG_BYTES} bytes of console output lost".encode() in got[3], got[3]

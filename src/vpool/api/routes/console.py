@@ -15,6 +15,39 @@ from vpool.model.errors import VpoolError
 from vpool.security.tokens import bearer_digest, known_name, look_up
 
 router = APIRouter(tags=["vms"])
+BACKLOG_BYTES = 1 << 20
+_LOST = object()
+
+
+class Outbox:
+    """The guest's bytes on their way to the operator, then why the session ended. A client
+    more than BACKLOG_BYTES behind loses output, as a serial line overruns, and is told how
+    much: libvirt does not hold a console back, so the backlog would otherwise grow in the
+    control plane's memory for as long as a guest floods its console at a slow client."""
+
+    def __init__(self):
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.queued = 0
+        self.lost = 0
+
+    def put(self, item: bytes | str) -> None:
+        if isinstance(item, bytes):
+            if self.queued > BACKLOG_BYTES:
+                if not self.lost:
+                    self.queue.put_nowait(_LOST)
+                self.lost += len(item)
+                return
+            self.queued += len(item)
+        self.queue.put_nowait(item)
+
+    async def get(self) -> bytes | str:
+        item = await self.queue.get()
+        if item is _LOST:
+            item, self.lost = f"\r\n[vpool: {self.lost} bytes of console output lost: this client read too " \
+                              f"slowly]\r\n".encode(), 0
+        elif isinstance(item, bytes):
+            self.queued -= len(item)
+        return item
 
 
 @router.websocket("/vms/{ref}/console")
@@ -22,14 +55,14 @@ async def console(ws: WebSocket, ref: str, force: bool = False):
     cp = ws.app.state.cp
     await ws.accept()
     loop = asyncio.get_running_loop()
-    out: asyncio.Queue[bytes | str] = asyncio.Queue()
+    out = Outbox()
     try:
         d = bearer_digest(ws.headers.get("authorization"))
         known_name(ws.app.state.token_cache, d) or await run_in_threadpool(look_up, cp.store, d,
                                                                             ws.app.state.token_cache)
         pipe = await run_in_threadpool(cp.consoles.open, ref, force,
-                                       lambda data: loop.call_soon_threadsafe(out.put_nowait, data),
-                                       lambda why: loop.call_soon_threadsafe(out.put_nowait, why))
+                                       lambda data: loop.call_soon_threadsafe(out.put, data),
+                                       lambda why: loop.call_soon_threadsafe(out.put, why))
     except VpoolError as e:
         await ws.send_json({"type": "about:blank", "status": e.status, "title": e.title, "detail": e.detail})
         await ws.close(code=4000 + e.status)
@@ -41,11 +74,11 @@ async def console(ws: WebSocket, ref: str, force: bool = False):
         try:
             while (message := await ws.receive())["type"] != "websocket.disconnect":
                 await run_in_threadpool(pipe.write, message.get("bytes") or (message.get("text") or "").encode())
-            out.put_nowait("")
+            out.put("")
         except VpoolError as e:
-            out.put_nowait(e.detail)
+            out.put(e.detail)
         except (WebSocketDisconnect, RuntimeError):
-            out.put_nowait("")
+            out.put("")
 
     keystrokes = asyncio.create_task(operator_to_guest())
     try:
