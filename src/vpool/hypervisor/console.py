@@ -49,7 +49,7 @@ class SerialConsole:
             dom.openConsole(None, self.stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE if force else 0)
             self.stream.eventAddCallback(_EVENTS, self._readable, None)
         except libvirt.libvirtError as e:
-            self.conn.close()
+            self.close()
             if "Active console session" in (e.get_error_message() or ""):
                 raise Conflict(f"someone else is on the serial console of {name}; "
                                f"vpool vm console {name} --force takes it over") from e
@@ -75,12 +75,14 @@ class SerialConsole:
         """Keystrokes (or pasted text) to the guest; waits a little while the guest reads slowly."""
         deadline = time.monotonic() + _SEND_WAIT_S
         while data:
-            if (stream := self.stream) is None:
-                raise HypervisorError(f"the console of {self.name} is closed")
-            try:
-                sent = stream.send(data)
-            except libvirt.libvirtError as e:
-                raise HypervisorError(f"cannot write to the console of {self.name}: {e.get_error_message()}") from e
+            with self._lock:  # not while close frees the stream
+                if self.stream is None:
+                    raise HypervisorError(f"the console of {self.name} is closed")
+                try:
+                    sent = self.stream.send(data)
+                except libvirt.libvirtError as e:
+                    raise HypervisorError(f"cannot write to the console of {self.name}: "
+                                          f"{e.get_error_message()}") from e
             if sent == -2:
                 if time.monotonic() > deadline:
                     raise HypervisorError(f"{self.name} has read nothing from its console for {_SEND_WAIT_S:.0f} s")
@@ -100,7 +102,9 @@ class SerialConsole:
         connection (a socket and an eventfd) open for good."""
         self._end("closed")
         with self._lock:
-            stream, self.stream = self.stream, None
+            stream, self.stream = getattr(self, "stream", None), None
+            if stream is None:
+                return _quietly(self.conn.close)  # the stream never opened, or closed already
             _quietly(stream.eventRemoveCallback)
             _quietly(stream.abort)
             libvirtmod.virStreamFree(stream._o)
