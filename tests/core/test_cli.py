@@ -102,3 +102,9 @@ def test_several_urls_are_tried_in_turn_until_one_answers(server, monkeypatch):
     r = vpool("host", "list")
     assert r.exit_code == 1
     assert "cannot reach vpool at http://127.0.0.1:9, http://127.0.0.1:7" in r.stderr
+
+
+def test_a_console_without_an_api_is_one_line(monkeypatch):
+    monkeypatch.setenv("VPOOL_URL", "http://127.0.0.1:1")
+    r = vpool("vm", "console", "web1")
+    assert r.exit_code == 1 and r.stderr.startswith("error: cannot reach vpool's console at http://127.0.0.1:1")

@@ -24,14 +24,17 @@ LONGEST_S = 60.0  # a guest that never goes quiet (a log running by) still lets 
 
 
 def attach(name: str, force: bool) -> None:
-    url = api_urls()[0]
-    ws_url = "ws" + url.removeprefix("http") + api_path("/vms/{}/console", name) + ("?force=true" if force else "")
+    path = api_path("/vms/{}/console", name) + ("?force=true" if force else "")
     token = api_token()
-    try:
-        ws = connect(ws_url, additional_headers={"Authorization": f"Bearer {token}"} if token else None,
-                     open_timeout=10, max_size=None)
-    except (OSError, InvalidHandshake, InvalidURI) as e:
-        fail(f"cannot reach vpool's console at {url} ({e}); is 'vpool serve' running?")
+    urls = api_urls()
+    for url in urls:  # the next only when one refuses (a standby serves nothing until it takes over)
+        try:
+            ws = connect("ws" + url.removeprefix("http") + path, open_timeout=10, max_size=None,
+                         additional_headers={"Authorization": f"Bearer {token}"} if token else None)
+            break
+        except (OSError, InvalidHandshake, InvalidURI) as e:
+            if url == urls[-1]:
+                fail(f"cannot reach vpool's console at {', '.join(urls)} ({e}); is 'vpool serve' running?")
     with ws:
         first = json.loads(ws.recv(timeout=30))
         if "console" not in first:

@@ -11,8 +11,8 @@ import asyncio
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.concurrency import run_in_threadpool
 
+from vpool.api.deps import caller
 from vpool.model.errors import VpoolError
-from vpool.security.tokens import bearer_digest, known_name, look_up
 
 router = APIRouter(tags=["vms"])
 BACKLOG_BYTES = 1 << 20
@@ -57,9 +57,7 @@ async def console(ws: WebSocket, ref: str, force: bool = False):
     loop = asyncio.get_running_loop()
     out = Outbox()
     try:
-        d = bearer_digest(ws.headers.get("authorization"))
-        known_name(ws.app.state.token_cache, d) or await run_in_threadpool(look_up, cp.store, d,
-                                                                            ws.app.state.token_cache)
+        await caller(ws)
         pipe = await run_in_threadpool(cp.consoles.open, ref, force,
                                        lambda data: loop.call_soon_threadsafe(out.put, data),
                                        lambda why: loop.call_soon_threadsafe(out.put, why))
