@@ -4,8 +4,8 @@ Both are coroutines: FastAPI runs a plain function dependency on a worker thread
 hops per request for what is, for every token already seen, a lookup in memory."""
 
 from fastapi import Request
-from starlette.requests import HTTPConnection
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import HTTPConnection
 
 from vpool.security.tokens import bearer_digest, known_name, look_up
 
