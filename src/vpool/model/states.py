@@ -37,6 +37,7 @@ class VMState(StrEnum):
 
 
 ACTIVE = (VMState.running, VMState.blocked, VMState.paused)  # states with a qemu process behind them
+STOPPED = (VMState.shutoff, VMState.crashed)  # what `vm start` starts, and `vm stop` calls stopped already
 
 
 class VMOwnership(StrEnum):

@@ -17,12 +17,11 @@ from dataclasses import astuple
 from vpool.hypervisor.libvirt_protection import ProtectionOps
 from vpool.model.errors import Conflict, Invalid, NoCapacity
 from vpool.model.resources import Resources
+from vpool.model.states import STOPPED
 from vpool.placement.place import shortfall
 from vpool.placement.request import count
 from vpool.services.pool import cluster_state
 from vpool.store.tables import VM, Flavor, Host
-
-STOPPED = ("shutoff", "crashed")  # what `vm start` starts; `vm stop` calls both stopped already
 
 
 class ResizeService:

@@ -19,7 +19,7 @@ from vpool.hypervisor import protection_xml as px
 from vpool.hypervisor.libvirt_protection import ProtectionOps
 from vpool.model.errors import Conflict, HypervisorError, Invalid, NotFound
 from vpool.model.names import check_name
-from vpool.model.states import ACTIVE, VMOwnership, VMState
+from vpool.model.states import ACTIVE, STOPPED, VMOwnership, VMState
 from vpool.placement.request import count
 from vpool.store.migration_tables import BOOKING, Migration
 from vpool.store.tables import VM, Host
@@ -170,7 +170,7 @@ class SnapshotService:
             try:
                 ops.revert_snapshot(vm.uuid, name, flags)
             except HypervisorError as e:
-                if before in ACTIVE and ops.drv.state(vm.uuid) in ("shutoff", "crashed"):
+                if before in ACTIVE and ops.drv.state(vm.uuid) in STOPPED:
                     ops.drv.start(vm.uuid)
                     raise HypervisorError(f"{e.detail}; vpool started {vm.name} again as it was") from e
                 raise

@@ -15,12 +15,12 @@ from vpool.services.tasks import TaskOrder
 from vpool.model.errors import Conflict, Invalid, NotFound
 from vpool.model.names import check_name
 from vpool.model.resources import Resources
-from vpool.model.states import VMOwnership, VMState
+from vpool.model.states import STOPPED, VMOwnership, VMState
 from vpool.store.lookup import by_ref
 from vpool.store.tables import VM, Flavor, Group, Host, Image
 
 POWER_OPS = {
-    "start": ("start", ("shutoff", "crashed")),
+    "start": ("start", STOPPED),
     "reboot": ("reboot", ("running",)),
     "suspend": ("suspend", ("running",)),
     "resume": ("resume", ("paused",)),
@@ -176,7 +176,7 @@ class VMService:
             raise Invalid("timeout must be between 0 and 3600 seconds")
         vm_id, name, uuid, host_id = self.managed(ref)
         state = self.cp.connections.driver(host_id).state(uuid)
-        if state in ("shutoff", "crashed"):
+        if state in STOPPED:
             raise Conflict(f"VM {name} is already {state}")
 
         def body(ctx):
