@@ -1,10 +1,15 @@
 """The CLI against a real server on loopback: exit codes, one-line errors, --json."""
 
+import io
 import json
+import threading
+import time
+from types import SimpleNamespace
 
 import pytest
 from typer.testing import CliRunner
 
+from vpool.cli import console
 from vpool.cli.main import app
 from vpool.lab.simhost import write_sim_host
 
@@ -108,3 +113,23 @@ def test_a_console_without_an_api_is_one_line(monkeypatch):
     monkeypatch.setenv("VPOOL_URL", "http://127.0.0.1:1")
     r = vpool("vm", "console", "web1")
     assert r.exit_code == 1 and r.stderr.startswith("error: cannot reach vpool's console at http://127.0.0.1:1")
+
+
+def test_a_piped_console_waits_for_a_slow_guests_answer(monkeypatch):
+    """`echo cmd | vpool vm console` must not end in the quiet before a busy guest echoes."""
+    sent = []
+    session = SimpleNamespace(last=time.monotonic(), thread=threading.Thread(target=time.sleep, args=(30,), daemon=True))
+    session.thread.start()
+    ws = SimpleNamespace(send=lambda data: sent.append((time.monotonic(), data)))
+    monkeypatch.setattr(console.sys, "stdin", SimpleNamespace(buffer=io.BufferedReader(io.BytesIO(b"uptime\n"))))
+
+    answered = []
+
+    def answer_late():
+        time.sleep(console.QUIET_S * 1.5)
+        session.last = time.monotonic()
+        answered.append(session.last)
+    threading.Thread(target=answer_late, daemon=True).start()
+    console._pipe(ws, session)
+    assert sent == [(sent[0][0], b"uptime\n")]
+    assert answered  # it waited for the answer before the quiet that ends it

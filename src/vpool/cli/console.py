@@ -3,7 +3,7 @@ WebSocket, as `virsh console` joins it through libvirtd. Ctrl-] leaves, as in vi
 
 From a terminal, keys go to the guest as typed (raw mode) and the terminal is put back however
 the session ends. From a pipe, the input is sent and the session ends once the guest has been
-quiet for a second after it: `echo uptime | vpool vm console web1` is a one-shot command."""
+quiet for a second after its answer: `echo uptime | vpool vm console web1` is a one-shot command."""
 
 import json
 import os
@@ -20,6 +20,7 @@ from vpool.cli.client import api_path, api_token, api_urls, err, fail
 
 ESCAPE = b"\x1d"  # Ctrl-]
 QUIET_S = 1.0
+FIRST_ANSWER_S = 15.0  # a guest that echoes nothing at all still lets a pipe end
 LONGEST_S = 60.0  # a guest that never goes quiet (a log running by) still lets a pipe end
 
 
@@ -96,13 +97,17 @@ def _type(ws, session: _Output) -> None:
 
 
 def _pipe(ws, session: _Output) -> None:
+    sent = time.monotonic()
     try:
         while data := sys.stdin.buffer.read1(65536):
             ws.send(data)
+            sent = time.monotonic()
     except ConnectionClosed:
         return
-    # the answer to the last line takes a moment: wait until the guest has been quiet a while
-    session.last = sent = time.monotonic()
-    while session.thread.is_alive() and time.monotonic() - session.last < QUIET_S \
-            and time.monotonic() - sent < LONGEST_S:
+    # The answer to the last line takes a moment, and longer on a busy host (a TCG guest can take
+    # seconds): wait for the guest's first bytes (its tty echoes what was sent), then until it has
+    # been quiet a while.
+    while session.thread.is_alive() and (now := time.monotonic()) - sent < LONGEST_S:
+        if now - session.last >= QUIET_S and (session.last > sent or now - sent >= FIRST_ANSWER_S):
+            return
         time.sleep(0.1)
