@@ -252,25 +252,36 @@ def test_server_groups_keep_vms_apart_or_together(pool):
     assert pool.delete("/groups/web").status_code == 409
 
 
-def test_a_stopped_vm_is_resized_where_its_host_has_room(pool, monkeypatch):
-    create(pool, "r", host="h1")                                  # 1 vCPU / 1 GiB on h1 (8 GiB, 512 MiB kept)
-    r = pool.post("/vms/r/resize", json={"cpus": 2})
-    assert r.status_code == 409 and "stop it first" in r.json()["detail"], r.text
-    pool.task(pool.post("/vms/r/stop", json={"force": True}))
+def test_a_vm_is_resized_where_its_host_has_room(pool, monkeypatch):
+    create(pool, "r", host="h1", memory="4G")                     # 1 vCPU / 4 GiB on h1 (8 GiB, 512 MiB kept)
     drv = pool.cp.connections.driver(pool.get("/hosts/h1").json()["id"])
     uuid = pool.get("/vms/r").json()["uuid"]
+    # running: it grows into the room its definition left (test:/// plugs vCPUs, not memory)
+    for body, words in (({"cpus": 9}, "room for 8 vCPUs while it runs, not 9"), ({"memory": "2G"}, "give"),
+                        ({"memory": "4200M"}, "memory block; ask for 4224 MiB"),
+                        ({"memory": "7808M"}, "h1 is short 128 MiB RAM")):
+        r = pool.post("/vms/r/resize", json=body)
+        assert r.status_code == 409 and words in r.json()["detail"], (body, r.text)
+    task = pool.task(pool.post("/vms/r/resize", json={"cpus": 2}))
+    assert "the guest has 2 vCPUs and 4096 MiB now" in task["message"]
+    assert drv.domain_info(uuid).cpus == 2 and pool.get("/vms/r").json()["cpus"] == 2
+    task = pool.task(pool.post("/vms/r/resize", json={"memory": "4224M"}), expect="failed")
+    assert "cannot resize the VM" in task["error"] and pool.get("/vms/r").json()["memory_mib"] == 4096  # put back
+    pool.task(pool.post("/vms/r/stop", json={"force": True}))
     for body, words in (({}, "say what to change"), ({"cpus": 0}, "positive"), ({"memory": "lots"}, "memory"),
-                        ({"cpus": 1, "memory": "1G"}, "already has"), ({"memory": "8G"}, "h1 is short")):
+                        ({"cpus": 2, "memory": "4G"}, "already has"), ({"memory": "8G"}, "h1 is short")):
         r = pool.post("/vms/r/resize", json=body)
         assert r.status_code in (409, 422) and words in r.json()["detail"], (body, r.text)
     task = pool.task(pool.post("/vms/r/resize", json={"cpus": 3, "memory": "6G"}))
     assert task["result"] == {"vm": "r", "host": "h1", "cpus": 3, "memory_mib": 6144, "disk_gib": 2}
     assert (drv.domain_info(uuid).cpus, drv.domain_info(uuid).memory_mib) == (3, 6144)
     assert pool.get("/hosts/h1").json()["capacity"]["memory_mib"]["allocated"] == 6144  # booked on its host
-    pool.task(pool.post("/vms/r/resize", json={"cpus": 1, "memory": "768M"}))   # shrinking: current before maximum
+    pool.task(pool.post("/vms/r/resize", json={"cpus": 1, "memory": "768M"}))
     assert (drv.domain_info(uuid).cpus, drv.domain_info(uuid).memory_mib) == (1, 768)
+    with pytest.raises(HypervisorError, match="it stopped meanwhile"):  # checked for a running VM, found off
+        drv.resize(uuid, 2, 1024, live=True)
 
-    def refused(self, uuid, cpus, memory_mib):
+    def refused(self, uuid, cpus, memory_mib, live):
         raise HypervisorError("cannot resize the VM: simulated failure")
 
     monkeypatch.setattr(type(drv), "resize", refused)
@@ -297,7 +308,8 @@ def test_a_disk_grows_running_where_its_storage_has_room_and_never_shrinks(pool,
     usable = disk()[1]["usable"]
     for body, words in (({"disk": "1G"}, "never shrinks"), ({"disk": "2G"}, "already has"),
                         ({"disk": f"{usable + 1}G"}, "free room on the storage of h1"), ({"disk": "big"}, "disk"),
-                        ({"cpus": 2, "disk": "3G"}, "stop it first")):
+                        ({"cpus": 2, "memory": "512M", "disk": "3G"}, "cannot give vCPUs or memory back"),
+                        ({"memory": "2G"}, "no room to add memory while it runs")):
         r = pool.post("/vms/d/resize", json=body)
         assert r.status_code in (409, 422) and words in r.json()["detail"], (body, r.text)
     assert disk()[0] == 2

@@ -50,7 +50,7 @@ def test_host_and_vm_commands(server, tmp_path):
     assert (policy["cpu_ratio"], policy["reserved_memory_mib"]) == (4.0, 256)
     r = vpool("host", "set", "cli1", "--cpu-ratio", 2, "--default", "cpu_ratio")
     assert r.exit_code == 1 and "choose one" in r.stderr
-    r = vpool("vm", "resize", "c1", "--cpus", 2)
+    r = vpool("vm", "resize", "c1", "--memory", "256M")
     assert r.exit_code == 1 and "stop it first" in r.stderr
     assert vpool("vm", "stop", "c1", "--force").exit_code == 0
     r = vpool("vm", "resize", "c1", "--cpus", 2, "--memory", "1G", "--json")

@@ -13,6 +13,7 @@ import libvirt
 import pytest
 
 from tests.core.conftest import eventually
+from tests.guests import status, wait_up
 
 from .conftest import HOSTS, counters, in_phase, other, running_on
 
@@ -87,6 +88,32 @@ def test_migration_moves_the_running_guest_and_leaves_no_copy(lab, pool, guest):
     last = pool.get(f"/vms/{name}/migrations").json()["items"][0]
     assert (last["state"], last["source"], last["destination"]) == ("succeeded", src, dst)
     assert last["downtime_ms"] is not None and last["duration_ms"] > 0 and last["memory_bytes"] > 0
+
+
+def test_what_was_plugged_into_a_running_guest_migrates_with_it(lab, pool):
+    name = "mghot"  # 3.5 GiB: the smallest VM with memory room (model.hotplug); TCG touches little of it
+    pool.task(pool.post("/vms", json={"name": name, "image": "tiny", "memory": "3584M", "disk": "1G",
+                                      "host": HOSTS[0]}), timeout=120)
+    try:
+        ip = wait_up(pool, name)
+        memtotal = int(status(ip)["memtotal_kb"])
+        pool.task(pool.post(f"/vms/{name}/resize", json={"cpus": 2, "memory": "3840M"}))
+        assert eventually(lambda: (s := status(ip))["ncpu"] == "2" and int(s["memtotal_kb"]) > memtotal, timeout=30)
+        before = counters(ip)
+        pool.task(pool.post(f"/vms/{name}/migrate", json={"to": HOSTS[1]}), timeout=180)
+        vm = _vm(pool, name)
+        assert running_on(lab, vm["uuid"]) == [HOSTS[1]] and (vm["cpus"], vm["memory_mib"]) == (2, 3840)
+        seen, after = status(ip), counters(ip)
+        assert (seen["ncpu"], int(seen["memtotal_kb"])) == ("2", memtotal + 256 * 1024)
+        assert after["boots"] == before["boots"] and after["uptime"] > before["uptime"]
+        conn = libvirt.open(lab.uri(2))
+        try:  # the new host's definition keeps the DIMM and the vCPUs for the next boot
+            config = conn.lookupByUUIDString(vm["uuid"]).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+        finally:
+            conn.close()
+        assert "model='dimm'" in config and "current='2'" in config
+    finally:
+        pool.task(pool.delete(f"/vms/{name}"), timeout=120)
 
 
 def test_a_host_without_room_is_refused_before_anything_starts(lab, pool, guest):

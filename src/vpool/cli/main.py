@@ -206,7 +206,7 @@ def vm_resize(name: str, cpus: int = typer.Option(None, help="vCPUs."),
               memory: str = typer.Option(None, help="e.g. 2G or 1536M."),
               disk: str = typer.Option(None, help="The disk's new size, e.g. 20G: it only grows, live too."),
               no_wait: bool = NO_WAIT, as_json: bool = JSON):
-    """Change a stopped VM's vCPUs or memory, or grow its disk (running or not); booked on its host first."""
+    """Change a VM's vCPUs, memory or disk; booked on its host first. A running VM only grows (hot-plug)."""
     _post_task(api_path("/vms/{}/resize", name), {"cpus": cpus, "memory": memory, "disk": disk}, no_wait, as_json)
 
 

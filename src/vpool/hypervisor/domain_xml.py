@@ -3,6 +3,9 @@
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
+from vpool.model.errors import Conflict
+from vpool.model.hotplug import Room, room
+
 VPOOL_NS = "https://vpool.dev/xmlns/vm/1"
 
 
@@ -45,8 +48,6 @@ def domain_xml(spec: DomainSpec) -> str:
     _sub(dom, "uuid", spec.uuid)
     meta = _sub(dom, "metadata")
     ET.SubElement(meta, f"{{{VPOOL_NS}}}vm", managed="yes")
-    _sub(dom, "memory", str(spec.memory_mib), unit="MiB")
-    _sub(dom, "vcpu", str(spec.cpus))
     os_ = _sub(dom, "os")
     _sub(os_, "type", "hvm", arch=spec.arch, machine="pc")
     if spec.kernel:
@@ -89,7 +90,82 @@ def domain_xml(spec: DomainSpec) -> str:
     console = _sub(devices, "console", type="pty")
     _sub(console, "target", type="serial")
     _sub(devices, "memballoon", model="none")
+    _set_size(dom, spec.cpus, spec.memory_mib)
     return ET.tostring(dom, encoding="unicode")
+
+
+def resized(xml: str, cpus: int, memory_mib: int) -> str:
+    """A stopped domain's definition at a new size, with fresh hot-plug room: memory added while
+    it ran (DIMMs) is folded into its boot memory, which frees the slots."""
+    dom = ET.fromstring(xml)
+    devices = dom.find("devices")
+    for dimm in devices.findall("memory") if devices is not None else ():
+        devices.remove(dimm)
+    _set_size(dom, cpus, memory_mib)
+    return ET.tostring(dom, encoding="unicode")
+
+
+def _set_size(dom: ET.Element, cpus: int, memory_mib: int) -> None:
+    """Boot vCPUs and memory, and room to grow (model.hotplug): the vCPU maximum and, for memory,
+    a ceiling with DIMM slots and the one NUMA cell qemu needs before it takes a DIMM."""
+    have = room(cpus, memory_mib)
+    for tag in ("maxMemory", "memory", "currentMemory", "vcpu", "vcpus"):
+        for el in dom.findall(tag):
+            dom.remove(el)
+    if have.free_slots:
+        _sub(dom, "maxMemory", str(have.max_memory_mib), unit="MiB", slots=str(have.free_slots))
+    _sub(dom, "memory", str(memory_mib), unit="MiB")
+    max_cpus = have.max_cpus
+    cpu = dom.find("cpu")
+    if cpu is None:
+        cpu = _sub(dom, "cpu")
+    if (topology := cpu.find("topology")) is not None:  # its product must be the vCPU maximum
+        per_socket = int(topology.get("dies", "1")) * int(topology.get("cores", "1")) * int(topology.get("threads", "1"))
+        sockets = -(-max_cpus // per_socket)
+        topology.set("sockets", str(sockets))
+        max_cpus = sockets * per_socket
+    _sub(dom, "vcpu", str(max_cpus), current=str(cpus))
+    if (numa := cpu.find("numa")) is not None:  # its cell must hold every vCPU and all the memory
+        if len(numa.findall("cell")) > 1:
+            raise Conflict(f"the VM defines {len(numa.findall('cell'))} NUMA nodes, and vpool resizes VMs with one: "
+                           "change its size with virsh edit")
+        cpu.remove(numa)
+    if numa is not None or have.free_slots:
+        _sub(_sub(cpu, "numa"), "cell", id="0", cpus=f"0-{max_cpus - 1}", memory=str(memory_mib), unit="MiB")
+    if not len(cpu) and not cpu.attrib:
+        dom.remove(cpu)
+
+
+def dimm_xml(memory_mib: int) -> str:
+    """Memory a running guest is given: one DIMM in the NUMA cell every vpool definition has."""
+    dimm = ET.Element("memory", model="dimm")
+    target = _sub(dimm, "target")
+    _sub(target, "size", str(memory_mib), unit="MiB")
+    _sub(target, "node", "0")
+    return ET.tostring(dimm, encoding="unicode")
+
+
+_KIB = {"b": 1 / 1024, "bytes": 1 / 1024, "k": 1, "KiB": 1, "KB": 1000 / 1024, "M": 1024, "MiB": 1024,
+        "MB": 1e6 / 1024, "G": 2**20, "GiB": 2**20, "GB": 1e9 / 1024, "T": 2**30, "TiB": 2**30, "TB": 1e12 / 1024}
+
+
+def _mib(el: ET.Element | None) -> int:
+    return 0 if el is None or not el.text else int(float(el.text) * _KIB[el.get("unit", "KiB")]) // 1024
+
+
+def memory_mib(xml: str) -> int:
+    """The memory a domain has, DIMMs included (libvirt's <memory> is the total)."""
+    return _mib(ET.fromstring(xml).find("memory"))
+
+
+def hotplug_room(xml: str) -> Room:
+    """The room a (running) domain's definition left it: what vpool defines, or none on a VM
+    defined elsewhere or before vpool gave room."""
+    dom = ET.fromstring(xml)
+    max_cpus = int(dom.findtext("vcpu") or 1)
+    ceiling = dom.find("maxMemory")
+    used = sum(1 for m in dom.iterfind("devices/memory") if m.get("model") in ("dimm", "nvdimm"))
+    return Room(max_cpus, _mib(ceiling), int(ceiling.get("slots", "0")) - used if ceiling is not None else 0)
 
 
 def kernel_probe_xml(name: str, uuid: str, kernel: str) -> str:

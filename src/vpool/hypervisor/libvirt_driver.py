@@ -12,6 +12,7 @@ import libvirt
 
 from vpool.hypervisor import domain_xml as dx
 from vpool.model.errors import HypervisorError
+from vpool.model.hotplug import Room
 
 STATE_NAMES = {
     libvirt.VIR_DOMAIN_NOSTATE: "unknown",
@@ -365,9 +366,9 @@ class LibvirtDriver:
         except libvirt.libvirtError as e:
             raise _err("libvirt refused the domain definition", e) from e
 
-    def _call(self, uuid: str, what: str, fn) -> None:
+    def _call(self, uuid: str, what: str, fn):
         try:
-            fn(self._dom(uuid))
+            return fn(self._dom(uuid))
         except libvirt.libvirtError as e:
             raise _err(f"cannot {what}", e) from e
 
@@ -389,20 +390,31 @@ class LibvirtDriver:
     def resume(self, uuid: str) -> None:
         self._call(uuid, "resume the VM", lambda d: d.resume())
 
-    def resize(self, uuid: str, cpus: int, memory_mib: int) -> None:
-        """A stopped VM's vCPUs and memory, in its definition. libvirt wants current ≤ maximum
-        after every call: growing sets the maximum first, shrinking the current value first."""
-        config = libvirt.VIR_DOMAIN_AFFECT_CONFIG
-        kib = memory_mib * 1024
+    def resize(self, uuid: str, cpus: int, memory_mib: int, live: bool) -> None:
+        """A stopped VM's definition is rewritten at the new size (domain_xml.resized). A running
+        one grows into its hot-plug room, live and in its definition: the added memory as one
+        DIMM, then the vCPUs; the caller has checked the room (model.hotplug.refusal) for the
+        state it saw, so a VM started or stopped since is left alone."""
+        both = libvirt.VIR_DOMAIN_AFFECT_LIVE | libvirt.VIR_DOMAIN_AFFECT_CONFIG
 
         def resize(d: libvirt.virDomain) -> None:
-            for target, now, set_to, maximum in (
-                    (cpus, d.vcpusFlags(config), d.setVcpusFlags, libvirt.VIR_DOMAIN_VCPU_MAXIMUM),
-                    (kib, d.info()[2], d.setMemoryFlags, libvirt.VIR_DOMAIN_MEM_MAXIMUM)):
-                steps = (config | maximum, config)
-                for flags in steps if target >= now else reversed(steps):
-                    set_to(target, flags)
+            if bool(d.isActive()) != live:
+                raise HypervisorError(f"cannot resize the VM: it {'stopped' if live else 'started'} meanwhile; "
+                                      "ask again")
+            if not live:
+                xml = d.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
+                self.conn.defineXML(dx.resized(xml, cpus, memory_mib))
+                return
+            if (added := memory_mib - dx.memory_mib(d.XMLDesc(0))) > 0:
+                d.attachDeviceFlags(dx.dimm_xml(added), both)
+            if cpus != d.vcpusFlags(libvirt.VIR_DOMAIN_AFFECT_LIVE):
+                d.setVcpusFlags(cpus, both)
         self._call(uuid, "resize the VM", resize)
+
+    def hotplug_room(self, uuid: str) -> Room:
+        """The room a running VM has to grow into (model.hotplug)."""
+        xml = self._call(uuid, "read the VM's definition", lambda d: d.XMLDesc(0))
+        return dx.hotplug_room(xml)
 
     def grow_disk(self, uuid: str, path: str, gib: int) -> None:
         """The disk file the VM writes to, to `gib` GiB as the guest sees it. A running (or

@@ -4,20 +4,20 @@ The new size is booked on the VM's host (its storage, for the disk) under the pl
 before the task runs, as a create is, so no create takes the room meanwhile; if libvirt
 refuses, the old size comes back in the store and in the definition.
 
-vCPUs and memory change on a stopped VM only: a guest learns of more only by hot-plug, which
-its definition must have been made for. A disk grows while the VM runs too (qemu tells the
-guest at once), but never shrinks: its end holds the guest's data. It does not grow while the
-VM has snapshots (vCenter refuses the same): a revert would bring back the smaller disk under
-a guest that has moved into the larger one. Backup checkpoints describe the disk at its old
-size, so they go and the next backup is a full one.
-"""
+A running VM grows its vCPUs and memory into the hot-plug room its definition left it
+(model.hotplug) and shrinks them only when stopped. A disk grows while the VM runs too (qemu
+tells the guest at once), but never shrinks: its end holds the guest's data. It does not grow
+while the VM has snapshots (vCenter refuses the same): a revert would bring back the smaller
+disk under a guest that has moved into the larger one. Backup checkpoints describe the disk at
+its old size, so they go and the next backup is a full one."""
 
 from dataclasses import astuple
 
 from vpool.hypervisor.libvirt_protection import ProtectionOps
 from vpool.model.errors import Conflict, Invalid, NoCapacity
 from vpool.model.resources import Resources
-from vpool.model.states import STOPPED
+from vpool.model.hotplug import Room, refusal
+from vpool.model.states import ACTIVE, STOPPED
 from vpool.placement.place import shortfall
 from vpool.placement.request import count
 from vpool.services.pool import cluster_state
@@ -39,16 +39,18 @@ class ResizeService:
         state = drv.state(uuid)
         if state == "missing":
             raise Conflict(f"VM {name} has no domain on its host any more, so there is nothing to resize")
-        if (cpus is not None or memory_mib is not None) and state not in STOPPED:
-            raise Conflict(f"VM {name} is {state}: stop it first (vpool vm stop {name}); vpool changes the vCPUs "
-                           "and memory of stopped VMs (a disk grows while the VM runs)")
+        live = (cpus is not None or memory_mib is not None) and state not in STOPPED
+        if live and state not in ACTIVE:
+            raise Conflict(f"VM {name} is {state}: vpool changes the vCPUs and memory of a VM that runs or is "
+                           f"stopped (vpool vm stop {name})")
         release = self.busy.claim(name, "a resize")  # before looking for snapshots: none is taken meanwhile
         try:
             if disk_gib is not None and (snaps := ops.snapshots(uuid)):
                 names, them = ", ".join(s.name for s in snaps), "it" if len(snaps) == 1 else "them"
                 raise Conflict(f"VM {name} has {count(len(snaps), 'snapshot')} ({names}), and a revert would bring "
                                f"back the smaller disk; delete {them} before growing its disk")
-            old, new, host, flavor_id = self._book(vm_id, cpus, memory_mib, disk_gib)
+            old, new, host, flavor_id = self._book(vm_id, cpus, memory_mib, disk_gib,
+                                                   drv.hotplug_room(uuid) if live else None)
         except BaseException:
             release()
             raise
@@ -57,21 +59,27 @@ class ResizeService:
             result = {"vm": name, "host": host, "cpus": new.cpus, "memory_mib": new.memory_mib,
                       "disk_gib": new.disk_gib}
             size_changes = (new.cpus, new.memory_mib) != (old.cpus, old.memory_mib)
+            notes = []
             try:
                 if size_changes:
                     ctx.progress(30, f"{name}: {old.cpus} vCPU / {old.memory_mib} MiB -> "
-                                     f"{new.cpus} vCPU / {new.memory_mib} MiB")
-                    drv.resize(uuid, new.cpus, new.memory_mib)
+                                     f"{new.cpus} vCPU / {new.memory_mib} MiB" + (", live" if live else ""))
+                    drv.resize(uuid, new.cpus, new.memory_mib, live)
+                    if live:
+                        notes.append(f"the guest has {new.cpus} vCPUs and {new.memory_mib} MiB now; a guest "
+                                     "without udev's hot-plug rules onlines them itself (/sys/devices/system)")
                 if new.disk_gib != old.disk_gib:  # last: a grown disk cannot be taken back
-                    result.update(self._grow(ctx, ops, name, uuid, old.disk_gib, new.disk_gib))
+                    notes.append(self._grow(ctx, ops, name, uuid, old.disk_gib, new.disk_gib))
             except Exception:
                 self._put_back(vm_id, old, flavor_id)
-                if size_changes:
+                if size_changes and not live:  # a guest keeps what was plugged; the sync records it
                     try:
-                        drv.resize(uuid, old.cpus, old.memory_mib)  # a first call may have taken
+                        drv.resize(uuid, old.cpus, old.memory_mib, live)  # a first call may have taken
                     except Exception:
                         pass
                 raise
+            if notes:
+                result["note"] = "; ".join(notes)  # the task's closing message
             return result
 
         return self.busy.run(self.cp, name, "a resize", "vm.resize",
@@ -79,7 +87,7 @@ class ResizeService:
                              body, requested_by, release=release)
 
     @staticmethod
-    def _grow(ctx, ops: ProtectionOps, name: str, uuid: str, old_gib: int, new_gib: int) -> dict:
+    def _grow(ctx, ops: ProtectionOps, name: str, uuid: str, old_gib: int, new_gib: int) -> str:
         dropped = ops.drop_checkpoints(uuid, lambda names: ctx.progress(
             50, f"dropping {count(len(names), 'backup checkpoint')}: they describe the disk at {old_gib} GiB"))
         running = ops.is_active(uuid)
@@ -90,10 +98,10 @@ class ResizeService:
         if dropped:
             note += (f"; dropped {count(len(dropped), 'backup checkpoint')} of the smaller disk, "
                      f"so the next backup of {name} is a full one")
-        return {"note": note}  # the task's closing message
+        return note
 
-    def _book(self, vm_id: int, cpus: int | None, memory_mib: int | None, disk_gib: int | None) \
-            -> tuple[Resources, Resources, str, int | None]:
+    def _book(self, vm_id: int, cpus: int | None, memory_mib: int | None, disk_gib: int | None,
+              live_room: Room | None) -> tuple[Resources, Resources, str, int | None]:
         with self.cp.store.session() as s, self.cp.store.placement_lock(s):
             vm = s.get(VM, vm_id)
             old = Resources(vm.cpus, vm.memory_mib, vm.disk_gib)
@@ -105,6 +113,9 @@ class ResizeService:
             if new.disk_gib < old.disk_gib:
                 raise Invalid(f"VM {vm.name}'s disk is {old.disk_gib} GiB, and vpool grows disks but never shrinks "
                               "them: the guest's filesystem runs to the disk's end")
+            if live_room is not None and (why := refusal(vm.name, (old.cpus, new.cpus),
+                                                         (old.memory_mib, new.memory_mib), live_room)):
+                raise Conflict(why)
             host = s.get(Host, vm.host_id).name
             state = cluster_state(s, per_vm=False)
             short = [max(n - o, 0) for n, o in zip(astuple(new), astuple(old))] - state.free[state.host_index[host]]

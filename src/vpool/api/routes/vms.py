@@ -41,7 +41,7 @@ def stop_vm(ref: str, body: VMStop | None = None, who: str = Depends(caller), cp
 
 @router.post("/vms/{ref}/resize", status_code=202)
 def resize_vm(ref: str, body: VMResize, who: str = Depends(caller), cp=Depends(control_plane)):
-    """vCPUs and memory of a stopped VM; a disk grows while the VM runs too."""
+    """vCPUs, memory and disk; a running VM only grows: vCPUs and memory by hot-plug, the disk live."""
     memory = parse_size_mib(body.memory, "memory") if body.memory is not None else None
     disk = parse_size_gib(body.disk, "disk") if body.disk is not None else None
     return accepted(cp.resizes.resize(ref, body.cpus, memory, disk, requested_by=who))
