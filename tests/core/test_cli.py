@@ -43,6 +43,7 @@ def test_host_and_vm_commands(server, tmp_path):
     assert "c1" in vpool("vm", "list").stdout
     assert json.loads(vpool("vm", "show", "c1", "--json").stdout)["host"] == "cli1"
     shown = dict(line.split(None, 1) for line in vpool("vm", "show", "c1").stdout.splitlines())
+    assert shown["hotplug"] == "up to 8 vCPUs; memory grows while stopped"
     assert (shown["host"], shown["image"], shown["flavor"]) == ("cli1", "-", "-")  # no Python None for people
     assert vpool("host", "set", "cli1", "--cpu-ratio", 8, "--reserved-memory", 256).exit_code == 0
     r = vpool("host", "set", "cli1", "--default", "cpu_ratio", "--json")

@@ -18,9 +18,9 @@ def test_a_running_vm_only_grows_and_only_into_its_room():
     assert "ask for 1152 MiB" in refusal("w", (1, 1), (1024, 1100), room)
     assert "used all its memory slots" in refusal("w", (1, 1), (1024, 1152), Room(8, 4096, 0))
     assert "no room to add memory while it runs: vpool gives that room to VMs of 3584 MiB and more" \
-        in refusal("w", (1, 1), (1024, 1152), Room(8, 0, 0))
-    assert "defined without room for more vCPUs; stop w and resize it once" in refusal("w", (2, 3), (1, 1), Room(2, 0, 0))
-    assert refusal("w", (2, 2), (1024, 1024), Room(2, 0, 0)) is None  # nothing to plug, nothing to refuse
+        in refusal("w", (1, 1), (1024, 1152), Room(8, 1024, 0))
+    assert "defined without room for more vCPUs; stop w and resize it once" in refusal("w", (2, 3), (1, 1), Room(2, 1, 0))
+    assert refusal("w", (2, 2), (1024, 1024), Room(2, 1024, 0)) is None  # nothing to plug, nothing to refuse
 
 
 def spec(**kw):
@@ -77,7 +77,7 @@ def test_every_vm_is_defined_with_room_to_grow_while_it_runs():
     assert (small.find("vcpu").text, small.find("vcpu").get("current")) == ("8", "2")
     assert small.find("maxMemory") is None and small.find("cpu/numa") is None  # memory room would cost it 64 MiB
     assert small.find("memory").text == "1000" and small.find("cpu/model").text == "qemu64"
-    assert hotplug_room(domain_xml(spec())) == Room(8, 0, 0)
+    assert hotplug_room(domain_xml(spec())) == Room(8, 1024, 0)  # its memory is its ceiling
     big = ET.fromstring(domain_xml(spec(cpus=2, memory_mib=4000)))
     assert (big.find("maxMemory").text, big.find("maxMemory").get("slots")) == ("16000", "16")
     assert big.find("cpu/numa/cell").attrib == {"id": "0", "cpus": "0-7", "memory": "4000", "unit": "MiB"}
@@ -107,7 +107,7 @@ def test_a_stopped_vm_is_redefined_with_its_dimms_folded_into_its_memory():
 def test_a_vm_defined_elsewhere_gets_room_at_its_first_resize_and_keeps_its_topology():
     adopted = ("<domain type='kvm'><name>old</name><memory unit='KiB'>1048576</memory><vcpu>2</vcpu>"
                "<cpu mode='host-model'><topology sockets='1' cores='2' threads='1'/></cpu><devices/></domain>")
-    assert hotplug_room(adopted) == Room(2, 0, 0) and memory_mib(adopted) == 1024
+    assert hotplug_room(adopted) == Room(2, 1024, 0) and memory_mib(adopted) == 1024
     root = ET.fromstring(resized(adopted, 3, 1024))
     assert root.find("cpu/topology").attrib == {"sockets": "6", "cores": "2", "threads": "1"}
     assert (root.find("vcpu").text, root.find("vcpu").get("current")) == ("12", "3")  # four times its size

@@ -6,6 +6,7 @@ import typer
 
 from vpool.cli import lab, plan
 from vpool.cli.client import JSON, api_path, NO_WAIT, call, console, details, emit_json, fail, follow, table
+from vpool.placement.request import count
 
 app = typer.Typer(help="vpool: one virtual resource pool out of libvirt hosts.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -247,6 +248,10 @@ def vm_show(name: str, as_json: bool = JSON):
     v = call("GET", api_path("/vms/{}", name))
     if as_json:
         return emit_json(v)
+    if room := v.get("hotplug"):
+        v["hotplug"] = f"up to {count(room['max_cpus'], 'vCPU')}" + (
+            f" and {room['max_memory_mib']} MiB ({count(room['free_slots'], 'memory slot')} free)"
+            if room["free_slots"] else "; memory grows while stopped")
     details(v)
 
 

@@ -163,9 +163,10 @@ def hotplug_room(xml: str) -> Room:
     defined elsewhere or before vpool gave room."""
     dom = ET.fromstring(xml)
     max_cpus = int(dom.findtext("vcpu") or 1)
-    ceiling = dom.find("maxMemory")
+    if (ceiling := dom.find("maxMemory")) is None:
+        return Room(max_cpus, _mib(dom.find("memory")), 0)
     used = sum(1 for m in dom.iterfind("devices/memory") if m.get("model") in ("dimm", "nvdimm"))
-    return Room(max_cpus, _mib(ceiling), int(ceiling.get("slots", "0")) - used if ceiling is not None else 0)
+    return Room(max_cpus, _mib(ceiling), int(ceiling.get("slots", "0")) - used)
 
 
 def kernel_probe_xml(name: str, uuid: str, kernel: str) -> str:

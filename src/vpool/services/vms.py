@@ -5,14 +5,14 @@ requests never take the same room, and a failure after libvirt defined anything 
 """
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from sqlalchemy import func, select
 
 from vpool.hypervisor import leases
 from vpool.services import provision
 from vpool.services.tasks import TaskOrder
-from vpool.model.errors import Conflict, Invalid, NotFound
+from vpool.model.errors import Conflict, HypervisorError, Invalid, NotFound
 from vpool.model.names import check_name
 from vpool.model.resources import Resources
 from vpool.model.states import STOPPED, VMOwnership, VMState
@@ -253,10 +253,10 @@ class VMService:
             return list_page(s, where, limit, offset)
 
     def show(self, ref: str) -> dict:
-        """One VM, with the address its guest has now."""
+        """One VM, with the address its guest has now and the hot-plug room its definition has."""
         with self.cp.store.session() as s:
             vm = self.get(s, ref)
-            return describe(vm, self.address(vm))
+            return describe(vm, self.address(vm)) | {"hotplug": self.room(vm)}
 
     def address(self, vm: VM) -> str | None:
         drv = self.cp.connections.drivers.get(vm.host_id) if vm.host_id else None
@@ -266,6 +266,15 @@ class VMService:
         if addrs:
             return addrs[0]
         return leases.lookup(self.cp.settings.dhcp_lease_files, drv.mac_addresses(vm.uuid))
+
+    def room(self, vm: VM) -> dict | None:
+        drv = self.cp.connections.drivers.get(vm.host_id) if vm.host_id else None
+        if drv is None or not vm.uuid:
+            return None
+        try:
+            return asdict(drv.hotplug_room(vm.uuid))
+        except HypervisorError:
+            return None  # no domain (yet, or any more)
 
 
 _LIST_COLUMNS = (VM.id, VM.name, VM.uuid, VM.state, VM.ownership, Host.name.label("host"), VM.cpus, VM.memory_mib,
