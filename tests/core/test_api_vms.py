@@ -269,9 +269,13 @@ def test_a_vm_is_resized_where_its_host_has_room(pool, monkeypatch):
     assert drv.domain_info(uuid).cpus == 2 and pool.get("/vms/r").json()["cpus"] == 2
     task = pool.task(pool.post("/vms/r/resize", json={"memory": "4224M"}), expect="failed")
     assert "cannot resize the VM" in task["error"] and pool.get("/vms/r").json()["memory_mib"] == 4096  # put back
+    task = pool.task(pool.post("/vms/r/resize", json={"cpus": 3, "disk": "3G"}), expect="failed")
+    assert "cannot grow the VM's disk" in task["error"]          # test:/// cannot; the vCPU was plugged by then
+    vm = pool.get("/vms/r").json()
+    assert (vm["cpus"], vm["disk_gib"], drv.domain_info(uuid).cpus) == (3, 2, 3)  # counted at what it runs with
     pool.task(pool.post("/vms/r/stop", json={"force": True}))
     for body, words in (({}, "say what to change"), ({"cpus": 0}, "positive"), ({"memory": "lots"}, "memory"),
-                        ({"cpus": 2, "memory": "4G"}, "already has"), ({"memory": "8G"}, "h1 is short")):
+                        ({"cpus": 3, "memory": "4G"}, "already has"), ({"memory": "8G"}, "h1 is short")):
         r = pool.post("/vms/r/resize", json=body)
         assert r.status_code in (409, 422) and words in r.json()["detail"], (body, r.text)
     task = pool.task(pool.post("/vms/r/resize", json={"cpus": 3, "memory": "6G"}))

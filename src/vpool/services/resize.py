@@ -71,8 +71,13 @@ class ResizeService:
                 if new.disk_gib != old.disk_gib:  # last: a grown disk cannot be taken back
                     notes.append(self._grow(ctx, ops, name, uuid, old.disk_gib, new.disk_gib))
             except Exception:
+                if live:  # what was plugged stays in the guest: the VM counts at what it now runs with
+                    now = drv.size(uuid)
+                    kept = Resources(*now, old.disk_gib) if now else old
+                    self._put_back(vm_id, kept, flavor_id if kept == old else None)
+                    raise
                 self._put_back(vm_id, old, flavor_id)
-                if size_changes and not live:  # a guest keeps what was plugged; the sync records it
+                if size_changes:
                     try:
                         drv.resize(uuid, old.cpus, old.memory_mib, live)  # a first call may have taken
                     except Exception:
@@ -132,8 +137,8 @@ class ResizeService:
             s.commit()
         return old, new, host, flavor.id if flavor else None
 
-    def _put_back(self, vm_id: int, old: Resources, flavor_id: int | None) -> None:
+    def _put_back(self, vm_id: int, size: Resources, flavor_id: int | None) -> None:
         with self.cp.store.session() as s:
             vm = s.get(VM, vm_id)
-            vm.cpus, vm.memory_mib, vm.disk_gib, vm.flavor_id = *astuple(old), flavor_id
+            vm.cpus, vm.memory_mib, vm.disk_gib, vm.flavor_id = *astuple(size), flavor_id
             s.commit()
