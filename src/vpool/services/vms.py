@@ -258,9 +258,13 @@ class VMService:
             vm = self.get(s, ref)
             return describe(vm, self.address(vm)) | {"hotplug": self.room(vm)}
 
+    def _driver(self, vm: VM):
+        """The driver of the VM's host if it is connected; None too for a VM not defined yet (no UUID)."""
+        return self.cp.connections.drivers.get(vm.host_id) if vm.host_id and vm.uuid else None
+
     def address(self, vm: VM) -> str | None:
-        drv = self.cp.connections.drivers.get(vm.host_id) if vm.host_id else None
-        if drv is None or vm.state != VMState.running or not vm.uuid:
+        drv = self._driver(vm)
+        if drv is None or vm.state != VMState.running:
             return None
         addrs = drv.guest_addresses(vm.uuid)
         if addrs:
@@ -268,8 +272,7 @@ class VMService:
         return leases.lookup(self.cp.settings.dhcp_lease_files, drv.mac_addresses(vm.uuid))
 
     def room(self, vm: VM) -> dict | None:
-        drv = self.cp.connections.drivers.get(vm.host_id) if vm.host_id else None
-        if drv is None or not vm.uuid:
+        if (drv := self._driver(vm)) is None:
             return None
         try:
             return asdict(drv.hotplug_room(vm.uuid))
