@@ -119,3 +119,8 @@ def test_a_vm_defined_elsewhere_gets_room_at_its_first_resize_and_keeps_its_topo
                                           "<cell id='1' cpus='1' memory='512' unit='MiB'/></numa></cpu>")
     with pytest.raises(Conflict, match="defines 2 NUMA nodes"):
         resized(two_nodes, 2, 2048)
+    nvdimm = adopted.replace("<devices/>", "<devices><memory model='nvdimm'><source><path>/pmem</path></source>"
+                                           "<target><size unit='MiB'>512</size><node>0</node></target></memory>"
+                                           "</devices>")
+    with pytest.raises(Conflict, match="has nvdimm memory devices"):  # its backing file is not lost
+        resized(nvdimm, 2, 2048)

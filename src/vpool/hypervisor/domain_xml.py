@@ -96,10 +96,16 @@ def domain_xml(spec: DomainSpec) -> str:
 
 def resized(xml: str, cpus: int, memory_mib: int) -> str:
     """A stopped domain's definition at a new size, with fresh hot-plug room: memory added while
-    it ran (DIMMs) is folded into its boot memory, which frees the slots."""
+    it ran (DIMMs) is folded into its boot memory, which frees the slots. Other memory devices
+    (nvdimm, virtio-mem, virtio-pmem) hold what a DIMM does not, a backing file or a size of their
+    own, so a VM with one is refused rather than stripped of it."""
     dom = ET.fromstring(xml)
     devices = dom.find("devices")
-    for dimm in devices.findall("memory") if devices is not None else ():
+    memory_devices = devices.findall("memory") if devices is not None else []
+    if others := sorted({m.get("model", "?") for m in memory_devices} - {"dimm"}):
+        raise Conflict(f"the VM has {', '.join(others)} memory devices, and vpool resizes VMs whose added memory is "
+                       "DIMMs: change its size with virsh edit")
+    for dimm in memory_devices:
         devices.remove(dimm)
     _set_size(dom, cpus, memory_mib)
     return ET.tostring(dom, encoding="unicode")
