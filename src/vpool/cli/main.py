@@ -215,7 +215,7 @@ def vm_resize(name: str, cpus: int = typer.Option(None, help="vCPUs."),
 def vm_console(name: str, force: bool = typer.Option(False, "--force", help="Take the console over from another "
                                                                            "session.")):
     """Join a running VM's serial console (like virsh console); Ctrl-] leaves. Input from a pipe is
-    sent, and the command ends once the guest has been quiet for a second."""
+    sent, and the command ends once the guest has answered and then been quiet for a second."""
     from vpool.cli.console import attach
     attach(name, force)
 
