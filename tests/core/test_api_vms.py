@@ -1,5 +1,6 @@
 import threading
 import time
+import xml.etree.ElementTree as ET
 
 import libvirt
 import pytest
@@ -301,6 +302,23 @@ def test_a_vm_is_resized_where_its_host_has_room(pool, monkeypatch):
     monkeypatch.undo()
     pool.task(pool.post("/vms/f/resize", json={"memory": "1G"}))
     assert pool.get("/vms/f").json()["flavor"] is None
+
+
+def test_a_stopped_vm_vpool_cannot_resize_is_refused_before_a_task(pool):
+    create(pool, "n", host="h1", memory="1G", start=False)
+    drv = pool.cp.connections.driver(pool.get("/hosts/h1").json()["id"])
+    uuid = pool.get("/vms/n").json()["uuid"]
+    dom = ET.fromstring(drv.conn.lookupByUUIDString(uuid).XMLDesc(0))
+    cpu = dom.find("cpu") if dom.find("cpu") is not None else ET.SubElement(dom, "cpu")
+    numa = ET.SubElement(cpu, "numa")                              # as an operator may define it with virsh edit
+    for cell, cpus in enumerate(("0-3", "4-7")):
+        ET.SubElement(numa, "cell", id=str(cell), cpus=cpus, memory="512", unit="MiB")
+    drv.define(ET.tostring(dom, encoding="unicode"))
+    tasks = len(pool.get("/tasks").json())
+    r = pool.post("/vms/n/resize", json={"memory": "2G"})
+    assert r.status_code == 409 and r.headers["content-type"] == "application/problem+json"
+    assert "VM n keeps its size: it defines 2 NUMA nodes" in r.json()["detail"]
+    assert pool.get("/vms/n").json()["memory_mib"] == 1024 and len(pool.get("/tasks").json()) == tasks
 
 
 def test_a_disk_grows_running_where_its_storage_has_room_and_never_shrinks(pool, monkeypatch):

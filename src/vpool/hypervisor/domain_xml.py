@@ -94,18 +94,28 @@ def domain_xml(spec: DomainSpec) -> str:
     return ET.tostring(dom, encoding="unicode")
 
 
+def resize_refusal(xml: str) -> str | None:
+    """Why vpool will not rewrite a stopped domain's size, or None. Added memory is folded into
+    the boot memory, which only works for DIMMs: other memory devices (nvdimm, virtio-mem,
+    virtio-pmem) hold a backing file or a size of their own, and would be lost. Hot-plug room
+    needs one NUMA cell holding every vCPU, which vpool cannot make out of several."""
+    dom = ET.fromstring(xml)
+    if others := sorted({m.get("model", "?") for m in dom.iterfind("devices/memory")} - {"dimm"}):
+        return (f"it has {', '.join(others)} memory devices, and vpool resizes VMs whose added memory is DIMMs: "
+                "change its size with virsh edit")
+    if (cells := len(dom.findall("cpu/numa/cell"))) > 1:
+        return f"it defines {cells} NUMA nodes, and vpool resizes VMs with one: change its size with virsh edit"
+    return None
+
+
 def resized(xml: str, cpus: int, memory_mib: int) -> str:
     """A stopped domain's definition at a new size, with fresh hot-plug room: memory added while
-    it ran (DIMMs) is folded into its boot memory, which frees the slots. Other memory devices
-    (nvdimm, virtio-mem, virtio-pmem) hold what a DIMM does not, a backing file or a size of their
-    own, so a VM with one is refused rather than stripped of it."""
+    it ran (DIMMs) is folded into its boot memory, which frees the slots."""
+    if why := resize_refusal(xml):
+        raise Conflict(f"cannot resize the VM: {why}")
     dom = ET.fromstring(xml)
     devices = dom.find("devices")
-    memory_devices = devices.findall("memory") if devices is not None else []
-    if others := sorted({m.get("model", "?") for m in memory_devices} - {"dimm"}):
-        raise Conflict(f"the VM has {', '.join(others)} memory devices, and vpool resizes VMs whose added memory is "
-                       "DIMMs: change its size with virsh edit")
-    for dimm in memory_devices:
+    for dimm in devices.findall("memory") if devices is not None else []:
         devices.remove(dimm)
     _set_size(dom, cpus, memory_mib)
     return ET.tostring(dom, encoding="unicode")
@@ -131,10 +141,7 @@ def _set_size(dom: ET.Element, cpus: int, memory_mib: int) -> None:
         topology.set("sockets", str(sockets))
         max_cpus = sockets * per_socket
     _sub(dom, "vcpu", str(max_cpus), current=str(cpus))
-    if (numa := cpu.find("numa")) is not None:  # its cell must hold every vCPU and all the memory
-        if len(numa.findall("cell")) > 1:
-            raise Conflict(f"the VM defines {len(numa.findall('cell'))} NUMA nodes, and vpool resizes VMs with one: "
-                           "change its size with virsh edit")
+    if (numa := cpu.find("numa")) is not None:  # its one cell (resize_refusal) must hold every vCPU and all memory
         cpu.remove(numa)
     if numa is not None or have.free_slots:
         _sub(_sub(cpu, "numa"), "cell", id="0", cpus=f"0-{max_cpus - 1}", memory=str(memory_mib), unit="MiB")

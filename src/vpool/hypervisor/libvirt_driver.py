@@ -416,6 +416,11 @@ class LibvirtDriver:
         xml = self._call(uuid, "read the VM's definition", lambda d: d.XMLDesc(0))
         return dx.hotplug_room(xml)
 
+    def resize_refusal(self, uuid: str) -> str | None:
+        """Why a stopped resize would fail on this VM's definition, asked before the task."""
+        flags = libvirt.VIR_DOMAIN_XML_INACTIVE
+        return dx.resize_refusal(self._call(uuid, "read the VM's definition", lambda d: d.XMLDesc(flags)))
+
     def grow_disk(self, uuid: str, path: str, gib: int) -> None:
         """The disk file the VM writes to, to `gib` GiB as the guest sees it. A running (or
         paused) guest is told at once by qemu's block_resize; a stopped VM's volume is grown

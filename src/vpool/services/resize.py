@@ -43,6 +43,8 @@ class ResizeService:
         if live and state not in ACTIVE:
             raise Conflict(f"VM {name} is {state}: vpool changes the vCPUs and memory of a VM that runs or is "
                            f"stopped (vpool vm stop {name})")
+        if not live and (cpus is not None or memory_mib is not None) and (why := drv.resize_refusal(uuid)):
+            raise Conflict(f"VM {name} keeps its size: {why}")
         release = self.busy.claim(name, "a resize")  # before looking for snapshots: none is taken meanwhile
         try:
             if disk_gib is not None and (snaps := ops.snapshots(uuid)):
