@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from vpool.hypervisor import localhost
 from vpool.hypervisor.console import SerialConsole
+from vpool.hypervisor.domain_xml import dimm_xml
 from vpool.hypervisor.libvirt_driver import LibvirtDriver
 
 from vpool.cli.main import app
@@ -56,11 +57,14 @@ def test_tiny_guest_life_cycle(local_api, monkeypatch):
     assert r.status_code == 409 and "cannot give vCPUs or memory back" in r.json()["detail"]
     host_id = api.get("/hosts/local").json()["id"]
     drv = api.cp.connections.driver(host_id)
-    assert drv.size(vm["uuid"]) == (2, 3840)  # what the periodic sync reads, the DIMM included
+    assert drv.size(vm["uuid"]) == (2, 3840)  # what the reconciler reads, the DIMM included
+    both = libvirt.VIR_DOMAIN_AFFECT_LIVE | libvirt.VIR_DOMAIN_AFFECT_CONFIG
+    drv.conn.lookupByUUIDString(vm["uuid"]).attachDeviceFlags(dimm_xml(128), both)  # behind vpool's back, as virsh
+    assert eventually(lambda: api.get("/vms/guest1").json()["memory_mib"] == 3968, timeout=10)  # its device event
 
     stop = api.task(api.post("/vms/guest1/stop", json={"timeout": 60}), timeout=90)
     assert stop["result"] == {"state": "shutoff", "how": "ACPI shutdown"}
-    assert drv.size(vm["uuid"]) == (2, 3840)  # the definition kept what was plugged
+    assert drv.size(vm["uuid"]) == (2, 3968)  # the definition kept what was plugged
     api.task(api.post("/vms/guest1/resize", json={"cpus": 3, "memory": "320M", "disk": "3G"}))
     assert "model='dimm'" not in drv.conn.lookupByUUIDString(vm["uuid"]).XMLDesc(0)  # folded, slots free
     api.task(api.post("/vms/guest1/start"))

@@ -43,6 +43,18 @@ def test_a_vm_resized_behind_vpools_back_counts_at_its_new_size_once_it_starts(a
     assert api.get("/hosts/h1").json()["capacity"]["cpus"]["allocated"] == 3
 
 
+def test_a_running_vm_grown_behind_vpools_back_counts_at_its_new_size_at_its_next_event(api, tmp_path):
+    api.add_sim_host(tmp_path, "h1")
+    api.task(api.post("/vms", json={"name": "w", "cpus": 1, "memory": "256M", "disk": "1G"}))
+    host_id = api.get("/hosts/h1").json()["id"]
+    dom = api.cp.connections.driver(host_id).conn.lookupByName("w")
+    dom.setVcpusFlags(2, libvirt.VIR_DOMAIN_AFFECT_LIVE)               # `virsh setvcpus w 2 --live`: no event
+    assert api.get("/vms/w").json()["cpus"] == 1
+    api.cp.reconciler.sync_domain(host_id, dom.UUIDString())         # what a device event runs; the state is the same
+    assert api.get("/vms/w").json()["cpus"] == 2
+    assert api.get("/hosts/h1").json()["capacity"]["cpus"]["allocated"] == 2
+
+
 def test_restart_fails_running_tasks_and_removes_half_made_vms(settings):
     first = ControlPlane(settings)
     first.start()

@@ -152,11 +152,13 @@ class LibvirtDriver:
         if not self.is_test:
             self.conn.registerCloseCallback(lambda conn, reason, opaque: callback(reason), None)
 
-    def on_lifecycle(self, callback) -> int:
-        """callback(uuid, event, detail) for every domain state change libvirt reports."""
-        return self.conn.domainEventRegisterAny(
-            None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
-            lambda conn, dom, event, detail, opaque: callback(dom.UUIDString(), event, detail), None)
+    def on_domain_change(self, callback) -> None:
+        """callback(uuid) for every state change libvirt reports and every device added to or
+        removed from a running domain: memory hot-added with virsh changes what the VM holds on
+        its host. (A vCPU count changed with virsh raises no event; the VM's next one brings it.)"""
+        for event in (libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_ADDED,
+                      libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED):
+            self.conn.domainEventRegisterAny(None, event, lambda conn, dom, *_: callback(dom.UUIDString()), None)
 
     def close(self) -> None:
         try:

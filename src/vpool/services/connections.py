@@ -18,7 +18,7 @@ class Connections:
                  on_connect: Callable[[int], None], reconnect_interval_s: float = 5.0):
         start_event_loop()
         self.store = store
-        self.on_event = on_event  # (host_id, domain uuid): a domain changed state
+        self.on_event = on_event  # (host_id, domain uuid): a domain changed state or devices
         self.on_connect = on_connect
         self.reconnect_interval_s = reconnect_interval_s
         self.drivers: dict[int, LibvirtDriver] = {}
@@ -40,7 +40,7 @@ class Connections:
     def attach(self, host_id: int, driver: LibvirtDriver) -> None:
         """Adopt an open connection: watch it for closing and for domain events."""
         driver.on_close(lambda reason: self._lost(host_id, driver, f"connection closed (reason {reason})"))
-        driver.on_lifecycle(lambda uuid, _event, _detail: self.on_event(host_id, uuid))
+        driver.on_domain_change(lambda uuid: self.on_event(host_id, uuid))
         with self._lock:
             old = self.drivers.pop(host_id, None)
             self.drivers[host_id] = driver

@@ -56,8 +56,8 @@ class Reconciler:
             return
         read_at = utcnow()
         state = drv.state(uuid)
-        # a VM that starts runs with its definition's size, whatever changed it while it was off
-        # (`virsh setvcpus --config`): its host's room is counted on what it runs with
+        # a running VM is counted at the size it runs with, whatever changed it behind vpool's back:
+        # `virsh setvcpus --config` while it was off, memory plugged with virsh while it runs
         size = drv.size(uuid) if state == VMState.running else None
         with self.store.session() as s:
             row = s.execute(select(VM.id, VM.state, VM.host_id, VM.ownership, VM.updated_at, VM.cpus, VM.memory_mib)
@@ -72,14 +72,16 @@ class Reconciler:
                 if stored in TASK_OWNED or updated_at >= read_at:
                     return  # being created or migrated, or a task wrote fresher news since the read
                 news = _news(host_id, None if state == "missing" else state, stored, vm_host, ownership)
-                if news is None:
-                    return
                 if news == GONE:
                     s.execute(delete(VM).where(VM.id == vm_id))
                 else:
-                    resized = {"cpus": size[0], "memory_mib": size[1]} if size and size != (cpus, memory_mib) else {}
-                    s.execute(update(VM).where(VM.id == vm_id).values(state=news, host_id=host_id, updated_at=read_at,
-                                                                      **resized))
+                    here = news is not None or vm_host == host_id  # the VM is this domain, not a copy of it
+                    values = {"state": news, "host_id": host_id} if news is not None else {}
+                    if here and size and size != (cpus, memory_mib):
+                        values |= {"cpus": size[0], "memory_mib": size[1]}
+                    if not values:
+                        return
+                    s.execute(update(VM).where(VM.id == vm_id).values(updated_at=read_at, **values))
             s.commit()
 
 

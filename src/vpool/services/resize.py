@@ -12,6 +12,7 @@ disk under a guest that has moved into the larger one. Backup checkpoints descri
 its old size, so they go and the next backup is a full one."""
 
 from dataclasses import astuple
+from typing import Literal
 
 from vpool.hypervisor.libvirt_protection import ProtectionOps
 from vpool.model.errors import Conflict, Invalid, NoCapacity
@@ -21,7 +22,7 @@ from vpool.model.states import ACTIVE, STOPPED
 from vpool.placement.place import shortfall
 from vpool.placement.request import count
 from vpool.services.pool import cluster_state
-from vpool.store.tables import VM, Flavor, Host
+from vpool.store.tables import VM, Flavor, Host, utcnow
 
 
 class ResizeService:
@@ -67,7 +68,8 @@ class ResizeService:
                     ctx.progress(30, f"{name}: {old.cpus} vCPU / {old.memory_mib} MiB -> "
                                      f"{new.cpus} vCPU / {new.memory_mib} MiB" + (", live" if live else ""))
                     drv.resize(uuid, new.cpus, new.memory_mib, live)
-                    if live:
+                    if live:  # newer than what a device event's sync read half-way through (reconciler)
+                        self._record(vm_id, new)
                         notes.append(f"the guest has {new.cpus} vCPUs and {new.memory_mib} MiB now; a guest "
                                      "without udev's hot-plug rules onlines them itself (/sys/devices/system)")
                 if new.disk_gib != old.disk_gib:  # last: a grown disk cannot be taken back
@@ -76,9 +78,9 @@ class ResizeService:
                 if live:  # what was plugged stays in the guest: the VM counts at what it now runs with
                     now = drv.size(uuid)
                     kept = Resources(*now, old.disk_gib) if now else old
-                    self._put_back(vm_id, kept, flavor_id if kept == old else None)
+                    self._record(vm_id, kept, flavor_id if kept == old else None)
                     raise
-                self._put_back(vm_id, old, flavor_id)
+                self._record(vm_id, old, flavor_id)
                 if size_changes:
                     try:
                         drv.resize(uuid, old.cpus, old.memory_mib, live)  # a first call may have taken
@@ -139,8 +141,10 @@ class ResizeService:
             s.commit()
         return old, new, host, flavor.id if flavor else None
 
-    def _put_back(self, vm_id: int, size: Resources, flavor_id: int | None) -> None:
+    def _record(self, vm_id: int, size: Resources, flavor_id: int | None | Literal["kept"] = "kept") -> None:
         with self.cp.store.session() as s:
             vm = s.get(VM, vm_id)
-            vm.cpus, vm.memory_mib, vm.disk_gib, vm.flavor_id = *astuple(size), flavor_id
+            vm.cpus, vm.memory_mib, vm.disk_gib, vm.updated_at = *astuple(size), utcnow()
+            if flavor_id != "kept":
+                vm.flavor_id = flavor_id
             s.commit()
