@@ -11,6 +11,8 @@ import pytest
 from tests.core.conftest import eventually
 from tests.guests import counters
 
+from vpool.lab.hosts import PRIVATE_POOL
+
 from .conftest import HOSTS, TOPOLOGY, in_phase, other, running_on
 from .test_live import SLOW, _end, _vm
 
@@ -35,7 +37,11 @@ def test_copy_storage_moves_the_disk_and_the_guest_keeps_writing(lab, pool, gues
     vm = _vm(pool, name)
     dst = other(vm["host"])
     before = counters(ip)
-    task = pool.task(pool.post(f"/vms/{name}/migrate", json={"to": dst, "copy_storage": True}), timeout=240)
+    r = pool.post(f"/vms/{name}/migrate", json={"to": dst, "copy_storage": True})
+    assert r.status_code == 409 and f"{dst} already sees the storage it is on" in r.json()["detail"], r.text
+    # The lab's hosts share their own pools' storage; each has a private pool too (vpool.lab.hosts).
+    task = pool.task(pool.post(f"/vms/{name}/migrate", json={"to": dst, "copy_storage": True,
+                                                            "storage_pool": PRIVATE_POOL}), timeout=240)
     vm = _vm(pool, name)
     assert (vm["host"], vm["state"]) == (dst, "running") and running_on(lab, vm["uuid"]) == [dst]
     assert task["result"]["destination"] == dst
@@ -65,7 +71,8 @@ def test_cut_link_during_the_disk_copy_ends_the_task_in_bounded_time(lab, pool, 
     assert pool.patch("/migrations/policy", json={"stall_timeout_s": 10}).status_code == 200
     link = TOPOLOGY.veths(HOSTS.index(dst) + 1)[0]  # the destination's management link, root side
     try:
-        r = pool.post(f"/vms/{name}/migrate", json={"to": dst, "copy_storage": True, "bandwidth_mib_s": SLOW})
+        r = pool.post(f"/vms/{name}/migrate", json={"to": dst, "copy_storage": True, "storage_pool": PRIVATE_POOL,
+                                                    "bandwidth_mib_s": SLOW})
         assert r.status_code == 202, r.text
         copying = in_phase(pool, r.json()["id"], lambda message: re.search(r"disk [1-9]\d*/", message), timeout=90)
         assert copying and copying["state"] == "running", copying

@@ -76,14 +76,41 @@ def test_a_booking_holds_the_destinations_room(pool):
 
 def test_a_failed_migration_leaves_the_vm_where_it_was(pool):
     # Copy-storage needs no shared disk, so the request is accepted; the test driver cannot migrate.
-    task = pool.task(pool.post("/vms/a/migrate", json={"to": "h2", "copy_storage": True,
-                                                        "storage_pool": "default-pool"}), expect="failed")
+    task = pool.task(pool.post("/vms/a/migrate", json={"to": "h2", "copy_storage": True}), expect="failed")
     assert "still runs on h1" in task["error"]
     vm = pool.get("/vms/a").json()
     assert (vm["host"], vm["state"]) == ("h1", "running")
     last = pool.get("/vms/a/migrations").json()["items"][0]
     assert (last["state"], last["source"], last["destination"]) == ("failed", "h1", "h2") and last["error"]
     assert pool.get("/hosts/h2").json()["capacity"]["memory_mib"]["allocated"] == 0  # the booking ended
+
+
+def test_a_copied_disk_goes_into_the_destinations_own_pool_never_onto_itself(api, tmp_path):
+    """Into the pool whose room the destination counts; a host that already sees the disk would
+    have the copy written over the disk itself, so it is not a destination for one."""
+    for h in ("n1", "n2"):
+        api.add_sim_host(tmp_path, h, cpus=8, memory_mib=8192, storage="nas")
+    api.add_sim_host(tmp_path, "own", cpus=4, memory_mib=4096)
+    api.add_sim_host(tmp_path, "apart", cpus=64, memory_mib=65536, network="bridge:lab0")  # another network
+    api.task(api.post("/vms", json={"name": "a", "memory": "1G", "disk": "1G", "host": "n1"}))
+    before = api.get("/tasks").json()["total"]
+    r = api.post("/vms/a/migrate", json={"to": "n2", "copy_storage": True})
+    assert r.status_code == 409 and r.json()["detail"] == (
+        "cannot copy a's disk: n2 already sees the storage it is on; migrate without --copy-storage, or name "
+        "another of the destination's pools with --storage-pool"), r.text
+    r = api.post("/vms/a/migrate", json={"to": "n2", "copy_storage": True, "storage_pool": "default-pool"})
+    assert r.status_code == 409, r.text                       # naming that pool changes nothing
+    assert api.get("/tasks").json()["total"] == before and api.get("/vms/a/migrations").json()["total"] == 0
+    r = api.post("/vms/a/migrate", json={"copy_storage": True})  # n2 is emptier, but sees the disk
+    assert r.status_code == 202 and r.json()["params"]["to"] == "own", r.text
+    assert r.json()["params"]["storage_pool"] == api.get("/hosts/own").json()["storage_pool"]
+    assert eventually(lambda: api.get(f"/tasks/{r.json()['id']}").json()["finished_at"])  # the test driver fails it
+    r = api.post("/vms/a/migrate", json={"to": "n2", "copy_storage": True, "storage_pool": "other"})
+    assert r.status_code == 202 and r.json()["params"]["storage_pool"] == "other", r.text  # another pool of n2's
+    assert eventually(lambda: api.get(f"/tasks/{r.json()['id']}").json()["finished_at"])
+    api.task(api.post("/vms", json={"name": "big", "memory": "3G", "disk": "1G", "host": "own"}))
+    r = api.post("/vms/a/migrate", json={"copy_storage": True})  # only n2 has room now
+    assert r.status_code == 409 and "the hosts with room (such as n2) already see" in r.json()["detail"], r.text
 
 
 def test_policy_reads_and_changes_and_refuses_nonsense(api):

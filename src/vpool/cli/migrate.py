@@ -16,7 +16,8 @@ def register(vm_app: typer.Typer) -> None:
 def migrate(name: str, to: str = typer.Option(None, "--to", help="Destination host (default: placement picks)."),
             copy_storage: bool = typer.Option(False, "--copy-storage",
                                               help="Copy the disk too (hosts without shared storage)."),
-            storage_pool: str = typer.Option("private", help="With --copy-storage: the destination's pool."),
+            storage_pool: str | None = typer.Option(None, help="With --copy-storage: the destination's pool "
+                                                         "(default: its own)."),
             max_downtime: int = typer.Option(None, "--max-downtime", help="Switch-over budget in ms."),
             bandwidth: int = typer.Option(None, "--bandwidth", help="Cap in MiB/s."),
             no_wait: bool = typer.Option(False, "--no-wait", help="Return at once with the task."),

@@ -45,6 +45,7 @@ from vpool.store.tables import VM, Host, Setting, utcnow
 POLL_S = 0.2
 CURRENT_HOST = "vpool:current-host"  # the tag that keeps placement off the VM's own host
 OTHER_NETWORK = "vpool:other-network"  # ...and off hosts without the VM's network
+SAME_STORAGE = "vpool:same-storage"  # ...and, for a disk copied into a host's own pool, off hosts that see it
 RESTARTED = "the control plane restarted during the migration"
 
 
@@ -190,13 +191,22 @@ def _refuse_losing_snapshots(snaps: list[px.SnapshotInfo], vm: str) -> None:
                        "copies only what the guest sees); delete the snapshots first, or migrate on shared storage")
 
 
-def _destinations(state: ClusterState, source: str, networks: dict[str, str]) -> ClusterState:
-    """Tags the VM's own host, and the hosts that put guests on another network than its host
-    does: a live migration keeps the VM's network card as it is, so its network must be there."""
+def _destinations(state: ClusterState, source: str, networks: dict[str, str], seeing_disk: set[str]) -> ClusterState:
+    """Tags the VM's own host, the hosts that put guests on another network than its host does (a
+    live migration keeps the VM's network card as it is, so its network must be there) and
+    `seeing_disk`, the hosts a disk copy into their own pool would write over the disk itself."""
     hosts = [replace(h, tags=h.tags | {CURRENT_HOST}) if h.name == source else
-             replace(h, tags=h.tags | {OTHER_NETWORK}) if networks.get(h.name) != networks[source] else h
+             replace(h, tags=h.tags | {OTHER_NETWORK}) if networks.get(h.name) != networks[source] else
+             replace(h, tags=h.tags | {SAME_STORAGE}) if h.name in seeing_disk else h
              for h in state.hosts]
     return ClusterState.from_records(hosts, state.vms, state.group_policies)
+
+
+def _sees_disk(vm: str, host: str, example: bool = False) -> str:
+    """`example`: `host` is one of the hosts with room, all of which see the disk already."""
+    who = f"the hosts with room (such as {host}) already see" if example else f"{host} already sees"
+    return (f"cannot copy {vm}'s disk: {who} the storage it is on; migrate without --copy-storage, "
+            "or name another of the destination's pools with --storage-pool")
 
 
 def _other_network(vm: str, source: str, networks: dict[str, str], host: str, example: bool = False) -> str:
@@ -254,7 +264,7 @@ class MigrationService:
     # --- request: decide and book, or refuse with nothing changed ------------------------------
     def migrate(self, ref: str, to: str | None = None, copy_storage: bool = False,
                 max_downtime_ms: int | None = None, bandwidth_mib_s: int | None = None,
-                storage_pool: str = "private", requested_by: str = "admin"):
+                storage_pool: str | None = None, requested_by: str = "admin"):
         if max_downtime_ms is not None and not 1 <= max_downtime_ms <= 60000:
             raise Invalid("max downtime must be 1 to 60000 ms")
         if bandwidth_mib_s is not None and not 1 <= bandwidth_mib_s <= 1_000_000:
@@ -272,8 +282,8 @@ class MigrationService:
         try:
             if copy_storage:
                 _refuse_losing_snapshots(ProtectionOps(source).snapshots(uuid), name)
-            mig_id, task = self._book(ref, to, src_id, src_name, copy_storage, max_downtime_ms, bandwidth_mib_s,
-                                      storage_pool, requested_by)
+            mig_id, task, storage_pool = self._book(ref, to, src_id, src_name, copy_storage, max_downtime_ms,
+                                                    bandwidth_mib_s, storage_pool, requested_by)
         except BaseException:
             release()
             raise
@@ -287,8 +297,10 @@ class MigrationService:
         return self.cp.runner.start(task, body)
 
     def _book(self, ref: str, to: str | None, src_id: int, src_name: str, copy_storage: bool,
-              max_downtime_ms: int | None, bandwidth_mib_s: int | None, storage_pool: str, requested_by: str):
-        """The Migration row and its task, or a refusal that changed nothing."""
+              max_downtime_ms: int | None, bandwidth_mib_s: int | None, storage_pool: str | None,
+              requested_by: str):
+        """The Migration row, its task and the pool a copied disk goes to (the destination's own
+        by default), or a refusal that changed nothing."""
         with self.cp.store.session() as s, self.cp.store.placement_lock(s):
             vm = self.cp.vms.get(s, ref)
             self._check_movable(s, vm)  # again, under the lock: a second request may have won
@@ -296,14 +308,25 @@ class MigrationService:
             target = self.cp.hosts.get(s, to).name if to is not None else None
             if target is not None and networks[target] != networks[src_name]:
                 raise Conflict(_other_network(vm.name, src_name, networks, target))
-            state = _destinations(cluster_state(s, per_vm=False), src_name, networks)
+            seeing_disk = set()
+            if copy_storage and vm.disk_storage:
+                same = select(Host.name).where(Host.storage == vm.disk_storage)
+                if storage_pool is not None:
+                    same = same.where(Host.storage_pool == storage_pool)
+                seeing_disk = set(s.scalars(same))
+            if target in seeing_disk:
+                raise Conflict(_sees_disk(vm.name, target))
+            state = _destinations(cluster_state(s, per_vm=False), src_name, networks, seeing_disk)
             disk_on = None if copy_storage else vm.disk_storage or ""
             request = PlacementRequest(  # the disk needs room there only when it is copied
                 name=vm.name, cpus=vm.cpus, memory_mib=vm.memory_mib, disk_gib=vm.disk_gib if copy_storage else 0,
-                host=to, forbid_tags=frozenset({CURRENT_HOST, OTHER_NETWORK}), storage=disk_on,
+                host=to, forbid_tags=frozenset({CURRENT_HOST, OTHER_NETWORK, SAME_STORAGE}), storage=disk_on,
                 **group_constraints(vm.group))
             decision = place(state, request)
             if not decision.ok and to is None:
+                if seeing_disk and (on_it := place(state, replace(request, forbid_tags=frozenset({
+                        CURRENT_HOST, OTHER_NETWORK})))).ok:
+                    raise Conflict(_sees_disk(vm.name, on_it.host, example=True))
                 anywhere = place(state, replace(request, storage=None, forbid_tags=frozenset({CURRENT_HOST})))
                 if anywhere.ok and networks[anywhere.host] != networks[src_name]:
                     raise Conflict(_other_network(vm.name, src_name, networks, anywhere.host, example=True))
@@ -318,6 +341,7 @@ class MigrationService:
                 raise NoCapacity(f"cannot migrate {vm.name}: {decision.message} (its own host {src_name} "
                                  "does not count)")
             dest = s.scalar(select(Host).where(Host.name == decision.host))
+            storage_pool = (storage_pool or dest.storage_pool) if copy_storage else None
             row = Migration(vm_id=vm.id, vm_name=vm.name, vm_uuid=vm.uuid, source_host_id=src_id,
                             destination_host_id=dest.id, source=src_name, destination=dest.name,
                             cpus=vm.cpus, memory_mib=vm.memory_mib, disk_gib=vm.disk_gib, copy_storage=copy_storage,
@@ -337,12 +361,12 @@ class MigrationService:
             raise
         task = self.cp.runner.new("vm.migrate", name, {
             "to": dest.name, "from": src_name, "copy_storage": copy_storage, "max_downtime_ms": max_downtime_ms,
-            "bandwidth_mib_s": bandwidth_mib_s, "storage_pool": storage_pool if copy_storage else None},
+            "bandwidth_mib_s": bandwidth_mib_s, "storage_pool": storage_pool},
             requested_by)
         with self.cp.store.session() as s:
             s.get(Migration, mig_id).task_id = task.id
             s.commit()
-        return mig_id, task
+        return mig_id, task, storage_pool
 
     def _check_movable(self, s, vm: VM) -> None:
         if vm.ownership != VMOwnership.managed:
@@ -357,7 +381,7 @@ class MigrationService:
             raise Conflict(f"VM {vm.name} has no host")
 
     # --- the task ----------------------------------------------------------------------------
-    def _run_task(self, ctx, mig_id: int, storage_pool: str) -> dict:
+    def _run_task(self, ctx, mig_id: int, storage_pool: str | None) -> dict:
         with self.cp.store.session() as s:
             m = s.get(Migration, mig_id)
             vm = s.get(VM, m.vm_id)

@@ -16,7 +16,8 @@ class MigrateBody(Body):
     to: str | None = Field(None, description="Destination host (default: placement picks, never the VM's own).")
     copy_storage: bool = Field(False, description="Copy the disk to the destination (no shared storage): "
                                                   "into its storage_pool, flattened.")
-    storage_pool: str = Field("private", description="With copy_storage: the destination pool for the disk.")
+    storage_pool: str | None = Field(None, description="With copy_storage: the destination's pool for the disk; "
+                                     "by default its own, whose room it then counts in.")
     max_downtime_ms: int | None = Field(None, description="Switch-over budget (default: the policy's).")
     bandwidth_mib_s: int | None = Field(None, description="Cap on the migration stream (default: the policy's).")
 
