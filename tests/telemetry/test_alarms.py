@@ -133,3 +133,24 @@ def test_anomaly_alarm_fires_on_a_spike_the_detector_scores(tapi, tcp, receiver)
     gauge = [line for line in tapi.get("/metrics").text.splitlines() if line.startswith("vpool_vm_anomaly_score{")]
     assert any('metric="cpu_percent"' in line and 'vm="spiky"' in line for line in gauge), gauge
     assert eventually(lambda: got) and got[0]["state"] == "firing" and got[0]["subject"] == "spiky"
+
+
+def test_an_alarm_ends_for_a_vm_that_stops_or_goes_and_holds_for_one_unread(tapi, tcp, tmp_path):
+    tapi.add_sim_host(tmp_path, "h1")
+    for name in ("a", "b", "c"):
+        tapi.task(tapi.post("/vms", json={"name": name, "memory": "256M", "disk": "1G", "start": False}))
+    tapi.post("/alarms", json={"name": "busy", "metric": "cpu_percent", "comparison": ">", "value": 50})
+    t = tcp.telemetry
+    for i, cpu in enumerate((0.0, 8.0)):  # 80 % of a core over the second interval
+        t.ingest(1000.0 + 10 * i, [host_read(10.0 * i, {n: domain(cpu) for n in "abc"})], {})
+    assert tapi.get("/alarms/busy").json()["firing"] == ["a", "b", "c"]
+    tapi.task(tapi.delete("/vms/c"))
+    # a's host is not read this interval (stale), b is read stopped, c is gone from the pool
+    t.ingest(1020.0, [host_read(20.0, {"b": domain(8.0, running=False)}, host="h2", host_id=2)], {})
+    alarm = tapi.get("/alarms/busy").json()
+    assert alarm["firing"] == ["a"] and [st["subject"] for st in alarm["states"]] == ["a", "b"]
+    history = tapi.get("/alarms/history", params={"alarm": "busy"}).json()["items"]
+    assert sorted((e["subject"], e["value"]) for e in history if e["state"] == "resolved") == [("b", None),
+                                                                                               ("c", None)]
+    t.ingest(1030.0, [host_read(30.0, {"b": domain(8.0, running=False)}, host="h2", host_id=2)], {})
+    assert len(tapi.get("/alarms/history", params={"alarm": "busy"}).json()["items"]) == 5  # said once

@@ -4,6 +4,10 @@ A state row exists only for a (rule, subject) that has left `ok`, so a rule over
 VMs writes nothing while they are all well. Webhooks are posted by a thread of their own,
 one at a time so a receiver hears `firing` before `resolved`: a slow receiver delays the
 notices, never the collection loop.
+
+A firing alarm resolves for a VM that stops and for a VM or host that leaves the pool (with
+no value: the subject has none), as vCenter clears the alarms of a powered-off or removed VM;
+one whose host was not read this interval keeps firing, since nothing says it is well.
 """
 
 import math
@@ -148,7 +152,7 @@ class AlarmService:
             for row in rows:
                 rule = _rule(row)
                 for subject, value in subjects(rule, latest).items():
-                    st = states.get((row.id, subject))
+                    st = states.pop((row.id, subject), None)
                     old = Status(st.state, st.breach_since) if st else Status()
                     new, announce = step(rule, old, value, now)
                     if new == old:
@@ -165,6 +169,18 @@ class AlarmService:
                                            at=datetime.fromtimestamp(now, timezone.utc))
                         s.add(event)
                         announced.append((event, row))
+            by_id = {row.id: row for row in rows}
+            for st, why in _ended(s, [(by_id[rule_id].scope, st) for (rule_id, _), st in states.items()], latest):
+                if st.state == "firing":  # its subject stopped or went: nothing is wrong with it any more
+                    row = by_id[st.rule_id]
+                    event = AlarmEvent(rule=row.name, subject=st.subject, state="resolved", value=None,
+                                       at=datetime.fromtimestamp(now, timezone.utc))
+                    s.add(event)
+                    announced.append((event, row))
+                    st.state, st.breach_since, st.value = "resolved", None, None
+                    st.changed_at = event.at
+                if why == "gone":
+                    s.delete(st)
             s.commit()
             out = []
             for event, row in announced:
@@ -188,3 +204,21 @@ class AlarmService:
             s.execute(update(AlarmEvent).where(AlarmEvent.id == event_id)
                       .values(notified=error is None, notify_error=error))
             s.commit()
+
+
+def _ended(s, unjudged: list[tuple[str, AlarmState]], latest: dict[tuple[str, str], dict[str, float]]):
+    """(state, "stopped" or "gone") for each alarm state this interval gave no value whose subject
+    will not give one soon: a firing VM the collector read as not running (a stopped VM reports
+    no metrics), or a VM or host deleted from the pool, whose state goes with it. A subject
+    merely unread (its host went stale) keeps its state: it may well still be on fire."""
+    if not unjudged:
+        return []
+    known = {scope: set(s.scalars(select(table.name).where(table.name.in_(
+        [st.subject for sc, st in unjudged if sc == scope])))) for scope, table in (("vm", VM), ("host", Host))}
+    out = []
+    for scope, st in unjudged:
+        if scope in known and st.subject not in known[scope]:
+            out.append((st, "gone"))
+        elif latest.get((scope, st.subject)) == {} and st.state == "firing":
+            out.append((st, "stopped"))
+    return out
