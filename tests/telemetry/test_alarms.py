@@ -154,3 +154,42 @@ def test_an_alarm_ends_for_a_vm_that_stops_or_goes_and_holds_for_one_unread(tapi
                                                                                                ("c", None)]
     t.ingest(1030.0, [host_read(30.0, {"b": domain(8.0, running=False)}, host="h2", host_id=2)], {})
     assert len(tapi.get("/alarms/history", params={"alarm": "busy"}).json()["items"]) == 5  # said once
+
+
+def test_an_alarm_is_changed_disabled_and_enabled_again(tapi, tcp, receiver):
+    url, got = receiver
+    tapi.post("/alarms", json={"name": "busy", "metric": "cpu_percent", "comparison": ">", "value": 90,
+                               "webhook": url})
+    before = tapi.get("/alarms/busy").json()
+    for change, status, words in (({"value": None}, 422, "value cannot be null"), ({"comparison": "=="}, 422, "=="),
+                                  ({"for": "-1s"}, 422, "duration"), ({"webhook": "ftp://x"}, 422, "webhook"),
+                                  ({"kind": "anomaly"}, 422, "kind"), ({"enabled": "maybe"}, 422, "enabled")):
+        r = tapi.patch("/alarms/busy", json=change)
+        assert r.status_code == status and words in r.text, (change, r.text)
+    assert tapi.patch("/alarms/ghost", json={"value": 1}).status_code == 404
+    assert tapi.get("/alarms/busy").json() == before
+    t, cpu = tcp.telemetry, 0.0
+
+    def interval(i: int, busy: float) -> None:
+        nonlocal cpu
+        cpu += busy * 10
+        t.ingest(1000.0 + 10 * i, [host_read(10.0 * i, {"web": domain(cpu)})], {})
+
+    interval(0, 0.0)
+    interval(1, 0.8)
+    assert tapi.get("/alarms/busy").json()["firing"] == []        # 80 % is not above 90
+    changed = tapi.patch("/alarms/busy", json={"value": 50, "for": "10s"})
+    assert changed.status_code == 200 and (changed.json()["value"], changed.json()["for_s"]) == (50, 10.0)
+    interval(2, 0.8)
+    interval(3, 0.8)
+    assert tapi.get("/alarms/busy").json()["firing"] == ["web"]
+    off = tapi.patch("/alarms/busy", json={"enabled": False}).json()
+    assert (off["enabled"], off["firing"], off["states"]) == (False, [], [])
+    assert eventually(lambda: [g["state"] for g in got] == ["firing", "disabled"])
+    interval(4, 0.8)                                               # judged by nothing while disabled
+    assert [e["state"] for e in tapi.get("/alarms/history").json()["items"]] == ["disabled", "firing"]
+    on = tapi.patch("/alarms/busy", json={"enabled": True, "webhook": None}).json()
+    assert on["enabled"] and on["webhook"] is None
+    interval(5, 0.8)
+    interval(6, 0.8)
+    assert tapi.get("/alarms/busy").json()["firing"] == ["web"] and len(got) == 2  # no webhook any more

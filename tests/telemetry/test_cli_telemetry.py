@@ -43,6 +43,10 @@ def test_top_stats_and_alarms(server, tapi, tcp, tmp_path):
     assert [(e["subject"], e["state"]) for e in history] == [("web1", "firing")]
     shown = vpool("alarm", "show", "hot").stdout.splitlines()
     assert "cpu_percent > 10 on any vm" in shown[0] and shown[-2].split()[1:4:2] == ["web1", "firing"], shown
+    r = vpool("alarm", "set", "hot", "--value", 20, "--for", "1m", "--disable")
+    assert r.exit_code == 0 and "cpu_percent > 20 on any vm for 60 s (disabled)" in r.stdout, r.output
+    assert "disabled" in vpool("alarm", "list").stdout
+    assert json.loads(vpool("alarm", "set", "hot", "--enable", "--json").stdout)["enabled"] is True
     assert vpool("alarm", "delete", "hot").exit_code == 0
     assert json.loads(vpool("alarm", "list", "--json").stdout) == []
 
@@ -66,6 +70,9 @@ def test_errors_are_one_line(server):
                         (["top", "--sort", "colour"], "cannot sort"),
                         (["alarm", "create", "x", "--metric", "nope", "--value", 1], "unknown"),
                         (["alarm", "delete", "ghost"], "no alarm"),
+                        (["alarm", "set", "ghost", "--value", 1], "no alarm"),
+                        (["alarm", "set", "ghost"], "say what to change"),
+                        (["alarm", "set", "ghost", "--webhook", "http://127.0.0.1/", "--no-webhook"], "not both"),
                         (["forecast", "ghost", "--metric", "cpu_percent"], "no VM 'ghost'")):
         r = vpool(*args)
         assert r.exit_code == 1 and words in r.output and len(r.output.strip().splitlines()) == 1, (args, r.output)

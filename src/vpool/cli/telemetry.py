@@ -124,8 +124,8 @@ def stats(vm: str, since: str = typer.Option("1h", help="How far back: 30m, 1h, 
     if as_json:
         return emit_json(data)
     by_metric = {s["metric"]: s["points"] for s in data["series"]}
-    grid = Table(title=f"{vm} since {since} ({'raw' if data['resolution_s'] is None else str(data['resolution_s']) + ' s'}"
-                        " resolution)", title_justify="left")
+    resolution = "raw" if data["resolution_s"] is None else f"{data['resolution_s']} s"
+    grid = Table(title=f"{vm} since {since} ({resolution} resolution)", title_justify="left")
     grid.add_column("metric", min_width=max((len(m) for m in by_metric if not m.endswith(".anomaly")), default=6),
                      no_wrap=True)
     for column in ("points", "last", "min", "mean", "max", "max anomaly"):
@@ -214,6 +214,30 @@ def _condition(a: dict) -> str:
     return f"{what} {a['comparison']} {a['value']:g} on {where}{held}"
 
 
+@alarm_app.command("set")
+def alarm_set(name: str, value: float = typer.Option(None, help="New threshold, or minimum anomaly score."),
+              comparison: str = typer.Option(None, "--comparison", "-c", help=">, >=, < or <= (threshold)."),
+              for_: str = typer.Option(None, "--for", help="How long the condition must hold, e.g. 5m."),
+              webhook: str = typer.Option(None, help="URL to POST a JSON notice to."),
+              no_webhook: bool = typer.Option(False, "--no-webhook", help="Notify no one any more."),
+              enabled: bool = typer.Option(None, "--enable/--disable", help="Judge again, or stop judging "
+                                           "(its firing states end with a `disabled` notice)."),
+              as_json: bool = JSON):
+    """Change an alarm, e.g. vpool alarm set hot --value 95, or vpool alarm set hot --disable."""
+    if webhook is not None and no_webhook:
+        fail("give --webhook URL or --no-webhook, not both")
+    body = {k: v for k, v in {"value": value, "comparison": comparison, "for": for_, "webhook": webhook,
+                              "enabled": enabled}.items() if v is not None}
+    if no_webhook:
+        body["webhook"] = None
+    if not body:
+        fail("say what to change: --value, -c, --for, --webhook, --no-webhook, --enable or --disable")
+    a = call("PATCH", api_path("/alarms/{}", name), json=body)
+    if as_json:
+        return emit_json(a)
+    console.print(f"alarm {a['name']}: {_condition(a)}" + ("" if a["enabled"] else " (disabled)"), highlight=False)
+
+
 @alarm_app.command("list")
 def alarm_list(as_json: bool = JSON):
     """Alarms with the VMs or hosts they are firing for."""
@@ -221,7 +245,8 @@ def alarm_list(as_json: bool = JSON):
     if as_json:
         return emit_json(items)
     table("Alarms", ["name", "kind", "condition", "firing", "webhook"],
-          [[a["name"], a["kind"], _condition(a), ", ".join(a["firing"]) or "ok", a["webhook"]] for a in items])
+          [[a["name"], a["kind"], _condition(a), ", ".join(a["firing"]) or ("ok" if a["enabled"] else "disabled"),
+            a["webhook"]] for a in items])
 
 
 @alarm_app.command("show")
@@ -238,7 +263,7 @@ def alarm_show(name: str, as_json: bool = JSON):
 
 @alarm_app.command("delete")
 def alarm_delete(name: str):
-    """Delete an alarm with its states and history."""
+    """Delete an alarm with its states (its history stays)."""
     call("DELETE", api_path("/alarms/{}", name))
     console.print(f"alarm {name} deleted")
 
@@ -246,7 +271,7 @@ def alarm_delete(name: str):
 @alarm_app.command("history")
 def alarm_history(name: str = typer.Argument(None, help="Only this alarm."), limit: int = typer.Option(20, min=1),
                   as_json: bool = JSON):
-    """Firing and resolved events, newest first, and whether the webhook took them."""
+    """Firing, resolved and disabled events, newest first, and whether the webhook took them."""
     items = call("GET", "/alarms/history", params={"limit": limit, **({"alarm": name} if name else {})})["items"]
     if as_json:
         return emit_json(items)

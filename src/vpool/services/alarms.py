@@ -37,11 +37,35 @@ def describe(row: AlarmRule, states: list[AlarmState]) -> dict:
     return {
         "name": row.name, "kind": row.kind, "scope": row.scope, "target": row.target, "metric": row.metric,
         "comparison": row.comparison, "value": row.value, "for_s": row.for_s, "webhook": row.webhook,
-        "created_at": row.created_at,
+        "enabled": row.enabled, "created_at": row.created_at,
         "firing": sorted(st.subject for st in states if st.state == "firing"),
         "states": [{"subject": st.subject, "state": st.state, "value": st.value, "changed_at": st.changed_at}
                    for st in sorted(states, key=lambda x: x.subject)],
     }
+
+
+def _condition(kind: str, comparison: str | None, value: float, for_s: float, webhook: str | None) -> str:
+    """The comparison the alarm judges with, once its condition and webhook make sense."""
+    if kind == "anomaly":
+        comparison = comparison or ">="
+        if comparison != ">=":
+            raise Invalid("an anomaly alarm fires when the score is >= its value; leave the comparison out")
+        if not 0 < value <= 1:
+            raise Invalid(f"an anomaly score lies in (0, 1]; {value} can never be crossed usefully")
+    elif comparison is None:
+        raise Invalid(f"a threshold alarm needs a comparison: one of {', '.join(COMPARISONS)}")
+    elif comparison not in COMPARISONS:
+        raise Invalid(f"comparison {comparison!r} is not one of {', '.join(COMPARISONS)}")
+    if not math.isfinite(value):
+        raise Invalid(f"value must be a finite number, got {value}")
+    if not math.isfinite(for_s) or for_s < 0:
+        raise Invalid(f"for must be a duration of zero or more, got {for_s}")
+    if webhook is not None:
+        url = urlparse(webhook)
+        if url.scheme not in ("http", "https") or not url.hostname or not webhook.isprintable() \
+                or any(c.isspace() for c in webhook):
+            raise Invalid(f"webhook {webhook!r} is not an http:// or https:// URL")
+    return comparison
 
 
 class AlarmService:
@@ -62,25 +86,7 @@ class AlarmService:
             raise Invalid(f"scope {scope!r} is not one of {', '.join(SCOPES)}")
         if metric.endswith(ANOMALY_SUFFIX) or metric not in SCOPES[scope]:
             raise Invalid(f"{scope} metric {metric!r} is unknown; known: {', '.join(SCOPES[scope])}")
-        if kind == "anomaly":
-            comparison = comparison or ">="
-            if comparison != ">=":
-                raise Invalid("an anomaly alarm fires when the score is >= its value; leave the comparison out")
-            if not 0 < value <= 1:
-                raise Invalid(f"an anomaly score lies in (0, 1]; {value} can never be crossed usefully")
-        elif comparison is None:
-            raise Invalid(f"a threshold alarm needs a comparison: one of {', '.join(COMPARISONS)}")
-        elif comparison not in COMPARISONS:
-            raise Invalid(f"comparison {comparison!r} is not one of {', '.join(COMPARISONS)}")
-        if not math.isfinite(value):
-            raise Invalid(f"value must be a finite number, got {value}")
-        if not math.isfinite(for_s) or for_s < 0:
-            raise Invalid(f"for must be a duration of zero or more, got {for_s}")
-        if webhook is not None:
-            url = urlparse(webhook)
-            if url.scheme not in ("http", "https") or not url.hostname or not webhook.isprintable() \
-                    or any(c.isspace() for c in webhook):
-                raise Invalid(f"webhook {webhook!r} is not an http:// or https:// URL")
+        comparison = _condition(kind, comparison, value, for_s, webhook)
         with self.cp.store.session() as s:
             if target is not None:
                 table = {"vm": VM, "host": Host}.get(scope)
@@ -91,13 +97,43 @@ class AlarmService:
             if s.scalar(select(AlarmRule.id).where(AlarmRule.name == name)) is not None:
                 raise Conflict(f"an alarm named {name!r} already exists")
             row = AlarmRule(name=name, kind=kind, scope=scope, target=target, metric=metric,
-                            comparison=comparison, value=value, for_s=for_s, webhook=webhook)
+                            comparison=comparison, value=value, for_s=for_s, webhook=webhook, enabled=True)
             s.add(row)
             try:
                 s.commit()
             except IntegrityError:
                 raise Conflict(f"an alarm named {name!r} was created meanwhile") from None
             return describe(row, [])
+
+    def update(self, name: str, changes: dict) -> dict:
+        """Changes an alarm's condition, webhook or whether it is enabled (vCenter's Edit and
+        Disable). A changed condition is judged from the next interval on, against the states
+        it had. Disabling forgets its states; a subject it was firing for gets a `disabled`
+        event (and notice), so a receiver is not left waiting for a `resolved` that never comes."""
+        unknown = set(changes) - {"comparison", "value", "for_s", "webhook", "enabled"}
+        if unknown:
+            raise Invalid(f"an alarm has no setting {', '.join(sorted(unknown))} to change")
+        with self.cp.store.session() as s:
+            row = self._row(s, name)
+            merged = {"comparison": row.comparison, "value": row.value, "for_s": row.for_s, "webhook": row.webhook,
+                      "enabled": row.enabled, **changes}
+            merged["comparison"] = _condition(row.kind, merged["comparison"], merged["value"], merged["for_s"],
+                                              merged["webhook"])
+            for key, value in merged.items():
+                setattr(row, key, value)
+            announced = []
+            if not row.enabled:
+                at = datetime.now(timezone.utc)
+                for st in list(s.scalars(select(AlarmState).where(AlarmState.rule_id == row.id))):
+                    if st.state == "firing":
+                        event = AlarmEvent(rule=row.name, subject=st.subject, state="disabled", value=None, at=at)
+                        s.add(event)
+                        announced.append(event)
+                    s.delete(st)
+            s.commit()
+            for event in announced:
+                self._announce(event, row)
+            return describe(row, list(s.scalars(select(AlarmState).where(AlarmState.rule_id == row.id))))
 
     def rules(self) -> list[dict]:
         with self.cp.store.session() as s:
@@ -145,7 +181,7 @@ class AlarmService:
         """One step of every rule over this interval's latest values; returns the announcements."""
         announced = []
         with self.cp.store.session() as s:
-            rows = list(s.scalars(select(AlarmRule)))
+            rows = list(s.scalars(select(AlarmRule).where(AlarmRule.enabled)))
             if not rows:
                 return []
             states = {(st.rule_id, st.subject): st for st in s.scalars(select(AlarmState))}
@@ -170,7 +206,8 @@ class AlarmService:
                         s.add(event)
                         announced.append((event, row))
             by_id = {row.id: row for row in rows}
-            for st, why in _ended(s, [(by_id[rule_id].scope, st) for (rule_id, _), st in states.items()], latest):
+            unjudged = [(by_id[rule_id].scope, st) for (rule_id, _), st in states.items() if rule_id in by_id]
+            for st, why in _ended(s, unjudged, latest):
                 if st.state == "firing":  # its subject stopped or went: nothing is wrong with it any more
                     row = by_id[st.rule_id]
                     event = AlarmEvent(rule=row.name, subject=st.subject, state="resolved", value=None,
@@ -182,15 +219,16 @@ class AlarmService:
                 if why == "gone":
                     s.delete(st)
             s.commit()
-            out = []
-            for event, row in announced:
-                payload = {"alarm": row.name, "kind": row.kind, "scope": row.scope, "subject": event.subject,
-                           "metric": row.metric, "comparison": row.comparison, "threshold": row.value,
-                           "state": event.state, "value": event.value, "at": event.at.isoformat()}
-                out.append(payload)
-                if row.webhook:
-                    self._webhooks.submit(self._notify, event.id, row.webhook, payload)
-            return out
+            return [self._announce(event, row) for event, row in announced]
+
+    def _announce(self, event: AlarmEvent, row: AlarmRule) -> dict:
+        """The notice of a committed event, posted to the alarm's webhook if it has one."""
+        payload = {"alarm": row.name, "kind": row.kind, "scope": row.scope, "subject": event.subject,
+                   "metric": row.metric, "comparison": row.comparison, "threshold": row.value,
+                   "state": event.state, "value": event.value, "at": event.at.isoformat()}
+        if row.webhook:
+            self._webhooks.submit(self._notify, event.id, row.webhook, payload)
+        return payload
 
     def _notify(self, event_id: int, url: str, payload: dict) -> None:
         error = None

@@ -7,7 +7,7 @@ sample is three numbers. Times are integer epoch milliseconds: bucket arithmetic
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from vpool.store.tables import Base, utcnow
@@ -62,6 +62,7 @@ class AlarmRule(Base):
     value: Mapped[float] = mapped_column(Float)
     for_s: Mapped[float] = mapped_column(Float, default=0.0)
     webhook: Mapped[str | None] = mapped_column(String(1024), default=None)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

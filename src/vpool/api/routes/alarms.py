@@ -2,6 +2,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from vpool.api.deps import control_plane
+from vpool.model.errors import Invalid
 from vpool.telemetry.timespec import parse_duration
 
 router = APIRouter(tags=["alarms"])
@@ -20,6 +21,16 @@ class AlarmCreate(BaseModel):
     webhook: str | None = Field(None, description="URL that gets a JSON POST when the alarm fires or resolves")
 
 
+class AlarmChange(BaseModel):
+    """Only what is given changes; `webhook: null` removes the webhook."""
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    comparison: str | None = Field(None, description=">, >=, < or <= (threshold alarms)")
+    value: float | None = None
+    for_: str | float | None = Field(None, alias="for", description="how long the condition must hold: 30s, 5m")
+    webhook: str | None = Field(None, description="URL that gets a JSON POST when the alarm fires or resolves")
+    enabled: bool | None = Field(None, description="false: the alarm judges nothing until enabled again")
+
+
 @router.post("/alarms", status_code=201)
 def create_alarm(body: AlarmCreate, cp=Depends(control_plane)):
     return cp.alarms.create(body.name, body.kind, body.scope, body.metric, body.comparison, body.value,
@@ -34,7 +45,7 @@ def list_alarms(cp=Depends(control_plane)):
 
 @router.get("/alarms/history")
 def alarm_history(alarm: str | None = None, limit: int = Query(100, ge=1, le=1000), cp=Depends(control_plane)):
-    """Firing and resolved events, newest first, with whether the webhook took them."""
+    """Firing, resolved and disabled events, newest first, with whether the webhook took them."""
     items = cp.alarms.history(alarm, limit)
     return {"items": items, "total": len(items), "limit": limit, "offset": 0}
 
@@ -42,6 +53,17 @@ def alarm_history(alarm: str | None = None, limit: int = Query(100, ge=1, le=100
 @router.get("/alarms/{name}")
 def show_alarm(name: str, cp=Depends(control_plane)):
     return cp.alarms.get(name)
+
+
+@router.patch("/alarms/{name}")
+def change_alarm(name: str, body: AlarmChange, cp=Depends(control_plane)):
+    changes = body.model_dump(exclude_unset=True, by_alias=False)
+    if "for_" in changes:
+        changes["for_s"] = parse_duration(changes.pop("for_"), "for")
+    for key in ("comparison", "value", "enabled", "for_s"):
+        if key in changes and changes[key] is None:
+            raise Invalid(f"{'for' if key == 'for_s' else key} cannot be null; leave it out to keep it")
+    return cp.alarms.update(name, changes)
 
 
 @router.delete("/alarms/{name}", status_code=204)
