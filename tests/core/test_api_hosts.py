@@ -1,6 +1,6 @@
 from sqlalchemy import update
 
-from vpool.store.tables import Host, Image
+from vpool.store.tables import VM, Host, Image
 
 
 def test_healthz_needs_no_token_and_everything_else_does(api):
@@ -124,6 +124,20 @@ def test_hosts_on_one_storage_share_its_room(api, tmp_path):
     assert r.status_code == 409 and "s2 is short 1 GiB disk" in r.json()["detail"], r.text
     r = api.post("/vms/big/migrate", json={"to": "s2"})  # placement lets it go; the sim's pools are apart
     assert r.status_code == 409 and r.json()["detail"].startswith("s2 does not see big's disk"), r.text
+
+
+def test_a_disk_copied_into_a_pool_no_host_offers_counts_on_its_hosts_storage(api, tmp_path):
+    """What `migrate --copy-storage --storage-pool P` leaves when P is no host's own pool: its
+    storage has no room of its own in the pool, so the disk counts where its host's does."""
+    for name in ("s1", "s2"):
+        api.add_sim_host(tmp_path, name, storage="nas")
+    api.task(api.post("/vms", json={"name": "w", "memory": "512M", "disk": "7G", "host": "s1", "start": False}))
+    with api.cp.store.session() as s:
+        s.execute(update(VM).where(VM.name == "w").values(storage="a-pool-of-s1s-own"))
+        s.commit()
+    assert [api.get(f"/hosts/{h}").json()["capacity"]["disk_gib"]["allocated"] for h in ("s1", "s2")] == [7, 7]
+    assert api.get("/pool").json()["capacity"]["disk_gib"]["allocated"] == 7
+    assert api.get("/plans/capacity", params={"mix": "tiny", "failures": 0}).status_code == 200
 
 
 def test_plans_on_the_live_pool(api, tmp_path):

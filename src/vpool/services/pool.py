@@ -77,15 +77,20 @@ def _disk_on_storage(s: Session, host_storage: dict[int, str | None], on_host: d
                     elsewhere: bool) -> dict[str, int]:
     """Storage id -> GiB of the VM disks on it: a disk is on its host's storage (`on_host`: host id
     -> GiB of its VMs' disks there), unless a copy-storage migration left it on another
-    (VM.storage); `elsewhere` says whether any did, to spare a scan on each create when none did."""
+    (VM.storage); `elsewhere` says whether any did, to spare a scan on each create when none did.
+    A storage that is no host's own (a copy into another pool of its host, `--storage-pool`) has
+    no room of its own in the pool: its disks count on the storage of the host they are on."""
     out: dict[str, int] = {}
     for hid, d in on_host.items():
         if host_storage.get(hid):
             out[host_storage[hid]] = out.get(host_storage[hid], 0) + (d or 0)
     if elsewhere:
-        for storage, d in s.execute(select(VM.storage, func.sum(VM.disk_gib)).where(VM.storage.is_not(None))
-                                    .group_by(VM.storage)):
-            out[storage] = out.get(storage, 0) + (d or 0)
+        pooled = set(host_storage.values())
+        for storage, hid, d in s.execute(select(VM.storage, VM.host_id, func.sum(VM.disk_gib))
+                                         .where(VM.storage.is_not(None)).group_by(VM.storage, VM.host_id)):
+            storage = storage if storage in pooled else host_storage.get(hid)
+            if storage:
+                out[storage] = out.get(storage, 0) + (d or 0)
     return out
 
 
