@@ -100,7 +100,6 @@ class TinyImage:
     initrd: Path
     kernel_version: str
     base_disk: Path
-    ready_marker: str = READY_MARKER
 
     def cmdline(self, hostname: str) -> str:
         """The kernel command line that boots the guest under ``hostname``.

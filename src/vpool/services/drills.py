@@ -18,13 +18,13 @@ from datetime import datetime
 from sqlalchemy import select
 
 from vpool.hypervisor.libvirt_protection import ProtectionOps
+from vpool.lab.tiny_image import READY_MARKER  # the line a guest's serial console says it is up with
 from vpool.model.errors import NotFound
 from vpool.placement.request import count
 from vpool.services import provision
 from vpool.store.backup_tables import Backup, Drill
 from vpool.store.tables import utcnow
 
-READY_MARKER = b"LAB-READY"
 ANSWER_TIMEOUT_S = 300.0
 DRILL_SUBNET = "10.214"  # 10.214.N.0/24 per drill; vpool's guest network is 10.213.0.0/24
 
@@ -127,7 +127,7 @@ class DrillService:
 
                 def boot(uuid, ops=ops, ready=ready):
                     ops.start_paused(uuid)  # listen on the console before the guest can print anything
-                    watchers.append(ops.watch_console(uuid, READY_MARKER, ready))
+                    watchers.append(ops.watch_console(uuid, READY_MARKER.encode(), ready))
                     ops.drv.resume(uuid)
 
                 ctx.progress(5 + 60 * i // len(chains), f"restoring {vm} (backup {point.id}) as {booking.name}")
