@@ -113,6 +113,8 @@ class AlarmService:
         unknown = set(changes) - {"comparison", "value", "for_s", "webhook", "enabled"}
         if unknown:
             raise Invalid(f"an alarm has no setting {', '.join(sorted(unknown))} to change")
+        if nulls := [{"for_s": "for"}.get(k, k) for k, v in changes.items() if v is None and k != "webhook"]:
+            raise Invalid(f"{', '.join(nulls)} cannot be null; leave it out to keep it")
         with self.cp.store.session() as s:
             row = self._row(s, name)
             merged = {"comparison": row.comparison, "value": row.value, "for_s": row.for_s, "webhook": row.webhook,

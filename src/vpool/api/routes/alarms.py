@@ -2,7 +2,6 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from vpool.api.deps import control_plane
-from vpool.model.errors import Invalid
 from vpool.telemetry.timespec import parse_duration
 
 router = APIRouter(tags=["alarms"])
@@ -58,12 +57,9 @@ def show_alarm(name: str, cp=Depends(control_plane)):
 @router.patch("/alarms/{name}")
 def change_alarm(name: str, body: AlarmChange, cp=Depends(control_plane)):
     changes = body.model_dump(exclude_unset=True, by_alias=False)
-    if "for_" in changes:
-        changes["for_s"] = parse_duration(changes.pop("for_"), "for")
-    for key in ("comparison", "value", "enabled", "for_s"):
-        if key in changes and changes[key] is None:
-            raise Invalid(f"{'for' if key == 'for_s' else key} cannot be null; leave it out to keep it")
-    return cp.alarms.update(name, changes)
+    if changes.get("for_") is not None:
+        changes["for_"] = parse_duration(changes["for_"], "for")
+    return cp.alarms.update(name, {"for_s" if k == "for_" else k: v for k, v in changes.items()})
 
 
 @router.delete("/alarms/{name}", status_code=204)
