@@ -45,6 +45,9 @@ def test_host_and_vm_commands(server, tmp_path):
     shown = dict(line.split(None, 1) for line in vpool("vm", "show", "c1").stdout.splitlines())
     assert shown["hotplug"] == "up to 8 vCPUs; memory grows while stopped"
     assert (shown["host"], shown["image"], shown["flavor"]) == ("cli1", "-", "-")  # no Python None for people
+    r = vpool("host", "maintenance", "cli1", "on")  # the host first, as one says it, works too
+    assert r.exit_code == 1 and "0 of 2 VMs left cli1" in r.stderr, r.output  # the pool's only host
+    assert vpool("host", "maintenance", "off", "cli1").exit_code == 0
     assert vpool("host", "set", "cli1", "--cpu-ratio", 8, "--reserved-memory", 256).exit_code == 0
     r = vpool("host", "set", "cli1", "--default", "cpu_ratio", "--json")
     policy = json.loads(r.stdout)["policy"]

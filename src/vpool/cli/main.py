@@ -109,7 +109,9 @@ def host_remove(name: str):
 def host_maintenance(mode: str = typer.Argument(..., help="on or off"), name: str = typer.Argument(...),
                      as_json: bool = JSON):
     """Maintenance on: no new placements, every VM leaves by live migration (those that cannot are
-    named with the reason); off: back in service."""
+    named with the reason); off: back in service. `vpool host maintenance lab2 on` works too."""
+    if mode not in ("on", "off") and name in ("on", "off"):
+        mode, name = name, mode  # the host first, as one says it
     if mode not in ("on", "off"):
         fail(f"maintenance takes 'on' or 'off', not {mode!r}")
     task = follow(call("POST", api_path("/hosts/{}/maintenance", name), json={"mode": mode}), True, as_json)
