@@ -13,13 +13,16 @@ from sqlalchemy.exc import IntegrityError
 
 from vpool.hypervisor.domain_xml import DirectBoot, DomainSpec, domain_xml
 from vpool.hypervisor.libvirt_driver import local_console_log_dir
-from vpool.model.errors import Conflict, NoCapacity
+from vpool.model.errors import Conflict, HypervisorError, NoCapacity
 from vpool.model.names import check_name
 from vpool.model.states import VMState
-from vpool.placement import PlacementRequest, place
+from vpool.placement import ClusterState, PlacementRequest, place
 from vpool.services.pool import cluster_state, group_constraints
 from vpool.services.tasks import TaskOrder, queued
 from vpool.store.tables import VM, Group, Host, Image, Task
+
+
+NO_KERNEL = "vpool:no-kernel"  # keeps a VM that boots a host's kernel off hosts without that file
 
 
 @dataclass(frozen=True)
@@ -54,15 +57,24 @@ def book(cp, name: str, cpus: int, memory_mib: int, disk_gib: int, image_id: int
          order: TaskOrder | None = None, boot: DirectBoot | None = None) -> Booking:
     """Places the VM and books it, and queues the task that `order` asks for (its params get the
     chosen host) in the same commit; the caller must discard the VM if what follows fails."""
+    lacking = _lacking_kernel(cp, boot) if boot is not None else set()
     with cp.store.session() as s, cp.store.placement_lock(s):
         check_free_name(s, name)
         pinned = cp.hosts.get(s, host).name if host else None
+        if pinned in lacking:
+            raise Conflict(f"{name} boots kernel {boot.kernel}, which its host handed it, and {pinned} has no such "
+                           "file; put it on a host that has it (leave the host out and vpool picks one)")
         group = s.get(Group, group_id) if group_id else None
-        decision = place(cluster_state(s, per_vm=False), PlacementRequest(
+        state = cluster_state(s, per_vm=False)
+        if lacking:
+            state = ClusterState.from_records([replace(h, tags=h.tags | {NO_KERNEL}) if h.name in lacking else h
+                                               for h in state.hosts], state.vms, state.group_policies)
+        decision = place(state, PlacementRequest(
             name=name, cpus=cpus, memory_mib=memory_mib, disk_gib=disk_gib, host=pinned,
-            **group_constraints(group)))
+            forbid_tags=frozenset({NO_KERNEL}), **group_constraints(group)))
         if not decision.ok:
-            raise NoCapacity(decision.message)
+            raise NoCapacity(decision.message + (f" (hosts without its kernel {boot.kernel} do not count: "
+                                                 f"{', '.join(sorted(lacking))})" if lacking else ""))
         h = s.scalar(select(Host).where(Host.name == decision.host))
         vm = VM(name=name, uuid=str(uuidlib.uuid4()), host_id=h.id, state=VMState.creating, cpus=cpus,
                 memory_mib=memory_mib, disk_gib=disk_gib, image_id=image_id, flavor_id=flavor_id, group_id=group_id)
@@ -78,6 +90,24 @@ def book(cp, name: str, cpus: int, memory_mib: int, disk_gib: int, image_id: int
                           h.virt_type, h.network, h.arch or "x86_64", task, boot)
     cp.vms.in_flight.add(booking.vm_id)  # so a host reconnect does not take it for an orphan
     return booking
+
+
+def _lacking_kernel(cp, boot: DirectBoot) -> set[str]:
+    """The hosts that cannot boot `boot`: its kernel or initrd is a volume in some host's storage
+    but not in theirs. A file in no storage pool (a host's /boot) cannot be looked for through
+    libvirt, so then no host is ruled out and the start says what is missing."""
+    files = [f for f in (boot.kernel, boot.initrd) if f]
+    with cp.store.session() as s:
+        names = dict(s.execute(select(Host.id, Host.name)).all())
+    seen = {names[hid]: _has_all(drv, files) for hid, drv in list(cp.connections.drivers.items()) if hid in names}
+    return {host for host, has in seen.items() if not has} if any(seen.values()) else set()
+
+
+def _has_all(drv, files: list[str]) -> bool:
+    try:
+        return all(drv.volume_exists(f) for f in files)
+    except HypervisorError:
+        return False  # a host that cannot say is no place to boot it
 
 
 def release(cp, booking: Booking) -> None:
