@@ -29,6 +29,7 @@ from vpool.hypervisor.libvirt_driver import LibvirtDriver
 from vpool.lab.simhost import write_sim_host
 from vpool.services.collector import HostRead
 from vpool.services.controlplane import ControlPlane
+from vpool.store.tables import VM, Host, utcnow
 from vpool.store.timeseries import Point
 
 DAEMON_SOCKET = "/run/libvirt/libvirt-sock"
@@ -98,10 +99,22 @@ def compare(uri: str, n: int, rounds: int) -> dict:
 def qemu_record(i: int, k: int) -> dict:
     """A qemu-shaped getAllDomainStats record: counters that grow with k (the interval number)."""
     return {"state.state": 1, "cpu.time": int((i % 7 + 1) * k * 1e9), "vcpu.current": 2,
-            "balloon.current": 2**20, "balloon.available": 2**20, "balloon.unused": 2**18 + (i * k) % 1000,
+            "balloon.maximum": 2**20, "balloon.current": 2**20, "balloon.available": 2**20, "balloon.unused": 2**18 + (i * k) % 1000,
             "block.count": 1, "block.0.rd.bytes": 4096 * k * i, "block.0.wr.bytes": 8192 * k,
             "block.0.rd.reqs": k * i, "block.0.wr.reqs": 2 * k,
             "net.count": 1, "net.0.rx.bytes": 1500 * k * (i % 11), "net.0.tx.bytes": 900 * k}
+
+
+def stored_pool(cp: ControlPlane, n: int) -> None:
+    """The host and its n running VMs in the store, at the size the records report, so that the
+    interval's size check reads and compares every row as it does in a steady pool."""
+    with cp.store.session() as s:
+        s.add(Host(id=1, name="bench", uri="test:///bench", cpus=256, memory_mib=4 * 2**20, disk_gib=10**5,
+                   arch="x86_64", hypervisor="QEMU", hypervisor_version="7.2.0", hostname="bench",
+                   host_uuid="bench", virt_type="kvm", network="default", storage_pool="default"))
+        s.add_all(VM(name=f"vm{i:04d}", uuid=f"uuid-{i}", host_id=1, state="running", cpus=2, memory_mib=1024,
+                     disk_gib=10) for i in range(n))
+        s.commit()
 
 
 def whole_interval(tmp: Path, n: int, rounds: int, restart: bool = False) -> dict:
@@ -109,13 +122,14 @@ def whole_interval(tmp: Path, n: int, rounds: int, restart: bool = False) -> dic
     settings = dataclasses.replace(Settings(data_dir=tmp / "data"), telemetry_interval_s=3600.0)
     cp = ControlPlane(settings)
     try:
+        stored_pool(cp, n)
         host_stats = {"cpu": {"user": 0, "kernel": 0, "idle": 0, "iowait": 0}, "memory_total_bytes": 2**40,
                       "memory": {"free": 2**30}}
         times = []
         now = time.time() - 10 * (rounds + 2)
         for k in range(rounds + 2):
             records = [(f"uuid-{i}", f"vm{i:04d}", qemu_record(i, k + 1)) for i in range(n)]
-            read = HostRead(1, "bench", 10.0 * k, records, host_stats, 0.0)
+            read = HostRead(1, "bench", 10.0 * k, records, host_stats, 0.0, utcnow())
             start = time.perf_counter()
             cp.telemetry.ingest(now + 10 * k, [read], {})
             if k >= 2:  # the first two intervals create the series and the detectors
@@ -152,7 +166,7 @@ def first_intervals_after_restart(cp: ControlPlane, settings: Settings, n: int, 
         for k in range(2):
             records = [(f"uuid-{i}", f"vm{i:04d}", qemu_record(i, 1000 + k)) for i in range(n)]
             began = time.perf_counter()
-            read = HostRead(1, "bench", 10.0 * k, records, host_stats, 0.0)
+            read = HostRead(1, "bench", 10.0 * k, records, host_stats, 0.0, utcnow())
             again.telemetry.ingest(began + 10 * (rounds + k), [read], {})
             took += time.perf_counter() - began
         return {"series": len(series), "stored_points": stored, "ingest_s": round(took, 3)}

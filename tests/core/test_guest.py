@@ -61,10 +61,13 @@ def test_tiny_guest_life_cycle(local_api, monkeypatch):
     both = libvirt.VIR_DOMAIN_AFFECT_LIVE | libvirt.VIR_DOMAIN_AFFECT_CONFIG
     drv.conn.lookupByUUIDString(vm["uuid"]).attachDeviceFlags(dimm_xml(128), both)  # behind vpool's back, as virsh
     assert eventually(lambda: api.get("/vms/guest1").json()["memory_mib"] == 3968, timeout=10)  # its device event
+    drv.conn.lookupByUUIDString(vm["uuid"]).setVcpusFlags(3, both)  # as `virsh setvcpus --live --config`: no event
+    api.cp.telemetry.collect_once()  # the interval's bulk statistics carry the size
+    assert api.get("/vms/guest1").json()["cpus"] == 3
 
     stop = api.task(api.post("/vms/guest1/stop", json={"timeout": 60}), timeout=90)
     assert stop["result"] == {"state": "shutoff", "how": "ACPI shutdown"}
-    assert drv.size(vm["uuid"]) == (2, 3968)  # the definition kept what was plugged
+    assert drv.size(vm["uuid"]) == (3, 3968)  # the definition kept what was plugged
     api.task(api.post("/vms/guest1/resize", json={"cpus": 3, "memory": "320M", "disk": "3G"}))
     assert "model='dimm'" not in drv.conn.lookupByUUIDString(vm["uuid"]).XMLDesc(0)  # folded, slots free
     api.task(api.post("/vms/guest1/start"))

@@ -1,6 +1,7 @@
 """The store follows what the hypervisor does, and a restart leaves nothing half-made."""
 
 import uuid as uuidlib
+from datetime import timedelta
 
 import libvirt
 import pytest
@@ -9,7 +10,7 @@ from sqlalchemy import select
 from vpool.hypervisor.domain_xml import DomainSpec, domain_xml
 from vpool.services.controlplane import ControlPlane
 from vpool.services.reconciler import GONE, _news
-from vpool.store.tables import VM, Task
+from vpool.store.tables import VM, Task, utcnow
 
 from .conftest import Api, eventually
 
@@ -49,10 +50,31 @@ def test_a_running_vm_grown_behind_vpools_back_counts_at_its_new_size_at_its_nex
     host_id = api.get("/hosts/h1").json()["id"]
     dom = api.cp.connections.driver(host_id).conn.lookupByName("w")
     dom.setVcpusFlags(2, libvirt.VIR_DOMAIN_AFFECT_LIVE)               # `virsh setvcpus w 2 --live`: no event
-    assert api.get("/vms/w").json()["cpus"] == 1
     api.cp.reconciler.sync_domain(host_id, dom.UUIDString())         # what a device event runs; the state is the same
     assert api.get("/vms/w").json()["cpus"] == 2
     assert api.get("/hosts/h1").json()["capacity"]["cpus"]["allocated"] == 2
+
+
+def test_a_vcpu_plugged_behind_vpools_back_counts_within_one_collection_interval(api, tmp_path):
+    """No libvirt event says so; the collector's bulk read, which it makes every interval
+    anyway, carries each running domain's size."""
+    api.add_sim_host(tmp_path, "h1")
+    api.task(api.post("/vms", json={"name": "w", "cpus": 1, "memory": "256M", "disk": "1G"}))
+    host_id = api.get("/hosts/h1").json()["id"]
+    dom = api.cp.connections.driver(host_id).conn.lookupByName("w")
+    dom.setVcpusFlags(3, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+    api.cp.telemetry.collect_once()
+    assert (api.get("/vms/w").json()["cpus"], api.get("/hosts/h1").json()["capacity"]["cpus"]["allocated"]) == (3, 3)
+
+    uuid = dom.UUIDString()
+    before_a_write = utcnow() - timedelta(seconds=5)  # a reading older than the row's last write loses
+    assert api.cp.reconciler.sync_sizes(host_id, before_a_write, {uuid: (4, 512)}) == 0
+    assert api.cp.reconciler.sync_sizes(host_id, utcnow(), {uuid: (3, 256)}) == 0  # no change, no write
+    other = api.add_sim_host(tmp_path, "h2")["id"]                   # the same domain read on another host is a copy
+    assert api.cp.reconciler.sync_sizes(other, utcnow(), {uuid: (4, 512)}) == 0
+    api.task(api.post("/vms/w/stop", json={"force": True}))
+    assert api.cp.reconciler.sync_sizes(host_id, utcnow(), {uuid: (4, 512)}) == 0  # only a running VM has a live size
+    assert api.get("/vms/w").json()["cpus"] == 3
 
 
 def test_restart_fails_running_tasks_and_removes_half_made_vms(settings):

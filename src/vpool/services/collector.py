@@ -17,6 +17,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from datetime import datetime
 
 from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy import func, select
@@ -24,7 +25,7 @@ from sqlalchemy import func, select
 import vpool.store.telemetry_tables  # noqa: F401  (registers the telemetry tables on Base.metadata)
 from vpool.model.errors import Conflict, HypervisorError, Invalid, NotFound
 from vpool.model.states import HostState
-from vpool.store.tables import VM, Host, Task
+from vpool.store.tables import VM, Host, Task, utcnow
 from vpool.store.timeseries import ROLLUP_STEPS_S, Point, Retention, TimeSeries
 from vpool.telemetry.collector import (ANOMALY_SUFFIX, PERCENT_METRICS, SCOPES, HostReading, VMReading,
                                        anomaly_metric, host_rates, host_reading, known_metric, pool_metrics,
@@ -41,7 +42,8 @@ DETECTOR_IDLE_S = 3600  # a series unseen this long (its VM deleted) gives its d
 
 @dataclass(frozen=True)
 class HostRead:
-    """What one host answered, with the monotonic time of the answer (for rates)."""
+    """What one host answered, with the monotonic time of the answer (for rates) and the wall
+    time the question left (for the reconciler, whose writes must not undo a task's newer ones)."""
 
     host_id: int
     host: str
@@ -49,6 +51,7 @@ class HostRead:
     domains: list[tuple[str, str, dict]]
     host_stats: dict
     duration_s: float
+    read_at: datetime | None = None
 
 
 @dataclass
@@ -155,7 +158,7 @@ class TelemetryService:
         return self.ingest(now, reads, failed)
 
     def _read(self, host_id: int, name: str, uri: str) -> HostRead:
-        start = time.monotonic()
+        start, read_at = time.monotonic(), utcnow()
         try:
             drv = self.source.driver(host_id, uri)
             domains = drv.all_domain_stats()
@@ -164,7 +167,7 @@ class TelemetryService:
             self.source.failed(host_id)
             raise
         end = time.monotonic()
-        return HostRead(host_id, name, end, domains, host_stats, end - start)
+        return HostRead(host_id, name, end, domains, host_stats, end - start, read_at)
 
     def ingest(self, now: float, reads: list[HostRead], failed: dict[str, str]) -> list[dict]:
         """The pure-ish half of an interval, separate from the reading so tests and the
@@ -196,6 +199,8 @@ class TelemetryService:
                 latest[("host", hr.host)] = self._points(points, "host", hr.host, hr.host, hr.host, t_ms, hm)
                 self.readings[hr.host] = (cur, vms)
                 self.status[hr.host] = HostStatus(False, None, now, hr.duration_s, len(vms))
+                if hr.read_at is not None:
+                    self.cp.reconciler.sync_sizes(hr.host_id, hr.read_at, {r.uuid: r.size for r in vms if r.size})
             for name in failed:
                 self.readings.pop(name, None)
             with self.cp.store.session() as s:

@@ -38,6 +38,7 @@ from vpool.model.errors import HypervisorError, Unavailable
 from vpool.services.alarms import AlarmService
 from vpool.services.collector import TelemetryService
 from vpool.services.hosts import HostService
+from vpool.services.reconciler import Reconciler
 from vpool.store.db import Store
 
 SETTINGS_PASSED = ("data_dir", "database_url", "telemetry_interval_s", "telemetry_raw_retention_s",
@@ -134,8 +135,9 @@ class OwnConnections:
 
 
 class CollectorPlane:
-    """What the loop needs of a control plane (store, host capacity, alarms) and nothing else:
-    no task runner, no reconciler, no host monitor, which stay the API process's."""
+    """What the loop needs of a control plane (store, host capacity, alarms, the reconciler's
+    size check on what the loop reads) and nothing else: no task runner, no events, no host
+    monitor, which stay the API process's."""
 
     def __init__(self, settings: Settings):
         start_event_loop()  # keepalive on the child's connections
@@ -143,6 +145,7 @@ class CollectorPlane:
         self.store = Store(settings.database_url)
         self.hosts = HostService(self)
         self.alarms = AlarmService(self)
+        self.reconciler = Reconciler(self.store, connections=None)  # sync_sizes reads no hypervisor
         self.telemetry = TelemetryService(self, OwnConnections())
 
 

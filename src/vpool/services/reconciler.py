@@ -4,6 +4,8 @@ Events update one domain within a moment; the periodic full sync catches anythin
 missed (a restart of libvirtd, a host that came back). Both are safe to re-run.
 """
 
+from datetime import datetime
+
 from sqlalchemy import delete, or_, select, update
 
 from vpool.hypervisor.libvirt_driver import DomainInfo
@@ -49,6 +51,26 @@ class Reconciler:
                 if info is not None:
                     s.add(_unmanaged(s, info, host_id))
             s.commit()
+
+    def sync_sizes(self, host_id: int, read_at: datetime, sizes: dict[str, tuple[int, int]]) -> int:
+        """Writes the sizes (vCPUs, memory MiB) a host's running domains reported at read_at where
+        the store has another: the telemetry collector reads them every interval anyway, and
+        libvirt raises no event when vCPUs are plugged behind vpool's back. Returns the rows
+        changed; a row a task wrote since the read is the task's."""
+        if not sizes:
+            return 0
+        with self.store.session() as s:
+            rows = s.execute(select(VM.id, VM.uuid, VM.cpus, VM.memory_mib, VM.updated_at).where(
+                VM.host_id == host_id, VM.state == VMState.running)).all()
+            changed = 0
+            for vm_id, uuid, cpus, memory_mib, updated_at in rows:
+                size = sizes.get(uuid)
+                if size is None or size == (cpus, memory_mib) or updated_at >= read_at:
+                    continue
+                changed += s.execute(update(VM).where(VM.id == vm_id, VM.updated_at < read_at).values(
+                    cpus=size[0], memory_mib=size[1], updated_at=read_at)).rowcount
+            s.commit()
+        return changed
 
     def sync_domain(self, host_id: int, uuid: str) -> None:
         drv = self.connections.drivers.get(host_id)

@@ -61,6 +61,7 @@ class VMReading:
     wr_reqs: int | None
     rx_bytes: int | None
     tx_bytes: int | None
+    size: tuple[int, int] | None = None  # (vCPUs, memory MiB) a running domain reports it runs with
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,17 @@ def vm_reading(uuid: str, name: str, stats: dict) -> VMReading:
         wr_reqs=_sum(stats, "block.count", "block", "wr.reqs"),
         rx_bytes=_sum(stats, "net.count", "net", "rx.bytes"),
         tx_bytes=_sum(stats, "net.count", "net", "tx.bytes"),
+        size=_size(stats),
     )
+
+
+def _size(stats: dict) -> tuple[int, int] | None:
+    """The size a running domain has now, for the reconciler: libvirt raises no event when
+    vCPUs are plugged behind vpool's back, and this reading costs nothing more."""
+    cpus, max_kib = stats.get("vcpu.current"), stats.get("balloon.maximum")
+    if stats.get("state.state") != 1 or not cpus or not max_kib:
+        return None
+    return cpus, max_kib // 1024
 
 
 def host_reading(cpu_stats: dict, memory_total_bytes: int, memory_stats: dict | None) -> HostReading:
