@@ -4,8 +4,10 @@ import xml.etree.ElementTree as ET
 
 import libvirt
 import pytest
+from sqlalchemy import update
 
 from vpool.model.errors import HypervisorError
+from vpool.store.tables import VM
 
 from .conftest import eventually
 
@@ -252,6 +254,55 @@ def test_server_groups_keep_vms_apart_or_together(pool):
     groups = {g["name"]: g for g in pool.get("/groups").json()["items"]}
     assert groups["web"]["vms"] == ["web0", "web1"] and pool.get("/vms/web0").json()["group"] == "web"
     assert pool.delete("/groups/web").status_code == 409
+
+
+def test_vms_that_exist_join_and_leave_a_group_where_they_are_all_or_none(pool):
+    for name, host in (("a1", "h1"), ("a2", "h1"), ("b1", "h2"), ("u", "h2")):
+        create(pool, name, host=host)
+    pool.post("/groups", json={"name": "apart", "policy": "anti-affinity"})
+    pool.post("/groups", json={"name": "together", "policy": "affinity"})
+    r = pool.patch("/groups/apart", json={"add": ["a1", "b1", "a2"]})    # a2 shares h1 with a1
+    assert r.status_code == 409 and r.json()["detail"] == (
+        "a2 cannot join anti-affinity group apart: a2 is on h1, where a1 of the anti-affinity group already "
+        "runs; migrate it to another host first")
+    assert pool.get("/groups/apart").json()["vms"] == []                   # none joined
+    g = pool.patch("/groups/apart", json={"add": ["a1", "b1", "a1"]}).json()
+    assert g["members"] == [{"vm": "a1", "host": "h1", "state": "running"},
+                            {"vm": "b1", "host": "h2", "state": "running"}] and g["holds"]
+    assert pool.get("/vms/a1").json()["group"] == "apart"
+    r = pool.post("/vms", json={"name": "a3", "cpus": 1, "memory": "256M", "group": "apart"})
+    assert r.status_code == 409                                            # placement keeps the rule now
+    r = pool.patch("/groups/together", json={"add": ["a2", "u"]})
+    assert r.status_code == 409 and "u is on h2 and the affinity group's VMs are on h1; migrate it there" in r.text
+    r = pool.patch("/groups/together", json={"add": ["a1"]})
+    assert r.status_code == 409 and "a1 is in group apart" in r.json()["detail"]
+    for body, code, words in (({}, 422, "name the VMs"), ({"add": ["nope"]}, 404, "no VM 'nope'"),
+                              ({"remove": ["a2"]}, 409, "a2 is not in group apart"), ({"add": "a2"}, 422, "")):
+        r = pool.patch("/groups/apart", json=body)
+        assert r.status_code == code and words in r.json()["detail"], (body, r.text)
+    assert pool.patch("/groups/nope", json={"add": ["a2"]}).status_code == 404
+    # one call may swap members: b1 leaves, then a2... still meets a1 on h1
+    r = pool.patch("/groups/apart", json={"remove": ["b1"], "add": ["a2"]})
+    assert r.status_code == 409 and pool.get("/groups/apart").json()["vms"] == ["a1", "b1"]   # b1 stayed
+    assert pool.delete("/groups/apart").status_code == 409
+    r = pool.delete("/groups/apart")
+    assert "take them out of it" in r.json()["detail"] and "a1, b1" in r.json()["detail"]
+    g = pool.patch("/groups/apart", json={"remove": ["a1", "b1"]}).json()
+    assert g["vms"] == [] and pool.get("/vms/a1").json()["group"] is None
+    assert pool.delete("/groups/apart").status_code == 204
+
+
+def test_a_group_broken_behind_its_back_says_so(pool):
+    """A rule can break outside vpool (a VM moved with virsh); the group then says how."""
+    create(pool, "p", host="h1")
+    create(pool, "q", host="h2")
+    pool.post("/groups", json={"name": "g", "policy": "anti-affinity"})
+    pool.patch("/groups/g", json={"add": ["p", "q"]})
+    with pool.cp.store.session() as s:                                   # as the reconciler writes a move
+        s.execute(update(VM).where(VM.name == "q").values(host_id=pool.get("/hosts/h1").json()["id"]))
+        s.commit()
+    g = pool.get("/groups").json()["items"][0]
+    assert (g["holds"], g["breach"]) == (False, "p and q share h1")
 
 
 def test_a_vm_is_resized_where_its_host_has_room(pool, monkeypatch):

@@ -61,6 +61,17 @@ def test_host_and_vm_commands(server, tmp_path):
     assert r.exit_code == 0 and json.loads(r.stdout)["result"]["memory_mib"] == 1024, r.output
     r = vpool("vm", "resize", "c1", "--disk", "2G")  # libvirt's test driver cannot grow a volume
     assert r.exit_code == 1 and "cannot grow the VM's disk" in r.stderr, r.output
+    assert vpool("group", "create", "pair", "--policy", "anti-affinity").exit_code == 0
+    r = vpool("group", "add", "pair", "c1", "c2")  # both on cli1
+    assert r.exit_code == 1 and "c2 is on cli1, where c1 of the anti-affinity group already runs" in r.stderr
+    assert "c1 (cli1)" in vpool("group", "add", "pair", "c1").stdout
+    shown = dict(line.split(None, 1) for line in vpool("group", "show", "pair").stdout.splitlines())
+    assert (shown["VMs"], shown["rule"]) == ("c1 (cli1)", "holds")
+    assert "holds" in vpool("group", "list").stdout
+    r = vpool("group", "delete", "pair")
+    assert r.exit_code == 1 and "vpool group remove pair" in r.stderr
+    assert "no VMs" in vpool("group", "remove", "pair", "c1").stdout
+    assert vpool("group", "delete", "pair").exit_code == 0
     assert vpool("vm", "delete", "c1").exit_code == 0
 
 

@@ -55,6 +55,11 @@ class GroupCreate(Body):
     policy: str = Field(description="affinity, anti-affinity or soft-anti-affinity")
 
 
+class GroupChange(Body):
+    add: list[str] = Field(default_factory=list, description="VMs (names or ids) that join on the hosts they are on")
+    remove: list[str] = Field(default_factory=list, description="VMs that leave the group (first); they stay put")
+
+
 class FlavorCreate(Body):
     name: str
     cpus: int

@@ -293,14 +293,47 @@ def group_create(name: str, policy: str = typer.Option(..., help="affinity, anti
 
 @group_app.command("list")
 def group_list(as_json: bool = JSON):
+    """Groups, their VMs with their hosts, and whether each rule holds."""
     items = call("GET", "/groups")["items"]
     if as_json:
         return emit_json(items)
-    table("Groups", ["name", "policy", "VMs"], [[g["name"], g["policy"], ", ".join(g["vms"])] for g in items])
+    table("Groups", ["name", "policy", "VMs (host)", "rule"],
+          [[g["name"], g["policy"], _members(g), "holds" if g["holds"] else f"broken: {g['breach']}"] for g in items])
+
+
+@group_app.command("show")
+def group_show(name: str, as_json: bool = JSON):
+    g = call("GET", api_path("/groups/{}", name))
+    if as_json:
+        return emit_json(g)
+    details({"name": g["name"], "policy": g["policy"], "VMs": _members(g) or "-",
+             "rule": "holds" if g["holds"] else f"broken: {g['breach']}"})
+
+
+@group_app.command("add")
+def group_add(name: str, vms: list[str] = typer.Argument(..., help="VMs that join on the hosts they are on."),
+              as_json: bool = JSON):
+    """Put VMs that already exist into a group, where they are: all or none, and refused (with
+    the reason) when the rule forbids a VM's host; migrate it first."""
+    g = call("PATCH", api_path("/groups/{}", name), json={"add": vms})
+    emit_json(g) if as_json else console.print(f"group {name}: {_members(g)}")
+
+
+@group_app.command("remove")
+def group_remove(name: str, vms: list[str] = typer.Argument(..., help="VMs that leave the group."),
+                 as_json: bool = JSON):
+    """Take VMs out of a group (all or none); they stay where they are."""
+    g = call("PATCH", api_path("/groups/{}", name), json={"remove": vms})
+    emit_json(g) if as_json else console.print(f"group {name}: {_members(g) or 'no VMs'}")
+
+
+def _members(g: dict) -> str:
+    return ", ".join(f"{m['vm']} ({m['host'] or '-'})" for m in g["members"])
 
 
 @group_app.command("delete")
 def group_delete(name: str):
+    """Delete an empty group."""
     call("DELETE", api_path("/groups/{}", name))
     console.print(f"group {name} deleted")
 
