@@ -45,6 +45,10 @@ def test_host_and_vm_commands(server, tmp_path):
     shown = dict(line.split(None, 1) for line in vpool("vm", "show", "c1").stdout.splitlines())
     assert shown["hotplug"] == "up to 8 vCPUs; memory grows while stopped"
     assert (shown["host"], shown["image"], shown["flavor"]) == ("cli1", "-", "-")  # no Python None for people
+    r = vpool("vm", "migrate", "c1", "cli1")  # the destination as an argument, as --to
+    assert r.exit_code == 1 and "VM c1 already runs on cli1" in r.stderr, r.output
+    r = vpool("vm", "migrate", "c1", "cli1", "--to", "elsewhere")
+    assert r.exit_code == 1 and "name the destination once" in r.stderr
     r = vpool("host", "maintenance", "cli1", "on")  # the host first, as one says it, works too
     assert r.exit_code == 1 and "0 of 2 VMs left cli1" in r.stderr, r.output  # the pool's only host
     assert vpool("host", "maintenance", "off", "cli1").exit_code == 0

@@ -13,7 +13,9 @@ def register(vm_app: typer.Typer) -> None:
     vm_app.command("migration-policy")(policy)
 
 
-def migrate(name: str, to: str = typer.Option(None, "--to", help="Destination host (default: placement picks)."),
+def migrate(name: str, destination: str = typer.Argument(None, help="Destination host (or --to; default: "
+                                                                     "placement picks)."),
+            to: str = typer.Option(None, "--to", "--host", help="Destination host (default: placement picks)."),
             copy_storage: bool = typer.Option(False, "--copy-storage",
                                               help="Copy the disk too (hosts without shared storage)."),
             storage_pool: str | None = typer.Option(None, help="With --copy-storage: the destination's pool "
@@ -23,6 +25,9 @@ def migrate(name: str, to: str = typer.Option(None, "--to", help="Destination ho
             no_wait: bool = typer.Option(False, "--no-wait", help="Return at once with the task."),
             as_json: bool = JSON):
     """Live-migrate a running VM to another host; `vpool task cancel ID` aborts it (the VM stays)."""
+    if destination and to and destination != to:
+        fail(f"name the destination once: {destination!r} or --to {to!r}")
+    to = destination or to
     task = follow(call("POST", api_path("/vms/{}/migrate", name), json={
         "to": to, "copy_storage": copy_storage, "storage_pool": storage_pool, "max_downtime_ms": max_downtime,
         "bandwidth_mib_s": bandwidth}), not no_wait, as_json)
