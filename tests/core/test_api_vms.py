@@ -93,6 +93,10 @@ def test_bad_requests_change_nothing(pool):
         r = pool.get(path)
         assert r.status_code == status and r.headers["content-type"] == "application/problem+json", (path, r.text)
     assert pool.get("/vms", params={"offset": huge}).status_code == 422
+    for params, words in (({"state": "runing"}, "no VM state 'runing'; one of creating"),
+                          ({"ownership": "mine"}, "no VM ownership 'mine'"), ({"group": "nope"}, "no group 'nope'")):
+        r = pool.get("/vms", params=params)
+        assert r.status_code in (404, 422) and words in r.json()["detail"], (params, r.text)
 
 
 def test_placement_never_goes_above_the_ratios(pool):
@@ -270,6 +274,8 @@ def test_vms_that_exist_join_and_leave_a_group_where_they_are_all_or_none(pool):
     assert g["members"] == [{"vm": "a1", "host": "h1", "state": "running"},
                             {"vm": "b1", "host": "h2", "state": "running"}] and g["holds"]
     assert pool.get("/vms/a1").json()["group"] == "apart"
+    listed = pool.get("/vms", params={"group": "apart", "name": "a"}).json()
+    assert [(v["name"], v["group"]) for v in listed["items"]] == [("a1", "apart")] and listed["total"] == 1
     r = pool.post("/vms", json={"name": "a3", "cpus": 1, "memory": "256M", "group": "apart"})
     assert r.status_code == 409                                            # placement keeps the rule now
     r = pool.patch("/groups/together", json={"add": ["a2", "u"]})

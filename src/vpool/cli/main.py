@@ -229,19 +229,21 @@ def vm_delete(name: str, no_wait: bool = NO_WAIT, as_json: bool = JSON):
 
 
 @vm_app.command("list")
-def vm_list(host: str = typer.Option(None), state: str = typer.Option(None),
+def vm_list(name: str = typer.Option(None, help="Names that begin with this."), host: str = typer.Option(None),
+            state: str = typer.Option(None, help="running, shutoff, paused, missing, …"),
+            group: str = typer.Option(None, help="VMs of this server group."),
             ownership: str = typer.Option(None, help="managed or unmanaged"),
             limit: int = typer.Option(100), offset: int = typer.Option(0), as_json: bool = JSON):
-    """VMs, filtered and paginated."""
-    params = {k: v for k, v in {"host": host, "state": state, "ownership": ownership, "limit": limit,
-                                "offset": offset}.items() if v is not None}
+    """VMs, filtered (the filters combine) and paginated."""
+    params = {k: v for k, v in {"name": name, "host": host, "state": state, "group": group, "ownership": ownership,
+                                "limit": limit, "offset": offset}.items() if v is not None}
     page = call("GET", "/vms", params=params)
     if as_json:
         return emit_json(page)
     table(f"VMs ({len(page['items'])} of {page['total']})", ["name", "state", "host", "vCPU", "RAM MiB",
-                                                              "disk GiB", "image", "owner"],
-           [[v["name"], v["state"], v["host"], v["cpus"], v["memory_mib"], v["disk_gib"], v["image"], v["ownership"]]
-            for v in page["items"]])
+                                                              "disk GiB", "image", "group", "owner"],
+           [[v["name"], v["state"], v["host"], v["cpus"], v["memory_mib"], v["disk_gib"], v["image"], v["group"],
+             v["ownership"]] for v in page["items"]])
 
 
 @vm_app.command("show")

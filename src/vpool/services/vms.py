@@ -238,9 +238,14 @@ class VMService:
         return self.cp.runner.submit("vm.adopt", name, {}, body, requested_by=requested_by)
 
     def listing(self, limit: int, offset: int, state: str | None = None, host: str | None = None,
-                ownership: str | None = None, name: str | None = None) -> tuple[list[dict], int]:
-        """Filters combine; `name` matches a prefix."""
+                ownership: str | None = None, name: str | None = None,
+                group: str | None = None) -> tuple[list[dict], int]:
+        """Filters combine; `name` matches a prefix. A state or ownership that does not exist is
+        refused rather than answered with an empty page that reads as "none"."""
         where = []
+        for value, kind, known in ((state, "state", VMState), (ownership, "ownership", VMOwnership)):
+            if value and value not in set(known):
+                raise Invalid(f"there is no VM {kind} {value!r}; one of {', '.join(known)}")
         if state:
             where.append(VM.state == state)
         if ownership:
@@ -250,6 +255,8 @@ class VMService:
         with self.cp.store.session() as s:
             if host:
                 where.append(VM.host_id == self.cp.hosts.get(s, host).id)
+            if group:
+                where.append(VM.group_id == self.cp.groups.get(s, group).id)
             return list_page(s, where, limit, offset)
 
     def show(self, ref: str) -> dict:

@@ -12,9 +12,10 @@ router = APIRouter(tags=["vms"])
 
 @router.get("/vms")
 def list_vms(page: Page = Depends(), state: str | None = None, host: str | None = None,
-             ownership: str | None = None, name: str | None = None, cp=Depends(control_plane)):
+             ownership: str | None = None, name: str | None = None, group: str | None = None,
+             cp=Depends(control_plane)):
     """Filters combine; `name` matches a prefix."""
-    items, total = cp.vms.listing(page.limit, page.offset, state, host, ownership, name)
+    items, total = cp.vms.listing(page.limit, page.offset, state, host, ownership, name, group)
     return fast_json(page.wrap(items, total))
 
 
