@@ -149,6 +149,12 @@ def test_plans_on_the_live_pool(api, tmp_path):
     plan = api.get("/plans/balance").json()
     assert plan["moves"] and all(m["from"] == "h1" and m["to"] == "h2" for m in plan["moves"])
     assert plan["score_after"] < plan["score_before"]
+    api.task(api.post("/vms/v0/stop", json={"force": True}))
+    with api.cp.store.session() as s:
+        s.execute(update(VM).where(VM.name == "v1").values(ownership="unmanaged"))
+        s.commit()
+    moved = {m["vm"] for m in api.get("/plans/balance").json()["moves"]}
+    assert moved and not moved & {"v0", "v1"}  # a plan moves what vpool can live-migrate: its own running VMs
     assert api.get("/plans/ha", params={"failures": 1}).status_code == 200
     # DPM: "own" sees none of the VMs' disks, so it stays on only as the control plane's own machine
     assert sorted(api.get("/plans/consolidate").json()["power_off"]) == ["h2", "own"]
