@@ -157,6 +157,26 @@ def test_maintenance_evacuates_the_host_and_blocks_placements(lab, pool, guest):
     assert counters(ip)["boots"] == before["boots"]
 
 
+def test_an_applied_balance_plan_moves_guests_live(lab, pool, guest):
+    name, ip = guest
+    src = _vm(pool, name)["host"]
+    before = counters(ip)
+    pool.task(pool.post("/vms", json={"name": "mgbal", "image": "tiny", "memory": "128M", "disk": "1G",
+                                      "host": src}), timeout=120)
+    try:
+        plan = pool.get("/plans/balance").json()
+        assert len(plan["moves"]) == 1 and plan["moves"][0]["to"] == other(src), plan
+        task = pool.task(pool.post("/plans/balance/apply"), timeout=180)
+        moved = task["result"]["moves"]
+        assert [(m["vm"], m["to"]) for m in moved] == [(m["vm"], m["to"]) for m in plan["moves"]]
+        vm = _vm(pool, moved[0]["vm"])
+        assert vm["host"] == other(src) and running_on(lab, vm["uuid"]) == [other(src)]
+        assert task["result"]["score_now"] < task["result"]["score_before"]
+        assert counters(ip)["boots"] == before["boots"]  # whichever moved, the guest never restarted
+    finally:
+        pool.task(pool.delete("/vms/mgbal"), timeout=120)
+
+
 def test_cancel_aborts_the_migration_and_the_guest_stays_on_the_source(lab, pool, guest):
     name, ip = guest
     src, dst, before, task_id = _slow_migration(pool, guest)

@@ -1,4 +1,5 @@
-"""`vpool plan …`: what balancing, consolidation, HA and capacity planning would do. Read-only.
+"""`vpool plan …`: what balancing, consolidation, HA and capacity planning would do, and, with
+`--apply`, doing a balance or consolidation plan on the live pool.
 
 With `--htools FILE` the plan is made here from a Ganeti htools text file, without a server;
 otherwise the server plans on the live pool (`GET /plans/KIND`). Both print the same JSON.
@@ -14,12 +15,14 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from vpool.cli.client import JSON, api_path, call, console, fail
+from vpool.cli.client import JSON, NO_WAIT, api_path, call, console, fail, follow
 from vpool.placement.htools import HtoolsError, new_disks, read_htools
 from vpool.placement.report import plan_report
 
-app = typer.Typer(help="Plans: balance, consolidate, HA and capacity, read-only.",
-                  no_args_is_help=True)
+app = typer.Typer(help="Plans: balance, consolidate, HA and capacity; balance and consolidate "
+                       "can be applied.", no_args_is_help=True)
+APPLY = typer.Option(False, "--apply", help="Do it: the plan is made afresh and its moves run as live "
+                                            "migrations, stage by stage (a task).")
 
 HTOOLS = typer.Option(None, "--htools", help="Plan from a Ganeti htools text file instead of "
                                              "the live pool (no server needed).")
@@ -39,6 +42,29 @@ def _report(kind: str, htools: Optional[Path], params: dict, template: Optional[
         fail(f"cannot read {htools}: {e.strerror}")
     except (HtoolsError, ValueError) as e:
         fail(f"{htools}: {e}" if isinstance(e, HtoolsError) else str(e))
+
+
+def _apply(kind: str, htools: Optional[Path], params: dict, no_wait: bool, as_json: bool) -> None:
+    if htools is not None:
+        fail("--apply works on the live pool; a plan from an htools file is only shown")
+    task = follow(call("POST", api_path("/plans/{}/apply", kind),
+                       json={k: v for k, v in params.items() if v is not None}), not no_wait, as_json)
+    r = task.get("result")
+    if as_json or task["state"] != "succeeded" or not r:
+        return
+    if r["moves"]:
+        table = Table(title=f"{kind}: {len(r['moves'])} moves made", title_justify="left")
+        for column in ("stage", "vm", "from", "to", "why"):
+            table.add_column(column)
+        for m in r["moves"]:
+            table.add_row(str(m["stage"]), m["vm"], m["from"], m["to"], m["reason"])
+        console.print(table)
+    console.print(f"score {r['score_before']:.8f} -> {r['score_now']:.8f} (planned {r['score_planned']:.8f})",
+                  highlight=False)
+    if r["power_off"]:
+        console.print(f"in maintenance, can be powered off: {', '.join(r['power_off'])}", highlight=False)
+    if r["wake"]:
+        console.print(f"wake (power on, maintenance off): {', '.join(r['wake'])}", highlight=False)
 
 
 def _emit(data: dict) -> None:
@@ -77,12 +103,13 @@ def balance(htools: Optional[Path] = HTOOLS,
             ignore_dynu: bool = typer.Option(False, "--ignore-dynu",
                                              help="Leave out the VM-count load terms, like "
                                                   "hbal --ignore-dynu."),
-            as_json: bool = JSON):
+            apply: bool = APPLY, no_wait: bool = NO_WAIT, as_json: bool = JSON):
     """Moves that balance the pool (Ganeti's hbal score), in stages that can run together."""
-    data = _report("balance", htools, {"max_moves": max_moves, "min_gain": min_gain,
-                                       "min_gain_limit": min_gain_limit,
-                                       "migration_cost": migration_cost,
-                                       "ignore_dynu": ignore_dynu})
+    params = {"max_moves": max_moves, "min_gain": min_gain, "min_gain_limit": min_gain_limit,
+              "migration_cost": migration_cost, "ignore_dynu": ignore_dynu}
+    if apply:
+        return _apply("balance", htools, params, no_wait, as_json)
+    data = _report("balance", htools, params)
     _emit(data) if as_json else _show_plan(data)
 
 
@@ -94,11 +121,16 @@ def consolidate(htools: Optional[Path] = HTOOLS,
                 wake_above: float = typer.Option(0.9, help="Above this share of the powered-on "
                                                            "pool, wake hosts instead."),
                 max_moves: Optional[int] = typer.Option(None, help="Move budget."),
-                as_json: bool = JSON):
+                apply: bool = typer.Option(False, "--apply", help="Do it: the hosts to power off go into "
+                                           "maintenance and are emptied by live migration, stage by stage (a "
+                                           "task); vpool does not power hosts off or on."),
+                no_wait: bool = NO_WAIT, as_json: bool = JSON):
     """Hosts that can be emptied and powered off (DPM), or hosts to wake."""
-    data = _report("consolidate", htools, {
-        "cpu_target": cpu_target, "memory_target": memory_target, "disk_target": disk_target,
-        "wake_above": wake_above, "max_moves": max_moves})
+    params = {"cpu_target": cpu_target, "memory_target": memory_target, "disk_target": disk_target,
+              "wake_above": wake_above, "max_moves": max_moves}
+    if apply:
+        return _apply("consolidate", htools, params, no_wait, as_json)
+    data = _report("consolidate", htools, params)
     _emit(data) if as_json else _show_plan(data)
 
 

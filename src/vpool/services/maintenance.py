@@ -7,16 +7,11 @@ running, the host went down) stays where it is and the task names it with the re
 `on` again retries what is left. `off` puts the host back in service.
 """
 
-import time
-
 from sqlalchemy import select
 
 from vpool.model.errors import Conflict, VpoolError
-from vpool.model.states import TaskState, VMOwnership
-from vpool.services.tasks import Cancelled
-from vpool.store.tables import VM, Task
-
-WAIT_S = 0.5
+from vpool.model.states import VMOwnership
+from vpool.store.tables import VM
 
 
 class MaintenanceService:
@@ -51,37 +46,10 @@ class MaintenanceService:
                 started[vm] = self.migrations.migrate(vm, requested_by=requested_by).id
             except VpoolError as e:
                 not_moved[vm] = e.detail
-        moved = self._wait(ctx, started, not_moved, len(vms))
+        moved = self.migrations.follow(ctx, started, not_moved)
         report = {"host": name, "maintenance": True, "moved": moved, "not_moved": not_moved}
         if not_moved:
             reasons = "; ".join(f"{vm}: {why}" for vm, why in not_moved.items())
             raise Conflict(f"{len(moved)} of {len(vms)} VMs left {name}; not moved: {reasons}. {name} stays in "
                            "maintenance (no new VMs); run maintenance on again to retry")
         return report
-
-    def _wait(self, ctx, started: dict[str, int], not_moved: dict[str, str], total: int) -> dict[str, str]:
-        """Follows the migrations to their end; returns VM -> destination for those that moved."""
-        moved: dict[str, str] = {}
-        pending = dict(started)
-        while pending:
-            if ctx.cancelled():
-                for task_id in pending.values():
-                    self.cp.runner.cancel(task_id)
-            with self.cp.store.session() as s:
-                tasks = {vm: s.get(Task, tid) for vm, tid in pending.items()}
-            for vm, t in tasks.items():
-                if t.state == TaskState.succeeded:
-                    moved[vm] = t.result["destination"]
-                elif t.state in (TaskState.failed, TaskState.cancelled):
-                    not_moved[vm] = t.error or t.message
-                else:
-                    continue
-                del pending[vm]
-            done = total - len(pending)
-            ctx.progress(int(100 * done / max(total, 1)), f"{len(moved)} moved, {len(not_moved)} not moved, "
-                                                          f"{len(pending)} migrating")
-            if pending:
-                time.sleep(WAIT_S)
-        if ctx.cancelled():
-            raise Cancelled()
-        return moved

@@ -34,15 +34,16 @@ from vpool.hypervisor.libvirt_migration import (UNREACHABLE, JobProgress, LiveMi
                                                 resume_postcopy, source_job_abort)
 from vpool.hypervisor.libvirt_protection import ProtectionOps
 from vpool.model.errors import Conflict, HypervisorError, Invalid, NoCapacity
-from vpool.model.states import ACTIVE, VMOwnership, VMState
+from vpool.model.states import ACTIVE, TaskState, VMOwnership, VMState
 from vpool.placement import ClusterState, PlacementRequest, place
 from vpool.placement.request import count
 from vpool.services.pool import group_constraints, cluster_state
 from vpool.services.tasks import Cancelled
 from vpool.store.migration_tables import BOOKING, Migration
-from vpool.store.tables import VM, Host, Setting, utcnow
+from vpool.store.tables import VM, Host, Setting, Task, utcnow
 
 POLL_S = 0.2
+FOLLOW_S = 0.5  # how often a task that started migrations looks at them
 CURRENT_HOST = "vpool:current-host"  # the tag that keeps placement off the VM's own host
 OTHER_NETWORK = "vpool:other-network"  # ...and off hosts without the VM's network
 SAME_STORAGE = "vpool:same-storage"  # ...and, for a disk copied into a host's own pool, off hosts that see it
@@ -295,6 +296,38 @@ class MigrationService:
                 release()
 
         return self.cp.runner.start(task, body)
+
+    def follow(self, ctx, started: dict[str, int], not_moved: dict[str, str], done_before: int = 0,
+               total: int | None = None, stage: str = "") -> dict[str, str]:
+        """Follows migration tasks (VM -> task id) to their end for a task that started them
+        (maintenance, a plan): its progress counts them, its cancel cancels them. Returns VM ->
+        destination for those that moved; why the others did not goes into not_moved."""
+        refused = len(not_moved)  # refused before they started: done, as far as progress goes
+        total = total if total is not None else done_before + refused + len(started)
+        moved: dict[str, str] = {}
+        pending = dict(started)
+        while pending:
+            if ctx.cancelled():
+                for task_id in pending.values():
+                    self.cp.runner.cancel(task_id)
+            with self.cp.store.session() as s:
+                tasks = {vm: s.get(Task, tid) for vm, tid in pending.items()}
+            for vm, t in tasks.items():
+                if t.state == TaskState.succeeded:
+                    moved[vm] = t.result["destination"]
+                elif t.state in (TaskState.failed, TaskState.cancelled):
+                    not_moved[vm] = t.error or t.message
+                else:
+                    continue
+                del pending[vm]
+            done = done_before + refused + len(started) - len(pending)
+            ctx.progress(int(100 * done / max(total, 1)), f"{stage}{len(moved)} moved, {len(not_moved)} not moved, "
+                                                          f"{len(pending)} migrating")
+            if pending:
+                time.sleep(FOLLOW_S)
+        if ctx.cancelled():
+            raise Cancelled()
+        return moved
 
     def _book(self, ref: str, to: str | None, src_id: int, src_name: str, copy_storage: bool,
               max_downtime_ms: int | None, bandwidth_mib_s: int | None, storage_pool: str | None,

@@ -1,9 +1,13 @@
-"""Read-only plans on the live pool; the same JSON `vpool plan … --htools FILE --json` prints offline."""
+"""Plans on the live pool (the same JSON `vpool plan … --htools FILE --json` prints offline), and
+the task that applies a balance or consolidation plan."""
 
-from fastapi import APIRouter, Depends, Request
+import json
+
+from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import PlainTextResponse
 
-from vpool.api.deps import control_plane
+from vpool.api.deps import caller, control_plane
+from vpool.api.routes.common import accepted
 
 router = APIRouter(tags=["plans"])
 
@@ -18,3 +22,12 @@ def export_htools(cp=Depends(control_plane)):
 def plan(kind: str, request: Request, cp=Depends(control_plane)):
     """kind: balance, consolidate, ha or capacity; query parameters are the plan's policy."""
     return cp.plans.plan(kind, dict(request.query_params))
+
+
+@router.post("/plans/{kind}/apply", status_code=202)
+def apply_plan(kind: str, params: dict[str, str | int | float | bool] = Body(default={}),
+               who: str = Depends(caller), cp=Depends(control_plane)):
+    """Makes the plan afresh and runs its moves as live migrations, stage by stage (balance or
+    consolidate); the body holds the plan's policy, as the query of GET /plans/{kind} does."""
+    return accepted(cp.plans.apply(kind, {k: v if isinstance(v, str) else json.dumps(v) for k, v in params.items()},
+                                   requested_by=who))

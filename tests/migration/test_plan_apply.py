@@ -1,0 +1,111 @@
+"""Applying balance and consolidation plans on simulated hosts: the moves run as migrations
+stage by stage, a refused move ends the plan with what was done, and bad requests change
+nothing. libvirt's test driver cannot migrate, so each migration here moves the domain from
+one simulated host to the other by hand; tests/migration/test_live.py applies a plan to real
+guests."""
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.serving import cli_env
+from vpool.cli.main import app
+from vpool.hypervisor.libvirt_driver import LibvirtDriver
+from vpool.model.errors import HypervisorError
+from vpool.services.migration import MigrationService
+
+
+@pytest.fixture
+def pool(api, tmp_path, monkeypatch):
+    for name in ("h1", "h2", "h3"):
+        api.add_sim_host(tmp_path, name, cpus=8, memory_mib=16384, storage="nas")
+    for i in range(4):
+        api.task(api.post("/vms", json={"name": f"v{i}", "cpus": 1, "memory": "2G", "disk": "1G", "host": "h1"}))
+
+    def moved_by_hand(self, ctx, job, policy, new_disk, run):
+        src = self.cp.connections.driver(job["src_id"]).conn
+        dst = self.cp.connections.driver(job["dst_id"]).conn
+        dom = src.lookupByUUIDString(job["uuid"])
+        xml = dom.XMLDesc(0)
+        dom.destroy()
+        dom.undefine()
+        dst.defineXML(xml).create()
+        run.started, run.stats = True, {"time_elapsed": 10, "downtime": 1, "memory_processed": 2**20}
+        run.source_state, run.dest_state = "missing", "running"
+    monkeypatch.setattr(MigrationService, "_live", moved_by_hand)
+    monkeypatch.setattr(LibvirtDriver, "volume_exists", lambda self, path: True)  # "nas": each host sees each disk
+    return api
+
+
+def _hosts(api) -> dict[str, str]:
+    return {v["name"]: v["host"] for v in api.get("/vms").json()["items"]}
+
+
+def test_a_balance_plan_is_applied_stage_by_stage(pool):
+    plan = pool.get("/plans/balance").json()
+    assert plan["moves"]
+    task = pool.task(pool.post("/plans/balance/apply"))
+    r = task["result"]
+    assert [(m["vm"], m["to"]) for m in r["moves"]] == [(m["vm"], m["to"]) for m in plan["moves"]]
+    hosts = _hosts(pool)
+    assert all(hosts[m["vm"]] == m["to"] for m in r["moves"])
+    assert r["score_now"] == pytest.approx(r["score_planned"]) and r["score_now"] < r["score_before"]
+    assert pool.get("/plans/balance").json()["moves"] == []                  # nothing left to do
+    kinds = [t["kind"] for t in pool.get("/tasks", params={"limit": 50}).json()["items"]]
+    assert kinds.count("vm.migrate") == len(plan["moves"])                    # each move is a migration task
+
+
+def test_a_consolidation_parks_the_hosts_it_empties(pool):
+    pool.task(pool.post("/vms/v3/migrate", json={"to": "h2"}))
+    plan = pool.get("/plans/consolidate").json()
+    assert plan["power_off"] and plan["moves"]
+    r = pool.task(pool.post("/plans/consolidate/apply", json={"cpu_target": 0.9}))["result"]
+    for host in r["power_off"]:
+        assert pool.get(f"/hosts/{host}").json()["maintenance"] is True
+        assert host not in _hosts(pool).values()
+    r = pool.post("/vms", json={"name": "new", "cpus": 1, "memory": "1G", "host": r["power_off"][0]})
+    assert r.status_code == 409                                                # parked: nothing new lands there
+
+
+def test_a_failed_move_ends_the_plan_after_its_stage_with_what_was_done(pool, monkeypatch):
+    moves = pool.get("/plans/balance").json()["moves"]
+    assert len(moves) >= 2
+    failing = moves[0]["vm"]
+    moved_by_hand = MigrationService._live
+
+    def breaks_for_one(self, ctx, job, policy, new_disk, run):
+        if job["name"] == failing:
+            raise HypervisorError("the link dropped")
+        moved_by_hand(self, ctx, job, policy, new_disk, run)
+    monkeypatch.setattr(MigrationService, "_live", breaks_for_one)
+    task = pool.task(pool.post("/plans/balance/apply"), expect="failed")
+    made = [m for m in moves[1:] if m["stage"] == 1]  # its stage's other moves run; later stages do not
+    assert task["error"].startswith(f"the balance plan stopped after {len(made)} of {len(moves)} moves: "
+                                    f"{failing}: migration of {failing} from h1 to {moves[0]['to']} failed: "
+                                    f"the link dropped; it still runs on h1. Every move made is whole"), task["error"]
+    hosts = _hosts(pool)
+    assert hosts[failing] == "h1" and all(hosts[m["vm"]] == (m["to"] if m in made else "h1") for m in moves[1:])
+
+
+@pytest.mark.parametrize("kind, body, status, words", [
+    ("ha", {}, 422, "only balance and consolidate plans are applied"),
+    ("sideways", {}, 422, "only balance and consolidate"),
+    ("balance", {"max_moves": "many"}, 422, "parameter max_moves"),
+    ("balance", {"bogus": 1}, 422, "takes no parameter 'bogus'"),
+    ("consolidate", {"cpu_target": [1]}, 422, ""),
+])
+def test_bad_requests_start_nothing(pool, kind, body, status, words):
+    before = pool.get("/tasks").json()["total"]
+    r = pool.post(f"/plans/{kind}/apply", json=body)
+    assert r.status_code == status and words in r.json()["detail"], r.text
+    assert pool.get("/tasks").json()["total"] == before
+
+
+def test_the_cli_applies_and_says_what_it_did(pool, monkeypatch, tmp_path):
+    with cli_env(pool.cp, monkeypatch):
+        r = CliRunner().invoke(app, ["plan", "balance", "--apply"])
+        assert r.exit_code == 0 and "balance: 2 moves made" in r.stdout, r.output
+        r = CliRunner().invoke(app, ["plan", "consolidate", "--apply"])
+        assert r.exit_code == 0 and "consolidate: 2 moves made" in r.stdout, r.output
+        assert "in maintenance, can be powered off: " in r.stdout
+        r = CliRunner().invoke(app, ["plan", "balance", "--apply", "--htools", str(tmp_path / "c.txt")])
+        assert r.exit_code == 1 and "--apply works on the live pool" in r.stderr
