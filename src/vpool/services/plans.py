@@ -58,6 +58,7 @@ class PlanService:
         self._park(parked)
         done, not_moved = [], {}
         for stage in range(1, stages + 1):
+            ctx.check_cancel()
             started = {}
             for m in (m for m in moves if m["stage"] == stage):
                 try:
