@@ -4,14 +4,20 @@ nothing. libvirt's test driver cannot migrate, so each migration here moves the 
 one simulated host to the other by hand; tests/migration/test_live.py applies a plan to real
 guests."""
 
+import threading
+
 import pytest
+from sqlalchemy import update
 from typer.testing import CliRunner
 
+from tests.core.conftest import eventually
 from tests.serving import cli_env
 from vpool.cli.main import app
 from vpool.hypervisor.libvirt_driver import LibvirtDriver
 from vpool.model.errors import HypervisorError
+from vpool.services import drs
 from vpool.services.migration import MigrationService
+from vpool.store.tables import Host, Task
 
 
 @pytest.fixture
@@ -109,3 +115,57 @@ def test_the_cli_applies_and_says_what_it_did(pool, monkeypatch, tmp_path):
         assert "in maintenance, can be powered off: " in r.stdout
         r = CliRunner().invoke(app, ["plan", "balance", "--apply", "--htools", str(tmp_path / "c.txt")])
         assert r.exit_code == 1 and "--apply works on the live pool" in r.stderr
+
+
+def test_drs_balances_the_pool_by_itself_once_turned_on(pool, monkeypatch):
+    assert pool.get("/plans/drs").json()["automation"] == "off"
+    status = pool.patch("/plans/drs", json={"automation": "automatic", "interval_s": 10, "max_moves": 1}).json()
+    assert (status["automation"], status["interval_s"], status["max_moves"]) == ("automatic", 10.0, 1)
+    monkeypatch.setattr(drs, "TICK_S", 0.2)
+    stop = threading.Event()
+    pool.cp.drs.start(stop)  # the fixture's control plane started its loop at the old tick
+    try:
+        task = eventually(lambda: next((t for t in pool.get("/tasks", params={"kind": "plan.apply"}).json()["items"]
+                                        if t["state"] == "succeeded"), None), timeout=30)
+    finally:
+        stop.set()
+    assert task["requested_by"] == "drs" and len(task["result"]["moves"]) == 1  # one move a run, as asked
+    assert "applying 1 move (task" in pool.get("/plans/drs").json()["last_run"]["outcome"]
+
+
+def test_a_drs_run_waits_for_migrations_and_says_when_there_is_nothing_to_gain(pool):
+    h2 = pool.get("/hosts/h2").json()["id"]
+    with pool.cp.store.session() as s:
+        s.add(Task(kind="vm.migrate", target="v0", state="running", params={}))
+        s.commit()
+    r = pool.post("/plans/drs/run").json()
+    assert r["task"] is None and r["last_run"]["outcome"].startswith("skipped: 1 migration")
+    with pool.cp.store.session() as s:
+        s.execute(update(Task).where(Task.kind == "vm.migrate").values(state="failed"))
+        s.execute(update(Host).where(Host.id == h2).values(state="down"))
+        s.commit()
+    assert "h2 is down" in pool.post("/plans/drs/run").json()["last_run"]["outcome"]
+    with pool.cp.store.session() as s:
+        s.execute(update(Host).where(Host.id == h2).values(state="up"))
+        s.commit()
+    r = pool.post("/plans/drs/run").json()            # automation off: a run asked for by hand still runs
+    assert eventually(lambda: pool.get(f"/tasks/{r['task']}").json()["state"] == "succeeded")
+    r = pool.post("/plans/drs/run").json()
+    assert r["task"] is None and r["last_run"]["outcome"].startswith("balanced: ")
+    for body, words in (({"automation": "sometimes"}, "automation must be"), ({"interval_s": 1}, "at least 10"),
+                        ({"max_moves": 0}, "at least 1"), ({"nope": 1}, "unknown DRS setting nope")):
+        r = pool.patch("/plans/drs", json=body)
+        assert r.status_code == 422 and words in r.json()["detail"], (body, r.text)
+    assert pool.get("/plans/drs").json()["automation"] == "off"
+
+
+def test_the_cli_shows_changes_and_runs_drs(pool, monkeypatch):
+    with cli_env(pool.cp, monkeypatch):
+        r = CliRunner().invoke(app, ["plan", "drs", "--set", "automation=automatic", "--set", "interval_s=600"])
+        shown = dict(line.split(None, 1) for line in r.stdout.splitlines())
+        assert r.exit_code == 0 and (shown["automation"], shown["interval_s"]) == ("automatic", "600.0"), r.output
+        r = CliRunner().invoke(app, ["plan", "drs", "--set", "automation"])
+        assert r.exit_code == 1 and "--set takes KEY=VALUE" in r.stderr
+        r = CliRunner().invoke(app, ["plan", "drs", "--run"])
+        assert r.exit_code == 0 and "applying 2 moves" in r.stdout and "plan.apply balance: succeeded" in r.stdout, \
+            r.output

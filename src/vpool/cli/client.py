@@ -129,6 +129,17 @@ def emit_json(data) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
+def key_values(items: list[str] | None) -> dict[str, str]:
+    """--set KEY=VALUE options as a dict; a malformed one ends the command."""
+    changes = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            fail(f"--set takes KEY=VALUE, not {item!r}")
+        changes[key] = value
+    return changes
+
+
 def follow(task: dict, wait: bool, as_json: bool) -> dict:
     """Wait for a task behind a progress bar (or not), then report how it ended."""
     if wait and task["state"] not in FINISHED:

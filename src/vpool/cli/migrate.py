@@ -3,7 +3,7 @@
 import typer
 from rich.table import Table
 
-from vpool.cli.client import JSON, api_path, call, console, details, emit_json, fail, follow
+from vpool.cli.client import JSON, api_path, call, console, details, emit_json, fail, follow, key_values
 
 
 
@@ -57,12 +57,7 @@ def policy(settings: list[str] = typer.Option(None, "--set", help="KEY=VALUE, re
                                                                    "postcopy_after_s=30"),
            as_json: bool = JSON):
     """Show or change the pool's migration policy (auto-converge, post-copy bound, limits per host)."""
-    changes = {}
-    for item in settings or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            fail(f"--set takes KEY=VALUE, not {item!r}")
-        changes[key] = value
+    changes = key_values(settings)
     p = call("PATCH", "/migrations/policy", json=changes) if changes else call("GET", "/migrations/policy")
     if as_json:
         return emit_json(p)

@@ -15,7 +15,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from vpool.cli.client import JSON, NO_WAIT, api_path, call, console, fail, follow
+from vpool.cli.client import JSON, NO_WAIT, api_path, call, console, details, fail, follow, key_values
 from vpool.placement.htools import HtoolsError, new_disks, read_htools
 from vpool.placement.report import plan_report
 
@@ -173,6 +173,25 @@ def capacity(htools: Optional[Path] = HTOOLS,
         table.add_row(name, str(count))
     console.print(table)
     console.print(data["limited_by"], highlight=False)
+
+
+@app.command()
+def drs(settings: list[str] = typer.Option(None, "--set", help="KEY=VALUE, repeatable: automation=automatic|off, "
+                                                               "interval_s, max_moves, min_gain, migration_cost."),
+        run: bool = typer.Option(False, "--run", help="One run now, whatever the automation."),
+        as_json: bool = JSON):
+    """Show or change DRS automation: with automation=automatic the pool applies its balance plan
+    by itself every interval_s, at most max_moves moves a run."""
+    changes = key_values(settings)
+    status = call("PATCH", "/plans/drs", json=changes) if changes else call("GET", "/plans/drs")
+    if run:
+        status = call("POST", "/plans/drs/run")
+    if as_json:
+        return _emit(status)
+    last, task = status.pop("last_run"), status.pop("task", None)
+    details(status | {"last run": last["outcome"]})
+    if task:
+        follow(call("GET", api_path("/tasks/{}", task)), True, False)
 
 
 @app.command("export-htools")

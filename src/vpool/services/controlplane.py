@@ -22,6 +22,7 @@ from vpool.services.groups import GroupService
 from vpool.services.hosts import HostService
 from vpool.services.images import ImageService
 from vpool.services.lease import Lease
+from vpool.services.drs import DrsService
 from vpool.services.maintenance import MaintenanceService
 from vpool.services.migration import MigrationService
 from vpool.services.plans import PlanService
@@ -66,6 +67,7 @@ class ControlPlane:
         self.drills = DrillService(self)
         self.migrations = MigrationService(self, busy)
         self.maintenance = MaintenanceService(self, self.migrations)  # evacuates by migrating
+        self.drs = DrsService(self)  # applies balance plans by itself when an operator turns it on
         self.admin_token = ensure_admin_token(self.store, self.settings.token_file)
         self._stop = threading.Event()
 
@@ -82,6 +84,7 @@ class ControlPlane:
         threading.Thread(target=self._sync_loop, name="full-sync", daemon=True).start()
         self.telemetry.start(CollectorProcess(self.settings) if self.settings.telemetry_process else None)
         self.schedules.start(self._stop)
+        self.drs.start(self._stop)
 
     def stop(self) -> None:
         self._stop.set()

@@ -37,10 +37,11 @@ from vpool.model.errors import Conflict, HypervisorError, Invalid, NoCapacity
 from vpool.model.states import ACTIVE, TaskState, VMOwnership, VMState
 from vpool.placement import ClusterState, PlacementRequest, place
 from vpool.placement.request import count
+from vpool.services import stored_policy
 from vpool.services.pool import group_constraints, cluster_state
 from vpool.services.tasks import Cancelled
 from vpool.store.migration_tables import BOOKING, Migration
-from vpool.store.tables import VM, Host, Setting, Task, utcnow
+from vpool.store.tables import VM, Host, Task, utcnow
 
 POLL_S = 0.2
 FOLLOW_S = 0.5  # how often a task that started migrations looks at them
@@ -85,36 +86,7 @@ class MigrationPolicy:
 
 
 def load_policy(s) -> MigrationPolicy:
-    stored = {k.removeprefix("migration."): v for k, v in s.execute(
-        select(Setting.key, Setting.value).where(Setting.key.startswith("migration.")))}
-    return MigrationPolicy(**{f.name: _parse(f.type, stored[f.name]) for f in fields(MigrationPolicy)
-                              if f.name in stored})
-
-
-def save_policy(s, changes: dict) -> MigrationPolicy:
-    known = {f.name: f.type for f in fields(MigrationPolicy)}
-    unknown = set(changes) - set(known)
-    if unknown:
-        noun = "setting" if len(unknown) == 1 else "settings"
-        raise Invalid(f"unknown migration {noun} {', '.join(sorted(unknown))}; known: {', '.join(known)}")
-    try:
-        policy = replace(load_policy(s), **{k: _parse(known[k], str(v)) for k, v in changes.items()}).check()
-    except ValueError as e:
-        raise Invalid(f"bad migration setting: {e}") from None
-    for key in changes:
-        row = s.get(Setting, f"migration.{key}") or Setting(key=f"migration.{key}")
-        row.value = str(getattr(policy, key))
-        s.add(row)
-    s.commit()
-    return policy
-
-
-def _parse(kind: str, text: str):
-    if kind == "bool":
-        if text.lower() not in ("true", "false", "1", "0"):
-            raise ValueError(f"{text!r} is not true or false")
-        return text.lower() in ("true", "1")
-    return {"int": int, "float": float}.get(kind, str)(text)
+    return stored_policy.load(s, MigrationPolicy, "migration.")
 
 
 # --- the pure decisions -------------------------------------------------------------------------
@@ -745,7 +717,7 @@ class MigrationService:
 
     def set_policy(self, changes: dict) -> dict:
         with self.cp.store.session() as s:
-            return asdict(save_policy(s, changes))
+            return asdict(stored_policy.save(s, MigrationPolicy, "migration.", changes, "migration"))
 
 
 def _state_at(uri: str | None, uuid: str) -> str:

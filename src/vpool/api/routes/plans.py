@@ -18,6 +18,26 @@ def export_htools(cp=Depends(control_plane)):
     return cp.plans.export_htools()
 
 
+@router.get("/plans/drs")
+def drs_status(cp=Depends(control_plane)):
+    """DRS automation: its policy and what its last run did."""
+    return cp.drs.status()
+
+
+@router.patch("/plans/drs")
+def drs_policy(body: dict, cp=Depends(control_plane)):
+    """Any of the policy's fields (automation off|automatic, interval_s, max_moves, min_gain,
+    migration_cost); the rest keep their values."""
+    return cp.drs.set_policy(body)
+
+
+@router.post("/plans/drs/run")
+def drs_run(cp=Depends(control_plane)):
+    """One DRS run now, whatever the automation: the plan.apply task it started, if any."""
+    task_id = cp.drs.run_once()
+    return cp.drs.status() | {"task": task_id}
+
+
 @router.get("/plans/{kind}")
 def plan(kind: str, request: Request, cp=Depends(control_plane)):
     """kind: balance, consolidate, ha or capacity; query parameters are the plan's policy."""
