@@ -63,7 +63,7 @@ class GroupService:
             s.flush()
             placed = {}
             for vm, host, state in self._members(s, group.id).get(group.id, []):
-                self._check_settled(vm, state, f"group {name}'s VM {vm}")
+                self._check_settled(state, f"group {name}'s VM {vm}")
                 placed[vm] = host
             for ref in dict.fromkeys(add):
                 self._join(s, group, self._vm(s, ref), placed)
@@ -78,7 +78,7 @@ class GroupService:
                            f"take it out of {vm.group.name} first")
         if vm.ownership != VMOwnership.managed:
             raise Conflict(f"{vm.name} is not managed by vpool; adopt it first")
-        self._check_settled(vm.name, vm.state, vm.name)
+        self._check_settled(vm.state, vm.name)
         if vm.host is None:
             raise Conflict(f"{vm.name} has no host, so the group's rule cannot be checked for it")
         why = joining_breach(group.policy, vm.name, vm.host.name,
@@ -106,7 +106,7 @@ class GroupService:
         return vm
 
     @staticmethod
-    def _check_settled(vm: str, state: str, who: str) -> None:
+    def _check_settled(state: str, who: str) -> None:
         if state in TASK_OWNED:
             raise Conflict(f"{who} is being {'created' if state == 'creating' else 'migrated'}, so where it "
                            f"will be is not settled; try again once its task has ended")
