@@ -309,6 +309,12 @@ def test_a_group_broken_behind_its_back_says_so(pool):
         s.commit()
     g = pool.get("/groups").json()["items"][0]
     assert (g["holds"], g["breach"]) == (False, "p and q share h1")
+    create(pool, "r", host="h2")
+    with pool.cp.store.session() as s:                                   # where q will be is not settled
+        s.execute(update(VM).where(VM.name == "q").values(state="migrating"))
+        s.commit()
+    r = pool.patch("/groups/g", json={"add": ["r"]})
+    assert r.status_code == 409 and "group g's VM q is being migrated" in r.json()["detail"]
 
 
 def test_a_vm_is_resized_where_its_host_has_room(pool, monkeypatch):
