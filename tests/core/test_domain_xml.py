@@ -21,6 +21,9 @@ def test_a_running_vm_only_grows_and_only_into_its_room():
         in refusal("w", (1, 1), (1024, 1152), Room(8, 1024, 0))
     assert "defined without room for more vCPUs; stop w and resize it once" in refusal("w", (2, 3), (1, 1), Room(2, 1, 0))
     assert refusal("w", (2, 2), (1024, 1024), Room(2, 1024, 0)) is None  # nothing to plug, nothing to refuse
+    tcg = Room(8, 4096, 1, vcpus_live=False)
+    assert "runs under QEMU's emulator (TCG), where a vCPU plugged" in refusal("w", (1, 2), (1024, 1024), tcg)
+    assert refusal("w", (1, 1), (1024, 1152), tcg) is None  # its memory still grows live
 
 
 def spec(**kw):
@@ -77,7 +80,8 @@ def test_every_vm_is_defined_with_room_to_grow_while_it_runs():
     assert (small.find("vcpu").text, small.find("vcpu").get("current")) == ("8", "2")
     assert small.find("maxMemory") is None and small.find("cpu/numa") is None  # memory room would cost it 64 MiB
     assert small.find("memory").text == "1000" and small.find("cpu/model").text == "qemu64"
-    assert hotplug_room(domain_xml(spec())) == Room(8, 1024, 0)  # its memory is its ceiling
+    assert hotplug_room(domain_xml(spec())) == Room(8, 1024, 0, vcpus_live=False)  # its memory is its ceiling
+    assert hotplug_room(domain_xml(spec(virt_type="kvm"))) == Room(8, 1024, 0)  # vCPUs plug live but under TCG
     big = ET.fromstring(domain_xml(spec(cpus=2, memory_mib=4000)))
     assert (big.find("maxMemory").text, big.find("maxMemory").get("slots")) == ("16000", "16")
     assert big.find("cpu/numa/cell").attrib == {"id": "0", "cpus": "0-7", "memory": "4000", "unit": "MiB"}
@@ -93,13 +97,13 @@ def test_a_stopped_vm_is_redefined_with_its_dimms_folded_into_its_memory():
     running.find("memory").text = str(4352 * 1024)  # libvirt writes KiB
     running.find("memory").set("unit", "KiB")
     xml = ET.tostring(running, encoding="unicode")
-    assert hotplug_room(xml) == Room(8, 16384, 14) and memory_mib(xml) == 4352
+    assert hotplug_room(xml) == Room(8, 16384, 14, vcpus_live=False) and memory_mib(xml) == 4352
     root = ET.fromstring(resized(xml, 2, 3840))
     assert root.find("devices/memory") is None and root.find("devices/disk") is not None
     assert memory_mib(ET.tostring(root, encoding="unicode")) == 3840
     assert root.find("cpu/numa/cell").get("memory") == "3840" and len(root.findall("cpu/numa")) == 1
     assert (root.find("vcpu").text, root.find("vcpu").get("current")) == ("8", "2")
-    assert hotplug_room(ET.tostring(root, encoding="unicode")) == Room(8, 15360, 16)
+    assert hotplug_room(ET.tostring(root, encoding="unicode")) == Room(8, 15360, 16, vcpus_live=False)
     small = ET.fromstring(resized(xml, 1, 1024))           # below the free room: no memory room
     assert small.find("maxMemory") is None and small.find("cpu/numa/cell").get("memory") == "1024"
 

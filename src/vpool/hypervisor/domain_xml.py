@@ -176,10 +176,11 @@ def hotplug_room(xml: str) -> Room:
     defined elsewhere or before vpool gave room."""
     dom = ET.fromstring(xml)
     max_cpus = int(dom.findtext("vcpu") or 1)
+    vcpus_live = dom.get("type") != "qemu"  # TCG: see model.hotplug
     if (ceiling := dom.find("maxMemory")) is None:
-        return Room(max_cpus, _mib(dom.find("memory")), 0)
+        return Room(max_cpus, _mib(dom.find("memory")), 0, vcpus_live)
     used = sum(1 for m in dom.iterfind("devices/memory") if m.get("model") in ("dimm", "nvdimm"))
-    return Room(max_cpus, _mib(ceiling), int(ceiling.get("slots", "0")) - used)
+    return Room(max_cpus, _mib(ceiling), int(ceiling.get("slots", "0")) - used, vcpus_live)
 
 
 def kernel_probe_xml(name: str, uuid: str, kernel: str) -> str:

@@ -12,6 +12,11 @@ memory, 16 DIMMs) to those only, where it is free; a smaller VM grows its memory
 A running VM only grows: a guest cannot be made to give a vCPU or memory back safely, so
 shrinking waits for a stop, which also folds added memory into the boot memory and frees the
 slots.
+
+Under QEMU's emulator (TCG, where KVM cannot run guests) vCPUs are not plugged live: each
+vCPU's thread takes a region of the translation cache when it starts, QEMU 7.2 asserts when none
+is free, and once a guest has run a while every region is often taken until the next flush, so
+the plug would crash the guest (seen in this project's CI). Its memory still grows live.
 """
 
 from dataclasses import dataclass
@@ -31,6 +36,7 @@ class Room:
     max_cpus: int
     max_memory_mib: int
     free_slots: int
+    vcpus_live: bool = True  # False under TCG (see above): its vCPUs grow while it is stopped
 
 
 def room(cpus: int, memory_mib: int) -> Room:
@@ -48,6 +54,10 @@ def refusal(name: str, cpus: tuple[int, int], memory_mib: tuple[int, int], have:
         return (f"VM {name} is running, and a running guest cannot give vCPUs or memory back: stop it first "
                 f"(vpool vm stop {name}) to shrink it")
     stop = f"stop {name} and resize it once: vpool then defines it with room to grow while it runs"
+    if new_cpus > old_cpus and not have.vcpus_live:
+        return (f"VM {name} runs under QEMU's emulator (TCG), where a vCPU plugged into a running guest can "
+                f"crash it (QEMU finds no free translation-cache region for the new vCPU's thread); stop it to "
+                f"give it vCPUs (vpool vm stop {name}); memory still grows while it runs")
     if new_cpus > have.max_cpus:
         return (f"VM {name} has room for {have.max_cpus} vCPUs while it runs, not {new_cpus}; {stop}"
                 if have.max_cpus > old_cpus else f"VM {name} was defined without room for more vCPUs; {stop}")

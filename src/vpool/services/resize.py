@@ -70,7 +70,7 @@ class ResizeService:
                     drv.resize(uuid, new.cpus, new.memory_mib, live)
                     if live:  # newer than what a device event's sync read half-way through (reconciler)
                         self._record(vm_id, new)
-                        notes.append(f"the guest has {new.cpus} vCPUs and {new.memory_mib} MiB now; a guest "
+                        notes.append(f"the guest has {count(new.cpus, 'vCPU')} and {new.memory_mib} MiB now; a guest "
                                      "without udev's hot-plug rules onlines them itself (/sys/devices/system)")
                 if new.disk_gib != old.disk_gib:  # last: a grown disk cannot be taken back
                     notes.append(self._grow(ctx, ops, name, uuid, old.disk_gib, new.disk_gib))
