@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -189,7 +190,8 @@ def drs(settings: list[str] = typer.Option(None, "--set", help="KEY=VALUE, repea
     if as_json:
         return _emit(status)
     last, task = status.pop("last_run"), status.pop("task", None)
-    details(status | {"last run": last["outcome"]})
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC: ", time.gmtime(last["at"])) if last["at"] else ""
+    details(status | {"last run": when + last["outcome"]})
     if task:
         follow(call("GET", api_path("/tasks/{}", task)), True, False)
 
