@@ -99,7 +99,8 @@ def compare(uri: str, n: int, rounds: int) -> dict:
 def qemu_record(i: int, k: int) -> dict:
     """A qemu-shaped getAllDomainStats record: counters that grow with k (the interval number)."""
     return {"state.state": 1, "cpu.time": int((i % 7 + 1) * k * 1e9), "vcpu.current": 2,
-            "balloon.maximum": 2**20, "balloon.current": 2**20, "balloon.available": 2**20, "balloon.unused": 2**18 + (i * k) % 1000,
+            "balloon.maximum": 2**20, "balloon.current": 2**20, "balloon.available": 2**20,
+            "balloon.unused": 2**18 + (i * k) % 1000,
             "block.count": 1, "block.0.rd.bytes": 4096 * k * i, "block.0.wr.bytes": 8192 * k,
             "block.0.rd.reqs": k * i, "block.0.wr.reqs": 2 * k,
             "net.count": 1, "net.0.rx.bytes": 1500 * k * (i % 11), "net.0.tx.bytes": 900 * k}

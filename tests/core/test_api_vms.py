@@ -29,7 +29,8 @@ def test_life_cycle(pool):
     vm = pool.get("/vms/web1").json()
     assert vm["state"] == "running" and vm["host"] in ("h1", "h2")
     assert (vm["cpus"], vm["memory_mib"], vm["disk_gib"]) == (1, 1024, 2)
-    assert vm["hotplug"] == {"max_cpus": 8, "max_memory_mib": 1024, "free_slots": 0, "vcpus_live": True}  # too small for memory room
+    # too small for memory room
+    assert vm["hotplug"] == {"max_cpus": 8, "max_memory_mib": 1024, "free_slots": 0, "vcpus_live": True}
     assert task["result"]["host"] == vm["host"]
     pool.task(pool.post("/vms/web1/suspend"))
     assert pool.get("/vms/web1").json()["state"] == "paused"
@@ -319,7 +320,8 @@ def test_a_group_broken_behind_its_back_says_so(pool):
 
 def test_a_vm_is_resized_where_its_host_has_room(pool, monkeypatch):
     create(pool, "r", host="h1", memory="4G")                     # 1 vCPU / 4 GiB on h1 (8 GiB, 512 MiB kept)
-    assert pool.get("/vms/r").json()["hotplug"] == {"max_cpus": 8, "max_memory_mib": 16384, "free_slots": 16, "vcpus_live": True}
+    assert pool.get("/vms/r").json()["hotplug"] == {"max_cpus": 8, "max_memory_mib": 16384, "free_slots": 16,
+                                                    "vcpus_live": True}
     drv = pool.cp.connections.driver(pool.get("/hosts/h1").json()["id"])
     uuid = pool.get("/vms/r").json()["uuid"]
     # running: it grows into the room its definition left (test:/// plugs vCPUs, not memory)

@@ -107,5 +107,6 @@ class DrsService:
         if busy:
             return f"skipped: {busy} migration, plan or evacuation task(s) under way"
         if down:
-            return f"skipped: {', '.join(down)} {'is' if len(down) == 1 else 'are'} down; balancing waits until every host answers"
+            return (f"skipped: {', '.join(down)} {'is' if len(down) == 1 else 'are'} down; balancing waits until "
+                    f"every host answers")
         return None
