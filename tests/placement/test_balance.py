@@ -9,7 +9,7 @@ from vpool.placement import ClusterState, HostRecord, VMRecord
 from vpool.placement.balance import BalancePolicy, balance
 from vpool.placement.htools import read_htools
 from vpool.placement.mirrored import lowest_score
-from vpool.placement.score import hbal_score, n1_state
+from vpool.placement.score import hbal_components, hbal_score, n1_state
 
 from placement_strategies import clusters, mirrored_clusters
 
@@ -25,9 +25,9 @@ def replay(state, plan):
 
 
 @settings(max_examples=60, deadline=None)
-@given(clusters(), st.booleans(), st.sampled_from([None, 1, 3]))
-def test_every_intermediate_state_fits_and_the_score_never_worsens(state, dynamic, budget):
-    plan = balance(state, BalancePolicy(dynamic_load=dynamic, max_moves=budget))
+@given(clusters(), st.booleans(), st.booleans(), st.sampled_from([None, 1, 3]))
+def test_every_intermediate_state_fits_and_the_score_never_worsens(state, dynamic, measured, budget):
+    plan = balance(state, BalancePolicy(dynamic_load=dynamic, measured_cpu=measured, max_moves=budget))
     assert plan.score_after <= plan.score_before + 1e-9
     if budget is not None:
         assert len(plan.moves) <= budget
@@ -42,6 +42,29 @@ def test_every_intermediate_state_fits_and_the_score_never_worsens(state, dynami
         for g in hard:
             assert (after.group_members(g) <= np.maximum(crowded_before[g], 1)).all(), \
                 f"hard anti-affinity group {g} gained a shared host"
+
+
+def _busy_and_idle(busy_cores: float, idle_cores: float) -> ClusterState:
+    """Two hosts even by allocation: three VMs of 2 vCPUs and 2 GiB each, busy ones on h1."""
+    hosts = [HostRecord(h, cpus=8, memory_mib=16384, cpu_ratio=1.0, cpu_pool=8.0) for h in ("h1", "h2")]
+    vms = [VMRecord(f"{kind}{i}", host=host, cpus=2, memory_mib=2048, cpu_load=load)
+           for kind, host, load in (("busy", "h1", busy_cores), ("idle", "h2", idle_cores)) for i in range(3)]
+    return ClusterState.from_records(hosts, vms)
+
+
+def test_measured_cpu_load_spreads_busy_vms_that_allocations_call_even():
+    state = _busy_and_idle(1.8, 0.05)
+    assert balance(state, BalancePolicy()).moves == ()                   # by vCPUs and VM counts: even
+    plan = balance(state, BalancePolicy(measured_cpu=True))
+    final = state.with_moves((m.vm, m.dst) for m in plan.moves)
+    busy = [sum(v.name.startswith("busy") for v in final.vms if v.host == h) for h in ("h1", "h2")]
+    assert sorted(busy) == [1, 2] and plan.score_after < plan.score_before
+    assert "CPU load" in plan.moves[0].reason
+    # the term is how busy each host's CPUs are: 3 × 1.8 of 8 cores against 3 × 0.05
+    assert hbal_components(state, measured_cpu=True)["cpu_load_cv"] == pytest.approx(np.std([5.4 / 8, 0.15 / 8]))
+    assert hbal_components(state, measured_cpu=True)["vcpu_ratio_cv"] == 0.0
+    # a load the allocation terms outweigh moves nothing: no churn for a tenth of a core
+    assert balance(_busy_and_idle(0.15, 0.05), BalancePolicy(measured_cpu=True)).moves == ()
 
 
 def test_no_move_leaves_its_storage():

@@ -72,6 +72,18 @@ def _emit(data: dict) -> None:
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
 
 
+def _load_basis(load: dict) -> str:
+    window = f"{load['window_s'] / 60:g} min" if load["window_s"] % 60 == 0 else f"{load['window_s']:g} s"
+    if not load["window_s"]:
+        return "CPU load: VMs counted (load window 0)"
+    if load["cpu"] != "measured":
+        return f"CPU load: VMs counted (no VM's CPU use measured in the last {window})"
+    unmeasured = load["running_vms"] - load["measured_vms"]
+    return (f"CPU load: measured over the last {window} for {load['measured_vms']} of {load['running_vms']} running "
+            f"VMs" + (f"; {unmeasured} not yet measured " + ("counts all its" if unmeasured == 1 else "count all their")
+                      + " vCPUs busy" if unmeasured else ""))
+
+
 def _show_plan(data: dict) -> None:
     if data["moves"]:
         title = f"{data['kind']}: {len(data['moves'])} moves in {data['stages']} stages"
@@ -87,6 +99,8 @@ def _show_plan(data: dict) -> None:
         console.print(table)
     console.print(f"score {data['score_before']:.8f} -> {data['score_after']:.8f}; {data['note']}",
                   highlight=False)
+    if load := data.get("load"):
+        console.print(_load_basis(load), highlight=False)
     if data["power_off"]:
         console.print("power off: " + ", ".join(data["power_off"]), highlight=False)
     if data["wake"]:
@@ -102,12 +116,18 @@ def balance(htools: Optional[Path] = HTOOLS,
             migration_cost: float = typer.Option(0.0, help="Score a move must gain per GiB "
                                                            "of memory it copies."),
             ignore_dynu: bool = typer.Option(False, "--ignore-dynu",
-                                             help="Leave out the VM-count load terms, like "
-                                                  "hbal --ignore-dynu."),
+                                             help="Leave out the load terms (measured CPU load and VM "
+                                                  "count), like hbal --ignore-dynu."),
+            load_window: Optional[float] = typer.Option(
+                None, "--load-window", help="Seconds of measured CPU load each VM weighs by, its mean "
+                                            "over them; 0 counts VMs instead [default: 300]."),
             apply: bool = APPLY, no_wait: bool = NO_WAIT, as_json: bool = JSON):
-    """Moves that balance the pool (Ganeti's hbal score), in stages that can run together."""
+    """Moves that balance the pool (Ganeti's hbal score), in stages that can run together. On
+    the live pool, the CPU-load term weighs what each VM measurably uses."""
+    if htools is not None and load_window is not None:
+        fail("--load-window needs the live pool: an htools file carries no measured load")
     params = {"max_moves": max_moves, "min_gain": min_gain, "min_gain_limit": min_gain_limit,
-              "migration_cost": migration_cost, "ignore_dynu": ignore_dynu}
+              "migration_cost": migration_cost, "ignore_dynu": ignore_dynu, "load_window_s": load_window}
     if apply:
         return _apply("balance", htools, params, no_wait, as_json)
     data = _report("balance", htools, params)
@@ -178,7 +198,8 @@ def capacity(htools: Optional[Path] = HTOOLS,
 
 @app.command()
 def drs(settings: list[str] = typer.Option(None, "--set", help="KEY=VALUE, repeatable: automation=automatic|off, "
-                                                               "interval_s, max_moves, min_gain, migration_cost."),
+                                                               "interval_s, max_moves, min_gain, migration_cost, "
+                                                               "load_window_s."),
         run: bool = typer.Option(False, "--run", help="One run now, whatever the automation."),
         as_json: bool = JSON):
     """Show or change DRS automation: with automation=automatic the pool applies its balance plan

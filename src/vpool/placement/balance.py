@@ -54,7 +54,8 @@ class BalancePolicy:
     `min_gain` and `min_gain_limit` are hbal's `-g` and `--min-gain-limit`: once the score is
     at or below the limit, a move must gain at least `min_gain`. `migration_cost` is the
     score a move must gain per GiB of memory it copies, so small gains never justify big
-    migrations. `dynamic_load=False` is hbal's `--ignore-dynu`. `candidates` is how many
+    migrations. `dynamic_load=False` is hbal's `--ignore-dynu`; `measured_cpu` balances the
+    VMs' measured CPU load instead of vCPUs and VM counts (score.sigma_terms). `candidates` is how many
     hosts each side of a step looks at first on clusters too large to search fully.
     """
 
@@ -63,6 +64,7 @@ class BalancePolicy:
     min_gain_limit: float = 0.1
     migration_cost: float = 0.0
     dynamic_load: bool = True
+    measured_cpu: bool = False
     candidates: int = 48
 
 
@@ -90,7 +92,7 @@ class _Balancer:
         self.mirrored_movable = free_to_move & (self.vm_secondary >= 0)
         moving = np.flatnonzero(self.movable | self.mirrored_movable)
         # terms no movable VM changes stay constant: they drop out of every comparison
-        active = [t for t in sigma_terms(state, policy.dynamic_load) if np.any(t.a[moving] != 0)]
+        active = [t for t in sigma_terms(state, policy.dynamic_load, policy.measured_cpu) if np.any(t.a[moving] != 0)]
         self.terms = [[t.weight, t.x.copy(), t.a, t.c] for t in active]
         self.term_mirrored = [t.mirrored for t in active]
         self.labels = [_label(t.names) for t in active]
@@ -360,7 +362,7 @@ def balance(state: ClusterState, policy: BalancePolicy = BalancePolicy()) -> Pla
     A VM the search moved more than once then goes straight to its last host, when every
     intermediate state still fits: the same end state with fewer migrations.
     """
-    before = hbal_score(state, policy.dynamic_load)
+    before = hbal_score(state, policy.dynamic_load, measured_cpu=policy.measured_cpu)
     work = _Balancer(state, policy)
     steps: list[tuple] = []   # (vm, from, to, reason, mirror from, mirror to)
     score_now = before
@@ -401,7 +403,7 @@ def balance(state: ClusterState, policy: BalancePolicy = BalancePolicy()) -> Pla
     for _, s, d, _, ss, ds in steps:
         touched[[h for h in (s, d, ss, ds) if h is not None]] = True
     final = state.with_moves((m.vm, m.dst, m.dst_secondary) for m in moves) if moves else state
-    after = hbal_score(final, policy.dynamic_load, touched)
+    after = hbal_score(final, policy.dynamic_load, touched, policy.measured_cpu)
     return Plan("balance", staged(moves), before, after, note=note)
 
 

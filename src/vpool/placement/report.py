@@ -111,13 +111,14 @@ def parse_parameters(kind: str, params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def plan_report(kind: str, state: ClusterState, params: Mapping[str, Any] | None = None,
-                new_disks: str = "local") -> dict:
+                new_disks: str = "local", measured_cpu: bool = False) -> dict:
     """Run plan `kind` on `state` with `params` (see PARAMETERS) and return it as data;
-    `new_disks` is where capacity puts new VMs' disks (an htools file's template decides)."""
+    `new_disks` is where capacity puts new VMs' disks (an htools file's template decides);
+    `measured_cpu` says the state's VM CPU loads were measured (BalancePolicy)."""
     p = parse_parameters(kind, params or {})
     if kind == "balance":
         dynamic = not p.pop("ignore_dynu", False)
-        return plan_dict(balance(state, BalancePolicy(dynamic_load=dynamic, **p)))
+        return plan_dict(balance(state, BalancePolicy(dynamic_load=dynamic, measured_cpu=measured_cpu, **p)))
     if kind == "consolidate":
         return plan_dict(consolidate(state, ConsolidationPolicy(**p)))
     if kind == "ha":

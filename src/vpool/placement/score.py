@@ -35,6 +35,9 @@ WEIGHTS: tuple[tuple[str, float], ...] = (
     ("reserved_mem_rtotal", 0.25),
 )
 
+#: the terms that stand for CPU use where none is measured (sigma_terms, `measured_cpu`)
+_ALLOCATED_CPU = frozenset({"vcpu_ratio_cv", "mem_load_cv", "disk_load_cv", "net_load_cv"})
+
 #: offline_all_cnt and offline_pri_cnt weights: what moving one VM off an offline host gains
 OFFLINE_WEIGHT = 4.0 + 16.0
 TAGS_WEIGHT = 2.0
@@ -90,6 +93,7 @@ def host_divisors(state: ClusterState) -> dict[str, np.ndarray]:
             "disk": np.where(cap[:, 2] > 0, cap[:, 2], np.inf),
             "cpus": np.where(cap[:, 0] > 0, cap[:, 0] * _speed(state), np.inf),
             "spindles": np.array([h.spindle_capacity for h in state.hosts], dtype=float),
+            "cpu_pool": np.array([h.cpu_pool for h in state.hosts], dtype=float),
             "unit": np.ones(state.n_hosts),
         }
 
@@ -98,8 +102,15 @@ def _speed(state):
     return np.array([h.cpu_speed for h in state.hosts], dtype=float)
 
 
-def sigma_terms(state: ClusterState, dynamic_load: bool = True) -> list[SigmaTerm]:
+def sigma_terms(state: ClusterState, dynamic_load: bool = True, measured_cpu: bool = False) -> list[SigmaTerm]:
     """The σ terms with their per-host x in "used" orientation (σ(−x) = σ(x)), twins merged.
+
+    With `measured_cpu` the VMs' `cpu_load` is what they were measured to use, and the CPU-load
+    term takes the place of the vCPU-ratio and VM-count terms: the pool is balanced on what VMs
+    use, as vCenter's DRS balances demand. Kept beside it, the vCPU term would undo every move:
+    a VM busy on half its vCPUs shifts the vCPU ratio twice as far as the load, so no move off a
+    busy host could gain while allocations are even. Capacity still holds each host's vCPUs to
+    its CPU ratio.
 
     Terms whose x, a and c are equal (and, when a VM has a mirror, that count mirrors
     alike) have equal σ whatever moves happen, so they are merged into one with the summed
@@ -118,6 +129,7 @@ def sigma_terms(state: ClusterState, dynamic_load: bool = True) -> list[SigmaTer
                              (usable[:, 2] - state.used[:, 2]) / c["disk"])
         vcpu = (reserved[:, 0] + state.used[:, 0]) / c["cpus"]
         spindles = _per_host(state, a["spindles"], secondary=True) / c["spindles"]
+        cpu_load = _per_host(state, a["cpu_load"]) / c["cpu_pool"]
     mirrors = bool((state.vm_secondary >= 0).any())
     raw = [
         (("free_mem_cv",), 0.5, -free_mem, a["running_mem"], c["mem"], False),
@@ -125,12 +137,14 @@ def sigma_terms(state: ClusterState, dynamic_load: bool = True) -> list[SigmaTer
         (("free_disk_cv", "free_disk_cv_forth"), 1.0, -free_disk, a["disk"], c["disk"], mirrors),
         (("vcpu_ratio_cv", "vcpu_ratio_cv_forth"), 1.0, vcpu, a["cpus"], c["cpus"], False),
         (("spindles_cv", "spindles_cv_forth"), 1.0, spindles, a["spindles"], c["spindles"], mirrors),
-        (("cpu_load_cv",), 1.0, _per_host(state, a["cpu_load"]), a["cpu_load"], c["unit"], False),
+        (("cpu_load_cv",), 1.0, cpu_load, a["cpu_load"], c["cpu_pool"], False),
         (("mem_load_cv",), 1.0, _per_host(state, a["unit"]), a["unit"], c["unit"], False),
         (("disk_load_cv",), 1.0, _per_host(state, a["unit"], secondary=True), a["unit"],
          c["unit"], mirrors),
         (("net_load_cv",), 1.0, _per_host(state, a["unit"]), a["unit"], c["unit"], False),
     ]
+    if measured_cpu:
+        raw = [r for r in raw if r[0][0] not in _ALLOCATED_CPU]
     terms: list[SigmaTerm] = []
     online = state.up
     for names, weight, x, amount, divisor, mirrored in raw:
@@ -237,15 +251,16 @@ def tag_conflicts(state: ClusterState) -> np.ndarray:
 
 
 def hbal_components(state: ClusterState, dynamic_load: bool = True,
-                    touched: np.ndarray | None = None) -> dict[str, float]:
-    """Every component of hbal's score, by hbal's names.
+                    touched: np.ndarray | None = None, measured_cpu: bool = False) -> dict[str, float]:
+    """Every component of hbal's score, by hbal's names (see sigma_terms for `measured_cpu`,
+    which leaves the vCPU-ratio and VM-count components at 0).
 
     `touched` marks hosts changed by simulated moves: like hbal, vpool judges their N+1
     state by unallocated memory, and the others by the free memory the file reported.
     """
     online = state.up
     components = dict.fromkeys((name for name, _ in WEIGHTS), 0.0)
-    for term in sigma_terms(state, dynamic_load):
+    for term in sigma_terms(state, dynamic_load, measured_cpu):
         sigma = float(np.std(term.x[online])) if online.any() else float("nan")
         for name in term.names:
             components[name] = sigma
@@ -265,7 +280,7 @@ def hbal_components(state: ClusterState, dynamic_load: bool = True,
 
 
 def hbal_score(state: ClusterState, dynamic_load: bool = True,
-               touched: np.ndarray | None = None) -> float:
+               touched: np.ndarray | None = None, measured_cpu: bool = False) -> float:
     """hbal's cluster score of `state` (lower is better; 0 is perfectly balanced)."""
-    components = hbal_components(state, dynamic_load, touched)
+    components = hbal_components(state, dynamic_load, touched, measured_cpu)
     return float(sum(w * components[name] for name, w in WEIGHTS))

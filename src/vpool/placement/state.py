@@ -27,18 +27,21 @@ GROUP_POLICIES = ("affinity", "anti-affinity", "soft-affinity", "soft-anti-affin
 class HostRecord:
     """A Host as placement sees it: raw capacity, Nova-style allocation ratios and reservations.
 
-    Usable amount per resource = capacity × ratio − reserved. `missing_memory_mib` is memory
-    the host reports in use that no VM accounts for (Ganeti's x_mem); a positive value is
-    taken away from usable memory, so a host that says it has less free memory than we think
-    is believed. `cpu_speed` and `spindle_capacity` (Ganeti's spindles × spindle ratio) only
-    matter to Ganeti's score. `storage` names the storage its VMs' disks live on: a VM moves
-    live only to hosts on the storage of its disk (Ganeti's node groups play that part), so a
-    pool whose hosts all share storage leaves it equal everywhere. A storage named here and
-    shared by several hosts holds one room for all of them (a SAN, NFS, Ceph): the caller counts
-    every disk on it in each such host's `reserved_disk_gib` and gives their VMs no disk of
-    their own, so a VM moved between them moves no disk, and a new disk booked on one of them
-    takes room on each (`ClusterState.pooled`). Hosts that leave it empty, as Ganeti's files
-    do, each have their own disk.
+    Usable amount per resource = capacity × ratio − reserved. `missing_memory_mib` is memory the
+    host reports in use that no VM accounts for (Ganeti's x_mem); a positive value is taken away
+    from usable memory, so a host that says it has less free memory than we think is believed.
+    `cpu_speed`, `spindle_capacity` (Ganeti's spindles × spindle ratio) and `cpu_pool` only
+    matter to Ganeti's score: `cpu_pool` is what the VMs' measured CPU load on the host is
+    divided by (Ganeti's utilPool, 1 in its files; a live pool gives the host's CPUs, so the
+    term is how unevenly busy the hosts' CPUs are, as vCenter DRS balances). `storage` names the
+    storage its VMs' disks live on: a VM moves live only to hosts on the storage of its disk
+    (Ganeti's node groups play that part), so a pool whose hosts all share storage leaves it
+    equal everywhere. A storage named here and shared by several hosts holds one room for all of
+    them (a SAN, NFS, Ceph): the caller counts every disk on it in each such host's
+    `reserved_disk_gib` and gives their VMs no disk of their own, so a VM moved between them
+    moves no disk, and a new disk booked on one of them takes room on each
+    (`ClusterState.pooled`). Hosts that leave it empty, as Ganeti's files do, each have their
+    own disk.
     """
 
     name: str
@@ -58,6 +61,7 @@ class HostRecord:
     missing_memory_mib: float = 0.0
     cpu_speed: float = 1.0
     spindle_capacity: float = 32.0
+    cpu_pool: float = 1.0
     storage: str = ""
 
 
@@ -72,7 +76,9 @@ class VMRecord:
     with `auto_balance` set: live migration to any host if `migratable` and without a
     secondary, hbal's failovers and disk replacements if with one. `storage`
     is where its disk is when that is not its host's storage (a disk copied to a host's own
-    pool): only hosts on that storage can take it without copying the disk.
+    pool): only hosts on that storage can take it without copying the disk. `cpu_load` is the
+    CPU it was measured to use (hbal's -U file; cores on a live pool), None where nothing was
+    measured: it then weighs 1, as in hbal without -U.
     """
 
     name: str

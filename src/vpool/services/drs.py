@@ -1,11 +1,12 @@
 """DRS automation: the pool balances itself, as vCenter's DRS does at its "fully automated" level.
 
-Every `interval_s` the balance plan is made on the live pool; when it has moves, it is applied
+Every `interval_s` the balance plan is made on the live pool, weighing what the VMs were
+measured to use (services/measured_load.py); when it has moves, it is applied
 (`PlanService.apply`, a `plan.apply` task asked for by "drs") with at most `max_moves` of them,
-so one run is never a migration storm and the next run starts from what the last one did. A
-run is skipped, and says why, while migrations, a plan or an evacuation are under way (they
-change the pool it would plan on) and while a host is down (the pool is not what it seems).
-Off by default: an operator turns it on (`vpool pool drs --set automation=automatic`).
+so one run is never a migration storm and the next run starts from what the last one did. A run
+is skipped, and says why, while migrations, a plan or an evacuation are under way (they change
+the pool it would plan on) and while a host is down (the pool is not what it seems).
+Off by default: an operator turns it on (`vpool plan drs --set automation=automatic`).
 """
 
 import threading
@@ -18,6 +19,7 @@ from vpool.model.errors import Invalid, VpoolError
 from vpool.model.states import HostState, TaskState
 from vpool.placement.request import count
 from vpool.services import stored_policy
+from vpool.services.measured_load import WINDOW_S, load_window
 from vpool.store.tables import Host, Task
 
 PREFIX = "drs."
@@ -32,6 +34,7 @@ class DrsPolicy:
     max_moves: int = 4  # per run
     min_gain: float = 0.01  # the balance plan's, as hbal -g
     migration_cost: float = 0.0  # score a move must gain per GiB of memory it copies
+    load_window_s: float = WINDOW_S  # each VM weighs its mean measured CPU load over this
 
     def check(self) -> "DrsPolicy":
         if self.automation not in ("off", "automatic"):
@@ -47,7 +50,7 @@ class DrsPolicy:
     @property
     def plan_params(self) -> dict:
         return {"max_moves": str(self.max_moves), "min_gain": str(self.min_gain),
-                "migration_cost": str(self.migration_cost)}
+                "migration_cost": str(self.migration_cost), "load_window_s": str(self.load_window_s)}
 
 
 class DrsService:
@@ -64,6 +67,8 @@ class DrsService:
         return asdict(self.policy()) | {"last_run": self.last}
 
     def set_policy(self, changes: dict) -> dict:
+        if changes.get("load_window_s") is not None:
+            load_window(str(changes["load_window_s"]), self.cp.telemetry.series.retention.raw_s)
         with self.cp.store.session() as s:
             stored_policy.save(s, DrsPolicy, PREFIX, changes, "DRS")
         self._due = 0.0  # a changed policy is acted on at the next tick

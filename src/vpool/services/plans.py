@@ -1,6 +1,7 @@
 """Plans on the live pool: the store's view handed to the pure placement engine. Balance and
 consolidation plans can also be applied (vCenter's "apply recommendations", hbal -X)."""
 
+import time
 from dataclasses import replace
 from urllib.parse import urlparse
 
@@ -11,6 +12,7 @@ from vpool.placement import ClusterState
 from vpool.placement.consolidate import STAYS_ON
 from vpool.placement.report import htools_text, parse_parameters, plan_report
 from vpool.placement.request import count
+from vpool.services.measured_load import load_window, with_measured_load
 from vpool.services.pool import cluster_state
 from vpool.store.tables import Host
 
@@ -22,13 +24,37 @@ class PlanService:
         self.cp = cp
 
     def plan(self, kind: str, params: dict) -> dict:
-        """kind: balance, consolidate, ha or capacity; params are the plan's policy, as text."""
+        """kind: balance, consolidate, ha or capacity; params are the plan's policy, as text.
+        A balance plan weighs each VM's measured CPU load over the last `load_window_s`
+        (services/measured_load.py); the other plans count what VMs were given, the room they
+        may take at any moment."""
+        params, window = self._checked(kind, params)
+        basis = None
         with self.cp.store.session() as s:
-            state = _control_plane_stays_on(cluster_state(s), s) if kind == "consolidate" else cluster_state(s)
+            state = cluster_state(s)
+            if kind == "consolidate":
+                state = _control_plane_stays_on(state, s)
+            if window is not None:
+                state, basis = with_measured_load(state, s, self.cp.telemetry.series, time.time(), window)
         try:
-            return plan_report(kind, state, params)
+            report = plan_report(kind, state, params, measured_cpu=bool(basis) and basis["cpu"] == "measured")
         except ValueError as e:
             raise Invalid(str(e)) from None
+        return report | {"load": basis} if basis else report
+
+    def _checked(self, kind: str, params: dict) -> tuple[dict, float | None]:
+        """The plan's own parameters, checked, and the load window when the plan weighs
+        measured load (a balance plan unless told to ignore dynamic load, hbal's --ignore-dynu)."""
+        params = dict(params)
+        window = params.pop("load_window_s", None) if kind == "balance" else None
+        try:
+            parsed = parse_parameters(kind, params)
+        except ValueError as e:
+            raise Invalid(str(e)) from None
+        if kind != "balance":
+            return params, None
+        window = load_window(window, self.cp.telemetry.series.retention.raw_s)
+        return params, None if parsed.get("ignore_dynu") else window
 
     def apply(self, kind: str, params: dict, requested_by: str = "admin"):
         """A task that makes the plan afresh when it starts (the pool may have changed since it
@@ -41,10 +67,7 @@ class PlanService:
         for a repair looks the same as a host parked here."""
         if kind not in APPLICABLE:
             raise Invalid(f"only {' and '.join(APPLICABLE)} plans are applied; a {kind} plan is a report")
-        try:
-            parse_parameters(kind, params)
-        except ValueError as e:
-            raise Invalid(str(e)) from None
+        self._checked(kind, params)
         return self.cp.runner.submit("plan.apply", kind, dict(params),
                                      lambda ctx: self._apply(ctx, kind, params, requested_by),
                                      requested_by=requested_by)

@@ -179,6 +179,19 @@ class TimeSeries:
                     out[key] = [(t / 1000.0, value) for t, value in reversed(cursor.fetchall())]
         return out
 
+    def means(self, scope: str, metric: str, subjects: list[str], since_ms: int) -> dict[str, float]:
+        """Each subject's mean raw `metric` since `since_ms`, for those with samples there: one
+        grouped range scan of the (series, t) key per 500 subjects."""
+        out: dict[str, float] = {}
+        with self.store.session() as s:
+            for chunk in _chunks(subjects, 500):
+                out.update(s.execute(select(Series.subject, func.avg(Sample.value))
+                                     .join(Sample, Sample.series_id == Series.id)
+                                     .where(Series.scope == scope, Series.metric == metric,
+                                            Series.subject.in_(chunk), Sample.t >= since_ms)
+                                     .group_by(Series.subject)).all())
+        return out
+
     def oldest(self, series: Series, since_ms: int) -> int | None:
         """The time (ms) of the series' oldest point at or after `since`, raw or rolled up."""
         with self.store.session() as s:

@@ -27,7 +27,7 @@ def drs_status(cp=Depends(control_plane)):
 @router.patch("/plans/drs")
 def drs_policy(body: dict, cp=Depends(control_plane)):
     """Any of the policy's fields (automation off|automatic, interval_s, max_moves, min_gain,
-    migration_cost); the rest keep their values."""
+    migration_cost, load_window_s); the rest keep their values."""
     return cp.drs.set_policy(body)
 
 

@@ -1,0 +1,67 @@
+"""The VMs' measured CPU load, for the balance plan: DRS balances what VMs use, not what they
+were given. Ten idle 4-vCPU VMs on one host and two busy ones on another are even by
+allocation and far apart by load; vCenter's DRS balances demand for that reason, and hbal
+does when handed a utilisation file (-U).
+
+A running VM's load is its mean CPU use over the window the collector measured, in cores (its
+`cpu_percent` is a share of its vCPUs); each host's load is divided by its CPUs, so the score's
+CPU-load term is how unevenly busy the hosts' CPUs are, and it takes the place of the vCPU and
+VM-count terms (placement/score.py says why). A running VM with no sample in the
+window (just started, or on a host the collector cannot read) counts all its vCPUs busy: the
+balancer never moves VMs onto a host on the belief that an unknown VM there is idle. Until any
+VM is measured (telemetry off, or the collector just started) the plan counts VMs, as hbal
+without -U does.
+"""
+
+from dataclasses import replace
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from vpool.model.errors import Invalid
+from vpool.placement import ClusterState
+from vpool.store.tables import VM
+from vpool.store.timeseries import TimeSeries
+
+METRIC = "cpu_percent"
+WINDOW_S = 300.0  # vCenter's DRS works on five-minute averages
+
+
+def load_window(text: str | None, longest_s: int) -> float:
+    """The `load_window_s` plan parameter: at least one collection interval's worth, at most
+    as far back as raw samples are kept; 0 weighs no measurement (VMs are counted)."""
+    if text is None:
+        return WINDOW_S
+    try:
+        window = float(text)
+    except ValueError:
+        raise Invalid(f"load_window_s must be a number of seconds, not {text!r}") from None
+    if window != 0 and not 10 <= window <= longest_s:
+        raise Invalid(f"load_window_s must be 0 (count VMs) or between 10 s and {longest_s} s (as long as raw "
+                      f"samples are kept), got {window:g}")
+    return window
+
+
+def with_measured_load(state: ClusterState, s: Session, series: TimeSeries, now_s: float,
+                       window_s: float) -> tuple[ClusterState, dict]:
+    """`state` with each VM's and host's CPU load filled in, and what it rests on."""
+    running = [v for v in state.vms if v.running and v.host is not None]
+    uuids, percent = {}, {}
+    if window_s:
+        uuids = dict(s.execute(select(VM.name, VM.uuid).where(VM.name.in_([v.name for v in running]))).all())
+        percent = series.means("vm", METRIC, [u for u in uuids.values() if u], int((now_s - window_s) * 1000))
+    basis = {"window_s": window_s, "running_vms": len(running),
+             "measured_vms": sum(uuids.get(v.name) in percent for v in running)}
+    if not basis["measured_vms"]:
+        return state, basis | {"cpu": "VM count"}
+
+    def load(vm) -> float:
+        if not vm.running or vm.host is None:
+            return 0.0
+        measured = percent.get(uuids.get(vm.name))
+        # to a hundredth of a core: finer is noise, and VMs of equal load are one kind to the balancer
+        return vm.cpus if measured is None else round(measured / 100.0 * vm.cpus, 2)
+
+    hosts = [replace(h, cpu_pool=max(h.cpus, 1.0)) for h in state.hosts]
+    vms = [replace(v, cpu_load=load(v)) for v in state.vms]
+    return ClusterState.from_records(hosts, vms, state.group_policies), basis | {"cpu": "measured"}

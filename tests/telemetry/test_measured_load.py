@@ -1,0 +1,81 @@
+"""The balance plan on the live pool weighs what VMs were measured to use: samples written as the
+collector writes them, plans asked for through the API and the CLI."""
+
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.serving import cli_env
+from vpool.cli.main import app
+from vpool.store.timeseries import Point
+
+
+@pytest.fixture
+def pool(tapi, tmp_path):
+    """Two hosts even by allocation: three 2-vCPU VMs on each, the ones on h1 busy."""
+    for host in ("h1", "h2"):
+        tapi.add_sim_host(tmp_path, host, cpus=8, memory_mib=16384, storage="nas")
+    for name, host in [(f"busy{i}", "h1") for i in range(3)] + [(f"idle{i}", "h2") for i in range(3)]:
+        tapi.task(tapi.post("/vms", json={"name": name, "cpus": 2, "memory": "2G", "disk": "1G", "host": host}))
+    return tapi
+
+
+def measure(api, percent: dict[str, float], age_s: float = 0.0) -> None:
+    """A minute of 10-second samples of each VM's cpu_percent, ending `age_s` ago."""
+    end = time.time() - age_s
+    points = []
+    for name, value in percent.items():
+        vm = api.get(f"/vms/{name}").json()
+        points += [Point("vm", vm["uuid"], "cpu_percent", name, vm["host"], int((end - 10 * k) * 1000), value)
+                   for k in range(6)]
+    api.cp.telemetry.series.write(points)
+
+
+def test_busy_vms_are_spread_though_allocations_are_even(pool):
+    assert pool.get("/plans/balance").json()["moves"] == []                 # nothing measured: VMs counted
+    measure(pool, {"busy0": 90, "busy1": 90, "busy2": 90, "idle0": 2, "idle1": 2}, age_s=120)
+    plan = pool.get("/plans/balance").json()
+    assert plan["load"] == {"cpu": "measured", "window_s": 300.0, "running_vms": 6, "measured_vms": 5}
+    assert plan["moves"][0]["vm"].startswith("busy") and plan["moves"][0]["to"] == "h2"
+    assert "CPU load" in plan["moves"][0]["reason"]
+    # samples older than the window are not load: the plan counts VMs again, and says so
+    plan = pool.get("/plans/balance", params={"load_window_s": 60}).json()
+    assert plan["load"]["cpu"] == "VM count" and plan["moves"] == []
+    assert "load" not in pool.get("/plans/balance", params={"ignore_dynu": "true"}).json()
+    plan = pool.get("/plans/balance", params={"load_window_s": 0}).json()     # 0: count VMs, whatever is measured
+    assert plan["load"] == {"cpu": "VM count", "window_s": 0.0, "running_vms": 6, "measured_vms": 0}
+    assert plan["moves"] == []
+
+
+def test_an_unmeasured_vm_counts_all_its_vcpus_busy(pool):
+    """idle2 has no sample: were it taken as idle, busy VMs would be moved next to it."""
+    measure(pool, {"busy0": 60, "busy1": 60, "busy2": 60, "idle0": 1, "idle1": 1})
+    with_unknown = pool.get("/plans/balance").json()
+    measure(pool, {"idle2": 1})
+    known = pool.get("/plans/balance").json()
+    assert known["load"]["measured_vms"] == 6
+    assert known["score_before"] > with_unknown["score_before"]   # all idle on h2: further apart
+
+
+def test_bad_load_windows_are_refused_and_change_nothing(pool):
+    for value in ("5", "abc", str(10 * 86400)):
+        r = pool.get("/plans/balance", params={"load_window_s": value})
+        assert r.status_code == 422 and "load_window_s" in r.json()["detail"], r.text
+    r = pool.post("/plans/balance/apply", json={"load_window_s": 5})
+    assert r.status_code == 422 and "load_window_s" in r.json()["detail"]
+    assert [t for t in pool.get("/tasks").json()["items"] if t["kind"] == "plan.apply"] == []
+    r = pool.patch("/plans/drs", json={"load_window_s": 1})
+    assert r.status_code == 422 and pool.get("/plans/drs").json()["load_window_s"] == 300.0
+    assert pool.patch("/plans/drs", json={"load_window_s": 900}).json()["load_window_s"] == 900.0
+
+
+def test_the_cli_says_what_the_plan_weighed(pool, monkeypatch):
+    measure(pool, {"busy0": 90, "busy1": 90, "busy2": 90, "idle0": 2, "idle1": 2})
+    with cli_env(pool.cp, monkeypatch):
+        r = CliRunner().invoke(app, ["plan", "balance"])
+        assert r.exit_code == 0, r.output
+        assert ("CPU load: measured over the last 5 min for 5 of 6 running VMs; 1 not yet measured counts all "
+                "its vCPUs busy") in " ".join(r.output.split())
+        r = CliRunner().invoke(app, ["plan", "balance", "--load-window", "60", "--htools", "c.txt"])
+        assert r.exit_code != 0 and "--load-window needs the live pool" in r.output
