@@ -182,6 +182,7 @@ def test_an_applied_balance_plan_moves_guests_live(lab, pool, guest):
         vm = _vm(pool, moved[0]["vm"])
         assert vm["host"] == other(src) and running_on(lab, vm["uuid"]) == [other(src)]
         assert task["result"]["score_now"] < task["result"]["score_before"]
+        assert task["result"]["load"]["cpu"] == "VM count"
         assert counters(ip)["boots"] == before["boots"]  # whichever moved, the guest never restarted
     finally:
         pool.task(pool.delete("/vms/mgbal"), timeout=120)

@@ -36,7 +36,7 @@ def test_busy_vms_are_spread_though_allocations_are_even(pool):
     assert pool.get("/plans/balance").json()["moves"] == []                 # nothing measured: VMs counted
     measure(pool, {"busy0": 90, "busy1": 90, "busy2": 90, "idle0": 2, "idle1": 2}, age_s=120)
     plan = pool.get("/plans/balance").json()
-    assert plan["load"] == {"cpu": "measured", "window_s": 300.0, "running_vms": 6, "measured_vms": 5}
+    assert plan["load"] == {"cpu": "measured", "window_s": 3600.0, "running_vms": 6, "measured_vms": 5}
     assert plan["moves"][0]["vm"].startswith("busy") and plan["moves"][0]["to"] == "h2"
     assert "CPU load" in plan["moves"][0]["reason"]
     # samples older than the window are not load: the plan counts VMs again, and says so
@@ -66,7 +66,7 @@ def test_bad_load_windows_are_refused_and_change_nothing(pool):
     assert r.status_code == 422 and "load_window_s" in r.json()["detail"]
     assert [t for t in pool.get("/tasks").json()["items"] if t["kind"] == "plan.apply"] == []
     r = pool.patch("/plans/drs", json={"load_window_s": 1})
-    assert r.status_code == 422 and pool.get("/plans/drs").json()["load_window_s"] == 300.0
+    assert r.status_code == 422 and pool.get("/plans/drs").json()["load_window_s"] == 3600.0
     assert pool.patch("/plans/drs", json={"load_window_s": 900}).json()["load_window_s"] == 900.0
 
 
@@ -75,7 +75,7 @@ def test_the_cli_says_what_the_plan_weighed(pool, monkeypatch):
     with cli_env(pool.cp, monkeypatch):
         r = CliRunner().invoke(app, ["plan", "balance"])
         assert r.exit_code == 0, r.output
-        assert ("CPU load: measured over the last 5 min for 5 of 6 running VMs; 1 not yet measured counts all "
+        assert ("CPU load: measured over the last 60 min for 5 of 6 running VMs; 1 not yet measured counts all "
                 "its vCPUs busy") in " ".join(r.output.split())
         r = CliRunner().invoke(app, ["plan", "balance", "--load-window", "60", "--htools", "c.txt"])
         assert r.exit_code != 0 and "--load-window needs the live pool" in r.output

@@ -62,6 +62,15 @@ def _check_rollups(ts: TimeSeries) -> None:
     assert recent[("vm", "uuid-b", "cpu_percent")] == [((T0 + 2 * H - i * 10_000) / 1000, 7.0) for i in range(6, 0, -1)]
     assert recent[("vm", "uuid-z", "cpu_percent")] == []
 
+    # what a balance plan weighs: each VM's mean since a time off the 5-minute grid, read from raw
+    # samples before the first whole bucket, rollups over the buckets, raw samples after the last
+    since = T0 + 2 * H - 1_000_000
+    first = (since - T0) // 10_000
+    a_values = [float((i // 6) % 60) for i in range(first, 720)] + [float(i) for i in range(36)]
+    means = ts.means("vm", "cpu_percent", ["uuid-a", "uuid-b", "uuid-z"], since)
+    assert means == {"uuid-a": pytest.approx(sum(a_values) / len(a_values)), "uuid-b": pytest.approx(7.0)}
+    assert ts.means("vm", "cpu_percent", ["uuid-a"], T0 + 2 * H + 200_000) == {"uuid-a": pytest.approx(27.5)}
+
 
 def test_rollups_and_queries_on_sqlite(tmp_path):
     _check_rollups(TimeSeries(Store(f"sqlite:///{tmp_path / 'ts.db'}")))

@@ -120,7 +120,7 @@ def balance(htools: Optional[Path] = HTOOLS,
                                                   "count), like hbal --ignore-dynu."),
             load_window: Optional[float] = typer.Option(
                 None, "--load-window", help="Seconds of measured CPU load each VM weighs by, its mean "
-                                            "over them; 0 counts VMs instead [default: 300]."),
+                                            "over them; 0 counts VMs instead [default: 3600]."),
             apply: bool = APPLY, no_wait: bool = NO_WAIT, as_json: bool = JSON):
     """Moves that balance the pool (Ganeti's hbal score), in stages that can run together. On
     the live pool, the CPU-load term weighs what each VM measurably uses."""

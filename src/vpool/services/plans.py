@@ -96,7 +96,7 @@ class PlanService:
         now = self.plan(kind, params)
         report = {"kind": kind, "score_before": plan["score_before"], "score_planned": plan["score_after"],
                   "score_now": now["score_before"], "moves": done, "planned_moves": len(moves),
-                  "power_off": parked, "wake": plan["wake"]}
+                  "power_off": parked, "wake": plan["wake"], "load": plan.get("load")}
         if not_moved:
             reasons = "; ".join(f"{vm}: {why}" for vm, why in not_moved.items())
             parked_note = (f" {', '.join(parked)} stay in maintenance (vpool host maintenance H off takes one back)."

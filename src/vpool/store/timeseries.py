@@ -180,16 +180,33 @@ class TimeSeries:
         return out
 
     def means(self, scope: str, metric: str, subjects: list[str], since_ms: int) -> dict[str, float]:
-        """Each subject's mean raw `metric` since `since_ms`, for those with samples there: one
-        grouped range scan of the (series, t) key per 500 subjects."""
+        """Each subject's mean raw `metric` since `since_ms`, for those with samples there. The
+        whole 5-minute buckets already rolled up are read from their rollups (a count and a total
+        each, so the mean is exact) and only the ends from raw samples: an hour of 1,000 VMs is
+        12,000 rollup rows and a few thousand samples instead of 360,000 samples."""
+        step_ms = ROLLUP_STEPS_S[0] * 1000
         out: dict[str, float] = {}
         with self.store.session() as s:
+            newest = s.scalar(select(func.max(Rollup.t)).where(Rollup.step_s == ROLLUP_STEPS_S[0]))
+            lo = since_ms + (-since_ms) % step_ms           # the first whole bucket
+            hi = max(lo, newest + step_ms if newest is not None else lo)  # where rolled-up buckets end
             for chunk in _chunks(subjects, 500):
-                out.update(s.execute(select(Series.subject, func.avg(Sample.value))
-                                     .join(Sample, Sample.series_id == Series.id)
-                                     .where(Series.scope == scope, Series.metric == metric,
-                                            Series.subject.in_(chunk), Sample.t >= since_ms)
-                                     .group_by(Series.subject)).all())
+                ids = dict(s.execute(select(Series.id, Series.subject).where(
+                    Series.scope == scope, Series.metric == metric, Series.subject.in_(chunk))).all())
+                if not ids:
+                    continue
+                raw = [select(Sample.series_id, func.count(), func.sum(Sample.value))
+                       .where(Sample.series_id.in_(ids), *when).group_by(Sample.series_id)
+                       for when in ((Sample.t >= since_ms, Sample.t < lo), (Sample.t >= hi,))]
+                rolled = (select(Rollup.series_id, func.sum(Rollup.count), func.sum(Rollup.total))
+                          .where(Rollup.series_id.in_(ids), Rollup.step_s == ROLLUP_STEPS_S[0], Rollup.t >= lo,
+                                 Rollup.t < hi).group_by(Rollup.series_id))
+                sums: dict[int, list[float]] = {}
+                for sid, n, total in s.execute(union_all(*raw, rolled)):
+                    acc = sums.setdefault(sid, [0, 0.0])
+                    acc[0] += n
+                    acc[1] += total
+                out.update({ids[sid]: total / n for sid, (n, total) in sums.items() if n})
         return out
 
     def oldest(self, series: Series, since_ms: int) -> int | None:
