@@ -169,3 +169,45 @@ def test_the_cli_shows_changes_and_runs_drs(pool, monkeypatch):
         r = CliRunner().invoke(app, ["plan", "drs", "--run"])
         assert r.exit_code == 0 and "applying 2 moves" in r.stdout and "plan.apply balance: succeeded" in r.stdout, \
             r.output
+
+
+def test_a_vm_kept_out_of_plans_stays_where_it_is(pool, monkeypatch):
+    moved = {m["vm"] for m in pool.get("/plans/balance").json()["moves"]}
+    keep = sorted(moved)[0]
+    vm = pool.patch(f"/vms/{keep}", json={"auto_balance": False}).json()
+    assert vm["auto_balance"] is False
+    assert next(v for v in pool.get("/vms").json()["items"] if v["name"] == keep)["auto_balance"] is False
+    plan = pool.get("/plans/balance").json()
+    assert plan["moves"] and keep not in {m["vm"] for m in plan["moves"]}
+    r = pool.task(pool.post("/plans/balance/apply"))["result"]
+    assert _hosts(pool)[keep] == "h1" and keep not in {m["vm"] for m in r["moves"]}
+    pool.task(pool.post(f"/vms/{keep}/migrate", json={"to": "h3"}))          # an operator still moves it by hand
+    assert _hosts(pool)[keep] == "h3"
+    # consolidation empties hosts around such VMs: with one kept on h2 and one on h3, only h1 can go
+    on_h2 = next(vm for vm, host in _hosts(pool).items() if host == "h2")
+    pool.patch(f"/vms/{on_h2}", json={"auto_balance": False})
+    assert pool.get("/plans/consolidate").json()["power_off"] == ["h1"]
+    pool.task(pool.post("/hosts/h3/maintenance", json={"mode": "on"}))     # an evacuation moves it too
+    assert _hosts(pool)[keep] != "h3"
+    pool.task(pool.post("/hosts/h3/maintenance", json={"mode": "off"}))
+    for vm in (keep, on_h2):
+        assert pool.patch(f"/vms/{vm}", json={"auto_balance": True}).json()["auto_balance"] is True
+    assert len(pool.get("/plans/consolidate").json()["power_off"]) == 2
+    with cli_env(pool.cp, monkeypatch):
+        r = CliRunner().invoke(app, ["vm", "set", keep, "--no-auto-balance"])
+        assert r.exit_code == 0 and f"{keep}: plans leave it where it is" in r.stdout, r.output
+        r = CliRunner().invoke(app, ["vm", "set", keep])
+        assert r.exit_code == 1 and "name a setting to change" in r.stderr
+    assert pool.get(f"/vms/{keep}").json()["auto_balance"] is False
+
+
+@pytest.mark.parametrize("body, status, words", [
+    ({}, 422, "name a setting to change"),
+    ({"auto_balance": "sometimes"}, 422, "auto_balance"),
+    ({"cpus": 4}, 422, "cpus"),
+])
+def test_bad_vm_changes_change_nothing(pool, body, status, words):
+    r = pool.patch("/vms/v0", json=body)
+    assert r.status_code == status and words in r.text, r.text
+    assert pool.get("/vms/v0").json()["auto_balance"] is True
+    assert pool.patch("/vms/nosuch", json={"auto_balance": False}).status_code == 404

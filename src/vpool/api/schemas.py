@@ -45,6 +45,11 @@ class VMResize(Body):
     disk: str | int | None = Field(None, description="the disk's new size, e.g. 20G; a bare number is GiB")
 
 
+class VMPatch(Body):
+    auto_balance: bool | None = Field(None, description="false keeps the VM out of balance and consolidation "
+                                                       "plans, and so out of DRS")
+
+
 class VMStop(Body):
     force: bool = False
     timeout: float = 60.0

@@ -1,6 +1,7 @@
 """`vpool`: the command line. Each command parses, calls the API once (or follows a task), renders."""
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -211,6 +212,22 @@ def vm_resize(name: str, cpus: int = typer.Option(None, help="vCPUs."),
               no_wait: bool = NO_WAIT, as_json: bool = JSON):
     """Change a VM's vCPUs, memory or disk; booked on its host first. A running VM only grows (hot-plug)."""
     _post_task(api_path("/vms/{}/resize", name), {"cpus": cpus, "memory": memory, "disk": disk}, no_wait, as_json)
+
+
+@vm_app.command("set")
+def vm_set(name: str,
+           auto_balance: Optional[bool] = typer.Option(None, "--auto-balance/--no-auto-balance",
+                                                       help="Whether balance and consolidation plans, and so DRS, "
+                                                            "may move it (an evacuation still does)."),
+           as_json: bool = JSON):
+    """Change a VM's settings beside its size (vCenter's per-VM DRS override, Ganeti's auto_balance)."""
+    if auto_balance is None:
+        fail("name a setting to change: --auto-balance or --no-auto-balance")
+    v = call("PATCH", api_path("/vms/{}", name), json={"auto_balance": auto_balance})
+    if as_json:
+        return emit_json(v)
+    console.print(f"{v['name']}: plans {'may move it' if v['auto_balance'] else 'leave it where it is'}",
+                  highlight=False)
 
 
 @vm_app.command("console")

@@ -6,7 +6,8 @@ the targets, found by bisection over first-fit-decreasing packings — and only 
 move. VMs on hosts that stay on do not move unless their host is above a target; such a
 host first sheds as little as it can, to hosts that only receive, and only then takes VMs
 from hosts being emptied. So every host's load moves one way per phase, towards a final
-load under the targets, and every intermediate state fits.
+load under the targets, and every intermediate state fits. A host holding a VM that cannot
+move (not live-migratable, or kept out of plans: `auto_balance` off) stays on.
 """
 
 from __future__ import annotations
@@ -133,7 +134,7 @@ class _Layout:
         for v, h in enumerate(state.vm_host):
             if h >= 0 and on[h]:
                 self.on_host[h].append(v)
-        self.movable = np.fromiter((v.migratable and v.secondary is None for v in state.vms),
+        self.movable = np.fromiter((v.migratable and v.auto_balance and v.secondary is None for v in state.vms),
                                    dtype=bool, count=len(state.vms)) & _seen_elsewhere(state)
         pinned = np.array([not self.movable[vms].all() for vms in self.on_host], dtype=bool) | state.tag_mask(STAYS_ON)
         hosts = np.flatnonzero(on)

@@ -21,7 +21,7 @@ _HOST_LOADS = (select(VM.host_id,
                       func.sum(case((VM.storage.is_(None), VM.disk_gib), else_=0)), func.count(VM.storage))
                .where(VM.host_id.is_not(None)).group_by(VM.host_id))
 _ONE_BY_ONE = select(VM.name, VM.host_id, VM.cpus, VM.memory_mib, VM.disk_gib, VM.group_id, VM.storage, VM.state,
-                     VM.ownership)
+                     VM.ownership, VM.auto_balance)
 # Per host, for the host views: all its VMs (CPU, RAM, disk, count), then the same two disk columns.
 _HOST_TOTALS = (select(VM.host_id, func.sum(VM.cpus), func.sum(VM.memory_mib), func.sum(VM.disk_gib), func.count(),
                        func.sum(case((VM.storage.is_(None), VM.disk_gib), else_=0)), func.count(VM.storage))
@@ -140,17 +140,18 @@ def cluster_state(s: Session, per_vm: bool = True) -> ClusterState:
             reserved_disk_gib=p["reserved_disk_gib"] + b["disk_gib"] + on_storage.get(h.storage, 0),
             up=h.state == "up", maintenance=h.maintenance, storage=h.storage or ""))
     groups = {gid: (name, policy) for gid, name, policy in s.execute(select(Group.id, Group.name, Group.policy))}
-    # a plan moves only what vpool can live-migrate: its own VMs with a running (or paused) guest;
-    # the others keep their room where they are, and a stopped one's memory is out of the score
+    # a plan moves only what vpool can live-migrate: its own VMs with a running (or paused) guest,
+    # unless kept out of plans; the others keep their room where they are, and a stopped one's
+    # memory is out of the score
     rows = [(n, hid, c, m, 0 if st or host_storage.get(hid) else d, g, st, state in ACTIVE,
-             state in ACTIVE and own == VMOwnership.managed)
-            for n, hid, c, m, d, g, st, state, own in
+             state in ACTIVE and own == VMOwnership.managed, auto)
+            for n, hid, c, m, d, g, st, state, own, auto in
             s.execute(_ONE_BY_ONE if per_vm else _ONE_BY_ONE.where(VM.group_id.is_not(None)))]
     if not per_vm:
-        rows += [(f"vms@{names[h]}", h, c, m, d, None, None, True, False) for h, (c, m, d) in folded.items()
+        rows += [(f"vms@{names[h]}", h, c, m, d, None, None, True, False, False) for h, (c, m, d) in folded.items()
                  if h in names]
     vm_records = [VMRecord(name=n, host=names.get(hid), cpus=c, memory_mib=m, disk_gib=d,
                            groups=frozenset({groups[g][0]}) if g else frozenset(), storage=st, running=running,
-                           auto_balance=movable, migratable=movable)
-                  for n, hid, c, m, d, g, st, running, movable in rows]
+                           auto_balance=movable and auto, migratable=movable)
+                  for n, hid, c, m, d, g, st, running, movable, auto in rows]
     return ClusterState.from_records(host_records, vm_records, dict(groups.values()))

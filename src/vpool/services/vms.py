@@ -259,6 +259,16 @@ class VMService:
                 where.append(VM.group_id == self.cp.groups.get(s, group).id)
             return list_page(s, where, limit, offset)
 
+    def change(self, ref: str, auto_balance: bool | None) -> dict:
+        """Settings of a VM beside its size: whether balance and consolidation plans (and so DRS)
+        may move it, as vCenter's per-VM DRS override and Ganeti's auto_balance say."""
+        if auto_balance is None:
+            raise Invalid("name a setting to change: auto_balance (true or false)")
+        with self.cp.store.session() as s:
+            self.get(s, ref).auto_balance = auto_balance
+            s.commit()
+        return self.show(ref)
+
     def show(self, ref: str) -> dict:
         """One VM, with the address its guest has now and the hot-plug room its definition has."""
         with self.cp.store.session() as s:
@@ -289,7 +299,7 @@ class VMService:
 
 _LIST_COLUMNS = (VM.id, VM.name, VM.uuid, VM.state, VM.ownership, Host.name.label("host"), VM.cpus, VM.memory_mib,
                  VM.disk_gib, Image.name.label("image"), Flavor.name.label("flavor"), Group.name.label("group"),
-                 VM.created_at, VM.updated_at)
+                 VM.auto_balance, VM.created_at, VM.updated_at)
 
 
 def list_page(s, where: list, limit: int, offset: int) -> tuple[list[dict], int]:
@@ -307,7 +317,7 @@ def describe(vm: VM, ip: str | None = None) -> dict:
         "id": vm.id, "name": vm.name, "uuid": vm.uuid, "state": vm.state, "ownership": vm.ownership,
         "host": vm.host.name if vm.host else None, "cpus": vm.cpus, "memory_mib": vm.memory_mib,
         "disk_gib": vm.disk_gib, "disk_path": vm.disk_path,
-        "storage": vm.disk_storage,
+        "storage": vm.disk_storage, "auto_balance": vm.auto_balance,
         "image": vm.image.name if vm.image else None,
         "flavor": vm.flavor.name if vm.flavor else None, "group": vm.group.name if vm.group else None, "ip": ip,
         "created_at": vm.created_at, "updated_at": vm.updated_at,

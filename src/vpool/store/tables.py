@@ -2,7 +2,7 @@
 
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, true
 from sqlalchemy.types import TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -135,6 +135,9 @@ class VM(Base):
     # The storage the disk is on when that is not its host's (a copy-storage migration into another
     # pool); None: its host's. Placement moves the VM only to hosts on it.
     storage: Mapped[str | None] = mapped_column(String(64), default=None)
+    # False: balance and consolidation plans, and so DRS, leave it where it is (Ganeti's auto_balance,
+    # vCenter's per-VM DRS override); an evacuation or an explicit migration still moves it.
+    auto_balance: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -2,7 +2,7 @@ from fastapi import APIRouter, Depends
 
 from vpool.api.deps import caller, control_plane
 from vpool.api.routes.common import Page, accepted, fast_json
-from vpool.api.schemas import VMCreate, VMResize, VMStop
+from vpool.api.schemas import VMCreate, VMPatch, VMResize, VMStop
 from vpool.model.names import parse_size_gib, parse_size_mib
 from vpool.model.errors import NotFound
 from vpool.services.vms import POWER_OPS, CreateRequest
@@ -32,6 +32,12 @@ def create_vm(body: VMCreate, who: str = Depends(caller), cp=Depends(control_pla
 @router.get("/vms/{ref}")
 def show_vm(ref: str, cp=Depends(control_plane)):
     return cp.vms.show(ref)
+
+
+@router.patch("/vms/{ref}")
+def change_vm(ref: str, body: VMPatch, cp=Depends(control_plane)):
+    """Settings beside the VM's size (POST /vms/{ref}/resize changes that)."""
+    return cp.vms.change(ref, body.auto_balance)
 
 
 @router.post("/vms/{ref}/stop", status_code=202)
