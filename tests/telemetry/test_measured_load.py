@@ -39,6 +39,10 @@ def test_busy_vms_are_spread_though_allocations_are_even(pool):
     assert plan["load"] == {"cpu": "measured", "window_s": 3600.0, "running_vms": 6, "measured_vms": 5}
     assert plan["moves"][0]["vm"].startswith("busy") and plan["moves"][0]["to"] == "h2"
     assert "CPU load" in plan["moves"][0]["reason"]
+    # three VMs at 90 % of 2 vCPUs on h1's 8 CPUs, and 2 % of 2 vCPUs twice on h2's; idle2 counts 2 busy
+    busy = {h["host"]: (h["before"], h["after"]) for h in plan["cpu_busy"]}
+    assert busy["h1"][0] == pytest.approx(3 * 1.8 / 8) and busy["h2"][0] == pytest.approx((2 * 0.04 + 2) / 8)
+    assert abs(busy["h1"][1] - busy["h2"][1]) < busy["h1"][0] - busy["h2"][0]
     # samples older than the window are not load: the plan counts VMs again, and says so
     plan = pool.get("/plans/balance", params={"load_window_s": 60}).json()
     assert plan["load"]["cpu"] == "VM count" and plan["moves"] == []
@@ -77,5 +81,6 @@ def test_the_cli_says_what_the_plan_weighed(pool, monkeypatch):
         assert r.exit_code == 0, r.output
         assert ("CPU load: measured over the last 60 min for 5 of 6 running VMs; 1 not yet measured counts all "
                 "its vCPUs busy") in " ".join(r.output.split())
+        assert "CPUs busy by measured load" in r.output and "68%" in r.output   # h1 now: 5.4 of 8 CPUs
         r = CliRunner().invoke(app, ["plan", "balance", "--load-window", "60", "--htools", "c.txt"])
         assert r.exit_code != 0 and "--load-window needs the live pool" in r.output

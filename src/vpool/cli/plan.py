@@ -101,6 +101,14 @@ def _show_plan(data: dict) -> None:
                   highlight=False)
     if load := data.get("load"):
         console.print(_load_basis(load), highlight=False)
+    if busy := data.get("cpu_busy"):
+        console.print("CPUs busy by measured load, now and after the plan:", highlight=False)
+        table = Table()
+        for column in ("host", "now", "after"):
+            table.add_column(column, justify="left" if column == "host" else "right")
+        for h in busy:
+            table.add_row(h["host"], f"{h['before']:.0%}", f"{h['after']:.0%}")
+        console.print(table)
     if data["power_off"]:
         console.print("power off: " + ", ".join(data["power_off"]), highlight=False)
     if data["wake"]:

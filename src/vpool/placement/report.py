@@ -14,6 +14,7 @@ from .consolidate import ConsolidationPolicy, consolidate
 from .ha import HaReport, ha_admission
 from .htools import from_state
 from .plan import Move, Plan
+from .score import host_divisors, per_host, vm_arrays
 from .state import ClusterState
 
 
@@ -118,13 +119,24 @@ def plan_report(kind: str, state: ClusterState, params: Mapping[str, Any] | None
     p = parse_parameters(kind, params or {})
     if kind == "balance":
         dynamic = not p.pop("ignore_dynu", False)
-        return plan_dict(balance(state, BalancePolicy(dynamic_load=dynamic, measured_cpu=measured_cpu, **p)))
+        plan = balance(state, BalancePolicy(dynamic_load=dynamic, measured_cpu=measured_cpu, **p))
+        return plan_dict(plan) | ({"cpu_busy": cpu_busy(state, plan)} if measured_cpu else {})
     if kind == "consolidate":
         return plan_dict(consolidate(state, ConsolidationPolicy(**p)))
     if kind == "ha":
         return ha_dict(ha_admission(state, p.get("failures", 1)))
     return capacity_dict(capacity(state, parse_mix(p.get("mix", "medium")), failures=p.get(
         "failures", 1), disks=new_disks))
+
+
+def cpu_busy(state: ClusterState, plan: Plan) -> list[dict]:
+    """How busy each up host's CPUs are by the VMs' measured load, before and after the plan: the
+    spread the CPU-load term evens out, as an operator reads it."""
+    after = state.with_moves((m.vm, m.dst) for m in plan.moves) if plan.moves else state
+    pool = host_divisors(state)["cpu_pool"]
+    shares = [per_host(s, vm_arrays(s, True)["cpu_load"]) / pool for s in (state, after)]
+    return [{"host": h.name, "before": round(float(shares[0][i]), 4), "after": round(float(shares[1][i]), 4)}
+            for i, h in enumerate(state.hosts) if state.up[i]]
 
 
 def htools_text(state: ClusterState) -> str:

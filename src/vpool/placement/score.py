@@ -56,7 +56,7 @@ class SigmaTerm:
     mirrored: bool = False
 
 
-def _per_host(state: ClusterState, weights, secondary=False) -> np.ndarray:
+def per_host(state: ClusterState, weights, secondary=False) -> np.ndarray:
     placed = state.vm_host >= 0
     total = np.bincount(state.vm_host[placed], weights=weights[placed], minlength=state.n_hosts)
     if secondary:
@@ -122,14 +122,14 @@ def sigma_terms(state: ClusterState, dynamic_load: bool = True, measured_cpu: bo
     cap, ratio, reserved = state.capacity, state.ratio, state.reserved
     usable = state.usable
     with np.errstate(divide="ignore", invalid="ignore"):
-        free_mem = (usable[:, 1] - _per_host(state, a["running_mem"])) / c["mem"]
+        free_mem = (usable[:, 1] - per_host(state, a["running_mem"])) / c["mem"]
         free_mem_forth = (cap[:, 1] * ratio[:, 1] - reserved[:, 1] - state.missing_memory
-                          - _per_host(state, a["mem"])) / c["mem"]
+                          - per_host(state, a["mem"])) / c["mem"]
         free_disk = np.where(np.isinf(c["disk"]), 1.0,
                              (usable[:, 2] - state.used[:, 2]) / c["disk"])
         vcpu = (reserved[:, 0] + state.used[:, 0]) / c["cpus"]
-        spindles = _per_host(state, a["spindles"], secondary=True) / c["spindles"]
-        cpu_load = _per_host(state, a["cpu_load"]) / c["cpu_pool"]
+        spindles = per_host(state, a["spindles"], secondary=True) / c["spindles"]
+        cpu_load = per_host(state, a["cpu_load"]) / c["cpu_pool"]
     mirrors = bool((state.vm_secondary >= 0).any())
     raw = [
         (("free_mem_cv",), 0.5, -free_mem, a["running_mem"], c["mem"], False),
@@ -138,10 +138,10 @@ def sigma_terms(state: ClusterState, dynamic_load: bool = True, measured_cpu: bo
         (("vcpu_ratio_cv", "vcpu_ratio_cv_forth"), 1.0, vcpu, a["cpus"], c["cpus"], False),
         (("spindles_cv", "spindles_cv_forth"), 1.0, spindles, a["spindles"], c["spindles"], mirrors),
         (("cpu_load_cv",), 1.0, cpu_load, a["cpu_load"], c["cpu_pool"], False),
-        (("mem_load_cv",), 1.0, _per_host(state, a["unit"]), a["unit"], c["unit"], False),
-        (("disk_load_cv",), 1.0, _per_host(state, a["unit"], secondary=True), a["unit"],
+        (("mem_load_cv",), 1.0, per_host(state, a["unit"]), a["unit"], c["unit"], False),
+        (("disk_load_cv",), 1.0, per_host(state, a["unit"], secondary=True), a["unit"],
          c["unit"], mirrors),
-        (("net_load_cv",), 1.0, _per_host(state, a["unit"]), a["unit"], c["unit"], False),
+        (("net_load_cv",), 1.0, per_host(state, a["unit"]), a["unit"], c["unit"], False),
     ]
     if measured_cpu:
         raw = [r for r in raw if r[0][0] not in _ALLOCATED_CPU]
@@ -219,7 +219,7 @@ def reserved_memory(state: ClusterState) -> np.ndarray:
 
 def n1_state(state: ClusterState) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(r_mem, unallocated memory, reported free memory) per host, for the N+1 count."""
-    running = _per_host(state, state.demand[:, 1] * np.fromiter(
+    running = per_host(state, state.demand[:, 1] * np.fromiter(
         (v.running for v in state.vms), dtype=bool, count=len(state.vms)))
     unallocated = state.usable[:, 1] - running
     reported = (state.capacity[:, 1] * state.ratio[:, 1] - state.reserved[:, 1]
