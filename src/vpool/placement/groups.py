@@ -1,8 +1,9 @@
 """Server-group rules for VMs that already have a host: whether a group holds where its VMs are,
 and whether a VM may join it without moving. The same rules AntiAffinityFilter and
 AffinityFilter apply when a VM is placed; vCenter lets an operator write a rule over running
-VMs, and so does vpool, but it refuses one that the pool breaks at once (there is no DRS loop
-yet to repair it, and a rule that reads as kept while broken is worse than none)."""
+VMs, and so does vpool, but it refuses one that the pool breaks at once: a rule that reads as
+kept while broken is worse than none, and DRS would mend only an anti-affinity rule (the balance
+score counts VMs of one such group on a host), never an affinity one (its VMs do not move)."""
 
 HARD_POLICIES = ("affinity", "anti-affinity")
 
