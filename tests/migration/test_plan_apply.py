@@ -130,7 +130,7 @@ def test_drs_balances_the_pool_by_itself_once_turned_on(pool, monkeypatch):
     finally:
         stop.set()
     assert task["requested_by"] == "drs" and len(task["result"]["moves"]) == 1  # one move a run, as asked
-    assert "applying 1 move (task" in pool.get("/plans/drs").json()["last_run"]["outcome"]
+    assert "applying 1 move on VM counts (task" in pool.get("/plans/drs").json()["last_run"]["outcome"]
 
 
 def test_a_drs_run_waits_for_migrations_and_says_when_there_is_nothing_to_gain(pool):
@@ -151,7 +151,7 @@ def test_a_drs_run_waits_for_migrations_and_says_when_there_is_nothing_to_gain(p
     r = pool.post("/plans/drs/run").json()            # automation off: a run asked for by hand still runs
     assert eventually(lambda: pool.get(f"/tasks/{r['task']}").json()["state"] == "succeeded")
     r = pool.post("/plans/drs/run").json()
-    assert r["task"] is None and r["last_run"]["outcome"].startswith("balanced: ")
+    assert r["task"] is None and r["last_run"]["outcome"].startswith("balanced on VM counts: ")
     for body, words in (({"automation": "sometimes"}, "automation must be"), ({"interval_s": 1}, "at least 10"),
                         ({"max_moves": 0}, "at least 1"), ({"nope": 1}, "unknown DRS setting nope")):
         r = pool.patch("/plans/drs", json=body)

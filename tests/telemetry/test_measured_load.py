@@ -47,6 +47,10 @@ def test_busy_vms_are_spread_though_allocations_are_even(pool):
     plan = pool.get("/plans/balance", params={"load_window_s": 60}).json()
     assert plan["load"]["cpu"] == "VM count" and plan["moves"] == []
     assert "load" not in pool.get("/plans/balance", params={"ignore_dynu": "true"}).json()
+    status = pool.patch("/plans/drs", json={"load_window_s": 60}).json()
+    assert status["load_window_s"] == 60.0
+    r = pool.post("/plans/drs/run").json()                                  # DRS plans on the same loads
+    assert r["task"] is None and r["last_run"]["outcome"].startswith("balanced on VM counts: ")
     plan = pool.get("/plans/balance", params={"load_window_s": 0}).json()     # 0: count VMs, whatever is measured
     assert plan["load"] == {"cpu": "VM count", "window_s": 0.0, "running_vms": 6, "measured_vms": 0}
     assert plan["moves"] == []

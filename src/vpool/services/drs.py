@@ -93,14 +93,15 @@ class DrsService:
         why, task_id = self._skip_reason(), None
         if why is None:
             plan = self.cp.plans.plan("balance", policy.plan_params)
+            weighed = "measured CPU load" if (plan.get("load") or {}).get("cpu") == "measured" else "VM counts"
             if not plan["moves"]:
-                why = f"balanced: {plan['note']} (score {plan['score_before']:.4f})"
+                why = f"balanced on {weighed}: {plan['note']} (score {plan['score_before']:.4f})"
             else:
                 try:
                     task_id = self.cp.plans.apply("balance", policy.plan_params, requested_by="drs").id
                 except VpoolError as e:
                     why = f"could not start the plan: {e.detail}"
-        outcome = f"applying {count(len(plan['moves']), 'move')} (task {task_id})" if task_id else why
+        outcome = f"applying {count(len(plan['moves']), 'move')} on {weighed} (task {task_id})" if task_id else why
         self.last = {"at": time.time(), "outcome": outcome}
         return task_id
 
