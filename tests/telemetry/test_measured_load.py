@@ -73,8 +73,10 @@ def test_bad_load_windows_are_refused_and_change_nothing(pool):
     r = pool.post("/plans/balance/apply", json={"load_window_s": 5})
     assert r.status_code == 422 and "load_window_s" in r.json()["detail"]
     assert [t for t in pool.get("/tasks").json()["items"] if t["kind"] == "plan.apply"] == []
-    r = pool.patch("/plans/drs", json={"load_window_s": 1})
-    assert r.status_code == 422 and pool.get("/plans/drs").json()["load_window_s"] == 3600.0
+    for value in (1, [60], "soon"):
+        r = pool.patch("/plans/drs", json={"load_window_s": value})
+        assert r.status_code == 422 and "load_window_s" in r.json()["detail"], r.text
+    assert pool.get("/plans/drs").json()["load_window_s"] == 3600.0
     assert pool.patch("/plans/drs", json={"load_window_s": 900}).json()["load_window_s"] == 900.0
 
 

@@ -83,7 +83,7 @@ def _number(kind: type) -> Callable[[Any], Any]:
 PARAMETERS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "balance": {"max_moves": _number(int), "min_gain": _number(float),
                 "min_gain_limit": _number(float), "migration_cost": _number(float),
-                "ignore_dynu": _number(bool)},
+                "ignore_dynu": _number(bool), "load_window_s": _number(float)},
     "consolidate": {"cpu_target": _number(float), "memory_target": _number(float),
                     "disk_target": _number(float), "wake_above": _number(float),
                     "max_moves": _number(int), "min_hosts": _number(int)},
@@ -119,6 +119,7 @@ def plan_report(kind: str, state: ClusterState, params: Mapping[str, Any] | None
     p = parse_parameters(kind, params or {})
     if kind == "balance":
         dynamic = not p.pop("ignore_dynu", False)
+        p.pop("load_window_s", None)  # the live pool's: over what its VMs' cpu_load was measured
         plan = balance(state, BalancePolicy(dynamic_load=dynamic, measured_cpu=measured_cpu, **p))
         return plan_dict(plan) | ({"cpu_busy": cpu_busy(state, plan)} if measured_cpu else {})
     if kind == "consolidate":

@@ -68,7 +68,7 @@ class DrsService:
 
     def set_policy(self, changes: dict) -> dict:
         if changes.get("load_window_s") is not None:
-            load_window(str(changes["load_window_s"]), self.cp.telemetry.series.retention.raw_s)
+            load_window(changes["load_window_s"], self.cp.telemetry.series.retention.raw_s)
         with self.cp.store.session() as s:
             stored_policy.save(s, DrsPolicy, PREFIX, changes, "DRS")
         self._due = 0.0  # a changed policy is acted on at the next tick

@@ -6,11 +6,10 @@ does when handed a utilisation file (-U).
 A running VM's load is its mean CPU use over the window the collector measured, in cores (its
 `cpu_percent` is a share of its vCPUs); each host's load is divided by its CPUs, so the score's
 CPU-load term is how unevenly busy the hosts' CPUs are, and it takes the place of the vCPU and
-VM-count terms (placement/score.py says why). A running VM with no sample in the
-window (just started, or on a host the collector cannot read) counts all its vCPUs busy: the
-balancer never moves VMs onto a host on the belief that an unknown VM there is idle. Until any
-VM is measured (telemetry off, or the collector just started) the plan counts VMs, as hbal
-without -U does.
+VM-count terms (placement/score.py says why). A running VM with no sample in the window (just
+started, or on a host the collector cannot read) counts all its vCPUs busy: the balancer never
+moves VMs onto a host on the belief that an unknown VM there is idle. Until any VM is measured
+(telemetry off, or the collector just started) the plan counts VMs, as hbal without -U does.
 """
 
 from dataclasses import replace
@@ -30,15 +29,15 @@ METRIC = "cpu_percent"
 WINDOW_S = 3600.0
 
 
-def load_window(text: str | None, longest_s: int) -> float:
-    """The `load_window_s` plan parameter: at least one collection interval's worth, at most
-    as far back as raw samples are kept; 0 weighs no measurement (VMs are counted)."""
-    if text is None:
+def load_window(value: float | str | None, longest_s: int) -> float:
+    """The `load_window_s` plan or DRS setting: at least one collection interval's worth, at
+    most as far back as raw samples are kept; 0 weighs no measurement (VMs are counted)."""
+    if value is None:
         return WINDOW_S
     try:
-        window = float(text)
-    except ValueError:
-        raise Invalid(f"load_window_s must be a number of seconds, not {text!r}") from None
+        window = float(value)
+    except (TypeError, ValueError):
+        raise Invalid(f"load_window_s must be a number of seconds, not {value!r}") from None
     if window != 0 and not 10 <= window <= longest_s:
         raise Invalid(f"load_window_s must be 0 (count VMs) or between 10 s and {longest_s} s (as long as raw "
                       f"samples are kept), got {window:g}")

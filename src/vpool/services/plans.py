@@ -43,17 +43,15 @@ class PlanService:
         return report | {"load": basis} if basis else report
 
     def _checked(self, kind: str, params: dict) -> tuple[dict, float | None]:
-        """The plan's own parameters, checked, and the load window when the plan weighs
-        measured load (a balance plan unless told to ignore dynamic load, hbal's --ignore-dynu)."""
-        params = dict(params)
-        window = params.pop("load_window_s", None) if kind == "balance" else None
+        """The plan's parameters, checked, and the load window when the plan weighs measured
+        load (a balance plan unless told to ignore dynamic load, hbal's --ignore-dynu)."""
         try:
             parsed = parse_parameters(kind, params)
         except ValueError as e:
             raise Invalid(str(e)) from None
         if kind != "balance":
             return params, None
-        window = load_window(window, self.cp.telemetry.series.retention.raw_s)
+        window = load_window(parsed.get("load_window_s"), self.cp.telemetry.series.retention.raw_s)
         return params, None if parsed.get("ignore_dynu") else window
 
     def apply(self, kind: str, params: dict, requested_by: str = "admin"):
