@@ -98,6 +98,10 @@ def test_a_failed_move_ends_the_plan_after_its_stage_with_what_was_done(pool, mo
     ("balance", {"max_moves": "many"}, 422, "parameter max_moves"),
     ("balance", {"bogus": 1}, 422, "takes no parameter 'bogus'"),
     ("consolidate", {"cpu_target": [1]}, 422, ""),
+    ("consolidate", {"cpu_target": 2}, 422, "parameter cpu_target: must be a share above 0 and at most 1"),
+    ("balance", {"min_gain": "nan"}, 422, "parameter min_gain: must be at least 0"),
+    ("balance", {"max_moves": -1}, 422, "parameter max_moves: must be at least 0"),
+    ("balance", {"load_window_s": 5}, 422, "load_window_s must be 0 (weigh no measurement) or between 10 s"),
 ])
 def test_bad_requests_start_nothing(pool, kind, body, status, words):
     before = pool.get("/tasks").json()["total"]

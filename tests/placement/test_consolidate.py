@@ -2,6 +2,7 @@ from dataclasses import replace
 
 import numpy as np
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vpool.placement import ClusterState, HostRecord, VMRecord
 from vpool.placement.consolidate import STAYS_ON, ConsolidationPolicy, consolidate
@@ -53,10 +54,21 @@ def test_high_demand_wakes_the_largest_sleeping_hosts():
     assert "above the 90% high mark (memory 100%)" in plan.note
 
 
+def _busy(state: ClusterState) -> np.ndarray:
+    """Per host: cores busy by its VMs' measured load."""
+    load = np.array([v.cpu_load or 0.0 for v in state.vms])
+    placed = state.vm_host >= 0
+    return np.bincount(state.vm_host[placed], weights=load[placed], minlength=state.n_hosts)
+
+
 @settings(max_examples=50, deadline=None)
-@given(clusters())
-def test_every_intermediate_state_fits_and_emptied_hosts_are_empty(state):
-    policy = ConsolidationPolicy()
+@given(clusters(), st.booleans())
+def test_every_intermediate_state_fits_and_emptied_hosts_are_empty(state, measured):
+    if measured:  # as a live pool gives it: loads in cores, each host's CPUs its pool
+        state = ClusterState.from_records([replace(h, cpu_pool=max(h.cpus, 1.0)) for h in state.hosts],
+                                          [replace(v, cpu_load=v.cpu_load or 0.0) for v in state.vms],
+                                          state.group_policies)
+    policy = ConsolidationPolicy(measured_cpu=measured)
     plan = consolidate(state, policy)
     current = state
     limit = state.usable * policy.targets
@@ -66,11 +78,29 @@ def test_every_intermediate_state_fits_and_emptied_hosts_are_empty(state):
             d = current.host_index[move.dst]
             assert (current.used[d] <= state.usable[d] + 1e-9).all()
             assert (current.used[d] <= limit[d] + 1e-9).all(), "destination above its target"
+            if measured:
+                assert _busy(current)[d] <= policy.load_target * max(state.hosts[d].cpus, 1.0) + 1e-9
             assert state.storage[d] == state.vm_storage[state.vm_index[move.vm]], "the disk is not there"
     for host in plan.power_off:
         assert current.vm_count[current.host_index[host]] == 0
     for g in state.groups_with("anti-affinity"):
         assert (current.group_members(g) <= np.maximum(state.group_members(g), 1)).all()
+
+
+def test_busy_vms_keep_their_hosts_on_where_idle_ones_would_be_packed():
+    """Six 2-vCPU VMs, two a host: by allocation (4 vCPUs to a core) one host holds them all."""
+    hosts = [HostRecord(f"h{i}", cpus=4, memory_mib=32768, disk_gib=500, cpu_pool=4.0) for i in range(3)]
+
+    def pool(cores: float) -> ClusterState:
+        return ClusterState.from_records(hosts, [VMRecord(f"v{i}", f"h{i % 3}", 2, 2048, 10, cpu_load=cores)
+                                                 for i in range(6)])
+    assert len(consolidate(pool(1.5)).power_off) == 2                         # allocations alone
+    busy = consolidate(pool(1.5), ConsolidationPolicy(measured_cpu=True))
+    assert busy.power_off == () and busy.moves == ()                          # 3 of a host's 3.2 cores at most
+    assert len(consolidate(pool(0.3), ConsolidationPolicy(measured_cpu=True)).power_off) == 2
+    half = consolidate(pool(1.0), ConsolidationPolicy(measured_cpu=True))     # three VMs to a host
+    assert len(half.power_off) == 1
+    assert (_busy(pool(1.0).with_moves((m.vm, m.dst) for m in half.moves)) <= 3.2 + 1e-9).all()
 
 
 def test_packing_is_within_two_percent_of_the_lower_bound(generate):

@@ -45,14 +45,14 @@ def test_busy_vms_are_spread_though_allocations_are_even(pool):
     assert abs(busy["h1"][1] - busy["h2"][1]) < busy["h1"][0] - busy["h2"][0]
     # samples older than the window are not load: the plan counts VMs again, and says so
     plan = pool.get("/plans/balance", params={"load_window_s": 60}).json()
-    assert plan["load"]["cpu"] == "VM count" and plan["moves"] == []
+    assert plan["load"]["cpu"] == "not measured" and plan["moves"] == []
     assert "load" not in pool.get("/plans/balance", params={"ignore_dynu": "true"}).json()
     status = pool.patch("/plans/drs", json={"load_window_s": 60}).json()
     assert status["load_window_s"] == 60.0
     r = pool.post("/plans/drs/run").json()                                  # DRS plans on the same loads
     assert r["task"] is None and r["last_run"]["outcome"].startswith("balanced on VM counts: ")
     plan = pool.get("/plans/balance", params={"load_window_s": 0}).json()     # 0: count VMs, whatever is measured
-    assert plan["load"] == {"cpu": "VM count", "window_s": 0.0, "running_vms": 6, "measured_vms": 0}
+    assert plan["load"] == {"cpu": "not measured", "window_s": 0.0, "running_vms": 6, "measured_vms": 0}
     assert plan["moves"] == []
 
 
@@ -64,6 +64,21 @@ def test_an_unmeasured_vm_counts_all_its_vcpus_busy(pool):
     known = pool.get("/plans/balance").json()
     assert known["load"]["measured_vms"] == 6
     assert known["score_before"] > with_unknown["score_before"]   # all idle on h2: further apart
+
+
+def test_consolidation_keeps_hosts_out_of_cpu_contention(pool):
+    """By allocation one host holds all six VMs; by load only while its CPUs stay under the target."""
+    assert len(pool.get("/plans/consolidate").json()["power_off"]) == 1      # nothing measured: allocations
+    measure(pool, {"busy0": 90, "busy1": 90, "busy2": 90, "idle0": 2, "idle1": 2, "idle2": 2})
+    plan = pool.get("/plans/consolidate").json()                             # 5.52 of 8 cores: under 80 %
+    assert plan["load"]["cpu"] == "measured" and len(plan["power_off"]) == 1
+    plan = pool.get("/plans/consolidate", params={"load_target": 0.6}).json()  # over 60 %: both stay on
+    assert plan["power_off"] == [] and plan["moves"] == []
+    plan = pool.get("/plans/consolidate", params={"load_target": 0.6, "load_window_s": 0}).json()
+    assert plan["load"]["cpu"] == "not measured" and len(plan["power_off"]) == 1
+    for bad in ("0", "1.5", "nan"):
+        r = pool.get("/plans/consolidate", params={"load_target": bad})
+        assert r.status_code == 422 and "load_target" in r.json()["detail"], r.text
 
 
 def test_bad_load_windows_are_refused_and_change_nothing(pool):

@@ -25,6 +25,8 @@ app = typer.Typer(help="Plans: balance, consolidate, HA and capacity; balance an
 APPLY = typer.Option(False, "--apply", help="Do it: the plan is made afresh and its moves run as live "
                                             "migrations, stage by stage (a task).")
 
+LOAD_WINDOW = typer.Option(None, "--load-window", help="Seconds of measured CPU load each VM weighs by, its mean "
+                                                       "over them; 0 weighs none [default: 3600].")
 HTOOLS = typer.Option(None, "--htools", help="Plan from a Ganeti htools text file instead of "
                                              "the live pool (no server needed).")
 
@@ -43,6 +45,11 @@ def _report(kind: str, htools: Optional[Path], params: dict, template: Optional[
         fail(f"cannot read {htools}: {e.strerror}")
     except (HtoolsError, ValueError) as e:
         fail(f"{htools}: {e}" if isinstance(e, HtoolsError) else str(e))
+
+
+def _live_only(htools: Optional[Path], load_window: Optional[float]) -> None:
+    if htools is not None and load_window is not None:
+        fail("--load-window needs the live pool: an htools file carries no measured load")
 
 
 def _apply(kind: str, htools: Optional[Path], params: dict, no_wait: bool, as_json: bool) -> None:
@@ -72,12 +79,13 @@ def _emit(data: dict) -> None:
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
 
 
-def _load_basis(load: dict) -> str:
+def _load_basis(kind: str, load: dict) -> str:
     window = f"{load['window_s'] / 60:g} min" if load["window_s"] % 60 == 0 else f"{load['window_s']:g} s"
+    instead = "VMs counted" if kind == "balance" else "allocations only"
     if not load["window_s"]:
-        return "CPU load: VMs counted (load window 0)"
+        return f"CPU load: {instead} (load window 0)"
     if load["cpu"] != "measured":
-        return f"CPU load: VMs counted (no VM's CPU use measured in the last {window})"
+        return f"CPU load: {instead} (no VM's CPU use measured in the last {window})"
     unmeasured = load["running_vms"] - load["measured_vms"]
     return (f"CPU load: measured over the last {window} for {load['measured_vms']} of {load['running_vms']} running "
             f"VMs" + (f"; {unmeasured} not yet measured " + ("counts all its" if unmeasured == 1 else "count all their")
@@ -100,7 +108,7 @@ def _show_plan(data: dict) -> None:
     console.print(f"score {data['score_before']:.8f} -> {data['score_after']:.8f}; {data['note']}",
                   highlight=False)
     if load := data.get("load"):
-        console.print(_load_basis(load), highlight=False)
+        console.print(_load_basis(data["kind"], load), highlight=False)
     if busy := data.get("cpu_busy"):
         console.print("CPUs busy by measured load, now and after the plan:", highlight=False)
         table = Table()
@@ -126,14 +134,11 @@ def balance(htools: Optional[Path] = HTOOLS,
             ignore_dynu: bool = typer.Option(False, "--ignore-dynu",
                                              help="Leave out the load terms (measured CPU load and VM "
                                                   "count), like hbal --ignore-dynu."),
-            load_window: Optional[float] = typer.Option(
-                None, "--load-window", help="Seconds of measured CPU load each VM weighs by, its mean "
-                                            "over them; 0 counts VMs instead [default: 3600]."),
+            load_window: Optional[float] = LOAD_WINDOW,
             apply: bool = APPLY, no_wait: bool = NO_WAIT, as_json: bool = JSON):
     """Moves that balance the pool (Ganeti's hbal score), in stages that can run together. On
     the live pool, the CPU-load term weighs what each VM measurably uses."""
-    if htools is not None and load_window is not None:
-        fail("--load-window needs the live pool: an htools file carries no measured load")
+    _live_only(htools, load_window)
     params = {"max_moves": max_moves, "min_gain": min_gain, "min_gain_limit": min_gain_limit,
               "migration_cost": migration_cost, "ignore_dynu": ignore_dynu, "load_window_s": load_window}
     if apply:
@@ -150,13 +155,19 @@ def consolidate(htools: Optional[Path] = HTOOLS,
                 wake_above: float = typer.Option(0.9, help="Above this share of the powered-on "
                                                            "pool, wake hosts instead."),
                 max_moves: Optional[int] = typer.Option(None, help="Move budget."),
+                load_target: float = typer.Option(0.8, help="Share of a host's CPUs its VMs' measured load may "
+                                                            "keep busy."),
+                load_window: Optional[float] = LOAD_WINDOW,
                 apply: bool = typer.Option(False, "--apply", help="Do it: the hosts to power off go into "
                                            "maintenance and are emptied by live migration, stage by stage (a "
                                            "task); vpool does not power hosts off or on."),
                 no_wait: bool = NO_WAIT, as_json: bool = JSON):
-    """Hosts that can be emptied and powered off (DPM), or hosts to wake."""
+    """Hosts that can be emptied and powered off (DPM), or hosts to wake. On the live pool the
+    hosts that stay on also keep their measured CPU load under --load-target."""
+    _live_only(htools, load_window)
     params = {"cpu_target": cpu_target, "memory_target": memory_target, "disk_target": disk_target,
-              "wake_above": wake_above, "max_moves": max_moves}
+              "wake_above": wake_above, "max_moves": max_moves, "load_target": load_target,
+              "load_window_s": load_window}
     if apply:
         return _apply("consolidate", htools, params, no_wait, as_json)
     data = _report("consolidate", htools, params)

@@ -20,7 +20,7 @@ from .filters import EPSILON
 from .packing import lower_bound
 from .plan import Move, Plan, staged
 from .request import count
-from .score import hbal_score
+from .score import hbal_score, host_divisors, per_host, vm_arrays
 from .state import ClusterState
 
 
@@ -32,7 +32,10 @@ STAYS_ON = "stays-on"
 class ConsolidationPolicy:
     """Targets are shares of each host's usable capacity that consolidation may fill;
     `wake_above` is the share of the powered-on pool's capacity above which hosts are
-    woken instead. `min_hosts` stay on whatever the load."""
+    woken instead. `min_hosts` stay on whatever the load. With `measured_cpu` (the VMs'
+    `cpu_load` measured, each host's `cpu_pool` its CPUs) the VMs a host keeps must also keep
+    its CPUs at most `load_target` busy: vCPUs allotted four to a core pack idle VMs, and
+    busy ones would wait for CPU; as vCenter's DPM, it never consolidates into contention."""
 
     cpu_target: float = 0.8
     memory_target: float = 0.9
@@ -40,6 +43,8 @@ class ConsolidationPolicy:
     wake_above: float = 0.9
     max_moves: int | None = None
     min_hosts: int = 1
+    load_target: float = 0.8
+    measured_cpu: bool = False
 
     @property
     def targets(self) -> np.ndarray:
@@ -128,7 +133,12 @@ class _Layout:
     def __init__(self, state: ClusterState, policy: ConsolidationPolicy):
         self.state = state
         self.policy = policy
-        self.limit = state.usable * policy.targets
+        self.demand, self.used, self.limit = state.demand, state.used, state.usable * policy.targets
+        if policy.measured_cpu:  # a fourth resource: cores busy, measured
+            load = vm_arrays(state, True)["cpu_load"]
+            self.demand = np.column_stack([self.demand, load])
+            self.used = np.column_stack([self.used, per_host(state, load)])
+            self.limit = np.column_stack([self.limit, host_divisors(state)["cpu_pool"] * policy.load_target])
         on = state.accepts_vms
         self.on_host: list[list[int]] = [[] for _ in range(state.n_hosts)]
         for v, h in enumerate(state.vm_host):
@@ -148,7 +158,7 @@ class _Layout:
     def fewest_hosts(self) -> np.ndarray:
         """The shortest prefix of the host order that holds every VM (bisection)."""
         n = self.order.size
-        demand = self.state.demand[[v for vms in self.on_host for v in vms]]
+        demand = self.demand[[v for vms in self.on_host for v in vms]]
         low = max(1, self.policy.min_hosts, self.must,
                   lower_bound(self.limit[self.order], demand) if demand.size else 1)
         low = min(low, n)
@@ -184,7 +194,7 @@ class _Layout:
     def _shed(self, candidates: list[int], excess: np.ndarray) -> int:
         """The smallest VM whose leaving ends the excess, else the largest: a host above a
         target sheds as little as it can, since it then takes no VM."""
-        demand = self.state.demand[candidates]
+        demand = self.demand[candidates]
         size = (demand / self.scale).max(axis=1)
         enough = (demand + EPSILON >= excess).all(axis=1)
         pool = np.flatnonzero(enough) if enough.any() else np.arange(len(candidates))
@@ -194,7 +204,7 @@ class _Layout:
     def _assign(self, keep: np.ndarray):
         """(vm, src, dst) moves that empty every other host, or None if they do not fit."""
         state = self.state
-        used = state.used[keep].copy()
+        used = self.used[keep].copy()
         count = state.vm_count[keep].astype(float)
         members = np.stack([state.group_members(g)[keep] for g in self.hard]) \
             if self.hard else None
@@ -209,16 +219,16 @@ class _Layout:
             while candidates and not (used[j] <= self.limit[h] + EPSILON).all():
                 v = self._shed(candidates, used[j] - self.limit[h])
                 candidates.remove(v)
-                used[j] -= state.demand[v]
+                used[j] -= self.demand[v]
                 homeless.append(v)
                 shed.add(v)
         free = self.limit[keep] - used
         room = state.max_vms[keep]
-        size = (state.demand[homeless] / self.scale).max(axis=1) if homeless else []
+        size = (self.demand[homeless] / self.scale).max(axis=1) if homeless else []
         moves = []
         for i in np.argsort(-np.asarray(size), kind="stable"):
             v = homeless[i]
-            demand = state.demand[v]
+            demand = self.demand[v]
             fits = (free + EPSILON >= demand).all(axis=1) & (count < room)
             if v in shed:
                 fits &= ~sheds

@@ -79,16 +79,36 @@ def _number(kind: type) -> Callable[[Any], Any]:
     return parse
 
 
+def _at_least(kind: type, low: float) -> Callable[[Any], Any]:
+    parse = _number(kind)
+
+    def check(value):
+        x = parse(value)
+        if not x >= low:  # NaN too
+            raise ValueError(f"must be at least {low:g}, got {value!r}")
+        return x
+    return check
+
+
+def _share(value) -> float:
+    """A target: a share of a host's capacity, above 0 and at most all of it."""
+    x = float(value)
+    if not 0 < x <= 1:
+        raise ValueError(f"must be a share above 0 and at most 1, got {value!r}")
+    return x
+
+
+_COUNT, _AMOUNT = _at_least(int, 0), _at_least(float, 0)
+
 #: per plan kind: parameter name -> parser; the names of the CLI options and query params
 PARAMETERS: dict[str, dict[str, Callable[[Any], Any]]] = {
-    "balance": {"max_moves": _number(int), "min_gain": _number(float),
-                "min_gain_limit": _number(float), "migration_cost": _number(float),
-                "ignore_dynu": _number(bool), "load_window_s": _number(float)},
-    "consolidate": {"cpu_target": _number(float), "memory_target": _number(float),
-                    "disk_target": _number(float), "wake_above": _number(float),
-                    "max_moves": _number(int), "min_hosts": _number(int)},
-    "ha": {"failures": _number(int)},
-    "capacity": {"mix": str, "failures": _number(int)},
+    "balance": {"max_moves": _COUNT, "min_gain": _AMOUNT, "min_gain_limit": _AMOUNT,
+                "migration_cost": _AMOUNT, "ignore_dynu": _number(bool), "load_window_s": _AMOUNT},
+    "consolidate": {"cpu_target": _share, "memory_target": _share, "disk_target": _share,
+                    "wake_above": _share, "load_target": _share, "max_moves": _COUNT,
+                    "min_hosts": _COUNT, "load_window_s": _AMOUNT},
+    "ha": {"failures": _COUNT},
+    "capacity": {"mix": str, "failures": _COUNT},
 }
 
 
@@ -123,7 +143,8 @@ def plan_report(kind: str, state: ClusterState, params: Mapping[str, Any] | None
         plan = balance(state, BalancePolicy(dynamic_load=dynamic, measured_cpu=measured_cpu, **p))
         return plan_dict(plan) | ({"cpu_busy": cpu_busy(state, plan)} if measured_cpu else {})
     if kind == "consolidate":
-        return plan_dict(consolidate(state, ConsolidationPolicy(**p)))
+        p.pop("load_window_s", None)
+        return plan_dict(consolidate(state, ConsolidationPolicy(measured_cpu=measured_cpu, **p)))
     if kind == "ha":
         return ha_dict(ha_admission(state, p.get("failures", 1)))
     return capacity_dict(capacity(state, parse_mix(p.get("mix", "medium")), failures=p.get(

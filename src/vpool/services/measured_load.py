@@ -1,7 +1,7 @@
-"""The VMs' measured CPU load, for the balance plan: DRS balances what VMs use, not what they
-were given. Ten idle 4-vCPU VMs on one host and two busy ones on another are even by
-allocation and far apart by load; vCenter's DRS balances demand for that reason, and hbal
-does when handed a utilisation file (-U).
+"""The VMs' measured CPU load, for the balance and consolidation plans: DRS balances what VMs use,
+not what they were given, and DPM keeps hosts out of CPU contention. Ten idle 4-vCPU VMs on one
+host and two busy ones on another are even by allocation and far apart by load; vCenter's DRS
+balances demand for that reason, and hbal does when handed a utilisation file (-U).
 
 A running VM's load is its mean CPU use over the window the collector measured, in cores (its
 `cpu_percent` is a share of its vCPUs); each host's load is divided by its CPUs, so the score's
@@ -9,7 +9,9 @@ CPU-load term is how unevenly busy the hosts' CPUs are, and it takes the place o
 VM-count terms (placement/score.py says why). A running VM with no sample in the window (just
 started, or on a host the collector cannot read) counts all its vCPUs busy: the balancer never
 moves VMs onto a host on the belief that an unknown VM there is idle. Until any VM is measured
-(telemetry off, or the collector just started) the plan counts VMs, as hbal without -U does.
+(telemetry off, or the collector just started) the balance plan counts VMs, as hbal without -U
+does, and consolidation goes by allocations alone. Consolidation keeps the hosts that stay on
+under a share of their CPUs busy by the same loads (ConsolidationPolicy.load_target).
 """
 
 from dataclasses import replace
@@ -39,8 +41,8 @@ def load_window(value: float | str | None, longest_s: int) -> float:
     except (TypeError, ValueError):
         raise Invalid(f"load_window_s must be a number of seconds, not {value!r}") from None
     if window != 0 and not 10 <= window <= longest_s:
-        raise Invalid(f"load_window_s must be 0 (count VMs) or between 10 s and {longest_s} s (as long as raw "
-                      f"samples are kept), got {window:g}")
+        raise Invalid(f"load_window_s must be 0 (weigh no measurement) or between 10 s and {longest_s} s "
+                      f"(as long as raw samples are kept), got {window:g}")
     return window
 
 
@@ -55,7 +57,7 @@ def with_measured_load(state: ClusterState, s: Session, series: TimeSeries, now_
     basis = {"window_s": window_s, "running_vms": len(running),
              "measured_vms": sum(uuids.get(v.name) in percent for v in running)}
     if not basis["measured_vms"]:
-        return state, basis | {"cpu": "VM count"}
+        return state, basis | {"cpu": "not measured"}
 
     def load(vm) -> float:
         if not vm.running or vm.host is None:

@@ -17,6 +17,7 @@ from vpool.services.pool import cluster_state
 from vpool.store.tables import Host
 
 APPLICABLE = ("balance", "consolidate")
+MEASURED = ("balance", "consolidate")  # the plans that weigh measured load
 
 
 class PlanService:
@@ -25,9 +26,10 @@ class PlanService:
 
     def plan(self, kind: str, params: dict) -> dict:
         """kind: balance, consolidate, ha or capacity; params are the plan's policy, as text.
-        A balance plan weighs each VM's measured CPU load over the last `load_window_s`
-        (services/measured_load.py); the other plans count what VMs were given, the room they
-        may take at any moment."""
+        Balance and consolidation plans weigh each VM's measured CPU load over the last
+        `load_window_s` (services/measured_load.py): balance evens it out, and consolidation
+        keeps each host under `load_target` of it besides its allocation targets. HA and
+        capacity count what VMs were given, the room they may take at any moment."""
         params, window = self._checked(kind, params)
         basis = None
         with self.cp.store.session() as s:
@@ -44,12 +46,12 @@ class PlanService:
 
     def _checked(self, kind: str, params: dict) -> tuple[dict, float | None]:
         """The plan's parameters, checked, and the load window when the plan weighs measured
-        load (a balance plan unless told to ignore dynamic load, hbal's --ignore-dynu)."""
+        load (balance, unless told to ignore dynamic load as hbal --ignore-dynu is; consolidation)."""
         try:
             parsed = parse_parameters(kind, params)
         except ValueError as e:
             raise Invalid(str(e)) from None
-        if kind != "balance":
+        if kind not in MEASURED:
             return params, None
         window = load_window(parsed.get("load_window_s"), self.cp.telemetry.series.retention.raw_s)
         return params, None if parsed.get("ignore_dynu") else window
