@@ -94,13 +94,15 @@ def test_busy_vms_keep_their_hosts_on_where_idle_ones_would_be_packed():
     def pool(cores: float) -> ClusterState:
         return ClusterState.from_records(hosts, [VMRecord(f"v{i}", f"h{i % 3}", 2, 2048, 10, cpu_load=cores)
                                                  for i in range(6)])
+    measured = ConsolidationPolicy(measured_cpu=True, load_target=0.8)          # 3.2 of a host's 4 cores
     assert len(consolidate(pool(1.5)).power_off) == 2                         # allocations alone
-    busy = consolidate(pool(1.5), ConsolidationPolicy(measured_cpu=True))
-    assert busy.power_off == () and busy.moves == ()                          # 3 of a host's 3.2 cores at most
-    assert len(consolidate(pool(0.3), ConsolidationPolicy(measured_cpu=True)).power_off) == 2
-    half = consolidate(pool(1.0), ConsolidationPolicy(measured_cpu=True))     # three VMs to a host
+    busy = consolidate(pool(1.5), measured)
+    assert busy.power_off == () and busy.moves == ()                          # 3 cores a host already
+    assert len(consolidate(pool(0.3), measured).power_off) == 2
+    half = consolidate(pool(1.0), measured)                                   # three VMs to a host
     assert len(half.power_off) == 1
     assert (_busy(pool(1.0).with_moves((m.vm, m.dst) for m in half.moves)) <= 3.2 + 1e-9).all()
+    assert consolidate(pool(1.0), ConsolidationPolicy(measured_cpu=True)).power_off == ()  # 0.63: 2.52 cores
 
 
 def test_packing_is_within_two_percent_of_the_lower_bound(generate):

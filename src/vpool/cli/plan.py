@@ -155,7 +155,7 @@ def consolidate(htools: Optional[Path] = HTOOLS,
                 wake_above: float = typer.Option(0.9, help="Above this share of the powered-on "
                                                            "pool, wake hosts instead."),
                 max_moves: Optional[int] = typer.Option(None, help="Move budget."),
-                load_target: float = typer.Option(0.8, help="Share of a host's CPUs its VMs' measured load may "
+                load_target: float = typer.Option(0.63, help="Share of a host's CPUs its VMs' measured load may "
                                                             "keep busy."),
                 load_window: Optional[float] = LOAD_WINDOW,
                 apply: bool = typer.Option(False, "--apply", help="Do it: the hosts to power off go into "
