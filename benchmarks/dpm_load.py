@@ -92,7 +92,8 @@ def run(job: tuple) -> dict:
     files = sorted(p for p in Path(day).iterdir() if p.is_file())
     rng = np.random.default_rng(seed)
     y = np.array([np.loadtxt(files[i]) for i in rng.choice(len(files), n_vms, replace=False)]) / 100.0
-    return {"day": Path(day).name, "seed": seed, **{s: replay(s, y, n_hosts, cpu_ratio, memory_gib) for s in STRATEGIES}}
+    return {"day": Path(day).name, "seed": seed,
+            **{s: replay(s, y, n_hosts, cpu_ratio, memory_gib) for s in STRATEGIES}}
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -136,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         runs = list(pool.map(run, jobs))
     print(json.dumps({
         "data": str(args.data), "days": len(days), "runs": len(runs), "hosts": args.hosts, "vms": args.vms,
-        "cores_per_host": CORES, "memory_gib_per_host": args.memory_gib, "cpu_ratio": args.cpu_ratio, "decide_every_min": DECIDE * STEP_S // 60,
+        "cores_per_host": CORES, "memory_gib_per_host": args.memory_gib, "cpu_ratio": args.cpu_ratio,
+        "decide_every_min": DECIDE * STEP_S // 60,
         "hours_scored_per_run": (288 - START) * STEP_S / 3600, "wall_s": round(time.perf_counter() - started, 1),
         "strategies": summarise(runs),
     }, indent=2))
