@@ -51,7 +51,18 @@ def test_high_demand_wakes_the_largest_sleeping_hosts():
     vms = [VMRecord(f"v{i}", "on", 1, 8192) for i in range(4)]
     plan = consolidate(ClusterState.from_records(hosts, vms))
     assert plan.wake == ("big",) and plan.moves == ()
-    assert "above the 90% high mark (memory 100%)" in plan.note
+    assert "demand is above the high mark: memory 100% (high mark 90%); wake 1 host" in plan.note
+
+
+def test_measured_load_above_its_high_mark_wakes_hosts_too():
+    """Room enough by allocation; but 7 of 8 cores busy is above 81 %, and under 63 % takes a second host."""
+    hosts = [HostRecord("on", cpus=8, memory_mib=32768, cpu_pool=8.0),
+             HostRecord("small", cpus=4, memory_mib=16384, up=False, cpu_pool=4.0),
+             HostRecord("big", cpus=8, memory_mib=65536, up=False, cpu_pool=8.0)]
+    state = ClusterState.from_records(hosts, [VMRecord(f"v{i}", "on", 1, 1024, cpu_load=1.75) for i in range(4)])
+    assert consolidate(state).wake == ()
+    plan = consolidate(state, ConsolidationPolicy(measured_cpu=True))
+    assert plan.wake == ("big",) and "measured CPU 88% (high mark 81%)" in plan.note
 
 
 def _busy(state: ClusterState) -> np.ndarray:

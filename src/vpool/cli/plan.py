@@ -157,6 +157,8 @@ def consolidate(htools: Optional[Path] = HTOOLS,
                 max_moves: Optional[int] = typer.Option(None, help="Move budget."),
                 load_target: float = typer.Option(0.63, help="Share of a host's CPUs its VMs' measured load may "
                                                             "keep busy."),
+                load_wake_above: float = typer.Option(0.81, help="Above this share of the powered-on CPUs busy "
+                                                                "by measured load, wake hosts instead."),
                 load_window: Optional[float] = LOAD_WINDOW,
                 apply: bool = typer.Option(False, "--apply", help="Do it: the hosts to power off go into "
                                            "maintenance and are emptied by live migration, stage by stage (a "
@@ -167,6 +169,7 @@ def consolidate(htools: Optional[Path] = HTOOLS,
     _live_only(htools, load_window)
     params = {"cpu_target": cpu_target, "memory_target": memory_target, "disk_target": disk_target,
               "wake_above": wake_above, "max_moves": max_moves, "load_target": load_target,
+              "load_wake_above": load_wake_above,
               "load_window_s": load_window}
     if apply:
         return _apply("consolidate", htools, params, no_wait, as_json)

@@ -37,7 +37,8 @@ class ConsolidationPolicy:
     its CPUs at most `load_target` busy: vCPUs allotted four to a core pack idle VMs, and
     busy ones would wait for CPU; as vCenter's DPM, it never consolidates into contention. 0.63
     is DPM's demand target, and on PlanetLab traces (benchmarks/dpm_load.py) it kept CPU
-    contention where no consolidation has it, which 0.8 did not."""
+    contention where no consolidation has it, which 0.8 did not. Above `load_wake_above` of the
+    powered-on CPUs busy (DPM's 81 %), hosts are woken instead."""
 
     cpu_target: float = 0.8
     memory_target: float = 0.9
@@ -46,6 +47,7 @@ class ConsolidationPolicy:
     max_moves: int | None = None
     min_hosts: int = 1
     load_target: float = 0.63
+    load_wake_above: float = 0.81
     measured_cpu: bool = False
 
     @property
@@ -53,22 +55,49 @@ class ConsolidationPolicy:
         return np.array([self.cpu_target, self.memory_target, self.disk_target])
 
 
+@dataclass(frozen=True)
+class _Resources:
+    """What consolidation packs, per VM (`demand`) and per host (`used`, `usable`), with the
+    share of each it fills to (`targets`) and above which it wakes hosts (`wake_at`): the three
+    allocations, and with `measured_cpu` a fourth, the cores the VMs' measured load keeps busy
+    (usable: the host's CPUs; DPM's 63 % target and 81 % wake-up point by default)."""
+
+    names: tuple[str, ...]
+    demand: np.ndarray
+    used: np.ndarray
+    usable: np.ndarray
+    targets: np.ndarray
+    wake_at: np.ndarray
+
+    @classmethod
+    def of(cls, state: ClusterState, policy: ConsolidationPolicy) -> "_Resources":
+        plain = cls(("CPU", "memory", "disk"), state.demand, state.used, state.usable, policy.targets,
+                    np.full(3, policy.wake_above))
+        if not policy.measured_cpu:
+            return plain
+        load = vm_arrays(state, True)["cpu_load"]
+        return cls(plain.names + ("measured CPU",), np.column_stack([state.demand, load]),
+                   np.column_stack([state.used, per_host(state, load)]),
+                   np.column_stack([state.usable, host_divisors(state)["cpu_pool"]]),
+                   np.append(policy.targets, policy.load_target), np.append(plain.wake_at, policy.load_wake_above))
+
+
 def consolidate(state: ClusterState, policy: ConsolidationPolicy = ConsolidationPolicy()) -> Plan:
     """Moves that empty hosts and the hosts to power off; or the hosts to wake."""
     score = hbal_score(state)
     on = state.accepts_vms
-    pool = state.usable[on].sum(axis=0)
-    share = np.divide(state.used[on].sum(axis=0), pool, out=np.zeros(3), where=pool > 0)
-    if (share > policy.wake_above).any():
-        wake = _hosts_to_wake(state, policy)
-        words = ", ".join(f"{r} {s:.0%}" for r, s in zip(("CPU", "memory", "disk"), share)
-                          if s > policy.wake_above)
+    res = _Resources.of(state, policy)
+    pool = res.usable[on].sum(axis=0)
+    share = np.divide(res.used[on].sum(axis=0), pool, out=np.zeros(pool.size), where=pool > 0)
+    if (share > res.wake_at).any():
+        wake = _hosts_to_wake(state, res)
+        words = ", ".join(f"{r} {s:.0%} (high mark {w:.0%})" for r, s, w in zip(res.names, share, res.wake_at)
+                          if s > w)
         return Plan("consolidate", (), score, score, wake=wake,
-                    note=f"demand is above the {policy.wake_above:.0%} high mark ({words}); "
-                         f"wake {count(len(wake), 'host')}")
+                    note=f"demand is above the high mark: {words}; wake {count(len(wake), 'host')}")
     if not on.any():
         return Plan("consolidate", (), score, score, note="no host is up and out of maintenance")
-    layout = _Layout(state, policy)
+    layout = _Layout(state, policy, res)
     keep = layout.fewest_hosts()
     moves = layout.moves(keep)
     note = "the fewest hosts that hold every VM under the targets stay on"
@@ -89,17 +118,17 @@ def consolidate(state: ClusterState, policy: ConsolidationPolicy = Consolidation
                 note=f"{note}; {count(len(off), 'host')} can be powered off")
 
 
-def _hosts_to_wake(state, policy):
+def _hosts_to_wake(state: ClusterState, res: _Resources):
     """Powered-off hosts, largest first, until the pool is back under the targets."""
     asleep = np.flatnonzero(~state.up & ~state.maintenance)
     order = asleep[np.argsort(-state.usable[asleep, 1], kind="stable")]
-    capacity = state.usable[state.accepts_vms].sum(axis=0)
-    demand = state.used.sum(axis=0)
+    capacity = res.usable[state.accepts_vms].sum(axis=0)
+    demand = res.used.sum(axis=0)
     wake = []
     for h in order:
-        if (demand <= capacity * policy.targets + EPSILON).all():
+        if (demand <= capacity * res.targets + EPSILON).all():
             break
-        capacity = capacity + state.usable[h]
+        capacity = capacity + res.usable[h]
         wake.append(state.host_names[h])
     return tuple(wake)
 
@@ -132,15 +161,10 @@ def _seen_elsewhere(state: ClusterState) -> np.ndarray:
 class _Layout:
     """Which hosts stay on and where the VMs of the others go."""
 
-    def __init__(self, state: ClusterState, policy: ConsolidationPolicy):
+    def __init__(self, state: ClusterState, policy: ConsolidationPolicy, res: _Resources):
         self.state = state
         self.policy = policy
-        self.demand, self.used, self.limit = state.demand, state.used, state.usable * policy.targets
-        if policy.measured_cpu:  # a fourth resource: cores busy, measured
-            load = vm_arrays(state, True)["cpu_load"]
-            self.demand = np.column_stack([self.demand, load])
-            self.used = np.column_stack([self.used, per_host(state, load)])
-            self.limit = np.column_stack([self.limit, host_divisors(state)["cpu_pool"] * policy.load_target])
+        self.demand, self.used, self.limit = res.demand, res.used, res.usable * res.targets
         on = state.accepts_vms
         self.on_host: list[list[int]] = [[] for _ in range(state.n_hosts)]
         for v, h in enumerate(state.vm_host):

@@ -105,7 +105,7 @@ PARAMETERS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "balance": {"max_moves": _COUNT, "min_gain": _AMOUNT, "min_gain_limit": _AMOUNT,
                 "migration_cost": _AMOUNT, "ignore_dynu": _number(bool), "load_window_s": _AMOUNT},
     "consolidate": {"cpu_target": _share, "memory_target": _share, "disk_target": _share,
-                    "wake_above": _share, "load_target": _share, "max_moves": _COUNT,
+                    "wake_above": _share, "load_target": _share, "load_wake_above": _share, "max_moves": _COUNT,
                     "min_hosts": _COUNT, "load_window_s": _AMOUNT},
     "ha": {"failures": _COUNT},
     "capacity": {"mix": str, "failures": _COUNT},
