@@ -72,6 +72,8 @@ def test_consolidation_keeps_hosts_out_of_cpu_contention(pool):
     measure(pool, {"busy0": 90, "busy1": 90, "busy2": 90, "idle0": 2, "idle1": 2, "idle2": 2})
     plan = pool.get("/plans/consolidate", params={"load_target": 0.8}).json()  # 5.52 of 8 cores: under 80 %
     assert plan["load"]["cpu"] == "measured" and len(plan["power_off"]) == 1
+    after = {h["host"]: h["after"] for h in plan["cpu_busy"]}
+    assert after[plan["power_off"][0]] == 0 and max(after.values()) == pytest.approx(5.52 / 8)
     plan = pool.get("/plans/consolidate").json()                             # over 63 %: both stay on
     assert plan["power_off"] == [] and plan["moves"] == []
     plan = pool.get("/plans/consolidate", params={"load_window_s": 0}).json()

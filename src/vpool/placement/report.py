@@ -144,7 +144,8 @@ def plan_report(kind: str, state: ClusterState, params: Mapping[str, Any] | None
         return plan_dict(plan) | ({"cpu_busy": cpu_busy(state, plan)} if measured_cpu else {})
     if kind == "consolidate":
         p.pop("load_window_s", None)
-        return plan_dict(consolidate(state, ConsolidationPolicy(measured_cpu=measured_cpu, **p)))
+        plan = consolidate(state, ConsolidationPolicy(measured_cpu=measured_cpu, **p))
+        return plan_dict(plan) | ({"cpu_busy": cpu_busy(state, plan)} if measured_cpu else {})
     if kind == "ha":
         return ha_dict(ha_admission(state, p.get("failures", 1)))
     return capacity_dict(capacity(state, parse_mix(p.get("mix", "medium")), failures=p.get(
