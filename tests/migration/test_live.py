@@ -14,7 +14,7 @@ import libvirt
 import pytest
 
 from tests.core.conftest import eventually
-from tests.guests import status, wait_up
+from tests.guests import http, status, wait_up
 
 from .conftest import HOSTS, counters, in_phase, other, running_on
 
@@ -186,6 +186,36 @@ def test_an_applied_balance_plan_moves_guests_live(lab, pool, guest):
         assert counters(ip)["boots"] == before["boots"]  # whichever moved, the guest never restarted
     finally:
         pool.task(pool.delete("/vms/mgbal"), timeout=120)
+
+
+def test_a_balance_plan_on_measured_load_moves_one_of_two_busy_guests(lab, pool, guest):
+    """Two guests each keep a CPU busy on one host while the other idles: the collector's readings
+    of the real QEMU processes are what the plan weighs, and applying it moves one of them live."""
+    name, ip = guest
+    src, before = _vm(pool, name)["host"], counters(ip)
+    pool.task(pool.post("/vms", json={"name": "mgburn", "image": "tiny", "memory": "128M", "disk": "1G",
+                                      "host": src}), timeout=120)
+    try:
+        burner = wait_up(pool, "mgburn")
+        for address in (ip, burner):
+            assert (http(address, "/cgi-bin/burn?120") or "").startswith("burning"), address
+        began = time.time()
+        for _ in range(5):                      # readings only while both burn (the loop's own come too)
+            time.sleep(5)
+            pool.cp.telemetry.collect_once()
+        window = {"load_window_s": int(time.time() - began) - 5}
+        plan = pool.get("/plans/balance", params=window).json()
+        busy = {h["host"]: h["before"] for h in plan["cpu_busy"]}
+        assert plan["load"]["cpu"] == "measured" and busy[src] > 0.5 > busy[other(src)], plan
+        first = plan["moves"][0]
+        assert first["vm"] in (name, "mgburn") and first["to"] == other(src) and "CPU load" in first["reason"], plan
+        task = pool.task(pool.post("/plans/balance/apply", json=window), timeout=180)
+        moved = task["result"]["moves"][0]
+        assert moved["vm"] in (name, "mgburn") and moved["to"] == other(src)
+        assert running_on(lab, _vm(pool, moved["vm"])["uuid"]) == [other(src)]
+        assert counters(ip)["boots"] == before["boots"]  # moved or not, the guest never restarted
+    finally:
+        pool.task(pool.delete("/vms/mgburn"), timeout=120)
 
 
 def test_cancel_aborts_the_migration_and_the_guest_stays_on_the_source(lab, pool, guest):
