@@ -52,7 +52,8 @@ def with_measured_load(state: ClusterState, s: Session, series: TimeSeries, now_
     running = [v for v in state.vms if v.running and v.host is not None]
     uuids, percent = {}, {}
     if window_s:
-        uuids = dict(s.execute(select(VM.name, VM.uuid).where(VM.name.in_([v.name for v in running]))).all())
+        names = {v.name for v in running}
+        uuids = {n: u for n, u in s.execute(select(VM.name, VM.uuid).where(VM.uuid.is_not(None))) if n in names}
         percent = series.means("vm", METRIC, [u for u in uuids.values() if u], int((now_s - window_s) * 1000))
     basis = {"window_s": window_s, "running_vms": len(running),
              "measured_vms": sum(uuids.get(v.name) in percent for v in running)}
