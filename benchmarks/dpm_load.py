@@ -25,10 +25,10 @@ import argparse
 import json
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from planetlab_days import add_arguments, days, draw, run_all
 
 from vpool.placement import ClusterState, HostRecord, VMRecord
 from vpool.placement.consolidate import ConsolidationPolicy, consolidate
@@ -89,9 +89,7 @@ def replay(strategy: str, y: np.ndarray, n_hosts: int, cpu_ratio: float, memory_
 
 def run(job: tuple) -> dict:
     day, seed, n_hosts, n_vms, cpu_ratio, memory_gib = job
-    files = sorted(p for p in Path(day).iterdir() if p.is_file())
-    rng = np.random.default_rng(seed)
-    y = np.array([np.loadtxt(files[i]) for i in rng.choice(len(files), n_vms, replace=False)]) / 100.0
+    y = draw(day, n_vms, np.random.default_rng(seed))
     return {"day": Path(day).name, "seed": seed,
             **{s: replay(s, y, n_hosts, cpu_ratio, memory_gib) for s in STRATEGIES}}
 
@@ -118,25 +116,19 @@ def summarise(runs: list[dict]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path,
-                        default=Path(__file__).resolve().parents[1].parent / "shared" / "planetlab")
+    add_arguments(parser)
     parser.add_argument("--hosts", type=int, default=30)
     parser.add_argument("--vms", type=int, default=120)
     parser.add_argument("--cpu-ratio", type=float, default=4.0, help="vCPUs allotted per host CPU")
     parser.add_argument("--memory-gib", type=float, default=8.0, help="memory per host")
-    parser.add_argument("--seeds", type=int, default=2, help="random draws per day")
-    parser.add_argument("--jobs", type=int, default=2, help="worker processes (the machine is shared)")
     args = parser.parse_args(argv)
-    days = sorted(str(p) for p in args.data.iterdir() if p.is_dir())
-    if not days:
-        parser.error(f"{args.data} holds no day folders of PlanetLab traces")
-    jobs = [(d, seed, args.hosts, args.vms, args.cpu_ratio, args.memory_gib) for d in days
+    folders = days(parser, args.data)
+    jobs = [(d, seed, args.hosts, args.vms, args.cpu_ratio, args.memory_gib) for d in folders
             for seed in range(args.seeds)]
     started = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        runs = list(pool.map(run, jobs))
+    runs = run_all(run, jobs, args.jobs)
     print(json.dumps({
-        "data": str(args.data), "days": len(days), "runs": len(runs), "hosts": args.hosts, "vms": args.vms,
+        "data": str(args.data), "days": len(folders), "runs": len(runs), "hosts": args.hosts, "vms": args.vms,
         "cores_per_host": CORES, "memory_gib_per_host": args.memory_gib, "cpu_ratio": args.cpu_ratio,
         "decide_every_min": DECIDE * STEP_S // 60,
         "hours_scored_per_run": (288 - START) * STEP_S / 3600, "wall_s": round(time.perf_counter() - started, 1),

@@ -23,10 +23,10 @@ import argparse
 import json
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from planetlab_days import add_arguments, days, draw, run_all
 
 from vpool.placement import ClusterState, HostRecord, VMRecord
 from vpool.placement.balance import BalancePolicy, balance
@@ -75,10 +75,9 @@ def replay(strategy: str, y: np.ndarray, start_hosts: np.ndarray, n_hosts: int, 
 
 def run(job: tuple) -> dict:
     day, seed, n_hosts, per_host, cores = job
-    files = sorted(p for p in Path(day).iterdir() if p.is_file())
     rng = np.random.default_rng(seed)
     n = n_hosts * per_host
-    y = np.array([np.loadtxt(files[i]) for i in rng.choice(len(files), n, replace=False)]) / 100.0
+    y = draw(day, n, rng)
     start_hosts = rng.integers(0, n_hosts, n)
     out = {"day": Path(day).name, "seed": seed}
     for strategy in STRATEGIES:
@@ -108,23 +107,17 @@ def summarise(runs: list[dict]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path,
-                        default=Path(__file__).resolve().parents[1].parent / "shared" / "planetlab")
+    add_arguments(parser)
     parser.add_argument("--hosts", type=int, default=12)
     parser.add_argument("--vms-per-host", type=int, default=10)
     parser.add_argument("--cores", type=float, default=2.0, help="CPUs per host")
-    parser.add_argument("--seeds", type=int, default=2, help="random draws per day")
-    parser.add_argument("--jobs", type=int, default=2, help="worker processes (the machine is shared)")
     args = parser.parse_args(argv)
-    days = sorted(str(p) for p in args.data.iterdir() if p.is_dir())
-    if not days:
-        parser.error(f"{args.data} holds no day folders of PlanetLab traces")
-    jobs = [(d, seed, args.hosts, args.vms_per_host, args.cores) for d in days for seed in range(args.seeds)]
+    folders = days(parser, args.data)
+    jobs = [(d, seed, args.hosts, args.vms_per_host, args.cores) for d in folders for seed in range(args.seeds)]
     started = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        runs = list(pool.map(run, jobs))
+    runs = run_all(run, jobs, args.jobs)
     print(json.dumps({
-        "data": str(args.data), "days": len(days), "runs": len(runs), "hosts": args.hosts,
+        "data": str(args.data), "days": len(folders), "runs": len(runs), "hosts": args.hosts,
         "vms": args.hosts * args.vms_per_host, "cores_per_host": args.cores,
         "decisions_per_run": len(range(START, 288 - DECIDE + 1, DECIDE)), "decide_every_min": DECIDE * STEP_MIN,
         "overloaded_above": OVERLOADED, "wall_s": round(time.perf_counter() - started, 1),
