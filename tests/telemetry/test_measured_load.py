@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from tests.serving import cli_env
 from vpool.cli.main import app
-from vpool.store.timeseries import Point
+from vpool.store.timeseries import Point, Retention
 
 
 @pytest.fixture
@@ -95,6 +95,11 @@ def test_bad_load_windows_are_refused_and_change_nothing(pool):
         assert r.status_code == 422 and "load_window_s" in r.json()["detail"], r.text
     assert pool.get("/plans/drs").json()["load_window_s"] == 3600.0
     assert pool.patch("/plans/drs", json={"load_window_s": 900}).json()["load_window_s"] == 900.0
+    # raw samples kept for less than the window since: each run says why it cannot plan
+    pool.cp.telemetry.series.retention = Retention(raw_s=600)
+    outcome = pool.post("/plans/drs/run").json()["last_run"]["outcome"]
+    assert outcome.startswith("could not plan: load_window_s must be 0 (weigh no measurement) or between 10 s and "
+                              "600 s"), outcome
 
 
 def test_the_cli_says_what_the_plan_weighed(pool, monkeypatch):

@@ -92,7 +92,11 @@ class DrsService:
         policy = policy or self.policy()
         why, task_id = self._skip_reason(), None
         if why is None:
-            plan = self.cp.plans.plan("balance", policy.plan_params)
+            try:
+                plan = self.cp.plans.plan("balance", policy.plan_params)
+            except VpoolError as e:  # a setting the pool no longer allows (raw samples kept less long)
+                why = f"could not plan: {e.detail}"
+        if why is None:
             weighed = "measured CPU load" if (plan.get("load") or {}).get("cpu") == "measured" else "VM counts"
             if not plan["moves"]:
                 why = f"balanced on {weighed}: {plan['note']} (score {plan['score_before']:.4f})"
