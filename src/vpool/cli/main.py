@@ -270,7 +270,7 @@ def vm_show(name: str, as_json: bool = JSON):
     if as_json:
         return emit_json(v)
     if room := v.get("hotplug"):
-        cpus = (f"up to {count(room['max_cpus'], 'vCPU')}" if room.get("vcpus_live", True)
+        cpus = (f"up to {count(room['max_cpus'], 'vCPU')}" if room["vcpus_live"]
                 else "vCPUs grow while stopped (TCG)")
         v["hotplug"] = cpus + (f"; memory up to {room['max_memory_mib']} MiB "
                                f"({count(room['free_slots'], 'memory slot')} free)"

@@ -137,13 +137,12 @@ def plan_report(kind: str, state: ClusterState, params: Mapping[str, Any] | None
     `new_disks` is where capacity puts new VMs' disks (an htools file's template decides);
     `measured_cpu` says the state's VM CPU loads were measured (BalancePolicy)."""
     p = parse_parameters(kind, params or {})
+    p.pop("load_window_s", None)  # the live pool's: over what its VMs' cpu_load was measured
     if kind == "balance":
         dynamic = not p.pop("ignore_dynu", False)
-        p.pop("load_window_s", None)  # the live pool's: over what its VMs' cpu_load was measured
         plan = balance(state, BalancePolicy(dynamic_load=dynamic, measured_cpu=measured_cpu, **p))
         return plan_dict(plan) | ({"cpu_busy": cpu_busy(state, plan)} if measured_cpu else {})
     if kind == "consolidate":
-        p.pop("load_window_s", None)
         plan = consolidate(state, ConsolidationPolicy(measured_cpu=measured_cpu, **p))
         return plan_dict(plan) | ({"cpu_busy": cpu_busy(state, plan)} if measured_cpu else {})
     if kind == "ha":

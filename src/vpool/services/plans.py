@@ -16,8 +16,7 @@ from vpool.services.measured_load import load_window, with_measured_load
 from vpool.services.pool import cluster_state
 from vpool.store.tables import Host
 
-APPLICABLE = ("balance", "consolidate")
-MEASURED = ("balance", "consolidate")  # the plans that weigh measured load
+APPLICABLE = ("balance", "consolidate")  # the plans that move VMs: applied, and weighed on measured load
 
 
 class PlanService:
@@ -51,7 +50,7 @@ class PlanService:
             parsed = parse_parameters(kind, params)
         except ValueError as e:
             raise Invalid(str(e)) from None
-        if kind not in MEASURED:
+        if kind not in APPLICABLE:
             return params, None
         window = load_window(parsed.get("load_window_s"), self.cp.telemetry.series.retention.raw_s)
         return params, None if parsed.get("ignore_dynu") else window
