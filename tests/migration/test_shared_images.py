@@ -53,7 +53,8 @@ def test_concurrent_copies_of_one_image_to_hosts_sharing_storage(lab, pool, tmp_
 def test_a_disk_deleted_through_one_host_can_be_created_again_through_the_other(lab, pool):
     """libvirt lists a pool's volumes as of its last refresh, so a VM's disk deleted on the
     host the VM last ran on still "exists already" to the host it was created on, and a new VM
-    of that name failed there (seen: a VM migrated away, deleted, then created again)."""
+    of that name failed there (seen: a VM migrated away, deleted, then created again; the
+    create's check that the name is free failed the same way)."""
     hosts = {h["name"]: h for h in pool.get("/hosts").json()["items"]}
     first, second = (LibvirtDriver(lab.uri(n)) for n in (1, 2))
     try:
@@ -62,6 +63,9 @@ def test_a_disk_deleted_through_one_host_can_be_created_again_through_the_other(
         assert on_disk.exists()
         second.delete_volume(path)
         assert not on_disk.exists()
+        # the name is free again to the first host, which still lists the file (a VM create asks this)
+        assert first.volume_path(hosts["mg1"]["storage_pool"], "vm-again.qcow2") is None
+        assert not first.volume_exists(path)
         assert first.create_disk(hosts["mg1"]["storage_pool"], "vm-again.qcow2", 1) == path and on_disk.exists()
     finally:
         first.delete_volume(path)

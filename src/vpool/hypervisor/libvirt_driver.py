@@ -5,6 +5,7 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,6 +107,24 @@ def _refreshed(pool: libvirt.virStoragePool) -> bool:
         if pool.isActive():
             pool.destroy()
         return False
+
+
+def _listed_and_on_disk(lookup: Callable[[], libvirt.virStorageVol | None],
+                        refresh: Callable[[], object]) -> libvirt.virStorageVol | None:
+    """libvirt knows a pool's files as of its last refresh, so on shared storage a file another
+    host added since is missing, and one it deleted since is still listed: a miss refreshes and
+    looks again, and a hit counts only once its file answers (asking its size reads it)."""
+    for attempt in range(2):
+        vol = lookup()
+        if vol is not None:
+            try:
+                vol.info()
+                return vol
+            except libvirt.libvirtError:
+                pass
+        if attempt == 0:
+            refresh()
+    return None
 
 
 @_one_call_at_a_time
@@ -282,15 +301,14 @@ class LibvirtDriver:
                 pass  # a pool busy with a job refreshes later
 
     def _volume(self, path: str) -> libvirt.virStorageVol | None:
-        for attempt in range(2):
+        def lookup():
             try:
                 return self.conn.storageVolLookupByPath(path)
             except libvirt.libvirtError as e:
                 if e.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
                     raise _err(f"cannot look up volume {path}", e) from e
-                if attempt == 0:
-                    self.refresh_pools()
-        return None
+                return None
+        return _listed_and_on_disk(lookup, self.refresh_pools)
 
     def delete_volume(self, path: str) -> None:
         vol = self._volume(path)
@@ -303,13 +321,16 @@ class LibvirtDriver:
     def volume_path(self, pool_name: str, vol_name: str) -> str | None:
         try:
             pool = self.conn.storagePoolLookupByName(pool_name)
-            try:
-                return pool.storageVolLookupByName(vol_name).path()
-            except libvirt.libvirtError:
-                pool.refresh(0)
-                return pool.storageVolLookupByName(vol_name).path()
         except libvirt.libvirtError:
             return None
+
+        def lookup():
+            try:
+                return pool.storageVolLookupByName(vol_name)
+            except libvirt.libvirtError:
+                return None
+        vol = _listed_and_on_disk(lookup, self.refresh_pools)
+        return vol.path() if vol else None
 
     def volume_paths(self, pool_name: str, prefix: str) -> list[str]:
         """Refreshed first: on shared storage another host may have added some (a VM's snapshot

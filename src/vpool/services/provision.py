@@ -121,7 +121,7 @@ def claim_disk(cp, booking: Booking) -> str:
     its create is undone (VMService.discard): the undo never removes what was there before."""
     drv = cp.connections.driver(booking.host_id)
     name = f"vm-{booking.name}.qcow2"
-    # one lookup, and a pool refresh only when it misses (which is what another host's new file needs)
+    # on shared storage: another host's new file counts, and one another host deleted does not
     if (taken := drv.volume_path(booking.storage_pool, name)) is not None:
         raise Conflict(
             f"{taken} is already in storage pool {booking.storage_pool} on {booking.host}, and no VM "
