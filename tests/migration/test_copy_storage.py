@@ -1,7 +1,9 @@
 """A migration that needs a guest of its own: its disk copied to a host that does not share it
 (--copy-storage), after which the other tests' shared-storage moves no longer apply."""
 
+import os
 import re
+import signal
 import subprocess
 import time
 
@@ -14,7 +16,7 @@ from tests.guests import counters
 from vpool.lab.hosts import PRIVATE_POOL
 
 from .conftest import HOSTS, TOPOLOGY, in_phase, other, running_on
-from .test_live import SLOW, _end, _vm
+from .test_live import SLOW, _end, _libvirtd_pid, _restart, _vm
 
 pytestmark = pytest.mark.guest
 
@@ -34,7 +36,7 @@ def _volume_on(lab, host: str, path: str) -> bool:
 
 def test_copy_storage_moves_the_disk_and_the_guest_keeps_writing(lab, pool, guest):
     name, ip = guest
-    vm = _vm(pool, name)
+    vm = vm_before = _vm(pool, name)
     dst = other(vm["host"])
     before = counters(ip)
     r = pool.post(f"/vms/{name}/migrate", json={"to": dst, "copy_storage": True})
@@ -51,6 +53,8 @@ def test_copy_storage_moves_the_disk_and_the_guest_keeps_writing(lab, pool, gues
     assert eventually(lambda: counters(ip)["disk"] > before["disk"], timeout=30, interval=0.5)
     migration = pool.get(f"/vms/{name}/migrations").json()["items"][0]
     assert migration["state"] == "succeeded" and migration["copy_storage"] is True
+    assert migration["undecided_disks"] == {}  # the source's copy went with the move
+    assert not _volume_on(lab, other(dst), vm_before["disk_path"])
     # The disk is now in the destination's own pool: no other host sees it, and vpool says so.
     shared = {h["storage"] for h in pool.get("/hosts").json()["items"] if h["name"] in HOSTS}
     assert len(shared) == 1 and vm["storage"] not in shared | {None}, (shared, vm["storage"])
@@ -100,3 +104,39 @@ def test_cut_link_during_the_disk_copy_ends_the_task_in_bounded_time(lab, pool, 
     assert eventually(lambda: pool.get(f"/vms/{name}/migrations").json()["items"][0]["leftover_disk"] is None,
                       timeout=60, interval=0.5)
     assert not _volume_on(lab, dst, leftover)
+
+
+def test_source_libvirtd_killed_during_the_disk_copy_leaves_one_disk(lab, pool, guest):
+    """With the source's libvirtd gone mid-copy, the migration cannot tell where the VM is, so
+    both copies of its disk stay at first; once the source is back and the VM found running on
+    one host, the copy on the other goes, and the VM's disk is the one it runs on."""
+    name, ip = guest
+    vm = _vm(pool, name)
+    src, dst = vm["host"], other(vm["host"])
+    before = counters(ip)
+    r = pool.post(f"/vms/{name}/migrate", json={"to": dst, "copy_storage": True, "storage_pool": PRIVATE_POOL,
+                                                "bandwidth_mib_s": SLOW})
+    assert r.status_code == 202, r.text
+    copying = in_phase(pool, r.json()["id"], lambda message: re.search(r"disk [1-9]\d*/", message), timeout=90)
+    assert copying and copying["state"] == "running", copying
+    os.kill(_libvirtd_pid(lab, src), signal.SIGKILL)
+    try:
+        task = _end(pool, r.json()["id"], timeout=240)
+        assert task and task["state"] == "failed" and "cannot tell where it runs" in task["error"], task
+        copies = pool.get(f"/vms/{name}/migrations").json()["items"][0]["undecided_disks"]
+        assert set(copies) == {src, dst} and copies[src] == vm["disk_path"], copies
+    finally:
+        _restart(lab, pool, src)
+
+    def settled():
+        hosts, now = running_on(lab, vm["uuid"]), _vm(pool, name)
+        return (len(hosts) == 1 and now["host"] == hosts[0] and now["state"] == "running"
+                and not pool.get(f"/vms/{name}/migrations").json()["items"][0]["undecided_disks"] and now)
+
+    now = eventually(settled, timeout=120, interval=1)
+    assert now, (running_on(lab, vm["uuid"]), _vm(pool, name))
+    gone = other(now["host"])
+    assert now["disk_path"] == copies[now["host"]] and _volume_on(lab, now["host"], copies[now["host"]])
+    assert not _volume_on(lab, gone, copies[gone])
+    after = counters(ip)
+    assert after["boots"] == before["boots"] and after["uptime"] > before["uptime"]

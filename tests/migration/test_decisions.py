@@ -5,7 +5,7 @@ import pytest
 
 from vpool.hypervisor.libvirt_migration import UNREACHABLE, JobProgress, with_disk_at
 from vpool.model.errors import Invalid
-from vpool.services.migration import MigrationPolicy, describe, next_step, settle, whereabouts
+from vpool.services.migration import MigrationPolicy, describe, next_step, settle, unused_copy, whereabouts
 
 POLICY = MigrationPolicy(postcopy_after_iterations=5, postcopy_after_s=60, stall_timeout_s=30, timeout_s=600)
 
@@ -45,6 +45,23 @@ def test_next_step(p, elapsed, stalled, switched, allowed, expected):
 ])
 def test_settle(succeeded, switched, source, dest, expected):
     assert settle(succeeded, switched, source, dest) == expected
+
+
+COPIES = {"source": [1, "/a/vm-x.qcow2", "s1"], "destination": [2, "/b/vm-x.qcow2", "s2"]}
+
+
+@pytest.mark.parametrize("found_on, elsewhere, unused", [
+    (1, "missing", "destination"),  # never arrived: the new copy goes
+    (2, "shutoff", "source"),  # arrived, the source's definition left behind: its disk goes
+    (2, UNREACHABLE, None),  # the source may still run it
+    (1, "paused", None),  # the destination answers that it has it too: not settled yet
+    (None, "missing", None),  # not found yet
+    (3, "missing", None),  # found on a third host: neither copy is known unused
+])
+def test_an_undecided_copy_goes_only_once_the_vm_is_found_on_the_other(found_on, elsewhere, unused):
+    asked = []
+    assert unused_copy(COPIES, found_on, lambda host: asked.append(host) or elsewhere) == unused
+    assert asked == ([] if found_on not in (1, 2) else [3 - found_on])
 
 
 @pytest.mark.parametrize("where, switched, source, dest, says", [

@@ -184,6 +184,46 @@ def test_snapshots_an_ended_migration_kept_are_defined_once_the_vm_is_found(pool
     assert pool.cp.migrations.put_back_carried() == []
 
 
+def test_the_disk_copy_a_lost_vm_does_not_use_goes_once_it_is_found(pool):
+    """A copy-storage migration that could not tell where the VM went (its source's libvirtd
+    killed mid-copy, in the lab) leaves the disk on both hosts. Once the sync has found the VM,
+    the copy it does not use goes; found on the destination, the copy there is its disk."""
+    h1, h2 = (pool.get(f"/hosts/{h}").json() for h in ("h1", "h2"))
+    d1, d2 = (pool.cp.connections.driver(h["id"]) for h in (h1, h2))
+    vm = pool.get("/vms/a").json()
+
+    def lost(disk: str) -> str:
+        """A migration of a that ended undecided; the destination's copy."""
+        copy = d2.create_disk(h2["storage_pool"], "vm-a.qcow2", 1)
+        row = _migration_of_a(pool, "failed", False)
+        row.copy_storage = True
+        row.undecided_disks = {"source": [h1["id"], disk, h1["storage"]],
+                               "destination": [h2["id"], copy, h2["storage"]]}
+        assert migration.describe_row(row)["undecided_disks"] == {"h1": disk, "h2": copy}
+        with pool.cp.store.session() as s:
+            s.add(row)
+            s.commit()
+        return copy
+
+    copy = lost(vm["disk_path"])
+    assert eventually(lambda: not d2.volume_exists(copy), timeout=15)  # a runs on h1, as before
+    assert d1.volume_exists(vm["disk_path"])
+    assert pool.get("/vms/a/migrations").json()["items"][0]["undecided_disks"] == {}
+    assert pool.get("/vms/a").json()["disk_path"] == vm["disk_path"]
+
+    # It turns out on h2 this time: h1 no longer has it.
+    dom = d1.conn.lookupByUUIDString(vm["uuid"])
+    xml = dom.XMLDesc(0)
+    dom.destroy()
+    dom.undefine()
+    d2.conn.defineXML(xml).create()
+    assert eventually(lambda: pool.get("/vms/a").json()["host"] == "h2", timeout=15)
+    copy = lost(vm["disk_path"])
+    assert eventually(lambda: not d1.volume_exists(vm["disk_path"]), timeout=15)
+    moved = pool.get("/vms/a").json()
+    assert (moved["disk_path"], moved["storage"]) == (copy, h2["storage"]) and d2.volume_exists(copy)
+
+
 def test_placement_for_a_migration_honours_anti_affinity(api, tmp_path):
     for h in ("g1", "g2", "g3"):
         api.add_sim_host(tmp_path, h, cpus=8, memory_mib=8192, storage="nas")

@@ -117,7 +117,8 @@ class ControlPlane:
                     self.reconciler.sync_host(host_id)
                 except Exception as e:  # one host failing a sync must not stop the others
                     print(f"vpool: sync of host {host_id} failed: {e}")
-            try:
-                self.migrations.put_back_carried()  # the sync may have found a VM a migration lost track of
+            try:  # the sync may have found a VM a migration lost track of
+                self.migrations.put_back_carried()
+                self.migrations.settle_undecided_disks()
             except Exception as e:
-                print(f"vpool: putting back the snapshots migrations set aside failed: {e}")
+                print(f"vpool: settling what migrations that lost track of their VM left failed: {e}")

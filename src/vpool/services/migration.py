@@ -24,6 +24,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 
 from sqlalchemy import func, select
@@ -139,6 +140,22 @@ def settle(succeeded: bool, switched: bool, source_state: str, dest_state: str) 
     return None
 
 
+def unused_copy(copies: dict[str, list], host_id: int | None, state_on: Callable[[int], str]) -> str | None:
+    """Which of an undecided copy-storage migration's two disks ('source' or 'destination') the
+    VM does not use: the one on the host it is not found running on, once that host answers that
+    it does not run it either (one out of reach may). None while that is not known."""
+    sides = {copy[0]: side for side, copy in copies.items()}
+    if host_id not in sides:
+        return None
+    other = "source" if sides[host_id] == "destination" else "destination"
+    return None if state_on(copies[other][0]) in (*ACTIVE, UNREACHABLE) else other
+
+
+def _disk_copies(job: dict, new_disk: str) -> dict[str, list]:
+    return {"source": [job["src_id"], job["disk"], job["storage"]],
+            "destination": [job["dst_id"], new_disk, job["disk_storage"]]}
+
+
 def whereabouts(where: str | None, switched: bool, src: str, dst: str, source_state: str, dest_state: str) -> str:
     """What a failed migration's message says of the VM, from ``settle``'s answer."""
     if where == "destination":
@@ -197,6 +214,8 @@ def describe_row(m: Migration) -> dict:
         "destination": m.destination, "state": m.state, "copy_storage": m.copy_storage,
         "max_downtime_ms": m.max_downtime_ms, "bandwidth_mib_s": m.bandwidth_mib_s, "postcopy": m.postcopy,
         "leftover_disk": m.leftover_disk,
+        "undecided_disks": {m.source if side == "source" else m.destination: path
+                            for side, (_, path, _) in (m.undecided_disks or {}).items()},
         "iterations": m.iterations, "duration_ms": m.duration_ms, "downtime_ms": m.downtime_ms,
         "memory_bytes": m.memory_bytes, "disk_bytes": m.disk_bytes, "error": m.error,
         "created_at": m.created_at, "started_at": m.started_at, "finished_at": m.finished_at,
@@ -411,6 +430,9 @@ class MigrationService:
                 dst_drv = self.cp.connections.driver(job["dst_id"])
                 job["disk_storage"] = dst_drv.storage_identity(storage_pool)
                 new_disk = dst_drv.create_disk(storage_pool, f"vm-{job['name']}.qcow2", job["disk_gib"])
+                with self.cp.store.session() as s:
+                    s.get(Migration, mig_id).undecided_disks = _disk_copies(job, new_disk)
+                    s.commit()
             self._live(ctx, job, policy, new_disk, run)
             if run.switched and run.error is not None:
                 self._await_split(ctx, job, policy, run)
@@ -635,19 +657,55 @@ class MigrationService:
 
     def _clean_disks(self, mig_id: int, job: dict, where: str | None, new_disk: str | None) -> None:
         """A copy-storage migration leaves one disk: the source's once the VM arrived, else the new
-        one. The other is removed now, or recorded and removed when its host is back."""
+        one. The other is removed now, or recorded and removed when its host is back. Until then
+        the row holds both (``undecided_disks``), so a migration that cannot tell where the VM
+        went, or a control plane that dies mid-way, still removes the right one once the VM is
+        found (``settle_undecided_disks``)."""
         if not new_disk or where is None:
             return
-        host_id, path, storage = ((job["src_id"], job["disk"], job["storage"]) if where == "destination"
-                                  else (job["dst_id"], new_disk, job["disk_storage"]))
+        with self.cp.store.session() as s:
+            s.get(Migration, mig_id).undecided_disks = None
+            s.commit()
+        self._remove_copy(mig_id, job["name"], *_disk_copies(job, new_disk)[
+            "source" if where == "destination" else "destination"])
+
+    def _remove_copy(self, mig_id: int, vm: str, host_id: int, path: str, storage: str) -> None:
         try:
             self.cp.connections.driver(host_id).delete_volume(path)
         except (Conflict, HypervisorError) as e:
-            print(f"vpool: could not remove {path} after migrating {job['name']} ({e}); it goes when the host is back")
+            print(f"vpool: could not remove {path} after migrating {vm} ({e}); it goes when the host is back")
             with self.cp.store.session() as s:
                 row = s.get(Migration, mig_id)
                 row.leftover_host_id, row.leftover_disk, row.leftover_storage = host_id, path, storage
                 s.commit()
+
+    def settle_undecided_disks(self) -> list[str]:
+        """Once a VM an ended copy-storage migration lost track of runs on one of its two hosts and
+        the other host answers that it does not run it there, the copy on the other host goes (and
+        the VM's disk is the destination's copy, if that is where it runs). Returns the VMs done.
+
+        A VM found only shut off is not enough: the host out of reach may run it."""
+        with self.cp.store.session() as s:
+            rows = [(m.id, m.vm_uuid, m.vm_name, m.undecided_disks, vm.id, vm.host_id) for m, vm in s.execute(
+                select(Migration, VM).join(VM, Migration.vm_id == VM.id).where(
+                    Migration.undecided_disks.is_not(None), Migration.state.not_in(BOOKING),
+                    VM.state.in_(ACTIVE)))]
+        settled = []
+        for mig_id, uuid, name, copies, vm_id, host_id in rows:
+            other = unused_copy(copies, host_id, lambda elsewhere: self._state_now(elsewhere, uuid))
+            if other is None:
+                continue
+            kept = "source" if other == "destination" else "destination"
+            with self.cp.store.session() as s:
+                if kept == "destination":
+                    vm = s.get(VM, vm_id)
+                    vm.disk_path, storage = copies[kept][1:]
+                    vm.storage = None if storage == s.get(Host, host_id).storage else storage
+                s.get(Migration, mig_id).undecided_disks = None
+                s.commit()
+            self._remove_copy(mig_id, name, *copies[other])
+            settled.append(name)
+        return settled
 
     def put_back_carried(self) -> list[str]:
         """Defines the metadata an ended migration could not put back (where the VM was not known,

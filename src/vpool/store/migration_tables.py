@@ -48,6 +48,10 @@ class Migration(Base):
                                                          index=True)
     leftover_disk: Mapped[str | None] = mapped_column(String(1024), default=None)
     leftover_storage: Mapped[str | None] = mapped_column(String(64), default=None)  # the storage it is on
+    # A copy-storage migration's disk on both hosts ({"source"|"destination": [host id, path,
+    # storage]}) from the copy's creation until it is known which the VM runs on; a migration
+    # that could not tell (a host out of reach, or vpool restarted) keeps them until the VM is found.
+    undecided_disks: Mapped[dict | None] = mapped_column(JSON(none_as_null=True), default=None)
     # The VM's snapshot and checkpoint metadata ({"snapshots": [...], "checkpoints": [...]}),
     # which libvirt does not carry: kept here until defined again where the VM is.
     carried: Mapped[dict | None] = mapped_column(JSON(none_as_null=True), default=None)  # None is SQL NULL
