@@ -9,10 +9,12 @@ import time
 
 import libvirt
 import pytest
+from typer.testing import CliRunner
 
 from tests.core.conftest import eventually
 from tests.guests import counters
-
+from tests.serving import cli_env
+from vpool.cli.main import app
 from vpool.lab.hosts import PRIVATE_POOL
 
 from .conftest import HOSTS, TOPOLOGY, in_phase, other, running_on
@@ -63,7 +65,7 @@ def test_copy_storage_moves_the_disk_and_the_guest_keeps_writing(lab, pool, gues
     assert name in pool.get("/plans/ha").json()["unplaced"]  # if its host fails, it cannot restart elsewhere
 
 
-def test_cut_link_during_the_disk_copy_ends_the_task_in_bounded_time(lab, pool, guest):
+def test_cut_link_during_the_disk_copy_ends_the_task_in_bounded_time(lab, pool, guest, monkeypatch):
     """The disk copy's NBD connection stalls when the destination's link goes down, and qemu
     cannot cancel it until TCP gives up (many minutes): the task still fails within the stall
     timeout twice over, saying so, and the guest never leaves its source."""
@@ -91,6 +93,9 @@ def test_cut_link_during_the_disk_copy_ends_the_task_in_bounded_time(lab, pool, 
             # the copy on the unreachable destination could not be removed: it is recorded
             leftover = pool.get(f"/vms/{name}/migrations").json()["items"][0]["leftover_disk"]
             assert leftover and leftover.endswith(f"vm-{name}.qcow2"), leftover
+            with cli_env(pool.cp, monkeypatch):
+                r = CliRunner().invoke(app, ["vm", "migrations", name])
+            assert r.exit_code == 0 and f"left {leftover} on a host out of reach" in " ".join(r.stdout.split())
         finally:
             subprocess.run(["ip", "link", "set", link, "up"], check=True)
     finally:
@@ -106,7 +111,7 @@ def test_cut_link_during_the_disk_copy_ends_the_task_in_bounded_time(lab, pool, 
     assert not _volume_on(lab, dst, leftover)
 
 
-def test_source_libvirtd_killed_during_the_disk_copy_leaves_one_disk(lab, pool, guest):
+def test_source_libvirtd_killed_during_the_disk_copy_leaves_one_disk(lab, pool, guest, monkeypatch):
     """With the source's libvirtd gone mid-copy, the migration cannot tell where the VM is, so
     both copies of its disk stay at first; once the source is back and the VM found running on
     one host, the copy on the other goes, and the VM's disk is the one it runs on."""
@@ -125,6 +130,9 @@ def test_source_libvirtd_killed_during_the_disk_copy_leaves_one_disk(lab, pool, 
         assert task and task["state"] == "failed" and "cannot tell where it runs" in task["error"], task
         copies = pool.get(f"/vms/{name}/migrations").json()["items"][0]["undecided_disks"]
         assert set(copies) == {src, dst} and copies[src] == vm["disk_path"], copies
+        with cli_env(pool.cp, monkeypatch):
+            r = CliRunner().invoke(app, ["vm", "migrations", name])
+        assert r.exit_code == 0 and "keeps both copies of the disk" in " ".join(r.stdout.split()), r.output
     finally:
         _restart(lab, pool, src)
 

@@ -51,6 +51,14 @@ def migrations(name: str, as_json: bool = JSON):
                       _ms(m["duration_ms"]), _ms(m["downtime_ms"]), _mib(m["memory_bytes"]), _mib(m["disk_bytes"]),
                       "yes" if m["postcopy"] else "", m["error"] or "")
     console.print(table)
+    for m in items:
+        if m["leftover_disk"]:
+            console.print(f"migration {m['id']} left {m['leftover_disk']} on a host out of reach then: vpool removes "
+                          "it when that host is back", highlight=False)
+        if m["undecided_disks"] and m["finished_at"]:
+            copies = ", ".join(f"{path} on {host}" for host, path in m["undecided_disks"].items())
+            console.print(f"migration {m['id']} keeps both copies of the disk ({copies}) until vpool finds which "
+                          f"one {name} runs on; the other then goes", highlight=False)
 
 
 def policy(settings: list[str] = typer.Option(None, "--set", help="KEY=VALUE, repeatable, e.g. --set "
