@@ -20,7 +20,8 @@ def clusters(draw, max_hosts=8, max_vms=40, groups=True):
             reserved_memory_mib=1024, up=draw(st.booleans().map(lambda b: b or i == 0)),
             maintenance=draw(st.sampled_from([False, False, False, True])),
             max_vms=draw(st.sampled_from([None, None, 4, 10])),
-            storage=draw(st.sampled_from(["", "", "san"]))))
+            storage=draw(st.sampled_from(["", "", "san"])),
+            cpu_busy=draw(st.sampled_from([None, None, 0.05, 0.5, 0.95]))))
     policies = {"web": "anti-affinity", "db": "soft-anti-affinity", "cache": "anti-affinity"}
     state = ClusterState.from_records(hosts, (), policies if groups else None)
     free = state.free.copy()

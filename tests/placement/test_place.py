@@ -107,6 +107,26 @@ def test_weigher_sign_chooses_spread_or_pack():
     assert place(state, req, pack).host == "h1"
 
 
+def test_a_new_vm_goes_where_cpus_were_measured_least_busy():
+    """Hosts alike by allocation: the one whose CPUs were measured less busy takes the VM, the new
+    VM counted busy on all its vCPUs; a host not measured counts as fully busy."""
+    vms = [VMRecord("a", host="h1", cpus=2, memory_mib=2048), VMRecord("b", host="h2", cpus=2, memory_mib=2048)]
+    req = PlacementRequest(cpus=2, memory_mib=1024)
+    assert place(ClusterState.from_records([host("h1"), host("h2")], vms), req).host == "h1"  # a tie: the first
+    busy = ClusterState.from_records([host("h1", cpu_busy=0.8), host("h2", cpu_busy=0.3)], vms)
+    assert place(busy, req).host == "h2"
+    assert place(busy, req, PlacementPolicy(weighers={"RAMWeigher": 1.0})).host == "h1"  # not weighed: a tie
+    # differences under a twentieth of the CPUs are noise: the tie stands
+    assert place(ClusterState.from_records([host("h1", cpu_busy=0.31), host("h2", cpu_busy=0.3)], vms),
+                 req).host == "h1"
+    assert place(ClusterState.from_records([host("h1"), host("h2", cpu_busy=0.9)], vms), req).host == "h2"
+    # in a batch, each VM placed counts its vCPUs busy where it went
+    work = Workspace(busy)
+    work.add(1, req.demand)
+    assert work.cpu_busy.tolist() == pytest.approx([0.8, 0.3 + 2 / 8])
+    assert Workspace(ClusterState.from_records([host("h1")])).cpu_busy is None
+
+
 def test_unknown_policy_names_are_refused_with_the_known_ones():
     with pytest.raises(ValueError, match="unknown filter 'NoSuchFilter'; known: HostFilter"):
         PlacementPolicy(filters=("NoSuchFilter",))

@@ -33,6 +33,31 @@ def measure(api, percent: dict[str, float], age_s: float = 0.0) -> None:
     api.cp.telemetry.series.write(points)
 
 
+def measure_hosts(api, percent: dict[str, float], age_s: float = 0.0, samples: int = 6) -> None:
+    """10-second samples of the hosts' own cpu_percent, as the collector writes them, ending `age_s` ago."""
+    end = time.time() - age_s
+    api.cp.telemetry.series.write([Point("host", h, "cpu_percent", h, h, int((end - 10 * k) * 1000), value)
+                                   for h, value in percent.items() for k in range(samples)])
+
+
+def test_a_new_vm_goes_to_the_host_whose_cpus_were_least_busy(pool, tmp_path):
+    """h1 and h2 are alike by allocation; each create goes where the CPUs were less busy, and so
+    does a migration that names no destination."""
+    measure_hosts(pool, {"h1": 90, "h2": 10})
+    new = {"cpus": 1, "memory": "512M", "disk": "1G"}
+    assert pool.get(f"/tasks/{pool.post('/vms', json={'name': 'n1'} | new).json()['id']}",
+                    params={"wait": 10}).json()["params"]["host"] == "h2"
+    pool.task(pool.delete("/vms/n1"))
+    measure_hosts(pool, {"h1": 0, "h2": 100}, age_s=60, samples=12)  # over the hour: h1 30 % busy, h2 70 %
+    assert pool.get(f"/tasks/{pool.post('/vms', json={'name': 'n2'} | new).json()['id']}",
+                    params={"wait": 10}).json()["params"]["host"] == "h1"
+    for h in ("h3", "h4"):  # alike by allocation, and emptier than h2
+        pool.add_sim_host(tmp_path, h, cpus=8, memory_mib=16384, storage="nas")
+    measure_hosts(pool, {"h3": 95, "h4": 5})
+    r = pool.post("/vms/busy0/migrate", json={})  # the hosts share a storage marker but no disk: refused, naming it
+    assert r.status_code == 409 and r.json()["detail"].startswith("h4 does not see"), r.text
+
+
 def test_busy_vms_are_spread_though_allocations_are_even(pool):
     assert pool.get("/plans/balance").json()["moves"] == []                 # nothing measured: VMs counted
     measure(pool, {"busy0": 90, "busy1": 90, "busy2": 90, "idle0": 2, "idle1": 2}, age_s=120)

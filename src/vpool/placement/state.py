@@ -41,7 +41,8 @@ class HostRecord:
     `reserved_disk_gib` and gives their VMs no disk of their own, so a VM moved between them
     moves no disk, and a new disk booked on one of them takes room on each
     (`ClusterState.pooled`). Hosts that leave it empty, as Ganeti's files do, each have their
-    own disk.
+    own disk. `cpu_busy` is the share of its CPUs measured busy lately (None: not measured);
+    only the MeasuredCPUWeigher reads it.
     """
 
     name: str
@@ -63,6 +64,7 @@ class HostRecord:
     spindle_capacity: float = 32.0
     cpu_pool: float = 1.0
     storage: str = ""
+    cpu_busy: float | None = None
 
 
 @dataclass(frozen=True)
@@ -216,6 +218,18 @@ class ClusterState:
         """1 / usable, 0 where nothing is usable: weighers multiply instead of dividing."""
         usable = self.usable
         return np.divide(1.0, usable, out=np.zeros_like(usable), where=usable > 0)
+
+    @cached_property
+    def cpu_busy(self) -> np.ndarray | None:
+        """Each host's share of CPUs measured busy, one not measured counted fully busy (it may be:
+        the collector cannot read it); None when no host is measured."""
+        if all(h.cpu_busy is None for h in self.hosts):
+            return None
+        return np.fromiter((1.0 if h.cpu_busy is None else h.cpu_busy for h in self.hosts), float, self.n_hosts)
+
+    @cached_property
+    def cpu_cores(self) -> np.ndarray:
+        return np.maximum(self.capacity[:, 0], 1.0)
 
     @cached_property
     def limits_vms(self) -> bool:
@@ -376,6 +390,8 @@ class Workspace:
         self.free = state.free.copy()
         self.vm_count = state.vm_count.copy()
         self.accepts_vms = state.accepts_vms.copy()
+        self.cpu_cores = state.cpu_cores
+        self.cpu_busy = None if state.cpu_busy is None else state.cpu_busy.copy()
         self._groups: dict[str, np.ndarray] = {}
 
     def group_members(self, group: str) -> np.ndarray:
@@ -398,6 +414,8 @@ class Workspace:
         self.used[room, 2] += demand[2]
         self.free[room, 2] -= demand[2]
         self.vm_count[host] += 1
+        if self.cpu_busy is not None:  # as the MeasuredCPUWeigher counts a new VM: all its vCPUs busy
+            self.cpu_busy[host] += demand[0] / self.cpu_cores[host]
         for g in groups:
             self.group_members(g)[host] += 1
 
