@@ -341,7 +341,9 @@ class MigrationService:
                 seeing_disk = set(s.scalars(same))
             if target in seeing_disk:
                 raise Conflict(_sees_disk(vm.name, target))
-            state = with_host_busy(cluster_state(s, per_vm=False), self.cp.telemetry.series, time.time())
+            state = cluster_state(s, per_vm=False)
+            if to is None:
+                state = with_host_busy(state, self.cp.telemetry.series, time.time())
             state = _destinations(state, src_name, networks, seeing_disk)
             disk_on = None if copy_storage else vm.disk_storage or ""
             request = PlacementRequest(  # the disk needs room there only when it is copied

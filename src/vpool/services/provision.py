@@ -67,7 +67,9 @@ def book(cp, name: str, cpus: int, memory_mib: int, disk_gib: int, image_id: int
             raise Conflict(f"{name} boots kernel {boot.kernel}, which its host handed it, and {pinned} has no such "
                            "file; put it on a host that has it (leave the host out and vpool picks one)")
         group = s.get(Group, group_id) if group_id else None
-        state = with_host_busy(cluster_state(s, per_vm=False), cp.telemetry.series, time.time())
+        state = cluster_state(s, per_vm=False)
+        if pinned is None:  # a VM given its host is only checked for room there
+            state = with_host_busy(state, cp.telemetry.series, time.time())
         if lacking:
             state = ClusterState.from_records([replace(h, tags=h.tags | {NO_KERNEL}) if h.name in lacking else h
                                                for h in state.hosts], state.vms, state.group_policies)
