@@ -16,6 +16,7 @@ or one migrated with no destination named, goes preferably where the hosts' own 
 lowest over the same hour (with_host_busy; the MeasuredCPUWeigher).
 """
 
+import time
 from dataclasses import replace
 
 from sqlalchemy import select
@@ -23,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from vpool.model.errors import Invalid
 from vpool.placement import ClusterState
-from vpool.store.tables import VM
+from vpool.store.tables import VM, Host
 from vpool.store.timeseries import TimeSeries
 
 METRIC = "cpu_percent"
@@ -74,13 +75,19 @@ def with_measured_load(state: ClusterState, s: Session, series: TimeSeries, now_
     return ClusterState.from_records(hosts, vms, state.group_policies), basis | {"cpu": "measured"}
 
 
-def with_host_busy(state: ClusterState, series: TimeSeries, now_s: float, window_s: float = WINDOW_S) -> ClusterState:
-    """`state` with each host's share of CPUs busy over the window (its own `cpu_percent`, which
-    counts what is not a VM too), for placing a VM: vCenter's initial placement weighs demand
-    as DRS does, and Nova's MetricsWeigher the hosts' measured CPU. O(hosts), so a create in a
-    pool of ten thousand VMs stays fast."""
-    busy = series.means("host", METRIC, list(state.host_names), int((now_s - window_s) * 1000))
+def host_busy(cp, window_s: float = WINDOW_S) -> dict[str, float]:
+    """Each host's share of CPUs busy over the window (its own `cpu_percent`, which counts what is
+    not a VM too), by name, for placing a VM: vCenter's initial placement weighs demand as DRS
+    does, and Nova's MetricsWeigher the hosts' measured CPU. O(hosts), so a create in a pool of
+    ten thousand VMs stays fast; read before the placement lock, which a measurement needs not."""
+    with cp.store.session() as s:
+        names = list(s.scalars(select(Host.name)))
+    since_ms = int((time.time() - window_s) * 1000)
+    return {h: v / 100.0 for h, v in cp.telemetry.series.means("host", METRIC, names, since_ms).items()}
+
+
+def with_host_busy(state: ClusterState, busy: dict[str, float]) -> ClusterState:
     if not busy:
         return state
-    hosts = [replace(h, cpu_busy=busy[h.name] / 100.0) if h.name in busy else h for h in state.hosts]
+    hosts = [replace(h, cpu_busy=busy[h.name]) if h.name in busy else h for h in state.hosts]
     return ClusterState.from_records(hosts, state.vms, state.group_policies)

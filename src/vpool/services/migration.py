@@ -39,7 +39,7 @@ from vpool.model.states import ACTIVE, TaskState, VMOwnership, VMState
 from vpool.placement import ClusterState, PlacementRequest, place
 from vpool.placement.request import count
 from vpool.services import stored_policy
-from vpool.services.measured_load import with_host_busy
+from vpool.services.measured_load import host_busy, with_host_busy
 from vpool.services.pool import group_constraints, cluster_state
 from vpool.services.tasks import Cancelled
 from vpool.store.migration_tables import BOOKING, Migration
@@ -326,6 +326,7 @@ class MigrationService:
               requested_by: str):
         """The Migration row, its task and the pool a copied disk goes to (the destination's own
         by default), or a refusal that changed nothing."""
+        busy = host_busy(self.cp) if to is None else {}
         with self.cp.store.session() as s, self.cp.store.placement_lock(s):
             vm = self.cp.vms.get(s, ref)
             self._check_movable(s, vm)  # again, under the lock: a second request may have won
@@ -341,10 +342,8 @@ class MigrationService:
                 seeing_disk = set(s.scalars(same))
             if target in seeing_disk:
                 raise Conflict(_sees_disk(vm.name, target))
-            state = cluster_state(s, per_vm=False)
-            if to is None:
-                state = with_host_busy(state, self.cp.telemetry.series, time.time())
-            state = _destinations(state, src_name, networks, seeing_disk)
+            state = _destinations(with_host_busy(cluster_state(s, per_vm=False), busy), src_name, networks,
+                                  seeing_disk)
             disk_on = None if copy_storage else vm.disk_storage or ""
             request = PlacementRequest(  # the disk needs room there only when it is copied
                 name=vm.name, cpus=vm.cpus, memory_mib=vm.memory_mib, disk_gib=vm.disk_gib if copy_storage else 0,

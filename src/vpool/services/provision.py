@@ -5,7 +5,6 @@ room), its disk made (VMService.create makes a linked clone of an image; a resto
 DR drill brings its own), defined, settled. VMService.discard undoes any of them.
 """
 
-import time
 import uuid as uuidlib
 from dataclasses import dataclass, replace
 
@@ -18,7 +17,7 @@ from vpool.model.errors import Conflict, HypervisorError, NoCapacity
 from vpool.model.names import check_name
 from vpool.model.states import VMState
 from vpool.placement import ClusterState, PlacementRequest, place
-from vpool.services.measured_load import with_host_busy
+from vpool.services.measured_load import host_busy, with_host_busy
 from vpool.services.pool import cluster_state, group_constraints
 from vpool.services.tasks import TaskOrder, queued
 from vpool.store.tables import VM, Group, Host, Image, Task
@@ -60,6 +59,7 @@ def book(cp, name: str, cpus: int, memory_mib: int, disk_gib: int, image_id: int
     """Places the VM and books it, and queues the task that `order` asks for (its params get the
     chosen host) in the same commit; the caller must discard the VM if what follows fails."""
     lacking = _lacking_kernel(cp, boot) if boot is not None else set()
+    busy = host_busy(cp) if host is None else {}  # a VM given its host is only checked for room there
     with cp.store.session() as s, cp.store.placement_lock(s):
         check_free_name(s, name)
         pinned = cp.hosts.get(s, host).name if host else None
@@ -67,9 +67,7 @@ def book(cp, name: str, cpus: int, memory_mib: int, disk_gib: int, image_id: int
             raise Conflict(f"{name} boots kernel {boot.kernel}, which its host handed it, and {pinned} has no such "
                            "file; put it on a host that has it (leave the host out and vpool picks one)")
         group = s.get(Group, group_id) if group_id else None
-        state = cluster_state(s, per_vm=False)
-        if pinned is None:  # a VM given its host is only checked for room there
-            state = with_host_busy(state, cp.telemetry.series, time.time())
+        state = with_host_busy(cluster_state(s, per_vm=False), busy)
         if lacking:
             state = ClusterState.from_records([replace(h, tags=h.tags | {NO_KERNEL}) if h.name in lacking else h
                                                for h in state.hosts], state.vms, state.group_policies)

@@ -186,15 +186,16 @@ class TimeSeries:
         12,000 rollup rows and a few thousand samples instead of 360,000 samples."""
         step_ms = ROLLUP_STEPS_S[0] * 1000
         out: dict[str, float] = {}
+        lo, hi = since_ms + (-since_ms) % step_ms, None    # the first whole bucket; where rolled-up ones end
         with self.store.session() as s:
-            newest = s.scalar(select(func.max(Rollup.t)).where(Rollup.step_s == ROLLUP_STEPS_S[0]))
-            lo = since_ms + (-since_ms) % step_ms           # the first whole bucket
-            hi = max(lo, newest + step_ms if newest is not None else lo)  # where rolled-up buckets end
             for chunk in _chunks(subjects, 500):
                 ids = dict(s.execute(select(Series.id, Series.subject).where(
                     Series.scope == scope, Series.metric == metric, Series.subject.in_(chunk))).all())
                 if not ids:
                     continue
+                if hi is None:  # read once, and only once some series is there (a create asks with none)
+                    newest = s.scalar(select(func.max(Rollup.t)).where(Rollup.step_s == ROLLUP_STEPS_S[0]))
+                    hi = max(lo, newest + step_ms if newest is not None else lo)
                 raw = [select(Sample.series_id, func.count(), func.sum(Sample.value))
                        .where(Sample.series_id.in_(ids), *when).group_by(Sample.series_id)
                        for when in ((Sample.t >= since_ms, Sample.t < lo), (Sample.t >= hi,))]
