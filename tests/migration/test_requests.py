@@ -187,7 +187,8 @@ def test_snapshots_an_ended_migration_kept_are_defined_once_the_vm_is_found(pool
 def test_the_disk_copy_a_lost_vm_does_not_use_goes_once_it_is_found(pool):
     """A copy-storage migration that could not tell where the VM went (its source's libvirtd
     killed mid-copy, in the lab) leaves the disk on both hosts. Once the sync has found the VM,
-    the copy it does not use goes; found on the destination, the copy there is its disk."""
+    the copy it does not use goes; found on the destination, the copy there is its disk; deleted
+    meanwhile, both go."""
     h1, h2 = (pool.get(f"/hosts/{h}").json() for h in ("h1", "h2"))
     d1, d2 = (pool.cp.connections.driver(h["id"]) for h in (h1, h2))
     vm = pool.get("/vms/a").json()
@@ -222,6 +223,18 @@ def test_the_disk_copy_a_lost_vm_does_not_use_goes_once_it_is_found(pool):
     assert eventually(lambda: not d1.volume_exists(vm["disk_path"]), timeout=15)
     moved = pool.get("/vms/a").json()
     assert (moved["disk_path"], moved["storage"]) == (copy, h2["storage"]) and d2.volume_exists(copy)
+
+    # Deleted before it was found: its delete takes the disk it was known by, the loop the other.
+    other = d1.create_disk(h1["storage_pool"], "vm-a.qcow2", 1)
+    pool.task(pool.delete("/vms/a"))
+    assert not d2.volume_exists(copy)
+    with pool.cp.store.session() as s:
+        s.add(Migration(vm_id=None, vm_name="a", vm_uuid=vm["uuid"], source="h2", destination="h1", state="failed",
+                        source_host_id=h2["id"], destination_host_id=h1["id"], cpus=1, memory_mib=1024, disk_gib=1,
+                        copy_storage=True, undecided_disks={"source": [h2["id"], copy, h2["storage"]],
+                                                            "destination": [h1["id"], other, h1["storage"]]}))
+        s.commit()
+    assert eventually(lambda: not d1.volume_exists(other), timeout=15)
 
 
 def test_placement_for_a_migration_honours_anti_affinity(api, tmp_path):

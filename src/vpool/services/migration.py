@@ -687,13 +687,15 @@ class MigrationService:
         the other host answers that it does not run it there, the copy on the other host goes (and
         the VM's disk is the destination's copy, if that is where it runs). Returns the VMs done.
 
-        A VM found only shut off is not enough: the host out of reach may run it."""
+        A VM found only shut off is not enough: the host out of reach may run it. A VM deleted since
+        has neither copy: both go once neither host runs it, unless a VM made since has that file."""
+        undecided = (Migration.undecided_disks.is_not(None), Migration.state.not_in(BOOKING))
         with self.cp.store.session() as s:
             rows = [(m.id, m.vm_uuid, m.vm_name, m.undecided_disks, vm.id, vm.host_id) for m, vm in s.execute(
-                select(Migration, VM).join(VM, Migration.vm_id == VM.id).where(
-                    Migration.undecided_disks.is_not(None), Migration.state.not_in(BOOKING),
-                    VM.state.in_(ACTIVE)))]
-        settled = []
+                select(Migration, VM).join(VM, Migration.vm_id == VM.id).where(*undecided, VM.state.in_(ACTIVE)))]
+            deleted = [(m.id, m.vm_uuid, m.vm_name, m.undecided_disks) for m in s.scalars(
+                select(Migration).where(*undecided, Migration.vm_id.is_(None)))]
+        settled = self._remove_deleted_vms_copies(deleted)
         for mig_id, uuid, name, copies, vm_id, host_id in rows:
             other = unused_copy(copies, host_id, lambda elsewhere: self._state_now(elsewhere, uuid))
             if other is None:
@@ -709,6 +711,26 @@ class MigrationService:
             self._remove_copy(mig_id, name, *copies[other])
             settled.append(name)
         return settled
+
+    def _remove_deleted_vms_copies(self, rows: list[tuple]) -> list[str]:
+        done = []
+        for mig_id, uuid, name, copies in rows:
+            if any(self._state_now(host_id, uuid) in (*ACTIVE, UNREACHABLE) for host_id, _, _ in copies.values()):
+                continue
+            in_use = self._disks_in_use([path for _, path, _ in copies.values()])
+            with self.cp.store.session() as s:
+                s.get(Migration, mig_id).undecided_disks = None
+                s.commit()
+            for host_id, path, storage in copies.values():
+                if (path, storage) not in in_use:
+                    self._remove_copy(mig_id, name, host_id, path, storage)
+            done.append(name)
+        return done
+
+    def _disks_in_use(self, paths: list[str]) -> set[tuple[str, str | None]]:
+        """(path, storage) of the VMs' disks among these paths: the same file name on the same storage."""
+        with self.cp.store.session() as s:
+            return {(vm.disk_path, vm.disk_storage) for vm in s.scalars(select(VM).where(VM.disk_path.in_(paths)))}
 
     def put_back_carried(self) -> list[str]:
         """Defines the metadata an ended migration could not put back (where the VM was not known,
@@ -727,8 +749,7 @@ class MigrationService:
         with self.cp.store.session() as s:
             rows = [(m.id, m.leftover_disk, m.leftover_storage) for m in s.scalars(select(Migration).where(
                 Migration.leftover_host_id == host_id))]
-            in_use = {(vm.disk_path, vm.disk_storage) for vm in s.scalars(
-                select(VM).where(VM.disk_path.in_([p for _, p, _ in rows])))}
+        in_use = self._disks_in_use([p for _, p, _ in rows])
         for mig_id, path, storage in rows:
             if (path, storage) not in in_use:
                 try:
