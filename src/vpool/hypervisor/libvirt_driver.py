@@ -465,7 +465,8 @@ class LibvirtDriver:
             if d.isActive():
                 d.destroy()
             # Backup checkpoints are metadata too: libvirt refuses to undefine a domain that has any.
-            flags = 0 if self.is_test else (libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+            flags = 0 if self.is_test else (libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
+                                            | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
                                             | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
             d.undefineFlags(flags)
         self._call(uuid, "remove the VM definition", undefine)

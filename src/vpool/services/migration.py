@@ -568,7 +568,8 @@ class MigrationService:
         while settle(False, True, run.source_state, run.dest_state) is None and time.monotonic() < deadline:
             ctx.progress(95, f"the migration broke after the switch to post-copy ({run.error}); {job['name']} is "
                              f"paused until {job['src']} and {job['dst']} finish it ({job['src']}: {run.source_state}, "
-                             f"{job['dst']}: {run.dest_state})" + (f"; resuming failed: {last_try}" if last_try else ""))
+                             f"{job['dst']}: {run.dest_state})"
+                             + (f"; resuming failed: {last_try}" if last_try else ""))
             if run.source_state == VMState.paused and not run.resumed:
                 last_try = resume_postcopy(spec)
                 run.resumed = last_try is None
