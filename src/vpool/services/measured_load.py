@@ -79,7 +79,7 @@ def host_busy(cp, window_s: float = WINDOW_S) -> dict[str, float]:
     """Each host's share of CPUs busy over the window (its own `cpu_percent`, which counts what is
     not a VM too), by name, for placing a VM: vCenter's initial placement weighs demand as DRS
     does, and Nova's MetricsWeigher the hosts' measured CPU. O(hosts), so a create in a pool of
-    ten thousand VMs stays fast; read before the placement lock, which a measurement needs not."""
+    ten thousand VMs stays fast; read before the placement lock: a measurement needs no lock."""
     with cp.store.session() as s:
         names = list(s.scalars(select(Host.name)))
     since_ms = int((time.time() - window_s) * 1000)

@@ -193,7 +193,7 @@ class TimeSeries:
                     Series.scope == scope, Series.metric == metric, Series.subject.in_(chunk))).all())
                 if not ids:
                     continue
-                if hi is None:  # read once, and only once some series is there (a create asks with none)
+                if hi is None:  # read once, and only once a series is there (none is, with telemetry off)
                     newest = s.scalar(select(func.max(Rollup.t)).where(Rollup.step_s == ROLLUP_STEPS_S[0]))
                     hi = max(lo, newest + step_ms if newest is not None else lo)
                 raw = [select(Sample.series_id, func.count(), func.sum(Sample.value))
