@@ -3,16 +3,16 @@ should weigh beside the allocation weighers: PlanetLab CPU traces replayed throu
 `place`, with the MeasuredCPUWeigher at several multipliers (0 is placement by allocation alone).
 
     benchmarks/place_load.py [--data ../shared/planetlab] [--hosts 12] [--vms-per-host 12]
-                             [--cores 4] [--churn 8] [--seeds 2] [--jobs 2]
+                             [--cores 4] [--churn 8] [--window-min 60] [--seeds 2] [--jobs 2]
 
 Per day of traces and seed, hosts × vms-per-host VMs (1 vCPU, 2 GiB, each a trace drawn at
 random: its share of one core) start on random hosts. From noon on, every 30 minutes, `churn`
 VMs leave (the same ones for every multiplier) and as many new ones arrive, each placed by
 `place` on the pool as it is then: its allocations, and each host's share of CPUs busy over the
-last hour as the collector would have measured it (the VMs there at each 5-minute step). A new
-VM's load is its trace from its arrival on. Nothing is migrated, so only placement differs. The
-rest of the day is scored on the true traces: host-steps above 90 % busy (where VMs wait for CPU)
-and the mean σ of how busy the hosts are. Ratios are to multiplier 0 in the same run.
+last `window-min` minutes as the collector would have measured it (the VMs there at each 5-minute
+step). A new VM's load is its trace from its arrival on. Nothing is migrated, so only placement
+differs. The rest of the day is scored on the true traces: host-steps above 90 % busy (where VMs
+wait for CPU) and the mean σ of how busy the hosts are. Ratios are to multiplier 0 in the same run.
 """
 
 from __future__ import annotations
@@ -32,13 +32,13 @@ from vpool.placement.weighers import DEFAULT_WEIGHERS
 
 DECIDE = 6              # 5-minute steps between arrivals: 30 minutes
 START = 144             # noon: half a day of history
-HOUR = 12               # steps in the measurement window (services/measured_load.WINDOW_S)
+STEP_MIN = 5            # PlanetLab: one sample per 5 minutes
 OVERLOADED = 0.9        # share of a host's CPUs busy
 MULTIPLIERS = (0.0, 1.0, 2.0, 3.0, 4.0, 8.0)  # 3.0: vpool's default
 
 
 def replay(multiplier: float, y: np.ndarray, start_hosts: np.ndarray, leaving: list[np.ndarray],
-           n_hosts: int, cores: float) -> dict:
+           n_hosts: int, cores: float, window: int) -> dict:
     """One multiplier's day: the hosts' busy history, the placements, and the afternoon's score."""
     policy = PlacementPolicy(weighers={**DEFAULT_WEIGHERS, "MeasuredCPUWeigher": multiplier})
     # 2 GiB VMs on 8 GiB per core and 4 vCPUs per core: either resource fills at 16 VMs on 4 cores
@@ -60,7 +60,7 @@ def replay(multiplier: float, y: np.ndarray, start_hosts: np.ndarray, leaving: l
     refused, next_vm = 0, n_start
     for d, t in enumerate(range(START, y.shape[1], DECIDE)):
         present[leaving[d]] = False
-        measured = busy[:, t - HOUR:t].mean(axis=1)
+        measured = busy[:, t - window:t].mean(axis=1)
         hosts = [replace(r, cpu_busy=float(b)) for r, b in zip(records, measured)]
         for _ in range(leaving[d].size):
             vms = [VMRecord(f"v{i}", host=f"h{host[i]}", cpus=1, memory_mib=2048, disk_gib=10)
@@ -79,7 +79,7 @@ def replay(multiplier: float, y: np.ndarray, start_hosts: np.ndarray, leaving: l
 
 
 def run(job: tuple) -> dict:
-    day, seed, n_hosts, per_host, cores, churn = job
+    day, seed, n_hosts, per_host, cores, churn, window = job
     rng = np.random.default_rng(seed)
     n_start = n_hosts * per_host
     decisions = len(range(START, 288, DECIDE))
@@ -94,7 +94,7 @@ def run(job: tuple) -> dict:
                                                                                  n_start + (d + 1) * churn))
     out = {"day": Path(day).name, "seed": seed}
     for m in MULTIPLIERS:
-        out[str(m)] = replay(m, y, start_hosts, leaving, n_hosts, cores)
+        out[str(m)] = replay(m, y, start_hosts, leaving, n_hosts, cores, window)
     return out
 
 
@@ -118,15 +118,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vms-per-host", type=int, default=12)
     parser.add_argument("--cores", type=float, default=4.0, help="CPUs per host")
     parser.add_argument("--churn", type=int, default=8, help="VMs leaving and arriving every 30 minutes")
+    parser.add_argument("--window-min", type=int, default=60, help="the measured mean's window (vpool's: an hour)")
     args = parser.parse_args(argv)
     folders = days(parser, args.data)
-    jobs = [(d, seed, args.hosts, args.vms_per_host, args.cores, args.churn)
+    jobs = [(d, seed, args.hosts, args.vms_per_host, args.cores, args.churn, args.window_min // STEP_MIN)
             for d in folders for seed in range(args.seeds)]
     started = time.perf_counter()
     runs = run_all(run, jobs, args.jobs)
     print(json.dumps({
         "data": str(args.data), "days": len(folders), "runs": len(runs), "hosts": args.hosts,
         "vms": args.hosts * args.vms_per_host, "cores_per_host": args.cores, "churn_per_30min": args.churn,
+        "window_min": args.window_min,
         "overloaded_above": OVERLOADED, "wall_s": round(time.perf_counter() - started, 1),
         "multipliers": summarise(runs),
     }, indent=2))
