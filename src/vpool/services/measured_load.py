@@ -13,7 +13,7 @@ moves VMs onto a host on the belief that an unknown VM there is idle. Until any 
 does, and consolidation goes by allocations alone. Consolidation keeps the hosts that stay on
 under a share of their CPUs busy by the same loads (ConsolidationPolicy.load_target). A new VM,
 or one migrated with no destination named, goes preferably where the hosts' own CPU use was
-lowest over the same hour (with_host_busy; the MeasuredCPUWeigher).
+lowest over the same hour (host_busy; the MeasuredCPUWeigher).
 """
 
 import time
@@ -85,9 +85,3 @@ def host_busy(cp, window_s: float = WINDOW_S) -> dict[str, float]:
     since_ms = int((time.time() - window_s) * 1000)
     return {h: v / 100.0 for h, v in cp.telemetry.series.means("host", METRIC, names, since_ms).items()}
 
-
-def with_host_busy(state: ClusterState, busy: dict[str, float]) -> ClusterState:
-    if not busy:
-        return state
-    hosts = [replace(h, cpu_busy=busy[h.name]) if h.name in busy else h for h in state.hosts]
-    return ClusterState.from_records(hosts, state.vms, state.group_policies)

@@ -39,7 +39,7 @@ from vpool.model.states import ACTIVE, TaskState, VMOwnership, VMState
 from vpool.placement import ClusterState, PlacementRequest, place
 from vpool.placement.request import count
 from vpool.services import stored_policy
-from vpool.services.measured_load import host_busy, with_host_busy
+from vpool.services.measured_load import host_busy
 from vpool.services.pool import group_constraints, cluster_state
 from vpool.services.tasks import Cancelled
 from vpool.store.migration_tables import BOOKING, Migration
@@ -342,8 +342,7 @@ class MigrationService:
                 seeing_disk = set(s.scalars(same))
             if target in seeing_disk:
                 raise Conflict(_sees_disk(vm.name, target))
-            state = _destinations(with_host_busy(cluster_state(s, per_vm=False), busy), src_name, networks,
-                                  seeing_disk)
+            state = _destinations(cluster_state(s, per_vm=False, cpu_busy=busy), src_name, networks, seeing_disk)
             disk_on = None if copy_storage else vm.disk_storage or ""
             request = PlacementRequest(  # the disk needs room there only when it is copied
                 name=vm.name, cpus=vm.cpus, memory_mib=vm.memory_mib, disk_gib=vm.disk_gib if copy_storage else 0,

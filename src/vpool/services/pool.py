@@ -109,7 +109,7 @@ def group_constraints(group: Group | None) -> dict:
     return {POLICY_FIELD[group.policy]: frozenset({group.name})}
 
 
-def cluster_state(s: Session, per_vm: bool = True) -> ClusterState:
+def cluster_state(s: Session, per_vm: bool = True, cpu_busy: dict[str, float] | None = None) -> ClusterState:
     """per_vm=False folds each host's VMs into one record: enough for capacity decisions and
     O(hosts) instead of O(VMs), which keeps a create fast in a pool of ten thousand VMs. VMs in
     a server group stay one by one either way (group rules count them). Plans that move VMs
@@ -117,7 +117,10 @@ def cluster_state(s: Session, per_vm: bool = True) -> ClusterState:
 
     A disk on a storage is the storage's to hold, not its host's (as Ganeti counts shared-storage
     disks on no node): each host on that storage keeps back what every disk on it takes, and the
-    VMs carry no disk of their own, so a VM moved between hosts of one storage moves no disk."""
+    VMs carry no disk of their own, so a VM moved between hosts of one storage moves no disk.
+
+    cpu_busy: each host's measured share of CPUs busy (measured_load.host_busy), by name, for
+    placing a VM; read by the caller before its placement lock."""
     defaults = pool_defaults(s)
     hosts = list(s.scalars(select(Host).order_by(Host.id)))
     names, host_storage = {h.id: h.name for h in hosts}, {h.id: h.storage for h in hosts}
@@ -138,7 +141,8 @@ def cluster_state(s: Session, per_vm: bool = True) -> ClusterState:
             reserved_cpus=p["reserved_cpus"] + b["cpus"],
             reserved_memory_mib=p["reserved_memory_mib"] + b["memory_mib"],
             reserved_disk_gib=p["reserved_disk_gib"] + b["disk_gib"] + on_storage.get(h.storage, 0),
-            up=h.state == "up", maintenance=h.maintenance, storage=h.storage or ""))
+            up=h.state == "up", maintenance=h.maintenance, storage=h.storage or "",
+            cpu_busy=(cpu_busy or {}).get(h.name)))
     groups = {gid: (name, policy) for gid, name, policy in s.execute(select(Group.id, Group.name, Group.policy))}
     # a plan moves only what vpool can live-migrate: its own VMs with a running (or paused) guest,
     # unless kept out of plans; the others keep their room where they are, and a stopped one's

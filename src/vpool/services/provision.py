@@ -17,7 +17,7 @@ from vpool.model.errors import Conflict, HypervisorError, NoCapacity
 from vpool.model.names import check_name
 from vpool.model.states import VMState
 from vpool.placement import ClusterState, PlacementRequest, place
-from vpool.services.measured_load import host_busy, with_host_busy
+from vpool.services.measured_load import host_busy
 from vpool.services.pool import cluster_state, group_constraints
 from vpool.services.tasks import TaskOrder, queued
 from vpool.store.tables import VM, Group, Host, Image, Task
@@ -67,7 +67,7 @@ def book(cp, name: str, cpus: int, memory_mib: int, disk_gib: int, image_id: int
             raise Conflict(f"{name} boots kernel {boot.kernel}, which its host handed it, and {pinned} has no such "
                            "file; put it on a host that has it (leave the host out and vpool picks one)")
         group = s.get(Group, group_id) if group_id else None
-        state = with_host_busy(cluster_state(s, per_vm=False), busy)
+        state = cluster_state(s, per_vm=False, cpu_busy=busy)
         if lacking:
             state = ClusterState.from_records([replace(h, tags=h.tags | {NO_KERNEL}) if h.name in lacking else h
                                                for h in state.hosts], state.vms, state.group_policies)
