@@ -120,6 +120,35 @@ def test_maintenance_blocks_new_placements(pool):
     assert create(pool, "pinned", host="h1")["result"]["host"] == "h1"
 
 
+def test_a_dry_run_says_where_and_why_and_makes_nothing(pool):
+    """POST /vms?dry_run=true asks placement the question a create would, and books nothing: the
+    host it names is the one the create then gets, bad input is refused alike, and no room is an
+    answer with every host's reason, not an error."""
+    create(pool, "a1", memory="4G")  # h1, the first of two equal hosts
+    pool.patch("/hosts/h1", json={"maintenance": True})
+    r = pool.post("/vms", params={"dry_run": "true"}, json={"name": "n1", "cpus": 2, "memory": "1G"})
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert (answer["vm"], answer["host"], answer["message"]) == ("n1", "h2", "")
+    assert answer["demand"] == {"cpus": 2, "memory_mib": 1024, "disk_gib": 1}
+    assert [(h["host"], h["removed_by"]) for h in answer["hosts"]] == [("h2", None), ("h1", "MaintenanceFilter")]
+    assert answer["hosts"][0]["total"] == sum(answer["hosts"][0]["weights"].values())
+    assert pool.get("/vms").json()["total"] == 1 and pool.get("/tasks").json()["total"] == 3  # 2 host adds, a1
+    pool.patch("/hosts/h1", json={"maintenance": False})
+    answer = pool.post("/vms", params={"dry_run": "true"}, json={"name": "n1", "memory": "1G"}).json()
+    assert answer["host"] == "h2" == create(pool, "n1", memory="1G")["result"]["host"]
+    r = pool.post("/vms", params={"dry_run": "true"}, json={"name": "big", "memory": "7G"})
+    assert r.status_code == 200 and r.json()["host"] is None
+    assert r.json()["message"].startswith("no host has room for 1 vCPU / 7168 MiB")
+    assert {h["host"]: h["short"] for h in r.json()["hosts"]} == {"h1": "3584 MiB RAM", "h2": "512 MiB RAM"}
+    for body, status in (({"name": "n1"}, 409), ({"name": "x", "flavor": "nope"}, 404),
+                         ({"name": "x", "group": "nope"}, 404), ({"name": "x y"}, 422), ({"name": "x", "cpus": 0}, 422),
+                         ({"name": "x", "host": "nope"}, 404)):
+        r = pool.post("/vms", params={"dry_run": "true"}, json=body)
+        assert r.status_code == status and r.headers["content-type"] == "application/problem+json", (body, r.text)
+    assert pool.get("/vms").json()["total"] == 2
+
+
 def test_failure_after_define_rolls_back(pool, monkeypatch):
     from vpool.hypervisor.libvirt_driver import LibvirtDriver
 

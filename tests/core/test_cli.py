@@ -92,6 +92,22 @@ def test_errors_are_one_line_and_exit_non_zero(server, tmp_path):
     assert json.loads(vpool("vm", "list", "--json").stdout)["total"] == 0
 
 
+def test_a_dry_run_create_shows_each_hosts_verdict(server, tmp_path):
+    for name, memory in (("d1", 4096), ("d2", 2048)):
+        vpool("host", "add", write_sim_host(tmp_path, name, cpus=4, memory_mib=memory), "--name", name)
+    r = vpool("vm", "create", "n1", "--memory", "1G", "--dry-run")
+    assert r.exit_code == 0, r.output
+    lines = [line.strip("│").split("│") for line in r.stdout.splitlines() if line.startswith("│")]
+    rows = {cells[0].strip(): [c.strip() for c in cells[1:]] for cells in lines}
+    assert rows["d1"][0] == "chosen" and float(rows["d1"][-1]) > float(rows["d2"][-1])
+    assert "n1 would go to d1; nothing was made (a dry run)." in r.stdout
+    assert json.loads(vpool("vm", "create", "n1", "--dry-run", "--json").stdout)["host"] == "d1"
+    r = vpool("vm", "create", "n1", "--memory", "5G", "--dry-run")
+    assert r.exit_code == 1 and r.stderr.startswith("error: no host has room for 1 vCPU / 5120 MiB")
+    assert "removed by CapacityFilter: short" in r.stdout and "d2" in r.stdout
+    assert json.loads(vpool("vm", "list", "--json").stdout)["total"] == 0
+
+
 def test_names_stay_names_in_paths_and_messages(server, tmp_path):
     """A name is one path segment, whatever it holds, and is printed as given (no Rich markup)."""
     vpool("host", "add", write_sim_host(tmp_path, "cli3", cpus=2, memory_mib=2048), "--name", "cli3")

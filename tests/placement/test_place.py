@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vpool.placement import (ClusterState, HostRecord, Placement, PlacementPolicy,
+from vpool.placement import (FILTERS, ClusterState, HostRecord, Placement, PlacementPolicy, explain,
                              PlacementRequest, VMRecord, Workspace, place)
 
 from placement_strategies import FLAVORS, clusters
@@ -161,3 +161,46 @@ def test_no_decision_puts_a_host_above_capacity_or_breaks_anti_affinity(state, a
         for g in groups:
             assert work.group_members(g)[h] == 0
         work.add(h, req.demand, req.groups)
+
+
+def test_explain_gives_each_host_its_verdict_and_the_weights_behind_the_choice():
+    """What `vm create --dry-run` shows: the chosen host first with each weigher's part, then the
+    other candidates best first, then the hosts filters removed, each by the first filter that
+    did, and a host without room says what it lacks."""
+    hosts = [host("full", memory_mib=4096), host("busy", cpu_busy=0.9), host("idle", cpu_busy=0.1),
+             host("parked", maintenance=True)]
+    state = ClusterState.from_records(hosts, [VMRecord("a", host="full", memory_mib=2048)])
+    req = PlacementRequest("new", cpus=2, memory_mib=2048)
+    out = explain(state, req)
+    assert out.placement == place(state, req)
+    assert [(v.host, v.removed_by) for v in out.hosts] == [
+        ("idle", None), ("busy", None), ("full", "CapacityFilter"), ("parked", "MaintenanceFilter")]
+    idle, busy, full, parked = out.hosts
+    assert idle.weights["MeasuredCPUWeigher"] == 3.0 and busy.weights["MeasuredCPUWeigher"] == 0.0
+    assert idle.total == pytest.approx(sum(idle.weights.values())) and idle.total > busy.total
+    assert full.short == "1024 MiB RAM" and full.weights == {} and full.total is None
+    assert parked.short == ""
+    nowhere = explain(state, PlacementRequest("big", memory_mib=64 * 1024))
+    assert nowhere.placement.host is None and nowhere.placement.message.startswith("no host has room")
+    assert {v.removed_by for v in nowhere.hosts} == {"CapacityFilter"}  # the first filter that removes it
+
+
+@given(clusters(), st.sampled_from(FLAVORS), st.sampled_from(["web", "db", None]))
+def test_explain_agrees_with_place(state, flavor, group):
+    """The explanation's first candidate is the host `place` chose, candidates are ordered by
+    their totals, and every removed host fails the filter named for it."""
+    cpus, mem, disk = flavor
+    req = PlacementRequest("n", cpus=cpus, memory_mib=mem, disk_gib=disk,
+                           anti_affinity=frozenset() if group is None else frozenset({group}))
+    out = explain(state, req)
+    assert out.placement == place(state, req)
+    assert sorted(v.host for v in out.hosts) == sorted(state.host_names)
+    ranked = [v for v in out.hosts if v.removed_by is None]
+    assert (ranked[0].host if ranked else None) == out.placement.host
+    assert [v.total for v in ranked] == sorted((v.total for v in ranked), reverse=True)
+    assert all(v.removed_by is not None for v in out.hosts[len(ranked):])
+    masks = {name: FILTERS[name](state, req) for name in PlacementPolicy().filters}
+    for v in out.hosts[len(ranked):]:
+        i, filters = state.host_names.index(v.host), list(masks)
+        passed = [masks[f] is None or masks[f][i] for f in filters]
+        assert not passed[filters.index(v.removed_by)] and all(passed[:filters.index(v.removed_by)])

@@ -9,7 +9,7 @@ from .consolidate import ConsolidationPolicy, consolidate
 from .filters import FILTERS
 from .ha import HaReport, ha_admission
 from .packing import BatchPlacement, place_many
-from .place import PlacementPolicy, place
+from .place import Explanation, HostVerdict, PlacementPolicy, explain, place
 from .plan import Move, Plan
 from .request import Placement, PlacementRequest
 from .score import hbal_score
@@ -18,7 +18,7 @@ from .weighers import WEIGHERS
 
 __all__ = [
     "FILTERS", "WEIGHERS", "BalancePolicy", "BatchPlacement", "CapacityReport", "ClusterState",
-    "ConsolidationPolicy", "HaReport", "HostRecord", "Move", "Placement", "PlacementPolicy",
-    "PlacementRequest", "Plan", "VMRecord", "Workspace", "balance", "capacity", "consolidate",
-    "ha_admission", "hbal_score", "place", "place_many",
+    "ConsolidationPolicy", "Explanation", "HaReport", "HostRecord", "HostVerdict", "Move", "Placement",
+    "PlacementPolicy", "PlacementRequest", "Plan", "VMRecord", "Workspace", "balance", "capacity", "consolidate",
+    "explain", "ha_admission", "hbal_score", "place", "place_many",
 ]

@@ -75,25 +75,73 @@ def refusal(state, request: PlacementRequest, policy: PlacementPolicy = DEFAULT_
 def rank(state, request: PlacementRequest, candidates: np.ndarray,
          policy: PlacementPolicy = DEFAULT_POLICY) -> np.ndarray:
     """The weighed total of each candidate host (higher is better): each weigher's values
-    scaled to [0, 1] over the candidates, times its multiplier, summed. All weighers are
-    scaled in one pass over a (weighers x candidates) array: a decision is a few dozen NumPy
+    scaled to [0, 1] over the candidates, times its multiplier, summed."""
+    _, weighed = _weighed(state, request, candidates, policy)
+    return weighed.sum(axis=0) if len(weighed) else np.zeros(candidates.size)
+
+
+def _weighed(state, request: PlacementRequest, candidates: np.ndarray,
+             policy: PlacementPolicy) -> tuple[list[str], np.ndarray]:
+    """Each weigher's part of each candidate's total (weighers x candidates), and the weighers'
+    names. All weighers are scaled in one pass over one array: a decision is a few dozen NumPy
     calls on a thousand hosts, where each call's overhead costs as much as its work."""
     shared = Shared(state, request)
-    rows, multipliers = [], []
+    names, rows, multipliers = [], [], []
     for name, multiplier in policy.weighers.items():
         if multiplier and (values := WEIGHERS[name](state, request, shared)) is not None:
+            names.append(name)
             rows.append(values)
             multipliers.append(multiplier)
     if not rows:
-        return np.zeros(candidates.size)
+        return names, np.zeros((0, candidates.size))
     values = np.array(rows)
     if candidates.size < state.n_hosts:
         values = np.take(values, candidates, axis=1)  # C-ordered, unlike values[:, candidates]
     low = values.min(axis=1, keepdims=True)
     span = values.max(axis=1, keepdims=True) - low
     flat = span < 1e-12  # all-equal values weigh nothing
-    weighed = (values - low) / np.where(flat, 1.0, span) * np.where(flat, 0.0, np.array(multipliers)[:, None])
-    return weighed.sum(axis=0)
+    return names, (values - low) / np.where(flat, 1.0, span) * np.where(flat, 0.0, np.array(multipliers)[:, None])
+
+
+@dataclass(frozen=True)
+class HostVerdict:
+    """One host in an `Explanation`: the first filter that removed it (and, for room, what it
+    lacks), or each weigher's part of its total."""
+
+    host: str
+    removed_by: str | None = None
+    short: str = ""
+    weights: Mapping[str, float] = field(default_factory=dict)
+    total: float | None = None
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """`place`'s answer with its reasons, host by host: the chosen host first, the other
+    candidates best first, then the hosts the filters removed, in pool order."""
+
+    placement: Placement
+    hosts: tuple[HostVerdict, ...]
+
+
+def explain(state, request: PlacementRequest, policy: PlacementPolicy = DEFAULT_POLICY) -> Explanation:
+    """What `place` decides for `request` and why: vCenter shows a ranked list of placement
+    recommendations, Nova only its logs. Not on the hot path: it reads every filter's verdict
+    on every host, where `place` stops at the totals."""
+    decision = place(state, request, policy)
+    alive, _, masks = feasible_hosts(state, request, policy)
+    candidates = np.flatnonzero(alive)
+    names, weighed = _weighed(state, request, candidates, policy) if candidates.size else ([], None)
+    totals = weighed.sum(axis=0) if names else np.zeros(candidates.size)
+    ranked = [HostVerdict(state.host_names[h], weights={n: float(w) for n, w in zip(names, weighed[:, j])},
+                          total=float(totals[j]))
+              for j, h in sorted(enumerate(candidates), key=lambda jh: -totals[jh[0]])]
+    removed = []
+    for h in np.flatnonzero(~alive):
+        first = next(name for name in policy.filters if name in masks and not masks[name][h])
+        short = shortfall(np.maximum(request.demand - state.free[h], 0.0)) if first == "CapacityFilter" else ""
+        removed.append(HostVerdict(state.host_names[h], removed_by=first, short=short))
+    return Explanation(decision, tuple(ranked + removed))
 
 
 def _refusal(state, request, removed_by, masks) -> str:

@@ -13,7 +13,9 @@ from .capacity import CapacityReport, capacity, parse_mix
 from .consolidate import ConsolidationPolicy, consolidate
 from .ha import HaReport, ha_admission
 from .htools import from_state
+from .place import Explanation
 from .plan import Move, Plan
+from .request import PlacementRequest
 from .score import host_divisors, per_host, vm_arrays
 from .state import ClusterState
 
@@ -37,6 +39,21 @@ def _move_dict(m: Move) -> dict:
     if m.dst_secondary is not None:
         out.update(secondary_from=m.src_secondary, secondary_to=m.dst_secondary)
     return out
+
+
+def explanation_dict(request: PlacementRequest, explanation: Explanation) -> dict:
+    """A placement and its reasons (`vpool vm create --dry-run`): `host` is null and `message`
+    says why when no host will do; each host has the filter that removed it, or its weights."""
+    decision = explanation.placement
+    return {
+        "vm": request.name,
+        "demand": {"cpus": request.cpus, "memory_mib": request.memory_mib, "disk_gib": request.disk_gib},
+        "host": decision.host,
+        "message": decision.message,
+        "removed_by": {name: n for name, n in decision.removed_by.items() if n},
+        "hosts": [{"host": v.host, "removed_by": v.removed_by, "short": v.short or None,
+                   "weights": dict(v.weights), "total": v.total} for v in explanation.hosts],
+    }
 
 
 def ha_dict(report: HaReport) -> dict:

@@ -16,7 +16,7 @@ from vpool.hypervisor.libvirt_driver import local_console_log_dir
 from vpool.model.errors import Conflict, HypervisorError, NoCapacity
 from vpool.model.names import check_name
 from vpool.model.states import VMState
-from vpool.placement import ClusterState, PlacementRequest, place
+from vpool.placement import ClusterState, Explanation, PlacementRequest, explain, place
 from vpool.services.measured_load import host_busy
 from vpool.services.pool import cluster_state, group_constraints
 from vpool.services.tasks import TaskOrder, queued
@@ -61,19 +61,8 @@ def book(cp, name: str, cpus: int, memory_mib: int, disk_gib: int, image_id: int
     lacking = _lacking_kernel(cp, boot) if boot is not None else set()
     busy = host_busy(cp) if host is None else {}  # a VM given its host is only checked for room there
     with cp.store.session() as s, cp.store.placement_lock(s):
-        check_free_name(s, name)
-        pinned = cp.hosts.get(s, host).name if host else None
-        if pinned in lacking:
-            raise Conflict(f"{name} boots kernel {boot.kernel}, which its host handed it, and {pinned} has no such "
-                           "file; put it on a host that has it (leave the host out and vpool picks one)")
-        group = s.get(Group, group_id) if group_id else None
-        state = cluster_state(s, per_vm=False, cpu_busy=busy)
-        if lacking:
-            state = ClusterState.from_records([replace(h, tags=h.tags | {NO_KERNEL}) if h.name in lacking else h
-                                               for h in state.hosts], state.vms, state.group_policies)
-        decision = place(state, PlacementRequest(
-            name=name, cpus=cpus, memory_mib=memory_mib, disk_gib=disk_gib, host=pinned,
-            forbid_tags=frozenset({NO_KERNEL}), **group_constraints(group)))
+        state, request = _question(cp, s, name, cpus, memory_mib, disk_gib, host, group_id, busy, lacking, boot)
+        decision = place(state, request)
         if not decision.ok:
             raise NoCapacity(decision.message + (f" (hosts without its kernel {boot.kernel} do not count: "
                                                  f"{', '.join(sorted(lacking))})" if lacking else ""))
@@ -92,6 +81,33 @@ def book(cp, name: str, cpus: int, memory_mib: int, disk_gib: int, image_id: int
                           h.virt_type, h.network, h.arch or "x86_64", task, boot)
     cp.vms.in_flight.add(booking.vm_id)  # so a host reconnect does not take it for an orphan
     return booking
+
+
+def preview(cp, name: str, cpus: int, memory_mib: int, disk_gib: int, host: str | None,
+            group_id: int | None = None) -> tuple[PlacementRequest, Explanation]:
+    """Where `book` would put this VM now, and why (`vpool vm create --dry-run`): the same
+    question asked of the same pool, with nothing booked."""
+    busy = host_busy(cp) if host is None else {}
+    with cp.store.session() as s:
+        state, request = _question(cp, s, name, cpus, memory_mib, disk_gib, host, group_id, busy, set(), None)
+    return request, explain(state, request)
+
+
+def _question(cp, s, name, cpus, memory_mib, disk_gib, host, group_id, busy, lacking, boot):
+    """The pool as placement sees it and the request for this VM, the name checked free: what
+    `book` decides on and `preview` explains."""
+    check_free_name(s, name)
+    pinned = cp.hosts.get(s, host).name if host else None
+    if pinned in lacking:
+        raise Conflict(f"{name} boots kernel {boot.kernel}, which its host handed it, and {pinned} has no such "
+                       "file; put it on a host that has it (leave the host out and vpool picks one)")
+    group = s.get(Group, group_id) if group_id else None
+    state = cluster_state(s, per_vm=False, cpu_busy=busy)
+    if lacking:
+        state = ClusterState.from_records([replace(h, tags=h.tags | {NO_KERNEL}) if h.name in lacking else h
+                                           for h in state.hosts], state.vms, state.group_policies)
+    return state, PlacementRequest(name=name, cpus=cpus, memory_mib=memory_mib, disk_gib=disk_gib, host=pinned,
+                                   forbid_tags=frozenset({NO_KERNEL}), **group_constraints(group))
 
 
 def _lacking_kernel(cp, boot: DirectBoot) -> set[str]:

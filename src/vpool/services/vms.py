@@ -16,6 +16,7 @@ from vpool.model.errors import Conflict, HypervisorError, Invalid, NotFound
 from vpool.model.names import check_name
 from vpool.model.resources import Resources
 from vpool.model.states import STOPPED, VMOwnership, VMState
+from vpool.placement.report import explanation_dict
 from vpool.store.lookup import by_ref
 from vpool.store.tables import VM, Flavor, Group, Host, Image
 
@@ -54,6 +55,35 @@ class VMService:
 
     # --- create -------------------------------------------------------------------------------
     def create(self, req: CreateRequest, requested_by: str = "admin"):
+        flavor, size, image, group_id = self._asked(req)
+        image_format = image.format if image else None
+        image_id = image.id if image else None
+        booking = provision.book(
+            self.cp, req.name, size.cpus, size.memory_mib, size.disk_gib, image_id, req.host,
+            flavor.id if flavor else None, group_id, TaskOrder("vm.create", {
+                "cpus": size.cpus, "memory_mib": size.memory_mib, "disk_gib": size.disk_gib, "image": req.image,
+                "flavor": req.flavor, "group": req.group, "start": req.start}, requested_by))
+
+        def body(ctx):
+            try:
+                self._build(ctx, booking, image_format, req.start)
+            finally:
+                provision.release(self.cp, booking)
+            return {"vm": req.name, "host": booking.host}
+
+        return self.cp.runner.start(booking.task, body, on_failure=lambda: self.discard(booking.vm_id))
+
+    def preview(self, req: CreateRequest) -> dict:
+        """Where `create` would put this VM now and why, host by host; nothing is booked. Bad
+        input is refused as `create` refuses it, so a dry run that passes is a create that would."""
+        _, size, _, group_id = self._asked(req)
+        request, explanation = provision.preview(self.cp, req.name, size.cpus, size.memory_mib, size.disk_gib,
+                                                 req.host, group_id)
+        return explanation_dict(request, explanation)
+
+    def _asked(self, req: CreateRequest):
+        """The flavor, size, image and group a create asks for, each checked: (flavor, Resources,
+        image, group id)."""
         check_name(req.name, "VM name")
         with self.cp.store.session() as s:
             flavor = None
@@ -70,22 +100,8 @@ class VMService:
             if image is not None and size.disk_gib * 2**30 < image.virtual_size_bytes:
                 need = -(-image.virtual_size_bytes // 2**30)
                 raise Invalid(f"image {image.name} needs a disk of at least {need} GiB, asked {size.disk_gib} GiB")
-            image_id, image_format = (image.id, image.format) if image else (None, None)
             group_id = self.cp.groups.get(s, req.group).id if req.group else None
-        booking = provision.book(
-            self.cp, req.name, size.cpus, size.memory_mib, size.disk_gib, image_id, req.host,
-            flavor.id if flavor else None, group_id, TaskOrder("vm.create", {
-                "cpus": size.cpus, "memory_mib": size.memory_mib, "disk_gib": size.disk_gib, "image": req.image,
-                "flavor": req.flavor, "group": req.group, "start": req.start}, requested_by))
-
-        def body(ctx):
-            try:
-                self._build(ctx, booking, image_format, req.start)
-            finally:
-                provision.release(self.cp, booking)
-            return {"vm": req.name, "host": booking.host}
-
-        return self.cp.runner.start(booking.task, body, on_failure=lambda: self.discard(booking.vm_id))
+        return flavor, size, image, group_id
 
     def _build(self, ctx, booking: provision.Booking, image_format: str | None, start: bool) -> None:
         drv = self.cp.connections.driver(booking.host_id)

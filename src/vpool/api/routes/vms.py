@@ -1,4 +1,5 @@
 from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
 
 from vpool.api.deps import caller, control_plane
 from vpool.api.routes.common import Page, accepted, fast_json
@@ -20,12 +21,16 @@ def list_vms(page: Page = Depends(), state: str | None = None, host: str | None 
 
 
 @router.post("/vms", status_code=202)
-def create_vm(body: VMCreate, who: str = Depends(caller), cp=Depends(control_plane)):
+def create_vm(body: VMCreate, dry_run: bool = False, who: str = Depends(caller), cp=Depends(control_plane)):
+    """With `dry_run=true`, nothing is made: 200 with the host placement would choose now and
+    why, host by host (`host` null and `message` saying why when none will do)."""
     req = CreateRequest(
         name=body.name, cpus=body.cpus, flavor=body.flavor, image=body.image, host=body.host, group=body.group,
         start=body.start,
         memory_mib=parse_size_mib(body.memory, "memory") if body.memory is not None else None,
         disk_gib=parse_size_gib(body.disk, "disk") if body.disk is not None else None)
+    if dry_run:
+        return JSONResponse(cp.vms.preview(req))
     return accepted(cp.vms.create(req, requested_by=who))
 
 
