@@ -88,6 +88,7 @@ def test_state_stays_bounded_on_a_long_random_walk():
         detector.update(10.0 * i, x)
     bound = (detector.levels + 2) ** detector.scales[0].context
     assert all(k.bit_length() <= bound for scale in detector.scales for k in scale.known)
+    assert all(k.bit_length() <= detector.daily.day_buckets * (detector.levels + 2) for k in detector.daily.known)
     assert len(detector.history) <= 300
 
 
@@ -136,3 +137,43 @@ def test_rds_cpu_level_shifts_rank_inside_their_labelled_windows():
     top = max(range(probation, len(values)), key=scores.__getitem__)
     # Windows (row indices from the label timestamps): 846..1046 and 2485..2685.
     assert 846 <= top <= 1046 or 2485 <= top <= 2685
+
+
+def office_hours(days: int, skip_day: int | None = None, seed: int = 0) -> list[float]:
+    """Five-minute samples, low at night and high 09-17 h, except on `skip_day`, which stays low."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(days * 288):
+        day, hour = divmod(i * 5 / 60, 24)
+        busy = 9 <= hour < 17 and day != skip_day
+        out.append((80.0 if busy else 20.0) + rng.gauss(0, 2))
+    return out
+
+
+@pytest.mark.parametrize("value_range", [None, (0.0, 100.0)])
+def test_a_day_whose_busy_hours_never_come_is_found(value_range):
+    """Every value of the missing working day is an ordinary night value, and every pair of
+    them is too: only the time of day makes it news (NAB's art_daily_nojump; a holiday in a
+    business metric). The daily scale finds it during the hours that should have been busy."""
+    values = office_hours(14, skip_day=10)
+    stamps = [300.0 * i for i in range(len(values))]
+    should_be_busy = range(10 * 288 + 9 * 12, 10 * 288 + 17 * 12)
+    scores = {}
+    for daily_every in (16, 0):
+        detector = ContextNoveltyDetector(750, value_range, daily_every=daily_every)
+        scores[daily_every] = [detector.update(t, v) for t, v in zip(stamps, values)]
+    with_daily = scores[16]
+    top = max(range(750, len(values)), key=with_daily.__getitem__)
+    assert top in should_be_busy and with_daily[top] > 0.5
+    assert max(scores[0][i] for i in should_be_busy) < 0.1  # without it, nothing there is new
+
+
+def test_the_daily_scale_stays_quiet_until_it_has_seen_a_whole_day_on_its_grid():
+    """At a 10 s interval each hour of the first day is a time of day never seen. A detector
+    that learns the range rebuilds its grid as the daily cycle widens it, forgetting those
+    hours: until a whole day has passed on the grid it has now, they are not news."""
+    rng = random.Random(1)
+    values = [40 + 20 * math.sin(2 * math.pi * i / 8640) + rng.gauss(0, 3) for i in range(3 * 8640)]
+    detector = make_detector(300)
+    scores = [detector.update(1.7e9 + 10.0 * i, v) for i, v in enumerate(values)]
+    assert max(scores[8640:]) < 0.5

@@ -20,6 +20,13 @@ CAD-OSE, the best published detectors on the Numenta Anomaly Benchmark:
   kept meeting rare tail combinations of plain noise for thousands of points and raised
   false alarms on white noise; held out by folder on NAB's subset (``benchmarks/nab.py
   --cv folders``) two values score 75.3 against 68.2 for three;
+* one more scale pairs a 16-point mean with the hour of the day it ends in (24 buckets of
+  wall-clock time, so the same on any interval): a level never seen at that hour is news even
+  when the level itself, and every pair of levels, is ordinary. A working day that stays at
+  its night level, or a holiday in a business metric, betrays itself no other way (NAB's
+  art_daily_nojump). Each hour is news the first time, so this scale counts only once a whole
+  day has passed on the grid it learnt on. On NAB's development subset it lifts the standard
+  score from 77.2 to 79.1 in-sample and from 75.3 to 77.2 held out by folder;
 * the grid is laid three times, shifted by a third of a bin, and a context counts as novel
   only when it is new on every grid, so a value dithering on a bin edge is not news;
 * a novelty is worth ``1 - rate``, where ``rate`` is that scale's recent novelty rate, so a
@@ -52,6 +59,8 @@ from typing import Protocol
 
 __all__ = ["Detector", "ContextNoveltyDetector", "PARAMETERS", "make_detector"]
 
+DAY_S = 86400.0
+
 
 class Detector(Protocol):
     """What the control plane feeds: one point at a time, in time order."""
@@ -72,12 +81,13 @@ class Detector(Protocol):
 class _Scale:
     """Novelty of the recent shape at one time scale; see the module docstring."""
 
-    __slots__ = ("every", "context", "levels", "acc", "count", "recent", "known", "rate")
+    __slots__ = ("every", "context", "levels", "day_buckets", "acc", "count", "recent", "known", "rate")
 
-    def __init__(self, every: int, context: int, levels: int, grids: int):
+    def __init__(self, every: int, context: int, levels: int, grids: int, day_buckets: int = 0):
         self.every = every
         self.context = context
         self.levels = levels
+        self.day_buckets = day_buckets  # > 0: the context is (time of day, this mean) instead of recent means
         self.acc = 0.0
         self.count = 0
         self.recent: list[list[int]] = [[] for _ in range(grids)]
@@ -92,7 +102,7 @@ class _Scale:
             recent.clear()
         self.known = [0] * len(self.known)
 
-    def push(self, position: float, alpha: float) -> float | None:
+    def push(self, position: float, alpha: float, timestamp: float) -> float | None:
         """Feed one point's grid position (0..levels across the range); score each ``every``."""
         self.acc += position
         self.count += 1
@@ -108,15 +118,18 @@ class _Scale:
         for g in range(grids):
             q = math.floor(mean + g / grids) + 1
             q = 0 if q < 0 else top if q > top else q
-            recent = self.recent[g]
-            recent.append(q)
-            if len(recent) > self.context:
-                del recent[0]
-            elif len(recent) < self.context:
-                return None
-            key = 0
-            for v in recent:
-                key = key * radix + v
+            if self.day_buckets:
+                key = int(timestamp % DAY_S * self.day_buckets / DAY_S) * radix + q
+            else:
+                recent = self.recent[g]
+                recent.append(q)
+                if len(recent) > self.context:
+                    del recent[0]
+                elif len(recent) < self.context:
+                    return None
+                key = 0
+                for v in recent:
+                    key = key * radix + v
             bit = 1 << key
             if self.known[g] & bit:
                 novel = False
@@ -146,10 +159,14 @@ class ContextNoveltyDetector:
         rate_memory: int = 200,
         inhibition_decay: float = 0.98,
         regrid_margin: float = 0.25,
+        daily_every: int = 16,
+        daily_buckets: int = 24,
     ):
         self.learning_period = max(1, learning_period)
         self.levels = levels
         self.scales = [_Scale(every, context, levels, grids) for every in scales]
+        self.daily = _Scale(daily_every, 1, levels, grids, daily_buckets) if daily_every else None
+        self.day_from: float | None = None  # since when the daily scale has learnt on this grid
         self.alpha = 1.0 / rate_memory
         self.decay = inhibition_decay
         self.inhibition = 0.0
@@ -157,15 +174,17 @@ class ContextNoveltyDetector:
         self.fixed_range = value_range is not None
         self.lo, self.hi = value_range if value_range is not None else (math.inf, -math.inf)
         self.regrid_margin = regrid_margin
-        self.history: deque[float] = deque(maxlen=0 if self.fixed_range else self.learning_period)
+        self.history: deque[tuple[float, float]] = deque(maxlen=0 if self.fixed_range else self.learning_period)
 
     def update(self, timestamp: float, value: float) -> float:
         if value != value:  # NaN: a missing sample is not evidence of anything
             return 0.0
         self.seen += 1
+        if self.day_from is None:
+            self.day_from = timestamp
         if self.fixed_range:
-            return self._score(value)
-        self.history.append(value)
+            return self._score(timestamp, value)
+        self.history.append((timestamp, value))
         if self.seen <= self.learning_period:
             self.lo, self.hi = min(self.lo, value), max(self.hi, value)
             if self.seen == self.learning_period:
@@ -175,7 +194,7 @@ class ContextNoveltyDetector:
         if value < self.lo - margin or value > self.hi + margin:
             self.lo, self.hi = min(self.lo, value), max(self.hi, value)
             self._relearn(including_newest=False)
-        return self._score(value)
+        return self._score(timestamp, value)
 
     @property
     def learnt(self) -> bool:
@@ -189,13 +208,14 @@ class ContextNoveltyDetector:
         range's growth) and the detector stays live instead of going blind for another
         learning period. After learning, the newest value is left for the caller to score.
         """
-        for scale in self.scales:
+        for scale in self.scales + ([self.daily] if self.daily is not None else []):
             scale.reset()
+        self.day_from = self.history[0][0]
         replay = len(self.history) - (0 if including_newest else 1)
         for i in range(replay):
-            self._push(self.history[i])
+            self._push(*self.history[i])
 
-    def _push(self, value: float) -> float:
+    def _push(self, timestamp: float, value: float) -> float:
         width = self.hi - self.lo
         if width > 0:
             position = (value - self.lo) / width * self.levels
@@ -203,13 +223,18 @@ class ContextNoveltyDetector:
             position = 0.0 if value == self.lo else math.copysign(self.levels + 1, value - self.lo)
         raw = 0.0
         for scale in self.scales:
-            s = scale.push(position, self.alpha)
+            s = scale.push(position, self.alpha, timestamp)
             if s is not None and s > raw:
+                raw = s
+        if self.daily is not None:
+            s = self.daily.push(position, self.alpha, timestamp)
+            # every hour of the day is news until a whole day has been seen on this grid
+            if s is not None and s > raw and timestamp - self.day_from >= DAY_S:
                 raw = s
         return raw
 
-    def _score(self, value: float) -> float:
-        raw = self._push(value)
+    def _score(self, timestamp: float, value: float) -> float:
+        raw = self._push(timestamp, value)
         if self.seen <= self.learning_period:
             return 0.0
         out = raw - self.inhibition if raw > self.inhibition else 0.0
@@ -227,6 +252,8 @@ PARAMETERS: dict = {
     "grids": 3,
     "rate_memory": 200,
     "inhibition_decay": 0.98,
+    "daily_every": 16,
+    "daily_buckets": 24,
 }
 
 
