@@ -140,7 +140,7 @@ def test_a_dry_run_says_where_and_why_and_makes_nothing(pool):
     r = pool.post("/vms", params={"dry_run": "true"}, json={"name": "big", "memory": "7G"})
     assert r.status_code == 200 and r.json()["host"] is None
     assert r.json()["message"].startswith("no host has room for 1 vCPU / 7168 MiB")
-    assert {h["host"]: h["short"] for h in r.json()["hosts"]} == {"h1": "3584 MiB RAM", "h2": "512 MiB RAM"}
+    assert {h["host"]: h["why"] for h in r.json()["hosts"]} == {"h1": "short 3584 MiB RAM", "h2": "short 512 MiB RAM"}
     for body, status in (({"name": "n1"}, 409), ({"name": "x", "flavor": "nope"}, 404),
                          ({"name": "x", "group": "nope"}, 404), ({"name": "x y"}, 422), ({"name": "x", "cpus": 0}, 422),
                          ({"name": "x", "host": "nope"}, 404)):

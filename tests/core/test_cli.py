@@ -100,12 +100,19 @@ def test_a_dry_run_create_shows_each_hosts_verdict(server, tmp_path):
     lines = [line.strip("│").split("│") for line in r.stdout.splitlines() if line.startswith("│")]
     rows = {cells[0].strip(): [c.strip() for c in cells[1:]] for cells in lines}
     assert rows["d1"][0] == "chosen" and float(rows["d1"][-1]) > float(rows["d2"][-1])
-    assert "n1 would go to d1; nothing was made (a dry run)." in r.stdout
+    assert "n1 would go to d1 (a dry run: nothing changed)." in r.stdout
     assert json.loads(vpool("vm", "create", "n1", "--dry-run", "--json").stdout)["host"] == "d1"
     r = vpool("vm", "create", "n1", "--memory", "5G", "--dry-run")
     assert r.exit_code == 1 and r.stderr.startswith("error: no host has room for 1 vCPU / 5120 MiB")
     assert "removed by CapacityFilter: short" in r.stdout and "d2" in r.stdout
     assert json.loads(vpool("vm", "list", "--json").stdout)["total"] == 0
+    assert vpool("vm", "create", "n1", "--memory", "512M").exit_code == 0  # on d1
+    r = vpool("vm", "migrate", "n1", "--copy-storage", "--dry-run")
+    assert r.exit_code == 0 and "n1 would go to d2 (a dry run: nothing changed)." in r.stdout, r.output
+    assert "removed by TagFilter: the VM's own host" in r.stdout
+    r = vpool("vm", "migrate", "n1", "--dry-run")  # sim hosts share no storage
+    assert r.exit_code == 1 and "cannot see its disk" in r.stderr, r.output
+    assert json.loads(vpool("vm", "migrations", "n1", "--json").stdout) == []
 
 
 def test_names_stay_names_in_paths_and_messages(server, tmp_path):

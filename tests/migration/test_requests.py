@@ -271,3 +271,36 @@ def test_a_vm_goes_only_to_hosts_with_its_network(pool, tmp_path):
     r = pool.post("/vms/a/migrate", json={"copy_storage": True})
     assert r.status_code == 202 and r.json()["params"]["to"] == "h2"  # placement alone would pick h3, the emptier
     assert eventually(lambda: pool.get(f"/tasks/{r.json()['id']}").json()["finished_at"])  # the test driver fails it
+
+
+def test_a_dry_run_says_where_the_vm_would_go_and_why_and_moves_nothing(api, tmp_path):
+    """POST /vms/{vm}/migrate?dry_run=true: each host with its reason in an operator's words (its
+    own host, another network, room short), the host migrate would then choose, and, when none
+    will do, migrate's own refusal; nothing is booked. Refused as migrate refuses."""
+    for h, memory, network in (("s1", 8192, None), ("s2", 8192, None), ("s3", 2048, None),
+                               ("far", 65536, "bridge:lab0")):
+        api.add_sim_host(tmp_path, h, cpus=8, memory_mib=memory, network=network)
+    api.task(api.post("/vms", json={"name": "a", "memory": "2G", "disk": "1G", "host": "s1"}))
+    before = api.get("/tasks").json()["total"]
+    r = api.post("/vms/a/migrate", params={"dry_run": "true"}, json={"copy_storage": True})
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert (answer["vm"], answer["host"], answer["message"]) == ("a", "s2", "")
+    assert {h["host"]: (h["removed_by"], h["why"]) for h in answer["hosts"]} == {
+        "s2": (None, None), "s1": ("TagFilter", "the VM's own host"),
+        "s3": ("CapacityFilter", "short 512 MiB RAM"), "far": ("TagFilter", "guests there are on another network")}
+    assert answer["hosts"][0]["host"] == "s2"
+    assert api.get("/tasks").json()["total"] == before and api.get("/vms/a/migrations").json()["total"] == 0
+    # without the disk copied, no host sees it: migrate's own words for why
+    r = api.post("/vms/a/migrate", params={"dry_run": "true"}, json={})
+    assert r.status_code == 200 and r.json()["host"] is None
+    assert r.json()["message"] == ("cannot migrate a: the hosts with room (such as s2) cannot see its disk, which "
+                                   "is on other storage; migrate with --copy-storage")
+    assert r.json()["message"] == api.post("/vms/a/migrate", json={}).json()["detail"]
+    for body, status in (({"to": "s1"}, 422), ({"to": "nope"}, 404), ({"to": "far", "copy_storage": True}, 409)):
+        r = api.post("/vms/a/migrate", params={"dry_run": "true"}, json=body)
+        assert r.status_code == status, (body, r.text)
+    r = api.post("/vms/a/migrate", params={"dry_run": "true"}, json={"to": "s3", "copy_storage": True})
+    assert r.json()["host"] is None and r.json()["message"].startswith("cannot migrate a: no host has room")
+    assert api.get("/tasks").json()["total"] == before and api.get("/vms/a/migrations").json()["total"] == 0
+    assert api.get("/vms/a").json()["state"] == "running"

@@ -178,8 +178,8 @@ def test_explain_gives_each_host_its_verdict_and_the_weights_behind_the_choice()
     idle, busy, full, parked = out.hosts
     assert idle.weights["MeasuredCPUWeigher"] == 3.0 and busy.weights["MeasuredCPUWeigher"] == 0.0
     assert idle.total == pytest.approx(sum(idle.weights.values())) and idle.total > busy.total
-    assert full.short == "1024 MiB RAM" and full.weights == {} and full.total is None
-    assert parked.short == ""
+    assert full.why == "short 1024 MiB RAM" and full.weights == {} and full.total is None
+    assert parked.why == ""
     nowhere = explain(state, PlacementRequest("big", memory_mib=64 * 1024))
     assert nowhere.placement.host is None and nowhere.placement.message.startswith("no host has room")
     assert {v.removed_by for v in nowhere.hosts} == {"CapacityFilter"}  # the first filter that removes it

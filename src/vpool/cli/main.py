@@ -185,34 +185,9 @@ def vm_create(name: str, cpus: int = typer.Option(None, help="vCPUs (default: th
     """Create a VM: placed, its disk a linked clone of the image, defined and started."""
     body = {"name": name, "cpus": cpus, "memory": memory, "disk": disk, "flavor": flavor,
             "image": image, "host": host, "group": group, "start": not no_start}
-    if not dry_run:
-        return _post_task("/vms", body, no_wait, as_json)
-    answer = call("POST", "/vms", params={"dry_run": "true"}, json=body)
-    if as_json:
-        return emit_json(answer)
-    _show_placement(answer)
-    if answer["host"] is None:
-        fail(answer["message"])
-
-
-def _show_placement(answer: dict) -> None:
-    """Each host with the filter that removed it or what each weigher gave it (0 up to its
-    multiplier; the highest total wins, the first host in the pool on a tie)."""
-    weighers = list(next((h["weights"] for h in answer["hosts"] if h["total"] is not None), {}))
-    rows = []
-    for h in answer["hosts"]:
-        if h["removed_by"]:
-            verdict = f"removed by {h['removed_by']}" + (f": short {h['short']}" if h["short"] else "")
-        else:
-            verdict = "chosen" if h["host"] == answer["host"] else ""
-        rows.append([h["host"], verdict, *(f"{h['weights'][w]:.2f}" if w in h["weights"] else "" for w in weighers),
-                     "" if h["total"] is None else f"{h['total']:.2f}"])
-    demand = answer["demand"]
-    size = f"{demand['cpus']:g} vCPU / {demand['memory_mib']:g} MiB / {demand['disk_gib']:g} GiB"
-    table(f"Placement of {answer['vm']} ({size})", ["host", "verdict", *(w.removesuffix("Weigher") for w in weighers),
-                                                     "total"], rows)
-    if answer["host"] is not None:
-        console.print(f"{answer['vm']} would go to {answer['host']}; nothing was made (a dry run).", highlight=False)
+    if dry_run:
+        return plan.dry_run("/vms", body, as_json)
+    _post_task("/vms", body, no_wait, as_json)
 
 
 def _power(op: str, doc: str):

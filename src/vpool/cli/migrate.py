@@ -4,6 +4,7 @@ import typer
 from rich.table import Table
 
 from vpool.cli.client import JSON, api_path, call, console, details, emit_json, fail, follow, key_values
+from vpool.cli.plan import dry_run as dry_run_placement
 
 
 
@@ -22,15 +23,19 @@ def migrate(name: str, destination: str = typer.Argument(None, help="Destination
                                                          "(default: its own)."),
             max_downtime: int = typer.Option(None, "--max-downtime", help="Switch-over budget in ms."),
             bandwidth: int = typer.Option(None, "--bandwidth", help="Cap in MiB/s."),
+            dry_run: bool = typer.Option(False, "--dry-run", help="Move nothing: show the host placement would "
+                                         "choose now and why, host by host."),
             no_wait: bool = typer.Option(False, "--no-wait", help="Return at once with the task."),
             as_json: bool = JSON):
     """Live-migrate a running VM to another host; `vpool task cancel ID` aborts it (the VM stays)."""
     if destination and to and destination != to:
         fail(f"name the destination once: {destination!r} or --to {to!r}")
-    to = destination or to
-    task = follow(call("POST", api_path("/vms/{}/migrate", name), json={
-        "to": to, "copy_storage": copy_storage, "storage_pool": storage_pool, "max_downtime_ms": max_downtime,
-        "bandwidth_mib_s": bandwidth}), not no_wait, as_json)
+    path = api_path("/vms/{}/migrate", name)
+    body = {"to": destination or to, "copy_storage": copy_storage, "storage_pool": storage_pool,
+            "max_downtime_ms": max_downtime, "bandwidth_mib_s": bandwidth}
+    if dry_run:
+        return dry_run_placement(path, body, as_json)
+    task = follow(call("POST", path, json=body), not no_wait, as_json)
     r = task.get("result") or {}
     if not as_json and task["state"] == "succeeded":
         console.print(f"{name}: {r['source']} -> {r['destination']} in {_ms(r['duration_ms'])}, downtime "

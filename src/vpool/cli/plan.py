@@ -16,7 +16,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from vpool.cli.client import JSON, NO_WAIT, api_path, call, console, details, fail, follow, key_values
+from vpool.cli.client import JSON, NO_WAIT, api_path, call, console, details, fail, follow, key_values, table
 from vpool.placement.htools import HtoolsError, new_disks, read_htools
 from vpool.placement.report import plan_report
 
@@ -73,6 +73,37 @@ def _apply(kind: str, htools: Optional[Path], params: dict, no_wait: bool, as_js
         console.print(f"in maintenance, can be powered off: {', '.join(r['power_off'])}", highlight=False)
     if r["wake"]:
         console.print(f"wake (power on, maintenance off): {', '.join(r['wake'])}", highlight=False)
+
+
+def show_placement(answer: dict) -> None:
+    """Each host with the filter that removed it or what each weigher gave it (0 up to its
+    multiplier; the highest total wins, the first host in the pool on a tie)."""
+    weighers = list(next((h["weights"] for h in answer["hosts"] if h["total"] is not None), {}))
+    rows = []
+    for h in answer["hosts"]:
+        if h["removed_by"]:
+            verdict = f"removed by {h['removed_by']}" + (f": {h['why']}" if h["why"] else "")
+        else:
+            verdict = "chosen" if h["host"] == answer["host"] else ""
+        rows.append([h["host"], verdict, *(f"{h['weights'][w]:.2f}" if w in h["weights"] else "" for w in weighers),
+                     "" if h["total"] is None else f"{h['total']:.2f}"])
+    demand = answer["demand"]
+    size = f"{demand['cpus']:g} vCPU / {demand['memory_mib']:g} MiB / {demand['disk_gib']:g} GiB"
+    table(f"Placement of {answer['vm']} ({size})", ["host", "verdict", *(w.removesuffix("Weigher") for w in weighers),
+                                                     "total"], rows)
+    if answer["host"] is not None:
+        console.print(f"{answer['vm']} would go to {answer['host']} (a dry run: nothing changed).", highlight=False)
+
+
+def dry_run(path: str, body: dict, as_json: bool) -> None:
+    """POST `body` to `path` as a dry run and show where placement would put the VM and why; no
+    host is an error, as the real request's would be."""
+    answer = call("POST", path, params={"dry_run": "true"}, json=body)
+    if as_json:
+        return _emit(answer)
+    show_placement(answer)
+    if answer["host"] is None:
+        fail(answer["message"])
 
 
 def _emit(data: dict) -> None:

@@ -105,12 +105,12 @@ def _weighed(state, request: PlacementRequest, candidates: np.ndarray,
 
 @dataclass(frozen=True)
 class HostVerdict:
-    """One host in an `Explanation`: the first filter that removed it (and, for room, what it
-    lacks), or each weigher's part of its total."""
+    """One host in an `Explanation`: the first filter that removed it and why in words (for room,
+    what it lacks), or each weigher's part of its total."""
 
     host: str
     removed_by: str | None = None
-    short: str = ""
+    why: str = ""
     weights: Mapping[str, float] = field(default_factory=dict)
     total: float | None = None
 
@@ -139,8 +139,8 @@ def explain(state, request: PlacementRequest, policy: PlacementPolicy = DEFAULT_
     removed = []
     for h in np.flatnonzero(~alive):
         first = next(name for name in policy.filters if name in masks and not masks[name][h])
-        short = shortfall(np.maximum(request.demand - state.free[h], 0.0)) if first == "CapacityFilter" else ""
-        removed.append(HostVerdict(state.host_names[h], removed_by=first, short=short))
+        why = "short " + shortfall(np.maximum(request.demand - state.free[h], 0.0)) if first == "CapacityFilter" else ""
+        removed.append(HostVerdict(state.host_names[h], removed_by=first, why=why))
     return Explanation(decision, tuple(ranked + removed))
 
 

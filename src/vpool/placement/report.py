@@ -51,7 +51,7 @@ def explanation_dict(request: PlacementRequest, explanation: Explanation) -> dic
         "host": decision.host,
         "message": decision.message,
         "removed_by": {name: n for name, n in decision.removed_by.items() if n},
-        "hosts": [{"host": v.host, "removed_by": v.removed_by, "short": v.short or None,
+        "hosts": [{"host": v.host, "removed_by": v.removed_by, "why": v.why or None,
                    "weights": dict(v.weights), "total": v.total} for v in explanation.hosts],
     }
 

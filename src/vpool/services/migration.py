@@ -25,6 +25,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from typing import NoReturn
 from dataclasses import asdict, dataclass, fields, replace
 
 from sqlalchemy import func, select
@@ -34,9 +35,10 @@ from vpool.hypervisor.libvirt_driver import LibvirtDriver
 from vpool.hypervisor.libvirt_migration import (UNREACHABLE, JobProgress, LiveMigration, MigrationSpec,
                                                 resume_postcopy, source_job_abort)
 from vpool.hypervisor.libvirt_protection import ProtectionOps
-from vpool.model.errors import Conflict, HypervisorError, Invalid, NoCapacity
+from vpool.model.errors import Conflict, HypervisorError, Invalid, NoCapacity, VpoolError
 from vpool.model.states import ACTIVE, TaskState, VMOwnership, VMState
-from vpool.placement import ClusterState, PlacementRequest, place
+from vpool.placement import ClusterState, Placement, PlacementRequest, explain, place
+from vpool.placement.report import explanation_dict
 from vpool.placement.request import count
 from vpool.services import stored_policy
 from vpool.services.measured_load import host_busy
@@ -193,6 +195,85 @@ def _destinations(state: ClusterState, source: str, networks: dict[str, str], se
     return ClusterState.from_records(hosts, state.vms, state.group_policies)
 
 
+@dataclass(frozen=True)
+class _Question:
+    """Where a VM may go, as placement is asked it: the pool with the VM's own host, the hosts
+    on another network and those that would see a copied disk tagged off, and the request. What
+    `migrate` books on and `preview` explains."""
+
+    vm: str
+    source: str
+    to: str | None
+    state: ClusterState
+    request: PlacementRequest
+    networks: dict[str, str]
+    seeing_disk: set[str]
+
+    @classmethod
+    def ask(cls, s, cp, vm: VM, source: str, to: str | None, copy_storage: bool, storage_pool: str | None,
+            busy: dict[str, float]) -> "_Question":
+        """Refuses a named destination on another network, or one a disk copy would write over."""
+        networks = dict(s.execute(select(Host.name, Host.network)).all())
+        target = cp.hosts.get(s, to).name if to is not None else None
+        if target is not None and networks[target] != networks[source]:
+            raise Conflict(_other_network(vm.name, source, networks, target))
+        seeing_disk = set()
+        if copy_storage and vm.disk_storage:
+            same = select(Host.name).where(Host.storage == vm.disk_storage)
+            if storage_pool is not None:
+                same = same.where(Host.storage_pool == storage_pool)
+            seeing_disk = set(s.scalars(same))
+        if target in seeing_disk:
+            raise Conflict(_sees_disk(vm.name, target))
+        state = _destinations(cluster_state(s, per_vm=False, cpu_busy=busy), source, networks, seeing_disk)
+        request = PlacementRequest(  # the disk needs room there only when it is copied
+            name=vm.name, cpus=vm.cpus, memory_mib=vm.memory_mib, disk_gib=vm.disk_gib if copy_storage else 0,
+            host=to, forbid_tags=frozenset({CURRENT_HOST, OTHER_NETWORK, SAME_STORAGE}),
+            storage=None if copy_storage else vm.disk_storage or "", **group_constraints(vm.group))
+        return cls(vm.name, source, to, state, request, networks, seeing_disk)
+
+    def refuse(self, decision: Placement) -> NoReturn:
+        """Why no host will do, said as the operator can act on it: the hosts with room see the
+        disk already, or cannot see it (on the VM's network), or lack the VM's network; else where
+        room is short."""
+        state, request, name = self.state, self.request, self.vm
+        if self.to is None and self.seeing_disk and (on_it := place(state, replace(request, forbid_tags=frozenset({
+                CURRENT_HOST, OTHER_NETWORK})))).ok:
+            raise Conflict(_sees_disk(name, on_it.host, example=True))
+        if request.storage is not None:
+            elsewhere = place(state, replace(request, storage=None))
+            if elsewhere.ok:
+                where = self.to or f"the hosts with room (such as {elsewhere.host})"
+                raise Conflict(f"cannot migrate {name}: {where} cannot see its disk, which is on other "
+                               "storage; migrate with --copy-storage")
+            decision = elsewhere  # room is missing even with the disk copied: say where it is short
+        if self.to is None:
+            anywhere = place(state, replace(request, storage=None, forbid_tags=frozenset({CURRENT_HOST})))
+            if anywhere.ok and self.networks[anywhere.host] != self.networks[self.source]:
+                raise Conflict(_other_network(name, self.source, self.networks, anywhere.host, example=True))
+        raise NoCapacity(f"cannot migrate {name}: {decision.message} (its own host {self.source} does not count)")
+
+    def explained(self) -> dict:
+        """The explanation as `vm migrate --dry-run` shows it, the tags that keep hosts off read
+        as the reasons they are."""
+        explanation = explain(self.state, self.request)
+        answer = explanation_dict(self.request, explanation)
+        for h in answer["hosts"]:
+            if h["removed_by"] == "TagFilter":
+                tags = self.state.hosts[self.state.host_names.index(h["host"])].tags
+                h["why"] = next((why for tag, why in _KEPT_OFF.items() if tag in tags), h["why"])
+        if answer["host"] is None:
+            try:
+                self.refuse(explanation.placement)
+            except VpoolError as e:
+                answer["message"] = e.detail
+        return answer
+
+
+_KEPT_OFF = {CURRENT_HOST: "the VM's own host", OTHER_NETWORK: "guests there are on another network",
+             SAME_STORAGE: "sees the disk already (nothing to copy it to)"}
+
+
 def _sees_disk(vm: str, host: str, example: bool = False) -> str:
     """`example`: `host` is one of the hosts with room, all of which see the disk already."""
     who = f"the hosts with room (such as {host}) already see" if example else f"{host} already sees"
@@ -262,19 +343,10 @@ class MigrationService:
             raise Invalid("max downtime must be 1 to 60000 ms")
         if bandwidth_mib_s is not None and not 1 <= bandwidth_mib_s <= 1_000_000:
             raise Invalid("bandwidth must be 1 to 1000000 MiB/s")
-        with self.cp.store.session() as s:
-            vm = self.cp.vms.get(s, ref)
-            self._check_movable(s, vm)
-            uuid, name, src_id, src_name = vm.uuid, vm.name, vm.host_id, vm.host.name
-            if to is not None:
-                target = self.cp.hosts.get(s, to)
-                if target.id == src_id:
-                    raise Invalid(f"VM {vm.name} already runs on {target.name}")
-        source = self.cp.connections.driver(src_id)  # refuse at once when the source is down
+        uuid, name, src_id, src_name = self._movable(ref, to)
         release = self.busy.claim(name, "a migration")
         try:
-            if copy_storage:
-                _refuse_losing_snapshots(ProtectionOps(source).snapshots(uuid), name)
+            self._source_ready(src_id, uuid, name, copy_storage)
             mig_id, task, storage_pool = self._book(ref, to, src_id, src_name, copy_storage, max_downtime_ms,
                                                     bandwidth_mib_s, storage_pool, requested_by)
         except BaseException:
@@ -288,6 +360,34 @@ class MigrationService:
                 release()
 
         return self.cp.runner.start(task, body)
+
+    def preview(self, ref: str, to: str | None = None, copy_storage: bool = False,
+                storage_pool: str | None = None) -> dict:
+        """Where `migrate` would move the VM now and why, host by host (the compatibility check of
+        vCenter's migrate wizard); nothing is booked, and what `migrate` refuses is refused."""
+        uuid, name, src_id, src_name = self._movable(ref, to)
+        self._source_ready(src_id, uuid, name, copy_storage)
+        busy = host_busy(self.cp) if to is None else {}
+        with self.cp.store.session() as s:
+            vm = self.cp.vms.get(s, ref)
+            question = _Question.ask(s, self.cp, vm, src_name, to, copy_storage, storage_pool, busy)
+        return question.explained()
+
+    def _movable(self, ref: str, to: str | None) -> tuple[str, str, int, str]:
+        """The VM's uuid, name, host id and host name, once it can move at all (and not onto its
+        own host)."""
+        with self.cp.store.session() as s:
+            vm = self.cp.vms.get(s, ref)
+            self._check_movable(s, vm)
+            if to is not None and (target := self.cp.hosts.get(s, to)).id == vm.host_id:
+                raise Invalid(f"VM {vm.name} already runs on {target.name}")
+            return vm.uuid, vm.name, vm.host_id, vm.host.name
+
+    def _source_ready(self, src_id: int, uuid: str, name: str, copy_storage: bool) -> None:
+        """Refuses at once when the source is down, and a disk copy that would lose snapshots."""
+        source = self.cp.connections.driver(src_id)
+        if copy_storage:
+            _refuse_losing_snapshots(ProtectionOps(source).snapshots(uuid), name)
 
     def follow(self, ctx, started: dict[str, int], not_moved: dict[str, str], done_before: int = 0,
                total: int | None = None, stage: str = "") -> dict[str, str]:
@@ -330,42 +430,10 @@ class MigrationService:
         with self.cp.store.session() as s, self.cp.store.placement_lock(s):
             vm = self.cp.vms.get(s, ref)
             self._check_movable(s, vm)  # again, under the lock: a second request may have won
-            networks = dict(s.execute(select(Host.name, Host.network)).all())
-            target = self.cp.hosts.get(s, to).name if to is not None else None
-            if target is not None and networks[target] != networks[src_name]:
-                raise Conflict(_other_network(vm.name, src_name, networks, target))
-            seeing_disk = set()
-            if copy_storage and vm.disk_storage:
-                same = select(Host.name).where(Host.storage == vm.disk_storage)
-                if storage_pool is not None:
-                    same = same.where(Host.storage_pool == storage_pool)
-                seeing_disk = set(s.scalars(same))
-            if target in seeing_disk:
-                raise Conflict(_sees_disk(vm.name, target))
-            state = _destinations(cluster_state(s, per_vm=False, cpu_busy=busy), src_name, networks, seeing_disk)
-            disk_on = None if copy_storage else vm.disk_storage or ""
-            request = PlacementRequest(  # the disk needs room there only when it is copied
-                name=vm.name, cpus=vm.cpus, memory_mib=vm.memory_mib, disk_gib=vm.disk_gib if copy_storage else 0,
-                host=to, forbid_tags=frozenset({CURRENT_HOST, OTHER_NETWORK, SAME_STORAGE}), storage=disk_on,
-                **group_constraints(vm.group))
-            decision = place(state, request)
-            if not decision.ok and to is None:
-                if seeing_disk and (on_it := place(state, replace(request, forbid_tags=frozenset({
-                        CURRENT_HOST, OTHER_NETWORK})))).ok:
-                    raise Conflict(_sees_disk(vm.name, on_it.host, example=True))
-                anywhere = place(state, replace(request, storage=None, forbid_tags=frozenset({CURRENT_HOST})))
-                if anywhere.ok and networks[anywhere.host] != networks[src_name]:
-                    raise Conflict(_other_network(vm.name, src_name, networks, anywhere.host, example=True))
-            if not decision.ok and disk_on is not None:
-                elsewhere = place(state, replace(request, storage=None))
-                if elsewhere.ok:
-                    where = to or f"the hosts with room (such as {elsewhere.host})"
-                    raise Conflict(f"cannot migrate {vm.name}: {where} cannot see its disk, which is on other "
-                                   "storage; migrate with --copy-storage")
-                decision = elsewhere  # room is missing even with the disk copied: say where it is short
+            question = _Question.ask(s, self.cp, vm, src_name, to, copy_storage, storage_pool, busy)
+            decision = place(question.state, question.request)
             if not decision.ok:
-                raise NoCapacity(f"cannot migrate {vm.name}: {decision.message} (its own host {src_name} "
-                                 "does not count)")
+                question.refuse(decision)
             dest = s.scalar(select(Host).where(Host.name == decision.host))
             storage_pool = (storage_pool or dest.storage_pool) if copy_storage else None
             row = Migration(vm_id=vm.id, vm_name=vm.name, vm_uuid=vm.uuid, source_host_id=src_id,

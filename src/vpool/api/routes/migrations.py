@@ -3,6 +3,7 @@
 from dataclasses import asdict
 
 from fastapi import APIRouter, Depends, Query
+from fastapi.responses import JSONResponse
 from pydantic import Field
 
 from vpool.api.deps import caller, control_plane
@@ -23,8 +24,13 @@ class MigrateBody(Body):
 
 
 @router.post("/vms/{ref}/migrate", status_code=202)
-def migrate_vm(ref: str, body: MigrateBody | None = None, who: str = Depends(caller), cp=Depends(control_plane)):
+def migrate_vm(ref: str, body: MigrateBody | None = None, dry_run: bool = False, who: str = Depends(caller),
+               cp=Depends(control_plane)):
+    """With `dry_run=true`, nothing moves: 200 with the host placement would choose now and why,
+    host by host (`host` null and `message` saying why when none will do)."""
     body = body or MigrateBody()
+    if dry_run:
+        return JSONResponse(cp.migrations.preview(ref, body.to, body.copy_storage, body.storage_pool))
     return accepted(cp.migrations.migrate(ref, body.to, body.copy_storage, body.max_downtime_ms,
                                           body.bandwidth_mib_s, body.storage_pool, requested_by=who))
 
