@@ -172,6 +172,7 @@ NEIGHBOURS: dict[str, tuple] = {
     "inhibition_decay": (0.95, 0.99),
     "daily_every": (0, 8, 32),
     "daily_buckets": (12, 48),
+    "fine_levels": (0, 16, 32),
 }
 
 

@@ -79,9 +79,10 @@ def test_missing_samples_are_skipped():
     assert all(s == 0.0 for s in scores[1::2])
 
 
-def test_state_stays_bounded_on_a_long_random_walk():
+@pytest.mark.parametrize("value_range", [None, (-100.0, 100.0)])
+def test_state_stays_bounded_on_a_long_random_walk(value_range):
     rng = random.Random(11)
-    detector = ContextNoveltyDetector(300)
+    detector = ContextNoveltyDetector(300, value_range)
     x = 0.0
     for i in range(30000):
         x += rng.gauss(0, 1)
@@ -89,7 +90,9 @@ def test_state_stays_bounded_on_a_long_random_walk():
     bound = (detector.levels + 2) ** detector.scales[0].context
     assert all(k.bit_length() <= bound for scale in detector.scales for k in scale.known)
     assert all(k.bit_length() <= detector.daily.day_buckets * (detector.levels + 2) for k in detector.daily.known)
-    assert len(detector.history) <= 300
+    assert (detector.fine is None) == (value_range is None)  # the fine grid only where the range stays
+    assert detector.fine is None or all(k.bit_length() <= detector.fine.levels + 2 for k in detector.fine.known)
+    assert len(detector.history) <= (300 if value_range is None else 0)
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -177,3 +180,22 @@ def test_the_daily_scale_stays_quiet_until_it_has_seen_a_whole_day_on_its_grid()
     detector = make_detector(300)
     scores = [detector.update(1.7e9 + 10.0 * i, v) for i, v in enumerate(values)]
     assert max(scores[8640:]) < 0.5
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_a_burst_inside_the_lowest_bin_of_a_spike_set_range_is_found(seed):
+    """Five-minute counts of 0-30 whose range a spike to about 420 sets (as a tweet count's
+    does): on six levels a bin is 72 wide and a later burst to 60-90 shares the lowest bins with
+    ordinary values; the fine grid sees it, and nothing else alerts."""
+    rng = random.Random(seed)
+    values = [rng.uniform(0, 30) for _ in range(15800)]
+    values[5000:5010] = [400 + rng.uniform(0, 30) for _ in range(10)]
+    values[9000:9020] = [rng.uniform(60, 90) for _ in range(20)]
+    scores = {}
+    for fine_levels in (24, 0):
+        detector = ContextNoveltyDetector(750, (min(values), max(values)), fine_levels=fine_levels)
+        scores[fine_levels] = [detector.update(300.0 * i, v) for i, v in enumerate(values)]
+    fine = scores[24]
+    assert max(fine[9000:9040]) > 0.9 and max(fine[5000:5040]) > 0.9
+    assert max(s for i, s in enumerate(fine[750:], 750) if not (5000 <= i < 5040 or 9000 <= i < 9040)) < 0.5
+    assert max(scores[0][9000:9040]) < 0.1  # the coarse grid alone misses it

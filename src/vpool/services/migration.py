@@ -25,8 +25,8 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import NoReturn
 from dataclasses import asdict, dataclass, fields, replace
+from typing import NoReturn
 
 from sqlalchemy import func, select
 

@@ -20,6 +20,13 @@ CAD-OSE, the best published detectors on the Numenta Anomaly Benchmark:
   kept meeting rare tail combinations of plain noise for thousands of points and raised
   false alarms on white noise; held out by folder on NAB's subset (``benchmarks/nab.py
   --cv folders``) two values score 75.3 against 68.2 for three;
+* with a known range, one more scale looks at each value alone on a grid four times finer
+  (24 levels): a value never seen at that resolution is news. Where the range is set by one huge spike (tweet
+  counts, byte rates), all ordinary values share the coarse grid's lowest bin and a burst to
+  three times the usual stays inside it; on the fine grid it does not. Noise meets its fine
+  bins during the learning period and raises nothing. On NAB's development subset it lifts
+  the standard score from 79.1 to 80.8 in-sample and from 77.2 to 78.9 held out by folder
+  (12 to 32 levels all gain; 36 and more lose, as noise keeps finding new bins);
 * one more scale pairs a 16-point mean with the hour of the day it ends in (24 buckets of
   wall-clock time, so the same on any interval): a level never seen at that hour is news even
   when the level itself, and every pair of levels, is ordinary. A working day that stays at
@@ -161,10 +168,15 @@ class ContextNoveltyDetector:
         regrid_margin: float = 0.25,
         daily_every: int = 16,
         daily_buckets: int = 24,
+        fine_levels: int = 24,
     ):
         self.learning_period = max(1, learning_period)
         self.levels = levels
         self.scales = [_Scale(every, context, levels, grids) for every in scales]
+        # only on a grid that stays: one rebuilt as a learnt range grows would forget its fine bins
+        # and find them again as news (NAB's subset, range learnt: 77.6 without, 76.0 with)
+        self.fine = _Scale(1, 1, fine_levels, grids) if fine_levels and value_range is not None else None
+        self.fine_ratio = fine_levels / levels
         self.daily = _Scale(daily_every, 1, levels, grids, daily_buckets) if daily_every else None
         self.day_from: float | None = None  # since when the daily scale has learnt on this grid
         self.alpha = 1.0 / rate_memory
@@ -208,7 +220,7 @@ class ContextNoveltyDetector:
         range's growth) and the detector stays live instead of going blind for another
         learning period. After learning, the newest value is left for the caller to score.
         """
-        for scale in self.scales + ([self.daily] if self.daily is not None else []):
+        for scale in self.scales + [s for s in (self.fine, self.daily) if s is not None]:
             scale.reset()
         self.day_from = self.history[0][0]
         replay = len(self.history) - (0 if including_newest else 1)
@@ -224,6 +236,10 @@ class ContextNoveltyDetector:
         raw = 0.0
         for scale in self.scales:
             s = scale.push(position, self.alpha, timestamp)
+            if s is not None and s > raw:
+                raw = s
+        if self.fine is not None:
+            s = self.fine.push(position * self.fine_ratio, self.alpha, timestamp)
             if s is not None and s > raw:
                 raw = s
         if self.daily is not None:
@@ -254,6 +270,7 @@ PARAMETERS: dict = {
     "inhibition_decay": 0.98,
     "daily_every": 16,
     "daily_buckets": 24,
+    "fine_levels": 24,
 }
 
 
