@@ -170,9 +170,8 @@ NEIGHBOURS: dict[str, tuple] = {
     "grids": (2, 4),
     "rate_memory": (100, 1000),
     "inhibition_decay": (0.95, 0.99),
-    "daily_every": (0, 8, 32),
-    "daily_buckets": (12, 48),
-    "fine_levels": (0, 16, 32),
+    "fine_levels": (0, 8, 24),
+    "daily_slots": (0, 6, 24),
 }
 
 
