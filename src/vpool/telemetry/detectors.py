@@ -253,7 +253,7 @@ class ContextNoveltyDetector:
             scale.reset()
         replay = len(self.history) - (0 if including_newest else 1)
         for i in range(replay):
-            self._push(0.0, self.history[i])
+            self._push(0.0, self.history[i])  # no scale reads the clock on a learnt range
 
     def _push(self, timestamp: float, value: float) -> float:
         width = self.hi - self.lo
