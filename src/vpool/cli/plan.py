@@ -1,5 +1,6 @@
 """`vpool plan …`: what balancing, consolidation, HA and capacity planning would do, and, with
-`--apply`, doing a balance or consolidation plan on the live pool.
+`--apply`, doing a balance or consolidation plan on the live pool. Also the one placement
+table that `vm create --dry-run` and `vm migrate --dry-run` print.
 
 With `--htools FILE` the plan is made here from a Ganeti htools text file, without a server;
 otherwise the server plans on the live pool (`GET /plans/KIND`). Both print the same JSON.
