@@ -89,7 +89,8 @@ def show_placement(answer: dict) -> None:
         rows.append([h["host"], verdict, *(f"{h['weights'][w]:.2f}" if w in h["weights"] else "" for w in weighers),
                      "" if h["total"] is None else f"{h['total']:.2f}"])
     demand = answer["demand"]
-    size = f"{demand['cpus']:g} vCPU / {demand['memory_mib']:g} MiB / {demand['disk_gib']:g} GiB"
+    size = f"{demand['cpus']:g} vCPU / {demand['memory_mib']:g} MiB" + (
+        f" / {demand['disk_gib']:g} GiB" if demand["disk_gib"] else "; its disk stays where it is")
     table(f"Placement of {answer['vm']} ({size})", ["host", "verdict", *(w.removesuffix("Weigher") for w in weighers),
                                                      "total"], rows)
     if answer["host"] is not None:
