@@ -113,6 +113,9 @@ def test_a_dry_run_create_shows_each_hosts_verdict(server, tmp_path):
     r = vpool("vm", "migrate", "n1", "--dry-run")  # sim hosts share no storage
     assert r.exit_code == 1 and "cannot see its disk" in r.stderr, r.output
     assert json.loads(vpool("vm", "migrations", "n1", "--json").stdout) == []
+    r = vpool("host", "maintenance", "d1", "on", "--dry-run")
+    assert r.exit_code == 1 and "1 of 1 VMs would stay on d1" in r.stderr and "cannot see its disk" in r.stdout
+    assert not json.loads(vpool("host", "show", "d1", "--json").stdout)["maintenance"]
 
 
 def test_names_stay_names_in_paths_and_messages(server, tmp_path):

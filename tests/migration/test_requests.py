@@ -6,6 +6,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.core.conftest import eventually
+from vpool.hypervisor.libvirt_driver import LibvirtDriver
 from vpool.services import migration
 from vpool.services.migration import MigrationService
 from vpool.store.migration_tables import Migration
@@ -249,6 +250,8 @@ def test_placement_for_a_migration_honours_anti_affinity(api, tmp_path):
     # The simulated hosts carry one storage's marker but share no disk, so the request stops at the
     # last check, naming the host placement chose.
     assert r.status_code == 409 and r.json()["detail"].startswith("g3 does not see"), r.text
+    r = api.post("/vms/x/migrate", params={"dry_run": "true"}, json={})  # and a dry run says the same
+    assert (r.json()["host"], r.json()["message"]) == (None, api.post("/vms/x/migrate", json={}).json()["detail"])
     r = api.post("/vms/x/migrate", json={"to": "g2"})
     assert r.status_code == 409 and "AntiAffinity" in r.json()["detail"], r.text
 
@@ -304,3 +307,25 @@ def test_a_dry_run_says_where_the_vm_would_go_and_why_and_moves_nothing(api, tmp
     assert r.json()["host"] is None and r.json()["message"].startswith("cannot migrate a: no host has room")
     assert api.get("/tasks").json()["total"] == before and api.get("/vms/a/migrations").json()["total"] == 0
     assert api.get("/vms/a").json()["state"] == "running"
+
+
+def test_a_maintenance_dry_run_books_each_vm_where_the_evacuation_would(api, tmp_path, monkeypatch):
+    """POST /hosts/{h}/maintenance?dry_run=true: each VM placed as the evacuation would, one after
+    another, each booking the room the ones before it took; why any would stay; nothing changes."""
+    for h, memory in (("e1", 16384), ("e2", 4096), ("e3", 4096)):  # 3584 MiB usable on e2 and e3
+        api.add_sim_host(tmp_path, h, cpus=8, memory_mib=memory, storage="nas")
+    for name, memory in (("a", "2G"), ("b", "2G"), ("c", "6G")):
+        api.task(api.post("/vms", json={"name": name, "memory": memory, "disk": "1G", "host": "e1"}))
+    before = api.get("/tasks").json()["total"]
+    r = api.post("/hosts/e1/maintenance", params={"dry_run": "true"}, json={"mode": "on"})
+    assert r.status_code == 200, r.text  # simulated hosts share no files: each move stops where migrate would
+    assert r.json()["moved"] == {} and "e2 does not see a's disk" in r.json()["not_moved"]["a"]
+    monkeypatch.setattr(LibvirtDriver, "volume_exists", lambda self, path: True)
+    answer = api.post("/hosts/e1/maintenance", params={"dry_run": "true"}, json={"mode": "on"}).json()
+    assert answer["moved"] == {"a": "e2", "b": "e3"}  # e2 is the first of two alike; a's booking sends b on
+    assert answer["not_moved"]["c"].startswith("cannot migrate c: no host has room for 1 vCPU / 6144 MiB")
+    assert answer["vms"] == 3
+    r = api.post("/hosts/e1/maintenance", params={"dry_run": "true"}, json={"mode": "off"})
+    assert r.status_code == 422 and "off moves none" in r.json()["detail"]
+    assert api.get("/tasks").json()["total"] == before and not api.get("/hosts/e1").json()["maintenance"]
+    assert all(api.get(f"/vms/{vm}/migrations").json()["total"] == 0 for vm in "abc")

@@ -108,6 +108,8 @@ def host_remove(name: str):
 
 @host_app.command("maintenance")
 def host_maintenance(mode: str = typer.Argument(..., help="on or off"), name: str = typer.Argument(...),
+                     dry_run: bool = typer.Option(False, "--dry-run", help="With on, change nothing: show where "
+                                                  "each VM would go, and why any would stay."),
                      as_json: bool = JSON):
     """Maintenance on: no new placements, every VM leaves by live migration (those that cannot are
     named with the reason); off: back in service. `vpool host maintenance lab2 on` works too."""
@@ -115,6 +117,9 @@ def host_maintenance(mode: str = typer.Argument(..., help="on or off"), name: st
         mode, name = name, mode  # the host first, as one says it
     if mode not in ("on", "off"):
         fail(f"maintenance takes 'on' or 'off', not {mode!r}")
+    if dry_run:
+        return _maintenance_rehearsal(call("POST", api_path("/hosts/{}/maintenance", name),
+                                           params={"dry_run": "true"}, json={"mode": mode}), as_json)
     task = follow(call("POST", api_path("/hosts/{}/maintenance", name), json={"mode": mode}), True, as_json)
     moved = (task.get("result") or {}).get("moved") or {}
     if not as_json:
@@ -168,6 +173,20 @@ def pool_defaults(cpu_ratio: float = typer.Option(None), ram_ratio: float = type
     if as_json:
         return emit_json(d)
     table("Pool defaults", ["setting", "value"], [[k, v] for k, v in d.items()])
+
+
+def _maintenance_rehearsal(answer: dict, as_json: bool) -> None:
+    if as_json:
+        return emit_json(answer)
+    rows = [[vm, to, ""] for vm, to in answer["moved"].items()]
+    rows += [[vm, "", why] for vm, why in answer["not_moved"].items()]
+    if rows:
+        table(f"Where {answer['host']}'s VMs would go", ["VM", "to", "why it would stay"], rows)
+    if answer["not_moved"]:
+        fail(f"{len(answer['not_moved'])} of {answer['vms']} VMs would stay on {answer['host']} (a dry run: "
+             "nothing changed)")
+    console.print(f"{answer['host']} would be empty: " + (f"all {count(answer['vms'], 'VM')} would leave"
+                  if rows else "it has no VMs") + " (a dry run: nothing changed)", highlight=False)
 
 
 # --- VMs ----------------------------------------------------------------------------------------

@@ -9,9 +9,11 @@ running, the host went down) stays where it is and the task names it with the re
 
 from sqlalchemy import select
 
-from vpool.model.errors import Conflict, VpoolError
+from vpool.model.errors import Conflict, Invalid, VpoolError
 from vpool.model.states import VMOwnership
 from vpool.store.tables import VM
+
+UNMANAGED = "not managed by vpool, so vpool does not move it"
 
 
 class MaintenanceService:
@@ -33,14 +35,30 @@ class MaintenanceService:
                                      lambda ctx: self._evacuate(ctx, host_id, name, requested_by),
                                      requested_by=requested_by)
 
-    def _evacuate(self, ctx, host_id: int, name: str, requested_by: str) -> dict:
+    def preview(self, ref: str, on: bool) -> dict:
+        """Where `on` would move each VM now, one after another as the evacuation books them, and
+        why any would stay; nothing changes (the check before vCenter's maintenance mode)."""
+        if not on:
+            raise Invalid("a dry run shows where maintenance on would move the VMs; off moves none")
         with self.cp.store.session() as s:
-            vms = [(v.name, v.ownership) for v in s.scalars(select(VM).where(VM.host_id == host_id).order_by(VM.name))]
+            host = self.cp.hosts.get(s, ref)
+            host_id, name = host.id, host.name
+        vms = self._vms(host_id)
+        moves, not_moved = self.migrations.rehearse([vm for vm, ownership in vms if ownership == VMOwnership.managed])
+        not_moved |= {vm: UNMANAGED for vm, ownership in vms if ownership != VMOwnership.managed}
+        return {"host": name, "vms": len(vms), "moved": moves, "not_moved": not_moved}
+
+    def _vms(self, host_id: int) -> list[tuple[str, VMOwnership]]:
+        with self.cp.store.session() as s:
+            return [(v.name, v.ownership) for v in s.scalars(select(VM).where(VM.host_id == host_id).order_by(VM.name))]
+
+    def _evacuate(self, ctx, host_id: int, name: str, requested_by: str) -> dict:
+        vms = self._vms(host_id)
         not_moved: dict[str, str] = {}
         started: dict[str, int] = {}
         for vm, ownership in vms:
             if ownership != VMOwnership.managed:
-                not_moved[vm] = "not managed by vpool, so vpool does not move it"
+                not_moved[vm] = UNMANAGED
                 continue
             try:
                 started[vm] = self.migrations.migrate(vm, requested_by=requested_by).id

@@ -37,7 +37,7 @@ from vpool.hypervisor.libvirt_migration import (UNREACHABLE, JobProgress, LiveMi
 from vpool.hypervisor.libvirt_protection import ProtectionOps
 from vpool.model.errors import Conflict, HypervisorError, Invalid, NoCapacity, VpoolError
 from vpool.model.states import ACTIVE, TaskState, VMOwnership, VMState
-from vpool.placement import ClusterState, Placement, PlacementRequest, explain, place
+from vpool.placement import ClusterState, Placement, PlacementRequest, Workspace, explain, place
 from vpool.placement.report import explanation_dict
 from vpool.placement.request import count
 from vpool.services import stored_policy
@@ -371,7 +371,45 @@ class MigrationService:
         with self.cp.store.session() as s:
             vm = self.cp.vms.get(s, ref)
             question = _Question.ask(s, self.cp, vm, src_name, to, copy_storage, storage_pool, busy)
-        return question.explained()
+            disk_path, ids = vm.disk_path, dict(s.execute(select(Host.name, Host.id)).all())
+        answer = question.explained()
+        if answer["host"] is not None and not copy_storage:
+            try:
+                self._check_sees_disk(ids[answer["host"]], answer["host"], name, disk_path)
+            except Conflict as e:
+                answer |= {"host": None, "message": e.detail}
+        return answer
+
+    def rehearse(self, refs: list[str]) -> tuple[dict[str, str], dict[str, str]]:
+        """Where each VM would go if `migrate` were asked for them one after another, each
+        booking the room the ones before it took (as an evacuation does), and why each of the
+        others would stay: (VM -> destination, VM -> reason). Nothing is booked."""
+        moves: dict[str, str] = {}
+        not_moved: dict[str, str] = {}
+        booked: list[tuple[str, PlacementRequest]] = []
+        busy = host_busy(self.cp)
+        for ref in refs:
+            try:
+                uuid, name, src_id, src_name = self._movable(ref, None)
+                self._source_ready(src_id, uuid, name, False)
+                with self.cp.store.session() as s:
+                    vm = self.cp.vms.get(s, ref)
+                    question = _Question.ask(s, self.cp, vm, src_name, None, False, None, busy)
+                    disk_path, ids = vm.disk_path, dict(s.execute(select(Host.name, Host.id)).all())
+                work = Workspace(question.state)
+                for host, request in booked:
+                    work.add(work.host_index[host], request.demand, request.groups)
+                question = replace(question, state=work)
+                decision = place(work, question.request)
+                if not decision.ok:
+                    question.refuse(decision)
+                self._check_sees_disk(ids[decision.host], decision.host, name, disk_path)
+            except VpoolError as e:
+                not_moved[ref] = e.detail
+                continue
+            moves[ref] = decision.host
+            booked.append((decision.host, question.request))
+        return moves, not_moved
 
     def _movable(self, ref: str, to: str | None) -> tuple[str, str, int, str]:
         """The VM's uuid, name, host id and host name, once it can move at all (and not onto its
@@ -382,6 +420,13 @@ class MigrationService:
             if to is not None and (target := self.cp.hosts.get(s, to)).id == vm.host_id:
                 raise Invalid(f"VM {vm.name} already runs on {target.name}")
             return vm.uuid, vm.name, vm.host_id, vm.host.name
+
+    def _check_sees_disk(self, dest_id: int, dest: str, name: str, disk_path: str | None) -> None:
+        """Refuses a destination that cannot open the VM's disk in place: storage that placement
+        counts as shared by its id may still not be the same files there."""
+        if disk_path and not self.cp.connections.driver(dest_id).volume_exists(disk_path):
+            raise Conflict(f"{dest} does not see {name}'s disk {disk_path} (no shared storage); "
+                           "migrate with --copy-storage")
 
     def _source_ready(self, src_id: int, uuid: str, name: str, copy_storage: bool) -> None:
         """Refuses at once when the source is down, and a disk copy that would lose snapshots."""
@@ -446,10 +491,8 @@ class MigrationService:
             s.commit()
             mig_id, vm_id, dest_id, name = row.id, vm.id, dest.id, vm.name
         try:
-            dest_drv = self.cp.connections.driver(dest_id)
-            if not copy_storage and vm.disk_path and not dest_drv.volume_exists(vm.disk_path):
-                raise Conflict(f"{dest.name} does not see {name}'s disk {vm.disk_path} (no shared storage); "
-                               "migrate with --copy-storage")
+            if not copy_storage:
+                self._check_sees_disk(dest_id, dest.name, name, vm.disk_path)
         except BaseException:
             self._unbook(mig_id, vm_id, prior_state)
             raise

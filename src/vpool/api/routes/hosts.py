@@ -1,6 +1,7 @@
 from typing import Literal
 
 from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
 
 from vpool.api.deps import caller, control_plane
 from vpool.api.routes.common import Page, accepted
@@ -36,8 +37,13 @@ class MaintenanceBody(Body):
 
 
 @router.post("/hosts/{ref}/maintenance", status_code=202)
-def maintenance(ref: str, body: MaintenanceBody, who: str = Depends(caller), cp=Depends(control_plane)):
-    """on: no new VMs, and every VM leaves by live migration (the task names any that cannot); off: back in service."""
+def maintenance(ref: str, body: MaintenanceBody, dry_run: bool = False, who: str = Depends(caller),
+                cp=Depends(control_plane)):
+    """on: no new VMs, and every VM leaves by live migration (the task names any that cannot); off: back in service.
+    With `dry_run=true` and on, nothing changes: 200 with where each VM would go (`moved`) and why any
+    would stay (`not_moved`)."""
+    if dry_run:
+        return JSONResponse(cp.maintenance.preview(ref, body.mode == "on"))
     return accepted(cp.maintenance.set(ref, body.mode == "on", requested_by=who))
 
 
