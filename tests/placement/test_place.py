@@ -183,6 +183,11 @@ def test_explain_gives_each_host_its_verdict_and_the_weights_behind_the_choice()
     nowhere = explain(state, PlacementRequest("big", memory_mib=64 * 1024))
     assert nowhere.placement.host is None and nowhere.placement.message.startswith("no host has room")
     assert {v.removed_by for v in nowhere.hosts} == {"CapacityFilter"}  # the first filter that removes it
+    tagged = ClusterState.from_records([host("a", tags=frozenset({"old"})), host("b"), host("c")])
+    ask = PlacementRequest("t", memory_mib=512, require_tags=frozenset({"ssd"}), forbid_tags=frozenset({"old"}))
+    assert [v.why for v in explain(tagged, ask).hosts] == ["tagged old; lacks tag ssd", "lacks tag ssd",
+                                                           "lacks tag ssd"]
+    assert explain(tagged, ask, tag_words={"old": "retiring"}).hosts[0].why == "retiring; lacks tag ssd"
 
 
 @given(clusters(), st.sampled_from(FLAVORS), st.sampled_from(["web", "db", None]))

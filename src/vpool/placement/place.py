@@ -124,24 +124,41 @@ class Explanation:
     hosts: tuple[HostVerdict, ...]
 
 
-def explain(state, request: PlacementRequest, policy: PlacementPolicy = DEFAULT_POLICY) -> Explanation:
+def explain(state, request: PlacementRequest, policy: PlacementPolicy = DEFAULT_POLICY,
+            tag_words: Mapping[str, str] | None = None) -> Explanation:
     """What `place` decides for `request` and why: vCenter shows a ranked list of placement
-    recommendations, Nova only its logs. Not on the hot path: it reads every filter's verdict
-    on every host, where `place` stops at the totals."""
-    decision = place(state, request, policy)
-    alive, _, masks = feasible_hosts(state, request, policy)
+    recommendations, Nova only its logs. Not on the hot path: it keeps every filter's verdict on
+    every host and every weigher's part, where `place` keeps only the totals. `tag_words` says
+    in words what a host's tag that keeps it off means (a caller's own tags, such as "the VM's
+    own host")."""
+    alive, removed_by, masks = feasible_hosts(state, request, policy)
     candidates = np.flatnonzero(alive)
     names, weighed = _weighed(state, request, candidates, policy) if candidates.size else ([], None)
     totals = weighed.sum(axis=0) if names else np.zeros(candidates.size)
+    if candidates.size:  # as `place` decides: the highest total, the first host on a tie
+        decision = Placement(state.host_names[candidates[int(np.argmax(totals))]], "", removed_by)
+    else:
+        decision = Placement(None, _refusal(state, request, removed_by, masks), removed_by)
     ranked = [HostVerdict(state.host_names[h], weights={n: float(w) for n, w in zip(names, weighed[:, j])},
                           total=float(totals[j]))
               for j, h in sorted(enumerate(candidates), key=lambda jh: -totals[jh[0]])]
     removed = []
     for h in np.flatnonzero(~alive):
         first = next(name for name in policy.filters if name in masks and not masks[name][h])
-        why = "short " + shortfall(np.maximum(request.demand - state.free[h], 0.0)) if first == "CapacityFilter" else ""
-        removed.append(HostVerdict(state.host_names[h], removed_by=first, why=why))
+        removed.append(HostVerdict(state.host_names[h], removed_by=first,
+                                   why=_why_removed(state, request, h, first, tag_words or {})))
     return Explanation(decision, tuple(ranked + removed))
+
+
+def _why_removed(state, request: PlacementRequest, h: int, first: str, tag_words: Mapping[str, str]) -> str:
+    """What a host lacks for room, or which tags keep it off; other filters' names say it all."""
+    if first == "CapacityFilter":
+        return "short " + shortfall(np.maximum(request.demand - state.free[h], 0.0))
+    if first == "TagFilter":
+        tags = state.hosts[h].tags
+        return "; ".join([tag_words.get(t, f"tagged {t}") for t in sorted(request.forbid_tags & tags)]
+                         + [f"lacks tag {t}" for t in sorted(request.require_tags - tags)])
+    return ""
 
 
 def _refusal(state, request, removed_by, masks) -> str:

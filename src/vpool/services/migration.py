@@ -256,12 +256,8 @@ class _Question:
     def explained(self) -> dict:
         """The explanation as `vm migrate --dry-run` shows it, the tags that keep hosts off read
         as the reasons they are."""
-        explanation = explain(self.state, self.request)
+        explanation = explain(self.state, self.request, tag_words=_KEPT_OFF)
         answer = explanation_dict(self.request, explanation)
-        for h in answer["hosts"]:
-            if h["removed_by"] == "TagFilter":
-                tags = self.state.hosts[self.state.host_names.index(h["host"])].tags
-                h["why"] = next((why for tag, why in _KEPT_OFF.items() if tag in tags), h["why"])
         if answer["host"] is None:
             try:
                 self.refuse(explanation.placement)
@@ -367,15 +363,12 @@ class MigrationService:
         vCenter's migrate wizard); nothing is booked, and what `migrate` refuses is refused."""
         uuid, name, src_id, src_name = self._movable(ref, to)
         self._source_ready(src_id, uuid, name, copy_storage)
-        busy = host_busy(self.cp) if to is None else {}
-        with self.cp.store.session() as s:
-            vm = self.cp.vms.get(s, ref)
-            question = _Question.ask(s, self.cp, vm, src_name, to, copy_storage, storage_pool, busy)
-            disk_path, ids = vm.disk_path, dict(s.execute(select(Host.name, Host.id)).all())
+        question, sees_disk = self._ask(ref, src_name, to, copy_storage, storage_pool,
+                                        host_busy(self.cp) if to is None else {})
         answer = question.explained()
         if answer["host"] is not None and not copy_storage:
             try:
-                self._check_sees_disk(ids[answer["host"]], answer["host"], name, disk_path)
+                sees_disk(answer["host"])
             except Conflict as e:
                 answer |= {"host": None, "message": e.detail}
         return answer
@@ -392,10 +385,7 @@ class MigrationService:
             try:
                 uuid, name, src_id, src_name = self._movable(ref, None)
                 self._source_ready(src_id, uuid, name, False)
-                with self.cp.store.session() as s:
-                    vm = self.cp.vms.get(s, ref)
-                    question = _Question.ask(s, self.cp, vm, src_name, None, False, None, busy)
-                    disk_path, ids = vm.disk_path, dict(s.execute(select(Host.name, Host.id)).all())
+                question, sees_disk = self._ask(ref, src_name, None, False, None, busy)
                 work = Workspace(question.state)
                 for host, request in booked:
                     work.add(work.host_index[host], request.demand, request.groups)
@@ -403,13 +393,23 @@ class MigrationService:
                 decision = place(work, question.request)
                 if not decision.ok:
                     question.refuse(decision)
-                self._check_sees_disk(ids[decision.host], decision.host, name, disk_path)
+                sees_disk(decision.host)
             except VpoolError as e:
                 not_moved[ref] = e.detail
                 continue
             moves[ref] = decision.host
             booked.append((decision.host, question.request))
         return moves, not_moved
+
+    def _ask(self, ref: str, source: str, to: str | None, copy_storage: bool, storage_pool: str | None,
+             busy: dict[str, float]) -> tuple[_Question, Callable[[str], None]]:
+        """The question placement is asked for this VM, and the check that a host opens its disk
+        in place (what `migrate` refuses last, after booking)."""
+        with self.cp.store.session() as s:
+            vm = self.cp.vms.get(s, ref)
+            question = _Question.ask(s, self.cp, vm, source, to, copy_storage, storage_pool, busy)
+            name, disk_path, ids = vm.name, vm.disk_path, dict(s.execute(select(Host.name, Host.id)).all())
+        return question, lambda host: self._check_sees_disk(ids[host], host, name, disk_path)
 
     def _movable(self, ref: str, to: str | None) -> tuple[str, str, int, str]:
         """The VM's uuid, name, host id and host name, once it can move at all (and not onto its
