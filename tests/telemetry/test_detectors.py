@@ -175,9 +175,10 @@ def test_a_day_whose_busy_hours_never_come_is_found(interval_s):
     assert max(scores[0][i] for i in should_be_busy) < 0.1  # without them, nothing there is new
 
 
-def test_the_daily_slots_stay_quiet_until_a_whole_day_was_seen_and_then_on_a_clean_cycle():
-    """At a 10 s interval each slot of the first day is a time of day never seen: not news
-    until a whole day has passed, and a clean daily cycle raises nothing on the days after."""
+def test_a_clean_daily_cycle_raises_nothing_from_the_daily_slots_its_first_day_included():
+    """At a 10 s interval each slot of the first day is a time of day never seen; the slots'
+    novelty rate, high while every slot is new, keeps that from being news, and a clean daily
+    cycle raises nothing on the days after."""
     rng = random.Random(1)
     values = [40 + 20 * math.sin(2 * math.pi * i / 8640) + rng.gauss(0, 3) for i in range(3 * 8640)]
     detector = make_detector(300, (0.0, 100.0))
