@@ -1,5 +1,7 @@
 """NAB scoring arithmetic on hand-made windows, against the constants of SCORING.md."""
 
+import csv
+import json
 import math
 
 import pytest
@@ -166,9 +168,13 @@ def test_sweep_equals_brute_force_over_every_candidate_threshold(a, b, profile):
 
 def _nab_benchmark():
     import importlib.util
+    import sys
     from pathlib import Path
 
-    spec = importlib.util.spec_from_file_location("nab_benchmark", Path(__file__).parents[2] / "benchmarks" / "nab.py")
+    benchmarks = str(Path(__file__).parents[2] / "benchmarks")
+    if benchmarks not in sys.path:
+        sys.path.insert(0, benchmarks)  # as when run as a script: its peers sit beside it
+    spec = importlib.util.spec_from_file_location("nab_benchmark", Path(benchmarks) / "nab.py")
     nab = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(nab)
     return nab
@@ -176,7 +182,6 @@ def _nab_benchmark():
 
 def _step_file(data, folder="artificialWithAnomaly"):
     """One labelled 600-row file with a step at row 450, as NAB lays it out under DATA."""
-    import csv
 
     (data / folder).mkdir(parents=True)
     stamps = [f"2024-01-{1 + i // 288:02d} {(i % 288) * 5 // 60:02d}:{(i % 288) * 5 % 60:02d}:00" for i in range(600)]
@@ -189,9 +194,6 @@ def _step_file(data, folder="artificialWithAnomaly"):
 
 
 def test_benchmark_script_writes_nab_layout_and_scores_the_references(tmp_path, capsys):
-    import csv
-    import json
-
     nab = _nab_benchmark()
     data = tmp_path / "data"
     labels = _step_file(data)
@@ -205,6 +207,11 @@ def test_benchmark_script_writes_nab_layout_and_scores_the_references(tmp_path, 
         assert report["detectors"]["perfect"][profile]["score"] == 100.0
         assert report["detectors"]["null"][profile]["score"] == 0.0
         assert report["detectors"]["vpool"][profile]["score"] > 50.0
+    margins = report["detectors"]["vpool"]["minus_peer_standard"]
+    for peer in ("contextOSE", "windowedGaussian"):
+        assert margins[peer]["in_sample"] == pytest.approx(
+            report["detectors"]["vpool"]["standard"]["score"] - report["detectors"][peer]["standard"]["score"], abs=0.01)
+    assert report["published_full_corpus_standard"]["contextOSE"] == 69.90
     with (tmp_path / "out" / "vpool" / "artificialWithAnomaly" / "vpool_step.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert list(rows[0])[:4] == ["timestamp", "value", "anomaly_score", "label"]
@@ -217,8 +224,6 @@ def test_benchmark_script_writes_nab_layout_and_scores_the_references(tmp_path, 
 def test_benchmark_script_takes_nab_repository_layout_and_refuses_a_corpus_it_cannot_find(tmp_path, capsys):
     """NAB's own repository keeps labels/ beside data/: its root and its data/ folder both work;
     files the labels name but the folder lacks are named, and a corpus with none is refused."""
-    import json
-
     nab = _nab_benchmark()
     repo = tmp_path / "NAB"
     labels = _step_file(repo / "data")
@@ -234,3 +239,36 @@ def test_benchmark_script_takes_nab_repository_layout_and_refuses_a_corpus_it_ca
         nab.load_corpus(repo)
     with pytest.raises(SystemExit, match="not a NAB-layout folder"):
         nab.load_corpus(tmp_path / "nowhere")
+
+
+# NAB's published results/contextOSE/contextOSE_standard_scores.csv (the run behind its 69.9):
+# file, raw standard score at the published threshold, TP, FP.
+CONTEXT_OSE_THRESHOLD = 0.70478515625
+CONTEXT_OSE_PUBLISHED = {
+    "realTraffic/speed_7578.csv": (3.14471238767, 4, 5),
+    "realTraffic/TravelTime_451.csv": (0.86142179597, 1, 0),
+    "realTraffic/occupancy_6005.csv": (0.421408660324, 1, 4),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONTEXT_OSE_PUBLISHED))
+def test_the_cad_ose_peer_reproduces_nabs_published_contextose_results(name):
+    """The peer whose published full-corpus score anchors vpool's estimate must be the detector
+    that earned it: same raw score, same detections, at NAB's own threshold."""
+    from tests.shared import SHARED
+
+    path = SHARED / "nab" / "data" / name
+    if not path.exists():
+        pytest.skip(f"{path} is not here")
+    nab = _nab_benchmark()
+    labels = json.loads((SHARED / "nab" / "data" / "labels" / "combined_windows.json").read_text())
+    with path.open() as fh:
+        rows = list(csv.reader(fh))[1:]
+    values = [float(r[1]) for r in rows]
+    windows = window_rows([r[0] for r in rows], labels[name])
+    scores = nab.cad_ose.run([], values, probation_rows(len(values)))
+    raw, tp, fp = CONTEXT_OSE_PUBLISHED[name]
+    assert raw_file_score(scores, windows, PROFILES["standard"], CONTEXT_OSE_THRESHOLD) == pytest.approx(raw, abs=1e-9)
+    detected = [i for i in range(probation_rows(len(values)), len(values)) if scores[i] >= CONTEXT_OSE_THRESHOLD]
+    inside = [i for i in detected if any(left <= i <= right for left, right in windows)]
+    assert (len(inside), len(detected) - len(inside)) == (tp, fp)
