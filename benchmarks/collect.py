@@ -23,6 +23,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import libvirt
+from sqlalchemy import insert
 
 from vpool.config import Settings
 from vpool.hypervisor.libvirt_driver import LibvirtDriver
@@ -30,6 +31,7 @@ from vpool.lab.simhost import write_sim_host
 from vpool.services.collector import HostRead
 from vpool.services.controlplane import ControlPlane
 from vpool.store.tables import VM, Host, utcnow
+from vpool.store.telemetry_tables import Rollup
 from vpool.store.timeseries import Point
 
 DAEMON_SOCKET = "/run/libvirt/libvirt-sock"
@@ -149,28 +151,38 @@ def whole_interval(tmp: Path, n: int, rounds: int, restart: bool = False) -> dic
 def first_intervals_after_restart(cp: ControlPlane, settings: Settings, n: int, host_stats: dict,
                                   began: float, rounds: int) -> dict:
     """A control plane started again on a database holding two learning periods of every series
-    (a restarted detector reads the last one): its first
+    (a restarted detector reads the last one) and, for the series whose daily slots recall
+    the days before (CPU percentages), two weeks of hourly rollups before those: its first
     two intervals (the first only sets the counters again) warm every detector from the stored
     samples. Their cost, once, beside the steady interval's."""
     stored = 2 * 300
     t = cp.telemetry
-    series = [(x.scope, x.subject, x.metric, x.name) for scope in ("vm", "host", "pool")
-              for x in t.series.find(scope) if not x.metric.endswith(".anomaly")]
+    found = [x for scope in ("vm", "host", "pool") for x in t.series.find(scope) if not x.metric.endswith(".anomaly")]
+    series = [(x.scope, x.subject, x.metric, x.name) for x in found]
     start = began - 10 * (stored - rounds)  # the steady rounds were the last of it
     for k0 in range(0, stored - rounds, 20):  # written in bulk, as the collector writes it
         t.series.write([Point(scope, subject, metric, name, "bench", int((start + 10 * k) * 1000), float(k % 17))
                         for k in range(k0, min(k0 + 20, stored - rounds)) for scope, subject, metric, name in series])
+    recalling = [x.id for x in found if t._new_detector(x.metric).recall_s]
+    buckets = int(t._new_detector("cpu_percent").recall_s // 3600)
+    first_bucket = int(start * 1000) - int(start * 1000) % 3_600_000 - buckets * 3_600_000
+    with t.series.store.session() as s:
+        s.execute(insert(Rollup), [{"series_id": sid, "step_s": 3600, "t": first_bucket + 3_600_000 * b, "count": 360,
+                                    "total": 360.0 * (20 + 60 * (9 <= b % 24 < 17)), "low": 20.0, "high": 80.0}
+                                   for sid in recalling for b in range(buckets)])
+        s.commit()
     cp.stop()
     again = ControlPlane(settings)
     try:
         took = 0.0
         for k in range(2):
             records = [(f"uuid-{i}", f"vm{i:04d}", qemu_record(i, 1000 + k)) for i in range(n)]
-            began = time.perf_counter()
             read = HostRead(1, "bench", 10.0 * k, records, host_stats, 0.0, utcnow())
+            started = time.perf_counter()
             again.telemetry.ingest(began + 10 * (rounds + k), [read], {})
-            took += time.perf_counter() - began
-        return {"series": len(series), "stored_points": stored, "ingest_s": round(took, 3)}
+            took += time.perf_counter() - started
+        return {"series": len(series), "stored_points": stored, "recalling_series": len(recalling),
+                "recalled_means_each": buckets, "ingest_s": round(took, 3)}
     finally:
         again.stop()
 

@@ -9,7 +9,9 @@ from tests.core.conftest import Api, eventually, make_settings
 from tests.telemetry.conftest import domain, feed_cpu, host_read
 from vpool.model.errors import HypervisorError
 from vpool.services.controlplane import ControlPlane
+from vpool.store.timeseries import Point
 from vpool.telemetry.collector import host_rates, host_reading, vm_rates, vm_reading
+from vpool.telemetry.detectors import ContextNoveltyDetector
 
 
 def test_vm_rates_from_two_readings():
@@ -145,6 +147,39 @@ def test_a_restarted_collector_scores_at_once_from_the_stored_history(tmp_path):
         assert max(feed_cpu(fresh, start + 4010, spike, cpu)[1]) == 0.0  # still learning: no history, no score
     finally:
         fresh.stop()
+
+
+def test_a_restarted_collector_teaches_the_daily_slots_the_days_before_from_the_rollups(tmp_path, monkeypatch):
+    """The raw samples a restarted detector replays cover under an hour; a CPU series' daily
+    slots are first taught the days before from the store's hourly means (``recall``), up to
+    where the replay begins, so a series' times of day are not news again for days after an
+    upgrade. Three days stored here: two beyond the raw retention, one still raw."""
+    settings = dataclasses.replace(make_settings(tmp_path), telemetry_interval_s=3600.0)
+    now = time.time()
+    start = now - 3 * 86400
+    first = ControlPlane(settings)
+    first.start()
+    try:
+        first.telemetry.series.write([Point("vm", "uuid-web", "cpu_percent", "web", "h1", int((start + 300 * i) * 1000),
+                                            70.0 if i % 288 >= 144 else 40.0) for i in range(864)])
+        first.telemetry.series.maintain(int(now * 1000), grace_ms=10_000)
+    finally:
+        first.stop()
+    recalled = {}
+    monkeypatch.setattr(ContextNoveltyDetector, "recall", lambda self, means: recalled.setdefault(id(self), means))
+    again = ControlPlane(settings)
+    again.start()
+    try:
+        feed_cpu(again, now, [0.2, 0.2])
+        key = ("vm", "uuid-web", "cpu_percent")
+        replayed = again.telemetry.series.recent([key], 300)[key]
+        detector = again.telemetry._detectors[key][0]
+    finally:
+        again.stop()
+    means = recalled[id(detector)]
+    assert 2 * 24 - 1 <= len(means) <= 2 * 24 + 1  # the two days no longer raw
+    assert means[-1][0] + 3600 <= replayed[0][0]  # none overlaps the replay
+    assert min(v for _, v in means) == 40.0 and max(v for _, v in means) == 70.0
 
 
 def test_forecast_api_follows_a_rising_series_and_refuses_what_it_cannot(tapi, tcp):

@@ -175,6 +175,35 @@ def test_a_day_whose_busy_hours_never_come_is_found(interval_s):
     assert max(scores[0][i] for i in should_be_busy) < 0.1  # without them, nothing there is new
 
 
+@pytest.mark.parametrize("busy_hours_come", [False, True])
+def test_a_restarted_detector_recalls_the_days_before_from_five_minute_means(busy_hours_come):
+    """After a restart the control plane replays under an hour of raw samples; the daily slots
+    learn from the store's hourly means of the two weeks before instead (``recall``), so a
+    working day whose busy hours never come is found on the second day after the restart, and a
+    working day that is ordinary raises nothing. A detector without them has met each slot once
+    and says nothing."""
+    stored = office_hours(14, per_day=24, seed=1)
+    means = [(3600.0 * i, v) for i, v in enumerate(stored)]
+    after = office_hours(2, skip_day=None if busy_hours_come else 1, per_day=8640, seed=2)  # 10 s samples
+    stamps = [14 * 86400.0 + 10.0 * i for i in range(len(after))]
+    second = range(8640, 2 * 8640)  # the first day taught the point-count scales the day's jumps
+    busy = range(8640 + 10 * 360, 8640 + 17 * 360)  # 10-17 h of the second day
+    scores = {}
+    for recalled in (True, False):
+        detector = make_detector(300, (0.0, 100.0))
+        assert detector.recall_s >= 14 * 86400
+        if recalled:
+            detector.recall(means)
+        scores[recalled] = [detector.update(t, v) for t, v in zip(stamps, after)]
+    if busy_hours_come:
+        assert max(scores[True][i] for i in second) < 0.5
+    else:
+        assert max(scores[True][i] for i in busy) > 0.4
+        assert max(scores[True][i] for i in range(8640, 8640 + 9 * 360)) < 0.5  # the night before is ordinary
+    assert max(scores[False][i] for i in busy) < 0.1
+    assert make_detector(300).recall_s == 0  # a learnt range is rebuilt as it grows: no days to recall onto
+
+
 def test_a_clean_daily_cycle_raises_nothing_from_the_daily_slots_its_first_day_included():
     """At a 10 s interval each slot of the first day is a time of day never seen; the slots'
     novelty rate, high while every slot is new, keeps that from being news, and a clean daily

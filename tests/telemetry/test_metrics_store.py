@@ -61,6 +61,19 @@ def _check_rollups(ts: TimeSeries) -> None:
     # b stopped six minutes earlier: its own last ones, not what came after it ended
     assert recent[("vm", "uuid-b", "cpu_percent")] == [((T0 + 2 * H - i * 10_000) / 1000, 7.0) for i in range(6, 0, -1)]
     assert recent[("vm", "uuid-z", "cpu_percent")] == []
+    # what its daily slots recall first: a rollup level's means from `since` up to where each
+    # replay begins, a bucket that reaches past that left out
+    until = {("vm", "uuid-a", "cpu_percent"): (T0 + 2 * H + 60_000) / 1000,
+             ("vm", "uuid-b", "cpu_percent"): (T0 + 2 * H) / 1000, ("vm", "uuid-z", "cpu_percent"): (T0 + 2 * H) / 1000}
+    recalled = ts.rollup_means(until, T0 + H, 300)
+    hour_two = [((T0 + H) / 1000 + 300 * k, 5 * k + 2.0) for k in range(12)]
+    assert recalled[("vm", "uuid-a", "cpu_percent")] == hour_two
+    assert recalled[("vm", "uuid-b", "cpu_percent")] == [(t, 7.0) for t, _ in hour_two]
+    assert recalled[("vm", "uuid-z", "cpu_percent")] == []
+    until[("vm", "uuid-b", "cpu_percent")] = (T0 + 2 * H - 600_000) / 1000  # inside b's second hour
+    hourly = ts.rollup_means(until, T0, 3600)
+    assert hourly[("vm", "uuid-a", "cpu_percent")] == [(T0 / 1000, 29.5), ((T0 + H) / 1000, 29.5)]
+    assert hourly[("vm", "uuid-b", "cpu_percent")] == [(T0 / 1000, 7.0)]
 
     # what a balance plan weighs: each VM's mean since a time off the 5-minute grid, read from raw
     # samples before the first whole bucket, rollups over the buckets, raw samples after the last

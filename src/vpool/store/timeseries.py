@@ -166,17 +166,30 @@ class TimeSeries:
         (ROW_NUMBER per series) took 28 s."""
         out: dict[tuple[str, str, str], list[tuple[float, float]]] = {k: [] for k in keys}
         with self.store.session() as s:
-            ids = {}
-            for chunk in _chunks(keys, 500):
-                for sid, scope, subject, metric in s.execute(
-                        select(Series.id, Series.scope, Series.subject, Series.metric)
-                        .where(tuple_(Series.scope, Series.subject, Series.metric).in_(chunk))):
-                    ids[sid] = (scope, subject, metric)
+            ids = _key_ids(s, keys)
             with _dbapi_cursor(s) as (cursor, mark):
                 for sid, key in ids.items():
                     cursor.execute(f"SELECT t, value FROM {Sample.__tablename__} WHERE series_id = {mark} "
                                    f"ORDER BY t DESC LIMIT {mark}", (sid, limit))
                     out[key] = [(t / 1000.0, value) for t, value in reversed(cursor.fetchall())]
+        return out
+
+    def rollup_means(self, until: dict[tuple[str, str, str], float], since_ms: int, step_s: int) -> dict[
+            tuple[str, str, str], list[tuple[float, float]]]:
+        """The means of `step_s` rollups of each series named (scope, subject, metric) from
+        `since_ms` up to its own `until` (seconds: where its replayed raw samples begin), oldest
+        first, as (t seconds, mean): the days a restarted detector's daily slots learn from
+        (`recall`). One index range scan per series, as `recent` reads."""
+        out: dict[tuple[str, str, str], list[tuple[float, float]]] = {k: [] for k in until}
+        with self.store.session() as s:
+            ids = _key_ids(s, list(until))
+            with _dbapi_cursor(s) as (cursor, mark):
+                for sid, key in ids.items():
+                    end = int(until[key] * 1000) - step_s * 1000  # a bucket reaching into the replay is left out
+                    cursor.execute(f"SELECT t, total / count FROM {Rollup.__tablename__} WHERE series_id = {mark} "
+                                   f"AND step_s = {mark} AND t >= {mark} AND t <= {mark} ORDER BY t",
+                                   (sid, step_s, since_ms, end))
+                    out[key] = [(t / 1000.0, mean) for t, mean in cursor.fetchall()]
         return out
 
     def means(self, scope: str, metric: str, subjects: list[str], since_ms: int) -> dict[str, float]:
@@ -273,6 +286,17 @@ class TimeSeries:
         parts.append(select(Sample.series_id, Sample.t, literal_column("1"), Sample.value, Sample.value, Sample.value)
                      .where(Sample.series_id.in_(ids), Sample.t >= start, Sample.t < until_ms))
         return parts
+
+
+def _key_ids(s, keys: list[tuple[str, str, str]]) -> dict[int, tuple[str, str, str]]:
+    """The ids of the series named (scope, subject, metric) that exist, in chunks the databases take."""
+    ids = {}
+    for chunk in _chunks(keys, 500):
+        for sid, scope, subject, metric in s.execute(
+                select(Series.id, Series.scope, Series.subject, Series.metric)
+                .where(tuple_(Series.scope, Series.subject, Series.metric).in_(chunk))):
+            ids[sid] = (scope, subject, metric)
+    return ids
 
 
 @contextmanager

@@ -27,7 +27,8 @@ CAD-OSE, the best published detectors on the Numenta Anomaly Benchmark:
     any interval) against the levels seen in that slot before. A working day that stays at its
     night level, or a holiday in a business metric, is ordinary value by value and pair by
     pair; only the time of day betrays it (NAB's art_daily_nojump). The slot's novelty rate,
-    high while every slot is new, keeps the first days quiet;
+    high while every slot is new, keeps the first days quiet. A restarted control plane
+    teaches them the two weeks before from the store's hourly means (``recall``);
   - *a fine grid*: each value alone on a grid twice as fine (12 levels). Where the range is
     set by one huge spike (tweet counts, byte rates), ordinary values share the coarse grid's
     lowest bin and a burst to three times the usual stays inside it; on the fine grid it does
@@ -65,17 +66,23 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from typing import Protocol
+from typing import Iterable, Protocol
 
 __all__ = ["Detector", "ContextNoveltyDetector", "PARAMETERS", "make_detector"]
 
 DAY_S = 86400.0
+RECALL_S = 14 * DAY_S  # two weeks of each slot of the day, from the hourly means the store keeps a year
 
 
 class Detector(Protocol):
     """What the control plane feeds: one point at a time, in time order."""
 
     learning_period: int  # points learnt before any is scored: what a restarted one is fed first
+    recall_s: float  # how far back coarser stored means teach it more, before those points (0: not at all)
+
+    def recall(self, means: Iterable[tuple[float, float]]) -> None:
+        """Learn from (timestamp, mean) pairs older than anything `update` will see."""
+        ...
 
     def update(self, timestamp: float, value: float) -> float:
         """Consume one point and return its anomaly score in [0, 1]."""
@@ -210,6 +217,7 @@ class ContextNoveltyDetector:
         self.fine = _Scale(1, 1, fine_levels, grids) if fine_levels and stays else None
         self.fine_ratio = fine_levels / levels
         self.daily = _DailyScale(levels, grids, daily_slots) if daily_slots and stays else None
+        self.recall_s = RECALL_S if self.daily is not None else 0.0
         self.alpha = 1.0 / rate_memory
         self.decay = inhibition_decay
         self.inhibition = 0.0
@@ -241,6 +249,20 @@ class ContextNoveltyDetector:
     def learnt(self) -> bool:
         return self.seen > self.learning_period
 
+    def recall(self, means: Iterable[tuple[float, float]]) -> None:
+        """Teach the daily slots the days before the samples `update` will replay.
+
+        A restarted control plane replays each series' last learning period of raw samples,
+        under an hour at 10 s, but the slots learn each time of day over days: without this
+        they would meet every slot as new again and say nothing for days after an upgrade. Only
+        the slots read the clock, so only they may learn from means at another interval (the
+        store's hourly rollups); the point-count scales must see the series' own.
+        """
+        if self.daily is None:
+            return
+        for timestamp, mean in means:
+            self.daily.push_at(self._position(mean), self.alpha, timestamp)
+
     def _relearn(self, including_newest: bool) -> None:
         """Rebuild the grid on the current range and replay the recent past onto it.
 
@@ -255,12 +277,15 @@ class ContextNoveltyDetector:
         for i in range(replay):
             self._push(0.0, self.history[i])  # no scale reads the clock on a learnt range
 
-    def _push(self, timestamp: float, value: float) -> float:
+    def _position(self, value: float) -> float:
+        """Where `value` lies on the grid: 0 at the range's bottom, ``levels`` at its top."""
         width = self.hi - self.lo
         if width > 0:
-            position = (value - self.lo) / width * self.levels
-        else:
-            position = 0.0 if value == self.lo else math.copysign(self.levels + 1, value - self.lo)
+            return (value - self.lo) / width * self.levels
+        return 0.0 if value == self.lo else math.copysign(self.levels + 1, value - self.lo)
+
+    def _push(self, timestamp: float, value: float) -> float:
+        position = self._position(value)
         raw = 0.0
         for scale in self.scales:
             s = scale.push(position, self.alpha)
