@@ -166,10 +166,12 @@ def first_intervals_after_restart(cp: ControlPlane, settings: Settings, n: int, 
     recalling = [x.id for x in found if t._new_detector(x.metric).recall_s]
     buckets = int(t._new_detector("cpu_percent").recall_s // 3600)
     first_bucket = int(start * 1000) - int(start * 1000) % 3_600_000 - buckets * 3_600_000
+    rows = [{"series_id": sid, "step_s": 3600, "t": first_bucket + 3_600_000 * b, "count": 360,
+             "total": 360.0 * (20 + 60 * (9 <= b % 24 < 17)), "low": 20.0, "high": 80.0}
+            for sid in recalling for b in range(buckets)]
     with t.series.store.session() as s:
-        s.execute(insert(Rollup), [{"series_id": sid, "step_s": 3600, "t": first_bucket + 3_600_000 * b, "count": 360,
-                                    "total": 360.0 * (20 + 60 * (9 <= b % 24 < 17)), "low": 20.0, "high": 80.0}
-                                   for sid in recalling for b in range(buckets)])
+        if rows:
+            s.execute(insert(Rollup), rows)
         s.commit()
     cp.stop()
     again = ControlPlane(settings)
