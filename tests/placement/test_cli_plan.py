@@ -131,3 +131,28 @@ def test_disk_template_errors_are_one_line(generate):
         "drbd, rbd, ext, gluster"]
     result = runner.invoke(app, ["capacity", "--disk-template", "drbd"])
     assert result.exit_code == 1 and "--disk-template needs --htools" in result.output
+
+
+def test_place_on_an_htools_file_answers_as_a_dry_run_does_host_by_host(generate):
+    """`plan place` is hail with its reasons: the chosen host and every other host's verdict, the
+    disk on the host for a local template and on shared storage otherwise; what it cannot place
+    (a mirrored disk, a VM no host has room for, an unknown flavor) is one line and exit 1."""
+    plain = generate("-n", "6", "-i", "30", "--seed", "3", "--template", "plain")
+    data = json.loads(runner.invoke(app, ["place", "--htools", str(plain), "--flavor", "large", "--json"]).stdout)
+    state = read_htools(plain.read_text()).to_state()
+    assert data["host"] in state.host_names and data["demand"] == {"cpus": 4, "memory_mib": 8192, "disk_gib": 100}
+    assert [h["host"] for h in data["hosts"]][0] == data["host"] and len(data["hosts"]) == state.n_hosts
+    totals = [h["total"] for h in data["hosts"] if h["total"] is not None]
+    assert totals == sorted(totals, reverse=True)
+    shared = json.loads(runner.invoke(app, ["place", "--htools", str(plain), "--disk-template", "sharedfile",
+                                            "--memory", "2048", "--json"]).stdout)
+    assert shared["demand"] == {"cpus": 2, "memory_mib": 2048, "disk_gib": 0.0}
+    table = runner.invoke(app, ["place", "--htools", str(plain), "--name", "web1"])
+    assert table.exit_code == 0 and "web1 would go to" in table.stdout
+    drbd = generate("-n", "6", "-i", "30", "--seed", "3", "--template", "drbd")
+    for args, words in ((["--htools", str(drbd)], "mirrored on a second host"),
+                        (["--htools", str(plain), "--memory", "900000"], "no host has room"),
+                        (["--htools", str(plain), "--flavor", "huge"], "unknown flavor 'huge'"),
+                        (["--htools", str(plain), "--cpus", "0"], "--cpus must be above 0")):
+        result = runner.invoke(app, ["place", *args])
+        assert result.exit_code == 1 and words in result.output, (args, result.output)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -18,11 +19,12 @@ import typer
 from rich.table import Table
 
 from vpool.cli.client import JSON, NO_WAIT, api_path, call, console, details, fail, follow, key_values, table
+from vpool.placement.capacity import DEFAULT_FLAVORS
 from vpool.placement.htools import HtoolsError, new_disks, read_htools
-from vpool.placement.report import plan_report
+from vpool.placement.report import placement_report, plan_report
 
-app = typer.Typer(help="Plans: balance, consolidate, HA and capacity; balance and consolidate "
-                       "can be applied.", no_args_is_help=True)
+app = typer.Typer(help="Plans: balance, consolidate, HA, capacity and placement; balance and "
+                       "consolidate can be applied.", no_args_is_help=True)
 APPLY = typer.Option(False, "--apply", help="Do it: the plan is made afresh and its moves run as live "
                                             "migrations, stage by stage (a task).")
 
@@ -38,10 +40,15 @@ def _report(kind: str, htools: Optional[Path], params: dict, template: Optional[
             fail("--disk-template needs --htools: a live pool's new disks go to their host's storage")
         return call("GET", api_path("/plans/{}", kind),
                     params={k: v for k, v in params.items() if v is not None})
+    return _offline(htools, template, lambda state, disks: plan_report(kind, state, params, new_disks=disks))
+
+
+def _offline(htools: Path, template: Optional[str], plan) -> dict:
+    """`plan(state, disks)` on the cluster of an htools file, its new VMs' disks where the
+    template (or the file's own) puts them; a file or a value it cannot take is one line."""
     try:
         cluster = read_htools(htools.read_text())
-        disks = new_disks(template or cluster.new_instance_template)
-        return plan_report(kind, cluster.to_state(), params, new_disks=disks)
+        return plan(cluster.to_state(), new_disks(template or cluster.new_instance_template))
     except OSError as e:
         fail(f"cannot read {htools}: {e.strerror}")
     except (HtoolsError, ValueError) as e:
@@ -249,6 +256,34 @@ def capacity(htools: Optional[Path] = HTOOLS,
         table.add_row(name, str(count))
     console.print(table)
     console.print(data["limited_by"], highlight=False)
+
+
+@app.command()
+def place(htools: Path = typer.Option(..., "--htools", help="The Ganeti htools text file to place on, as hail -t "
+                                                              "does; on the live pool `vpool vm create NAME "
+                                                              "--dry-run` answers."),
+          flavor: str = typer.Option("medium", help="Its size: " + " ".join(DEFAULT_FLAVORS) + "."),
+          cpus: Optional[float] = typer.Option(None, help="vCPUs, instead of the flavor's."),
+          memory: Optional[float] = typer.Option(None, help="MiB of memory, instead of the flavor's."),
+          disk: Optional[float] = typer.Option(None, help="GiB of disk, instead of the flavor's."),
+          name: str = typer.Option("new-vm", help="What to call it in the answer."),
+          disk_template: Optional[str] = typer.Option(
+              None, help="Its Ganeti disk template (default: the first the file's policy allows, as hail does)."),
+          as_json: bool = JSON):
+    """Where one more VM would go on an htools cluster and why, host by host (like Ganeti's hail)."""
+    if flavor not in DEFAULT_FLAVORS:
+        fail(f"unknown flavor {flavor!r}; known: {', '.join(DEFAULT_FLAVORS)}")
+    size = DEFAULT_FLAVORS[flavor]
+    given = {"cpus": cpus, "memory_mib": memory, "disk_gib": disk}
+    if any(v is not None and not v >= 0 for v in given.values()) or cpus == 0:
+        fail("--cpus must be above 0, and --memory and --disk 0 or more")
+    request = replace(size, name=name, **{k: v for k, v in given.items() if v is not None})
+    answer = _offline(htools, disk_template, lambda state, disks: placement_report(state, request, disks))
+    if as_json:
+        return _emit(answer)
+    show_placement(answer)
+    if answer["host"] is None:
+        fail(answer["message"])
 
 
 @app.command()

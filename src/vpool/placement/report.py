@@ -6,6 +6,7 @@ the command line), so a script sees the same JSON offline and from the server.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Callable, Mapping
 
 from .balance import BalancePolicy, balance
@@ -13,7 +14,7 @@ from .capacity import CapacityReport, capacity, parse_mix
 from .consolidate import ConsolidationPolicy, consolidate
 from .ha import HaReport, ha_admission
 from .htools import from_state
-from .place import Explanation
+from .place import Explanation, explain
 from .plan import Move, Plan
 from .request import PlacementRequest
 from .score import host_divisors, per_host, vm_arrays
@@ -39,6 +40,20 @@ def _move_dict(m: Move) -> dict:
     if m.dst_secondary is not None:
         out.update(secondary_from=m.src_secondary, secondary_to=m.dst_secondary)
     return out
+
+
+def placement_report(state: ClusterState, request: PlacementRequest, new_disks: str = "local") -> dict:
+    """Where one more VM would go on `state` and why, as `explanation_dict` (what Ganeti's
+    hail answers for a file, with every host's verdict). `new_disks` is where its disk goes,
+    as for `capacity`: on the chosen host, or on shared storage, which no host's disk room
+    limits. A mirrored (DRBD) disk is refused: that needs a primary and a secondary host, and
+    placement chooses one."""
+    if new_disks == "mirrored":
+        raise ValueError("the new VM's disk would be mirrored on a second host (DRBD), and placement chooses one "
+                         "host, not a primary and secondary pair: give a local or shared --disk-template")
+    if new_disks == "shared":
+        request = replace(request, disk_gib=0.0)
+    return explanation_dict(request, explain(state, request))
 
 
 def explanation_dict(request: PlacementRequest, explanation: Explanation) -> dict:
