@@ -1,6 +1,7 @@
 """The pure parts of live migration: when to switch to post-copy or give up, where the VM is
 once the migrate call returned, what the Task says, and the policy's validation."""
 
+import libvirt
 import pytest
 
 from vpool.hypervisor.libvirt_migration import UNREACHABLE, JobProgress, with_disk_at
@@ -140,7 +141,7 @@ def test_a_broken_postcopy_is_watched_and_resumed_until_the_hosts_tell(monkeypat
         return now["pair"][0 if uri == "src" else 1]
 
     monkeypatch.setattr(migration, "_state_at", state_at)
-    monkeypatch.setattr(migration, "resume_postcopy", lambda spec: next(tries))
+    monkeypatch.setattr(migration, "resume_postcopy", lambda spec, stall_s: next(tries))
     clock = iter(range(0, 10_000, 2))
     monkeypatch.setattr(migration.time, "monotonic", lambda: next(clock))
     monkeypatch.setattr(migration.time, "sleep", lambda s: None)
@@ -157,3 +158,66 @@ def test_a_broken_postcopy_is_watched_and_resumed_until_the_hosts_tell(monkeypat
         assert run.error == "client socket is closed" and len(ctx.messages) <= 31  # gave up after 60 s
         assert ctx.messages[-1].endswith("resuming failed: unreachable")
     assert "broke after the switch to post-copy" in ctx.messages[0]
+
+
+class _Resume:
+    """A resumed post-copy as `resume_postcopy` drives it: `moving` says whether its bytes move,
+    `ends` whether libvirt ends the call once it is paused again."""
+
+    def __init__(self, moving: bool, ends: bool):
+        self.moving, self.ends, self.paused, self.closed, self.calls = moving, ends, False, False, 0
+        self.state = (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED)
+        self.error = None
+
+    def source_state(self):
+        return self.state
+
+    def start(self, resume=False):
+        assert resume
+
+    def wait(self, timeout):
+        self.calls += 1
+        if self.moving and self.calls > 5:
+            return True  # completed
+        if self.paused and self.ends:
+            self.error = "operation aborted: migration out job: canceled by client"
+            return True
+        return False
+
+    def progress(self):
+        return JobProgress(active=True, memory_processed=self.calls * 4096 if self.moving else 4096)
+
+    def pause_postcopy(self):
+        self.paused = True
+
+    def close_when_done(self):
+        self.closed = True
+
+
+@pytest.mark.parametrize("moving, ends, answer", [
+    (True, True, None),
+    (False, True, "the resumed stream moved nothing for 5 s; paused again (operation aborted"),
+    (False, False, "libvirt had not ended the call 5 s after pausing it"),
+])
+def test_a_resumed_postcopy_that_moves_nothing_is_paused_again_instead_of_waited_for(monkeypatch, moving, ends,
+                                                                                      answer):
+    """The resume call once waited in libvirt for ever on a stream that moved nothing, and the
+    task with it. Its bytes are watched as a first migration's are: one that moves nothing for
+    the stall bound is paused again (post-copy's abort keeps both halves) and the task tries
+    again while its own recovery bound lasts."""
+    from vpool.hypervisor import libvirt_migration
+    from vpool.hypervisor.libvirt_migration import MigrationSpec, resume_postcopy
+
+    fake = _Resume(moving, ends)
+    monkeypatch.setattr(libvirt_migration, "LiveMigration", lambda spec: fake)
+    clock = iter(range(0, 10_000))
+    monkeypatch.setattr(libvirt_migration.time, "monotonic", lambda: next(clock))
+    said = resume_postcopy(MigrationSpec("u", "src", "dst"), stall_s=5)
+    assert said is None if answer is None else answer in said
+    assert fake.paused is (not moving) and fake.closed
+
+    fake = _Resume(True, True)
+    fake.state = (libvirt.VIR_DOMAIN_RUNNING, 1)
+    monkeypatch.setattr(libvirt_migration, "LiveMigration", lambda spec: fake)
+    assert resume_postcopy(MigrationSpec("u", "src", "dst"), stall_s=5) == \
+        "the source's half is not paused by a broken post-copy"

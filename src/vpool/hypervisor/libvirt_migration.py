@@ -11,6 +11,7 @@ keepalive, so a host that stops answering ends the calls on it within about 20 s
 from __future__ import annotations
 
 import threading
+import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
@@ -144,7 +145,8 @@ class LiveMigration:
     def _on_completed(self, _conn, _dom, params, _opaque) -> None:
         self.completed = dict(params)
 
-    def start(self, max_downtime_ms: int | None = None) -> None:
+    def start(self, max_downtime_ms: int | None = None, resume: bool = False) -> None:
+        """Start the migrate call; with `resume`, restart a broken post-copy's stream instead."""
         params = migrate_params(self.spec)
         if self.spec.copy_storage_path:
             xml = with_disk_at(self._dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE), self.spec.copy_storage_path)
@@ -154,7 +156,7 @@ class LiveMigration:
             # Set before the job starts: libvirt applies it to QEMU's migration parameters,
             # which the job reads at its start, so even a sub-second migration honours it.
             self._control.migrateSetMaxDowntime(max_downtime_ms)
-        flags = migrate_flags(self.spec)
+        flags = migrate_flags(self.spec) | (libvirt.VIR_MIGRATE_POSTCOPY_RESUME if resume else 0)
 
         def run() -> None:
             try:
@@ -182,6 +184,17 @@ class LiveMigration:
             self._control.abortJob()
         except libvirt.libvirtError:
             pass  # no job left to abort: it ended meanwhile, which the migrate call reports
+
+    def pause_postcopy(self) -> None:
+        """Stop a post-copy stream but keep both halves, paused, to be resumed later: after the
+        switch the VM's memory is on both hosts, so a post-copy is never aborted outright."""
+        try:
+            self._control.abortJobFlags(libvirt.VIR_DOMAIN_ABORT_JOB_POSTCOPY)
+        except libvirt.libvirtError:
+            pass  # it ended meanwhile, which the migrate call reports
+
+    def source_state(self) -> tuple[int, int]:
+        return tuple(self._control.state())
 
     def start_postcopy(self) -> bool:
         try:
@@ -236,29 +249,47 @@ def _state(conn: libvirt.virConnect, uuid: str) -> str:
         return "missing" if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN else UNREACHABLE
 
 
-def resume_postcopy(spec: MigrationSpec) -> str | None:
+def resume_postcopy(spec: MigrationSpec, stall_s: float) -> str | None:
     """Restarts a post-copy migration whose stream broke, from where it stopped.
 
     Once the destination runs the guest, some pages exist only on the source and others only on
     the destination, so QEMU pauses each half (postcopy-paused) instead of failing, and libvirt
     restarts the stream with the same call plus VIR_MIGRATE_POSTCOPY_RESUME. Blocks until the
     migration completes; returns None then, else why not (the destination is out of reach, or
-    the source's half is not one a broken post-copy paused)."""
+    the source's half is not one a broken post-copy paused).
+
+    The resumed stream is watched as a first one is, from a connection of its own: the resume
+    call once waited in libvirt for ever on a stream that moved nothing. One that moves nothing
+    for `stall_s` is paused again (both halves kept) and the call given `stall_s` more to end,
+    so the caller can try again while its own bound lasts."""
     try:
-        conn = _open(spec.source_uri)
+        lm = LiveMigration(spec)
     except HypervisorError as e:
         return e.detail
-    try:
-        dom = conn.lookupByUUIDString(spec.uuid)
-        if tuple(dom.state()) != (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED):
-            return "the source's half is not paused by a broken post-copy"
-        dom.migrateToURI3(spec.destination_uri, migrate_params(spec),
-                          migrate_flags(spec) | libvirt.VIR_MIGRATE_POSTCOPY_RESUME)
-        return None
     except libvirt.libvirtError as e:
         return e.get_error_message()
+    try:
+        try:
+            if lm.source_state() != (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED):
+                return "the source's half is not paused by a broken post-copy"
+        except libvirt.libvirtError as e:
+            return e.get_error_message()
+        lm.start(resume=True)
+        seen, moved_at = None, time.monotonic()
+        while not lm.wait(1.0):
+            progress = lm.progress()
+            mark = progress and (progress.memory_processed, progress.disk_processed)
+            if mark != seen:
+                seen, moved_at = mark, time.monotonic()
+            elif time.monotonic() - moved_at > stall_s:
+                lm.pause_postcopy()
+                if lm.wait(stall_s):
+                    return f"the resumed stream moved nothing for {stall_s:g} s; paused again ({lm.error})"
+                return (f"the resumed stream moved nothing for {stall_s:g} s, and libvirt had not ended the call "
+                        f"{stall_s:g} s after pausing it")
+        return lm.error
     finally:
-        conn.close()
+        lm.close_when_done()
 
 
 def source_job_abort(uri: str, uuid: str) -> str:

@@ -681,7 +681,7 @@ class MigrationService:
                              f"{job['dst']}: {run.dest_state})"
                              + (f"; resuming failed: {last_try}" if last_try else ""))
             if run.source_state == VMState.paused and not run.resumed:
-                last_try = resume_postcopy(spec)
+                last_try = resume_postcopy(spec, policy.stall_timeout_s)
                 run.resumed = last_try is None
             if not run.resumed:
                 time.sleep(2)
