@@ -176,7 +176,7 @@ def test_a_day_whose_busy_hours_never_come_is_found(interval_s):
 
 
 @pytest.mark.parametrize("busy_hours_come", [False, True])
-def test_a_restarted_detector_recalls_the_days_before_from_five_minute_means(busy_hours_come):
+def test_a_restarted_detector_recalls_the_days_before_from_hourly_means(busy_hours_come):
     """After a restart the control plane replays under an hour of raw samples; the daily slots
     learn from the store's hourly means of the two weeks before instead (``recall``), so a
     working day whose busy hours never come is found on the second day after the restart, and a
