@@ -6,6 +6,7 @@ from typer.testing import CliRunner
 from vpool.cli.plan import app
 from vpool.placement.htools import read_htools
 from vpool.placement.report import htools_text, parse_parameters, plan_report
+from vpool.placement.state import Workspace
 
 runner = CliRunner()
 
@@ -135,22 +136,30 @@ def test_disk_template_errors_are_one_line(generate):
 
 def test_place_on_an_htools_file_answers_as_a_dry_run_does_host_by_host(generate):
     """`plan place` is hail with its reasons: the chosen host and every other host's verdict, the
-    disk on the host for a local template and on shared storage otherwise; what it cannot place
-    (a mirrored disk, a VM no host has room for, an unknown flavor) is one line and exit 1."""
+    disk on the host for a local template, on shared storage otherwise, and mirrored on a second
+    host for drbd; what it cannot place (a VM no host has room for, a mirror with no second host,
+    an unknown flavor, a size below zero) is one line and exit 1."""
     plain = generate("-n", "6", "-i", "30", "--seed", "3", "--template", "plain")
     data = json.loads(runner.invoke(app, ["place", "--htools", str(plain), "--flavor", "large", "--json"]).stdout)
     state = read_htools(plain.read_text()).to_state()
     assert data["host"] in state.host_names and data["demand"] == {"cpus": 4, "memory_mib": 8192, "disk_gib": 100}
     assert [h["host"] for h in data["hosts"]][0] == data["host"] and len(data["hosts"]) == state.n_hosts
     totals = [h["total"] for h in data["hosts"] if h["total"] is not None]
-    assert totals == sorted(totals, reverse=True)
+    assert totals == sorted(totals, reverse=True) and "mirror" not in data
     shared = json.loads(runner.invoke(app, ["place", "--htools", str(plain), "--disk-template", "sharedfile",
                                             "--memory", "2048", "--json"]).stdout)
     assert shared["demand"] == {"cpus": 2, "memory_mib": 2048, "disk_gib": 0.0}
     table = runner.invoke(app, ["place", "--htools", str(plain), "--name", "web1"])
     assert table.exit_code == 0 and "web1 would go to" in table.stdout
+
     drbd = generate("-n", "6", "-i", "30", "--seed", "3", "--template", "drbd")
-    for args, words in ((["--htools", str(drbd)], "mirrored on a second host"),
+    mirrored = json.loads(runner.invoke(app, ["place", "--htools", str(drbd), "--json"]).stdout)
+    assert mirrored["host"] and mirrored["mirror"] not in (None, mirrored["host"])
+    assert "its disk mirrored on " + mirrored["mirror"] in runner.invoke(app, ["place", "--htools", str(drbd)]).stdout
+    free = Workspace(read_htools(drbd.read_text()).to_state()).free[:, 2]
+    roomiest, second = sorted(free)[-1], sorted(free)[-2]
+    assert roomiest > second  # one host alone has room for this disk: none for its mirror
+    for args, words in ((["--htools", str(drbd), "--disk", f"{roomiest:g}"], "for the mirror of new-vm"),
                         (["--htools", str(plain), "--memory", "900000"], "no host has room"),
                         (["--htools", str(plain), "--flavor", "huge"], "unknown flavor 'huge'"),
                         (["--htools", str(plain), "--cpus", "0"], "--cpus must be above 0")):

@@ -101,7 +101,9 @@ def show_placement(answer: dict) -> None:
     table(f"Placement of {answer['vm']} ({size})", ["host", "verdict", *(w.removesuffix("Weigher") for w in weighers),
                                                      "total"], rows)
     if answer["host"] is not None:
-        console.print(f"{answer['vm']} would go to {answer['host']} (a dry run: nothing changed).", highlight=False)
+        mirror = f", its disk mirrored on {answer['mirror']}" if answer.get("mirror") else ""
+        console.print(f"{answer['vm']} would go to {answer['host']}{mirror} (a dry run: nothing changed).",
+                      highlight=False)
 
 
 def dry_run(path: str, body: dict, as_json: bool) -> None:

@@ -199,6 +199,14 @@ def _fill(state, start, flavors, catalogue, disks, policy, limit, keeps=None):
     return added, ""
 
 
+def mirror_host(state: ClusterState, primary: str, request: PlacementRequest) -> str | None:
+    """Where the mirror (DRBD's secondary) of one more VM on `primary` goes, as `capacity` puts
+    each: a host of the same storage with the disk free, the one whose spare memory best covers
+    a failover of the VMs it mirrors; None when no other host has the disk."""
+    mirror = _Mirrors(state).choose(Workspace(state), state.host_index[primary], request)
+    return None if mirror < 0 else state.host_names[mirror]
+
+
 def _no_host(work, accepts, name, request, policy, keeps, n_added, decision) -> str:
     """Why the next VM found no host. With N+1 kept, the hosts where one more broke it were
     left out of `decision`, so it would blame them on the filters; placed among all hosts

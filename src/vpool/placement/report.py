@@ -10,7 +10,7 @@ from dataclasses import replace
 from typing import Any, Callable, Mapping
 
 from .balance import BalancePolicy, balance
-from .capacity import CapacityReport, capacity, parse_mix
+from .capacity import CapacityReport, capacity, mirror_host, parse_mix
 from .consolidate import ConsolidationPolicy, consolidate
 from .ha import HaReport, ha_admission
 from .htools import from_state
@@ -45,15 +45,20 @@ def _move_dict(m: Move) -> dict:
 def placement_report(state: ClusterState, request: PlacementRequest, new_disks: str = "local") -> dict:
     """Where one more VM would go on `state` and why, as `explanation_dict` (what Ganeti's
     hail answers for a file, with every host's verdict). `new_disks` is where its disk goes,
-    as for `capacity`: on the chosen host, or on shared storage, which no host's disk room
-    limits. A mirrored (DRBD) disk is refused: that needs a primary and a secondary host, and
-    placement chooses one."""
-    if new_disks == "mirrored":
-        raise ValueError("the new VM's disk would be mirrored on a second host (DRBD), and placement chooses one "
-                         "host, not a primary and secondary pair: give a local or shared --disk-template")
+    as for `capacity`: on the chosen host, on shared storage (which no host's disk room
+    limits), or mirrored, on the chosen host and on the `mirror` host `capacity` would give
+    it (DRBD's secondary)."""
     if new_disks == "shared":
         request = replace(request, disk_gib=0.0)
-    return explanation_dict(request, explain(state, request))
+    answer = explanation_dict(request, explain(state, request))
+    if new_disks == "mirrored" and answer["host"] is not None:
+        mirror = mirror_host(state, answer["host"], request)
+        if mirror is None:
+            answer["message"] = (f"no host but {answer['host']} has {request.disk_gib:g} GiB disk free for the "
+                                 f"mirror of {request.name}")
+            answer["host"] = None
+        answer["mirror"] = mirror
+    return answer
 
 
 def explanation_dict(request: PlacementRequest, explanation: Explanation) -> dict:
