@@ -24,7 +24,7 @@ fits up to two VMs more than taking the most spare memory first.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from typing import Any, Mapping
 
@@ -34,7 +34,7 @@ from .ha import failure_plan, ha_admission
 from .filters import EPSILON
 from .place import DEFAULT_POLICY, PlacementPolicy, place
 from .request import PlacementRequest, count
-from .score import Peers, mirror_memory
+from .score import Peers, hbal_score, mirror_memory
 from .state import ClusterState, VMRecord, Workspace
 
 #: where a new VM's disk goes (see the module's docstring)
@@ -199,12 +199,21 @@ def _fill(state, start, flavors, catalogue, disks, policy, limit, keeps=None):
     return added, ""
 
 
+#: mirror hosts whose cluster score `mirror_host` computes (6 ms each at 1,000 hosts)
+MIRRORS_SCORED = 16
+
+
 def mirror_host(state: ClusterState, primary: str, request: PlacementRequest) -> str | None:
-    """Where the mirror (DRBD's secondary) of one more VM on `primary` goes, as `capacity` puts
-    each: a host of the same storage with the disk free, the one whose spare memory best covers
-    a failover of the VMs it mirrors; None when no other host has the disk."""
-    mirror = _Mirrors(state).choose(Workspace(state), state.host_index[primary], request)
-    return None if mirror < 0 else state.host_names[mirror]
+    """Where the mirror (DRBD's secondary) of one more VM on `primary` goes: of the first
+    `MIRRORS_SCORED` hosts in `capacity`'s order for mirrors (the same storage, the disk free,
+    memory to spare for a failover), the one that leaves Ganeti's cluster score lowest, as
+    hail weighs its choice; None when no other host has the disk."""
+    ranked = _Mirrors(state).ranked(Workspace(state), state.host_index[primary], request)[:MIRRORS_SCORED]
+    if not ranked.size:
+        return None
+    vm = VMRecord(request.name, primary, request.cpus, request.memory_mib, request.disk_gib)
+    scores = [hbal_score(state.add(replace(vm, secondary=state.host_names[m]))) for m in ranked]
+    return state.host_names[ranked[int(np.argmin(scores))]]
 
 
 def _no_host(work, accepts, name, request, policy, keeps, n_added, decision) -> str:
@@ -263,19 +272,25 @@ class _Mirrors:
 
     def choose(self, work: Workspace, primary: int, request: PlacementRequest) -> int:
         """The mirror host for a VM on `primary`, or -1 when no other host has the disk."""
+        ranked = self.ranked(work, primary, request)
+        return int(ranked[0]) if ranked.size else -1
+
+    def ranked(self, work: Workspace, primary: int, request: PlacementRequest) -> np.ndarray:
+        """The hosts that can hold the mirror of a VM on `primary`, best first: those whose
+        memory still covers a failover of every VM they mirror (or, when none does, all that
+        have the disk), by the most disk free, then the most memory to spare."""
         fits = work.accepts_vms & (work.free[:, 2] + EPSILON >= request.disk_gib)
         fits &= self.storage == self.storage[primary]
         fits[primary] = False
         if not fits.any():
-            return -1
+            return np.array([], dtype=int)
         towards = np.zeros(self.r_mem.size)
         for mirror, memory in self.peer.get(primary, {}).items():
             towards[mirror] = memory
         spare = work.free[:, 1] - np.maximum(self.r_mem, towards + request.memory_mib)
         keeps = fits & (spare + EPSILON >= 0)
         candidates = np.flatnonzero(keeps if keeps.any() else fits)
-        order = np.lexsort((-spare[candidates], -work.free[candidates, 2]))
-        return int(candidates[order[0]])
+        return candidates[np.lexsort((-spare[candidates], -work.free[candidates, 2]))]
 
     def book(self, work: Workspace, primary: int, mirror: int, memory_mib: float, disk_gib: float) -> None:
         work.add_mirror(mirror, disk_gib)
