@@ -6,7 +6,10 @@ from typer.testing import CliRunner
 from vpool.cli.plan import app
 from vpool.placement.htools import read_htools
 from vpool.placement.report import htools_text, parse_parameters, plan_report
-from vpool.placement.state import Workspace
+from vpool.placement.capacity import _Mirrors
+from vpool.placement.request import PlacementRequest
+from vpool.placement.score import hbal_score
+from vpool.placement.state import VMRecord, Workspace
 
 runner = CliRunner()
 
@@ -155,6 +158,15 @@ def test_place_on_an_htools_file_answers_as_a_dry_run_does_host_by_host(generate
     drbd = generate("-n", "6", "-i", "30", "--seed", "3", "--template", "drbd")
     mirrored = json.loads(runner.invoke(app, ["place", "--htools", str(drbd), "--json"]).stdout)
     assert mirrored["host"] and mirrored["mirror"] not in (None, mirrored["host"])
+    drbd_state = read_htools(drbd.read_text()).to_state()
+    request = PlacementRequest("new-vm", cpus=2, memory_mib=4096, disk_gib=60)  # medium
+    first = _Mirrors(drbd_state).choose(Workspace(drbd_state), drbd_state.host_index[mirrored["host"]], request)
+
+    def score_with(mirror):
+        vm = VMRecord("new-vm", mirrored["host"], 2, 4096, 60, secondary=mirror)
+        return hbal_score(drbd_state.add(vm))
+    # weighed, as hail weighs it: here capacity's first choice is not the best-balanced mirror
+    assert score_with(mirrored["mirror"]) < score_with(drbd_state.host_names[first])
     assert "its disk mirrored on " + mirrored["mirror"] in runner.invoke(app, ["place", "--htools", str(drbd)]).stdout
     free = Workspace(read_htools(drbd.read_text()).to_state()).free[:, 2]
     roomiest, second = sorted(free)[-1], sorted(free)[-2]
