@@ -45,6 +45,7 @@ from vpool.placement.capacity import DEFAULT_FLAVORS, capacity
 from vpool.placement.ha import ha_admission
 from vpool.placement.htools import HtoolsInstance, new_disks, read_htools
 from vpool.placement.packing import lower_bound
+from vpool.placement.report import placement_report
 from vpool.placement.score import hbal_score
 from vpool.placement.state import Workspace
 
@@ -235,8 +236,51 @@ def bench_place(path: Path, peer: bool, timeout: float, decisions: int) -> dict:
     return row
 
 
-def _vm(request, host):
-    return VMRecord(request.name, host, request.cpus, request.memory_mib, request.disk_gib)
+def _vm(request, host, secondary=None):
+    return VMRecord(request.name, host, request.cpus, request.memory_mib, request.disk_gib, secondary=secondary)
+
+
+def bench_place_mirrored(directory: Path, peer: bool, clusters: int = 15) -> dict:
+    """One DRBD VM, the generator's hail request, on small drbd clusters: the primary and
+    mirror `vpool plan place` gives (`placement_report`) beside hail's pair, each judged by the
+    hbal score it leaves. hail weighs every pair by that score; vpool takes the primary by its
+    weighers and weighs only the mirror."""
+    rows = []
+    for seed in range(1, 100):
+        if len(rows) == clusters:
+            break
+        try:
+            path = generate(directory, 12, 60, seed, "--template", "drbd", request=True)
+        except subprocess.CalledProcessError:
+            continue  # the generator found no room for some instance's mirror on this seed
+        state, asked = load(path), path.with_suffix(".req.json")
+        req = json.loads(asked.read_text())["request"]
+        request = PlacementRequest("new-vm-1", cpus=req["vcpus"], memory_mib=req["memory"],
+                                   disk_gib=sum(d["size"] for d in req["disks"]) / 1024)
+        ours = placement_report(state, request, "mirrored")
+        row = {"seed": seed, "score_before": round(hbal_score(state), 6), "vpool": [ours["host"], ours.get("mirror")],
+               "vpool_score_after": round(hbal_score(state.add(_vm(request, ours["host"], ours.get("mirror")))), 6)}
+        if peer:
+            out = run_peer([str(HAIL), "-t", str(path), "--no-capacity-checks", str(asked)], 300)["output"]
+            found = re.search(r'"result":\["([^"]+)","([^"]+)"\]', out)
+            if found:
+                row["hail"] = list(found.groups())
+                row["hail_score_after"] = round(hbal_score(state.add(_vm(request, *found.groups()))), 6)
+        rows.append(row)
+    out = {"clusters": len(rows), "nodes": 12, "instances": 60, "rows": rows}
+    judged = [r for r in rows if "hail" in r]
+    if judged:
+        mean = {k: sum(r[k] for r in judged) / len(judged) for k in ("score_before", "vpool_score_after",
+                                                                       "hail_score_after")}
+        out["summary"] = {
+            "same_pair": sum(r["vpool"] == r["hail"] for r in judged),
+            "same_primary": sum(r["vpool"][0] == r["hail"][0] for r in judged),
+            "vpool_score_no_higher": sum(r["vpool_score_after"] <= r["hail_score_after"] + 1e-9 for r in judged),
+            "mean_score": {k: round(v, 4) for k, v in mean.items()},
+            "share_of_hails_gain": round((mean["score_before"] - mean["vpool_score_after"])
+                                         / (mean["score_before"] - mean["hail_score_after"]), 3)}
+    log(f"place on drbd: {out.get('summary', {}).get('same_pair')} of {len(judged)} pairs as hail's")
+    return out
 
 
 # ------------------------------------------------------------------------------ capacity
@@ -465,6 +509,7 @@ def main(argv=None) -> int:
                             args.decisions),
                 bench_place(generate(directory, 10000, 100000, 42, request=True),
                             peer and args.slow, 1800, args.decisions)]
+            report["place_mirrored"] = bench_place_mirrored(directory, peer)
         if "capacity" in wanted:
             report["capacity"] = [
                 bench_capacity(generate(directory, nodes, 60, seed, "--template", template),
