@@ -163,8 +163,8 @@ def first_intervals_after_restart(cp: ControlPlane, settings: Settings, n: int, 
     for k0 in range(0, stored - rounds, 20):  # written in bulk, as the collector writes it
         t.series.write([Point(scope, subject, metric, name, "bench", int((start + 10 * k) * 1000), float(k % 17))
                         for k in range(k0, min(k0 + 20, stored - rounds)) for scope, subject, metric, name in series])
-    recalling = [x.id for x in found if t._new_detector(x.metric).recall_s]
-    buckets = int(t._new_detector("cpu_percent").recall_s // 3600)
+    recalling = [x.id for x in found if t.new_detector(x.metric).recall_s]
+    buckets = int(t.new_detector("cpu_percent").recall_s // 3600)
     first_bucket = int(start * 1000) - int(start * 1000) % 3_600_000 - buckets * 3_600_000
     rows = [{"series_id": sid, "step_s": 3600, "t": first_bucket + 3_600_000 * b, "count": 360,
              "total": 360.0 * (20 + 60 * (9 <= b % 24 < 17)), "low": 20.0, "high": 80.0}

@@ -107,14 +107,17 @@ def show_placement(answer: dict) -> None:
 
 
 def dry_run(path: str, body: dict, as_json: bool) -> None:
-    """POST `body` to `path` as a dry run and show where placement would put the VM and why; no
-    host is an error, as the real request's would be."""
-    answer = call("POST", path, params={"dry_run": "true"}, json=body)
+    """POST `body` to `path` as a dry run and show where placement would put the VM and why."""
+    _answer(call("POST", path, params={"dry_run": "true"}, json=body), as_json)
+
+
+def _answer(placement: dict, as_json: bool) -> None:
+    """A placement as JSON or as the table; no host is an error, as the real request's would be."""
     if as_json:
-        return _emit(answer)
-    show_placement(answer)
-    if answer["host"] is None:
-        fail(answer["message"])
+        return _emit(placement)
+    show_placement(placement)
+    if placement["host"] is None:
+        fail(placement["message"])
 
 
 def _emit(data: dict) -> None:
@@ -280,12 +283,7 @@ def place(htools: Path = typer.Option(..., "--htools", help="The Ganeti htools t
     if any(v is not None and not v >= 0 for v in given.values()) or cpus == 0:
         fail("--cpus must be above 0, and --memory and --disk 0 or more")
     request = replace(size, name=name, **{k: v for k, v in given.items() if v is not None})
-    answer = _offline(htools, disk_template, lambda state, disks: placement_report(state, request, disks))
-    if as_json:
-        return _emit(answer)
-    show_placement(answer)
-    if answer["host"] is None:
-        fail(answer["message"])
+    _answer(_offline(htools, disk_template, lambda state, disks: placement_report(state, request, disks)), as_json)
 
 
 @app.command()

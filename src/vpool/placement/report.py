@@ -46,8 +46,8 @@ def placement_report(state: ClusterState, request: PlacementRequest, new_disks: 
     """Where one more VM would go on `state` and why, as `explanation_dict` (what Ganeti's
     hail answers for a file, with every host's verdict). `new_disks` is where its disk goes,
     as for `capacity`: on the chosen host, on shared storage (which no host's disk room
-    limits), or mirrored, on the chosen host and on the `mirror` host `capacity` would give
-    it (DRBD's secondary)."""
+    limits), or mirrored, on the chosen host and on the `mirror` host `mirror_host` weighs
+    for it (DRBD's secondary); no host for the mirror is no host."""
     if new_disks == "shared":
         request = replace(request, disk_gib=0.0)
     answer = explanation_dict(request, explain(state, request))

@@ -241,7 +241,7 @@ class TelemetryService:
         process started again or a standby taking over, scoring goes on at once instead of
         after a whole learning period (50 minutes at 10 s) of silence. Those that learn over
         days (daily slots) first recall the days before from the hourly rollups."""
-        detectors = {key: self._new_detector(key[2]) for key in keys}
+        detectors = {key: self.new_detector(key[2]) for key in keys}
         history = self.series.recent(keys, max(d.learning_period for d in detectors.values()))
         recalling = {key: history[key][0][0] if history[key] else now for key, d in detectors.items() if d.recall_s}
         if recalling:
@@ -257,7 +257,9 @@ class TelemetryService:
             self._detectors[key] = [detector, now]
 
     @staticmethod
-    def _new_detector(metric: str) -> Detector:
+    def new_detector(metric: str) -> Detector:
+        """The detector a series of `metric` gets: a percentage's range is known, so it learns
+        no range and has daily slots to recall (the restart benchmark asks which do)."""
         return make_detector(value_range=(0.0, 100.0) if metric in PERCENT_METRICS else None)
 
     def _maintain(self, now: float) -> None:
