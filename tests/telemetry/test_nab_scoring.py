@@ -208,10 +208,10 @@ def test_benchmark_script_writes_nab_layout_and_scores_the_references(tmp_path, 
         assert report["detectors"]["null"][profile]["score"] == 0.0
         assert report["detectors"]["vpool"][profile]["score"] > 50.0
     margins = report["detectors"]["vpool"]["minus_peer_standard"]
-    for peer in ("contextOSE", "windowedGaussian"):
+    for peer in ("ARTime", "contextOSE", "windowedGaussian"):
         assert margins[peer]["in_sample"] == pytest.approx(
             report["detectors"]["vpool"]["standard"]["score"] - report["detectors"][peer]["standard"]["score"], abs=0.01)
-    assert report["published_full_corpus_standard"]["contextOSE"] == 69.90
+    assert report["published_full_corpus_standard"]["ARTime"] == 74.85
     with (tmp_path / "out" / "vpool" / "artificialWithAnomaly" / "vpool_step.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert list(rows[0])[:4] == ["timestamp", "value", "anomaly_score", "label"]
@@ -241,20 +241,23 @@ def test_benchmark_script_takes_nab_repository_layout_and_refuses_a_corpus_it_ca
         nab.load_corpus(tmp_path / "nowhere")
 
 
-# NAB's published results/contextOSE/contextOSE_standard_scores.csv (the run behind its 69.9):
-# file, raw standard score at the published threshold, TP, FP.
-CONTEXT_OSE_THRESHOLD = 0.70478515625
-CONTEXT_OSE_PUBLISHED = {
-    "realTraffic/speed_7578.csv": (3.14471238767, 4, 5),
-    "realTraffic/TravelTime_451.csv": (0.86142179597, 1, 0),
-    "realTraffic/occupancy_6005.csv": (0.421408660324, 1, 4),
-}
+# NAB's published results/<detector>/<detector>_standard_scores.csv (the runs behind the
+# published full-corpus scores): peer, file, raw standard score at that peer's threshold, TP, FP.
+PUBLISHED_THRESHOLD = {"contextOSE": 0.70478515625, "ARTime": 0.317486}
+PUBLISHED_FILES = [
+    ("contextOSE", "realTraffic/speed_7578.csv", 3.14471238767, 4, 5),
+    ("contextOSE", "realTraffic/TravelTime_451.csv", 0.86142179597, 1, 0),
+    ("contextOSE", "realTraffic/occupancy_6005.csv", 0.421408660324, 1, 4),
+    ("ARTime", "realTraffic/speed_7578.csv", 3.1077313980278403, 7, 4),
+    ("ARTime", "realAWSCloudwatch/ec2_cpu_utilization_fe7f93.csv", -0.3338123387023829, 3, 9),
+    ("ARTime", "artificialWithAnomaly/art_daily_nojump.csv", -1.11, 0, 1),
+]
 
 
-@pytest.mark.parametrize("name", sorted(CONTEXT_OSE_PUBLISHED))
-def test_the_cad_ose_peer_reproduces_nabs_published_contextose_results(name):
-    """The peer whose published full-corpus score anchors vpool's estimate must be the detector
-    that earned it: same raw score, same detections, at NAB's own threshold."""
+@pytest.mark.parametrize("peer,name,raw,tp,fp", PUBLISHED_FILES)
+def test_the_restated_peers_reproduce_nabs_published_results(peer, name, raw, tp, fp):
+    """A peer whose published full-corpus score anchors vpool's estimate must be the detector
+    that earned it: same raw score, same detections, at NAB's own threshold for it."""
     from tests.shared import SHARED
 
     path = SHARED / "nab" / "data" / name
@@ -266,9 +269,9 @@ def test_the_cad_ose_peer_reproduces_nabs_published_contextose_results(name):
         rows = list(csv.reader(fh))[1:]
     values = [float(r[1]) for r in rows]
     windows = window_rows([r[0] for r in rows], labels[name])
-    scores = nab.cad_ose.run([], values, probation_rows(len(values)))
-    raw, tp, fp = CONTEXT_OSE_PUBLISHED[name]
-    assert raw_file_score(scores, windows, PROFILES["standard"], CONTEXT_OSE_THRESHOLD) == pytest.approx(raw, abs=1e-9)
-    detected = [i for i in range(probation_rows(len(values)), len(values)) if scores[i] >= CONTEXT_OSE_THRESHOLD]
+    scores = nab.DETECTORS[peer]([], values, probation_rows(len(values)))
+    threshold = PUBLISHED_THRESHOLD[peer]
+    assert raw_file_score(scores, windows, PROFILES["standard"], threshold) == pytest.approx(raw, abs=1e-9)
+    detected = [i for i in range(probation_rows(len(values)), len(values)) if scores[i] >= threshold]
     inside = [i for i in detected if any(left <= i <= right for left, right in windows)]
     assert (len(inside), len(detected) - len(inside)) == (tp, fp)
