@@ -275,3 +275,25 @@ def test_the_restated_peers_reproduce_nabs_published_results(peer, name, raw, tp
     detected = [i for i in range(probation_rows(len(values)), len(values)) if scores[i] >= threshold]
     inside = [i for i in detected if any(left <= i <= right for left, right in windows)]
     assert (len(inside), len(detected) - len(inside)) == (tp, fp)
+
+
+def test_the_long_series_corpus_is_a_nab_corpus_whose_windows_lie_apart_and_after_probation(tmp_path):
+    """benchmarks/long_series.py writes what benchmarks/nab.py reads: every kind once per seed,
+    the same files for the same seed, and windows that neither overlap nor start in probation,
+    so a perfect detector scores 100 on it as on NAB."""
+    nab = _nab_benchmark()
+    import long_series  # beside nab.py, on the path _nab_benchmark set
+
+    labels = long_series.write_corpus(tmp_path / "a", [7])
+    long_series.write_corpus(tmp_path / "b", [7])
+    assert sorted(labels) == sorted(f"long{k.capitalize()}/{k}_7.csv" for k in long_series.KINDS)
+    for name in labels:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    corpus = nab.load_corpus(tmp_path / "a")
+    for item in corpus:
+        windows = item["windows"]
+        assert windows and windows[0][0] >= probation_rows(len(item["values"]))
+        assert all(right < left for (_, right), (left, _) in zip(windows, windows[1:]))
+    n_windows = sum(len(item["windows"]) for item in corpus)
+    perfect = {item["name"]: nab.perfect_scores(item) for item in corpus}
+    assert nab.evaluate(corpus, perfect, n_windows)["standard"]["score"] == 100.0
