@@ -8,7 +8,8 @@ import random
 import pytest
 
 from tests.shared import SHARED
-from vpool.telemetry.detectors import ContextNoveltyDetector, make_detector
+from vpool.telemetry.detectors import PARAMETERS, ContextNoveltyDetector, make_detector
+from vpool.telemetry.resonance import Resonance
 
 NAB = SHARED / "nab" / "data"
 
@@ -167,7 +168,7 @@ def test_a_day_whose_busy_hours_never_come_is_found(interval_s):
     should_be_busy = range(10 * per_day + 9 * per_day // 24, 10 * per_day + 17 * per_day // 24 + 1)
     scores = {}
     for slots in (12, 0):
-        detector = ContextNoveltyDetector(750, (0.0, 100.0), daily_slots=slots)
+        detector = ContextNoveltyDetector(750, (0.0, 100.0), daily_slots=slots, resonance_band=0)
         scores[slots] = [detector.update(t, v) for t, v in zip(stamps, values)]
     daily = scores[12]
     top = max(range(max(750, per_day), len(values)), key=daily.__getitem__)  # after the first day's news
@@ -189,8 +190,8 @@ def test_a_restarted_detector_recalls_the_days_before_from_hourly_means(busy_hou
     second = range(8640, 2 * 8640)  # the first day taught the point-count scales the day's jumps
     busy = range(8640 + 10 * 360, 8640 + 17 * 360)  # 10-17 h of the second day
     scores = {}
-    for recalled in (True, False):
-        detector = make_detector(300, (0.0, 100.0))
+    for recalled in (True, False):  # the resonance, which hears such a day too (below), is left out
+        detector = ContextNoveltyDetector(300, (0.0, 100.0), **{**PARAMETERS, "resonance_band": 0})
         assert detector.recall_s >= 14 * 86400
         if recalled:
             detector.recall(means)
@@ -226,12 +227,46 @@ def test_a_burst_inside_the_lowest_bin_of_a_spike_set_range_is_found(seed):
     values[9000:9020] = [rng.uniform(60, 90) for _ in range(20)]
     scores = {}
     for fine_levels in (12, 0):
-        detector = ContextNoveltyDetector(750, (min(values), max(values)), fine_levels=fine_levels)
+        detector = ContextNoveltyDetector(750, (min(values), max(values)), fine_levels=fine_levels, resonance_band=0)
         scores[fine_levels] = [detector.update(300.0 * i, v) for i, v in enumerate(values)]
     fine = scores[12]
     assert max(fine[9000:9040]) > 0.9 and max(fine[5000:5040]) > 0.9
     assert max(s for i, s in enumerate(fine[750:], 750) if not (5000 <= i < 5040 or 9000 <= i < 9040)) < 0.5
     assert max(scores[0][9000:9040]) < 0.1  # the coarse grid alone misses it
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_resonance_hears_a_stuck_sensor_in_the_band_below_the_context_alarms(seed):
+    """A daily cycle whose sensor sticks at its value for a day: each stuck value is ordinary,
+    and so is each pair (the cycle passes through them), so the context tables alone say
+    nothing. Eight flat steps are a shape the resonance never met: it speaks within hours, inside
+    its band (below every context alarm), and at most once above 0.1 on the other 13 days."""
+    rng = random.Random(seed)
+    values = [50 + 20 * math.sin(2 * math.pi * i / 288) + rng.gauss(0, 3) for i in range(14 * 288)]
+    stuck = range(10 * 288 + 100, 11 * 288 + 100)
+    values[stuck.start:stuck.stop] = [values[stuck.start]] * len(stuck)
+    scores = {}
+    for band in (0.35, 0):
+        detector = ContextNoveltyDetector(750, (0.0, 100.0), daily_slots=0, resonance_band=band)
+        scores[band] = [detector.update(300.0 * i, v) for i, v in enumerate(values)]
+    heard = scores[0.35]
+    assert 0.1 < max(heard[stuck.start:stuck.start + 108]) <= 0.35  # within nine hours
+    assert sum(s > 0.1 for i, s in enumerate(heard) if not stuck.start <= i < stuck.stop + 100) <= 1
+    assert max(scores[0]) == 0.0
+
+
+def test_the_resonance_keeps_its_categories_under_the_cap_and_takes_values_beyond_its_range():
+    """The control plane runs one per CPU series for months: the categories stop at the cap
+    (the least recently resonating makes room), and a value beyond the told range (a counter
+    glitch) is the range's edge, not an error."""
+    rng = random.Random(3)
+    values = [rng.uniform(0, 100) for _ in range(20000)]
+    capped, uncapped = Resonance(0.0, 100.0, 300, max_categories=16), Resonance(0.0, 100.0, 300)
+    for v in values:
+        capped.update(v), uncapped.update(v)
+    assert capped.art.n == 16 < uncapped.art.n
+    scores = [capped.update(v) for v in (150.0, -20.0, 1e9) * 10]
+    assert all(0.0 <= s <= 1.0 for s in scores)
 
 
 @pytest.mark.parametrize("seed", range(4))

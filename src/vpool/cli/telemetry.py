@@ -190,7 +190,8 @@ def _duration(seconds: float) -> str:
 # --- alarms -------------------------------------------------------------------------------------
 @alarm_app.command("create")
 def alarm_create(name: str, metric: str = typer.Option(..., help="e.g. cpu_percent, memory_used_bytes."),
-                 value: float = typer.Option(..., help="Threshold, or minimum anomaly score (0-1)."),
+                 value: float = typer.Option(..., help="Threshold, or minimum anomaly score (0-1; on cpu_percent "
+                                             "0.35 and below also hears the resonance's opinion on shape)."),
                  comparison: str = typer.Option(None, "--comparison", "-c", help=">, >=, < or <= (threshold)."),
                  anomaly: bool = typer.Option(False, "--anomaly", help="Fire on the detector's score, not the value."),
                  scope: str = typer.Option("vm", help="vm, host or pool."),
