@@ -280,3 +280,14 @@ def test_a_slow_drift_into_new_values_raises_few_alarms(seed):
         values.append(x + rng.gauss(0, 1))
     scores = run(make_detector(750, (min(values), max(values))), values)
     assert sum(s > 0.5 for s in scores) <= 3
+
+
+def test_without_a_known_range_there_is_no_resonance_and_no_band():
+    """A series of unknown range (byte rates) has no resonance, so its detector's weak scores
+    are its own: the band is not a floor below which they vanish."""
+    rng = random.Random(5)
+    values = [rng.gauss(100, 5) for _ in range(3000)] + [rng.gauss(130, 5) for _ in range(200)]
+    online = make_detector(300)
+    assert online.resonance is None
+    scores = [online.update(10.0 * i, v) for i, v in enumerate(values)]
+    assert any(0 < s < PARAMETERS["resonance_band"] for s in scores)

@@ -329,14 +329,14 @@ class ContextNoveltyDetector:
 
     def _score(self, timestamp: float, value: float) -> float:
         raw = self._push(timestamp, value)
-        heard = self.resonance.update(value) if self.resonance is not None else 0.0
+        heard = self.resonance.update(value) if self.resonance is not None else None
         if self.seen <= self.learning_period:
             return 0.0
         out = raw - self.inhibition if raw > self.inhibition else 0.0
         self.inhibition *= self.decay
         if out > self.inhibition:
             self.inhibition = out
-        if out < self.band:  # below the band the resonance speaks, scaled into it
+        if heard is not None and out < self.band:  # below the band the resonance speaks, scaled into it
             out = self.band * heard
         return out
 
