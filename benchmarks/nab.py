@@ -1,6 +1,6 @@
 """Score vpool's streaming anomaly detector on the Numenta Anomaly Benchmark (NAB v1.1).
 
-    benchmarks/nab.py --data DIR --out DIR [--jobs 2] [--cv folders|files]
+    benchmarks/nab.py --data DIR [--data DIR ...] --out DIR [--jobs 2] [--cv folders|files]
 
 DIR is any NAB-layout folder: category folders of ``timestamp,value`` CSVs and
 ``labels/combined_windows.json`` (in it, or beside it as in NAB's own repository, whose root
@@ -375,18 +375,23 @@ def _jsonable(value):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--data", type=Path, action="append", required=True,
+                        help="a NAB-layout folder; given twice or more, their files are scored as one corpus")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (the machine is shared)")
     parser.add_argument("--detectors", default=",".join(DETECTORS), help="comma-separated subset of " + ",".join(DETECTORS))
     parser.add_argument("--cv", choices=("folders", "files"), help="also score held out: leave one folder (or file) out")
     args = parser.parse_args(argv)
 
-    corpus = load_corpus(args.data)
+    corpus = [item for data in args.data for item in load_corpus(data)]
+    names = [item["name"] for item in corpus]
+    if len(set(names)) < len(names):
+        raise SystemExit("nab.py: the --data folders share a file name ("
+                         f"{next(n for n in names if names.count(n) > 1)}); a corpus names each file once")
     n_windows = sum(len(item["windows"]) for item in corpus)
     n_rows = sum(len(item["values"]) for item in corpus)
 
-    report: dict = {"data": str(args.data), "files": len(corpus), "rows": n_rows, "windows": n_windows, "detectors": {}}
+    report: dict = {"data": [str(d) for d in args.data], "files": len(corpus), "rows": n_rows, "windows": n_windows, "detectors": {}}
     all_scores = {"perfect": {item["name"]: perfect_scores(item) for item in corpus}}
     for detector in args.detectors.split(","):
         all_scores[detector], cpu, wall = run_all(detector, corpus, args.jobs)

@@ -297,3 +297,22 @@ def test_the_long_series_corpus_is_a_nab_corpus_whose_windows_lie_apart_and_afte
     n_windows = sum(len(item["windows"]) for item in corpus)
     perfect = {item["name"]: nab.perfect_scores(item) for item in corpus}
     assert nab.evaluate(corpus, perfect, n_windows)["standard"]["score"] == 100.0
+
+
+def test_two_data_folders_are_scored_as_one_corpus_and_a_shared_file_name_is_refused(tmp_path, capsys):
+    """The subset and a corpus of another kind (long_series.py's) scored together, one
+    threshold for all, as the full corpus would be; two folders naming the same file are not
+    a corpus."""
+    nab = _nab_benchmark()
+    for root, folder in (("a", "artificialWithAnomaly"), ("b", "longMachine")):
+        data = tmp_path / root
+        labels = _step_file(data, folder)
+        (data / "labels").mkdir()
+        (data / "labels" / "combined_windows.json").write_text(json.dumps(labels))
+    out = str(tmp_path / "out")
+    args = ["--out", out, "--jobs", "1", "--detectors", "vpool"]
+    assert nab.main(["--data", str(tmp_path / "a"), "--data", str(tmp_path / "b"), *args]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["files"], report["windows"]) == (2, 2)
+    with pytest.raises(SystemExit, match="share a file name"):
+        nab.main(["--data", str(tmp_path / "a"), "--data", str(tmp_path / "a"), *args])
