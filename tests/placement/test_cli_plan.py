@@ -167,7 +167,20 @@ def test_place_on_an_htools_file_answers_as_a_dry_run_does_host_by_host(generate
         return hbal_score(drbd_state.add(vm))
     # weighed, as hail weighs it: here capacity's first choice is not the best-balanced mirror
     assert score_with(mirrored["mirror"]) < score_with(drbd_state.host_names[first])
-    assert "its disk mirrored on " + mirrored["mirror"] in runner.invoke(app, ["place", "--htools", str(drbd)]).stdout
+    shown = runner.invoke(app, ["place", "--htools", str(drbd)]).stdout
+    assert "its disk mirrored on " + mirrored["mirror"] in shown and "leaves Ganeti's cluster score lowest" in shown
+    # the pair is weighed whole, as hail weighs it: on this cluster the weighers' first host is
+    # in no pair as good as the chosen one, with any mirror it could have
+    other = generate("-n", "6", "-i", "30", "--seed", "1", "--template", "drbd")
+    pair = json.loads(runner.invoke(app, ["place", "--htools", str(other), "--json"]).stdout)
+    other_state = read_htools(other.read_text()).to_state()
+    top = next(h["host"] for h in pair["hosts"] if h["total"] is not None)
+    ranked = _Mirrors(other_state).ranked(Workspace(other_state), other_state.host_index[top], request)
+
+    def other_score(primary, mirror):
+        return hbal_score(other_state.add(VMRecord("new-vm", primary, 2, 4096, 60, secondary=mirror)))
+    assert pair["host"] != top and ranked.size
+    assert all(other_score(pair["host"], pair["mirror"]) < other_score(top, other_state.host_names[m]) for m in ranked)
     free = Workspace(read_htools(drbd.read_text()).to_state()).free[:, 2]
     roomiest, second = sorted(free)[-1], sorted(free)[-2]
     assert roomiest > second  # one host alone has room for this disk: none for its mirror

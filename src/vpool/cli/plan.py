@@ -104,6 +104,8 @@ def show_placement(answer: dict) -> None:
         mirror = f", its disk mirrored on {answer['mirror']}" if answer.get("mirror") else ""
         console.print(f"{answer['vm']} would go to {answer['host']}{mirror} (a dry run: nothing changed).",
                       highlight=False)
+        if answer.get("mirror_why"):
+            console.print(f"Why this pair: {answer['mirror_why']}.", highlight=False)
 
 
 def dry_run(path: str, body: dict, as_json: bool) -> None:

@@ -10,7 +10,7 @@ from dataclasses import replace
 from typing import Any, Callable, Mapping
 
 from .balance import BalancePolicy, balance
-from .capacity import CapacityReport, capacity, mirror_host, parse_mix
+from .capacity import PRIMARIES_SCORED, CapacityReport, capacity, mirrored_pair, parse_mix
 from .consolidate import ConsolidationPolicy, consolidate
 from .ha import HaReport, ha_admission
 from .htools import from_state
@@ -46,18 +46,23 @@ def placement_report(state: ClusterState, request: PlacementRequest, new_disks: 
     """Where one more VM would go on `state` and why, as `explanation_dict` (what Ganeti's
     hail answers for a file, with every host's verdict). `new_disks` is where its disk goes,
     as for `capacity`: on the chosen host, on shared storage (which no host's disk room
-    limits), or mirrored, on the chosen host and on the `mirror` host `mirror_host` weighs
-    for it (DRBD's secondary); no host for the mirror is no host."""
+    limits), or mirrored (DRBD), on a host and a `mirror` host chosen together by
+    `mirrored_pair` among the weighers' first hosts, as hail weighs pairs, and `mirror_why`
+    says so; no host for the mirror is no host."""
     if new_disks == "shared":
         request = replace(request, disk_gib=0.0)
     answer = explanation_dict(request, explain(state, request))
     if new_disks == "mirrored" and answer["host"] is not None:
-        mirror = mirror_host(state, answer["host"], request)
-        if mirror is None:
+        primaries = [h["host"] for h in answer["hosts"] if h["total"] is not None]
+        pair = mirrored_pair(state, primaries, request)
+        if pair is None:
             answer["message"] = (f"no host but {answer['host']} has {request.disk_gib:g} GiB disk free for the "
                                  f"mirror of {request.name}")
-            answer["host"] = None
-        answer["mirror"] = mirror
+            answer["host"], answer["mirror"] = None, None
+        else:
+            answer["host"], answer["mirror"], score = pair
+            answer["mirror_why"] = (f"of the weighers' first {min(PRIMARIES_SCORED, len(primaries))} hosts, each with "
+                                    f"its roomiest mirrors, this pair leaves Ganeti's cluster score lowest ({score:.4f})")
     return answer
 
 
