@@ -230,7 +230,7 @@ class Resonance:
         v -= self.low
         if self.high != self.low:
             v /= self.high - self.low
-        level = min(LEVELS, max(0, round(v * LEVELS)))  # a value beyond the told range is its edge
+        level = LEVELS if v >= 1 else 0 if v <= 0 else round(v * LEVELS)  # beyond the told range: its edge
         v = level / LEVELS
         bins = self.median_bins
         bins[level] += 1
