@@ -42,6 +42,7 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -117,15 +118,10 @@ def _epoch(ts: str) -> float:
     return datetime.strptime(ts[:19], "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc).timestamp()
 
 
-def run_vpool(epoch: list[float], values: list[float], probation: int) -> list[float]:
-    """vpool's detector as NAB's contract allows: told the probation and the file's range."""
-    detector = make_detector(learning_period=probation, value_range=(min(values), max(values)))
-    return [detector.update(t, v) for t, v in zip(epoch, values)]
-
-
-def run_vpool_tables(epoch: list[float], values: list[float], probation: int) -> list[float]:
-    """vpool's detector told the range, without the resonance's band: its context tables alone."""
-    detector = ContextNoveltyDetector(probation, (min(values), max(values)), **{**PARAMETERS, "resonance_band": 0})
+def run_vpool(epoch: list[float], values: list[float], probation: int, **overrides) -> list[float]:
+    """vpool's detector as NAB's contract allows: told the probation and the file's range; with
+    `overrides`, some of ``PARAMETERS`` changed."""
+    detector = ContextNoveltyDetector(probation, (min(values), max(values)), **{**PARAMETERS, **overrides})
     return [detector.update(t, v) for t, v in zip(epoch, values)]
 
 
@@ -175,7 +171,7 @@ def run_null(epoch: list[float], values: list[float], probation: int) -> list[fl
 
 DETECTORS: dict[str, DetectorRun] = {
     "vpool": run_vpool,
-    "vpool_tables": run_vpool_tables,
+    "vpool_tables": partial(run_vpool, resonance_band=0),  # the context tables alone
     "vpool_online": run_vpool_online,
     "ARTime": run_artime,
     "contextOSE": cad_ose.run,
@@ -205,9 +201,7 @@ def _run_file(args: tuple[str | dict, dict]) -> tuple[str, list[float], float]:
     probation = probation_rows(len(item["values"]))
     started = time.perf_counter()
     if isinstance(detector, dict):
-        values = item["values"]
-        d = ContextNoveltyDetector(probation, (min(values), max(values)), **{**PARAMETERS, **detector})
-        scores = [d.update(t, v) for t, v in zip(item["epoch"], values)]
+        scores = run_vpool(item["epoch"], item["values"], probation, **detector)
     else:
         scores = DETECTORS[detector](item["epoch"], item["values"], probation)
     return item["name"], scores, time.perf_counter() - started

@@ -137,6 +137,11 @@ def test_disk_template_errors_are_one_line(generate):
     assert result.exit_code == 1 and "--disk-template needs --htools" in result.output
 
 
+def _pair_score(state, primary: str, mirror: str) -> float:
+    """Ganeti's cluster score once a medium VM runs on `primary` with its disk mirrored on `mirror`."""
+    return hbal_score(state.add(VMRecord("new-vm", primary, 2, 4096, 60, secondary=mirror)))
+
+
 def test_place_on_an_htools_file_answers_as_a_dry_run_does_host_by_host(generate):
     """`plan place` is hail with its reasons: the chosen host and every other host's verdict, the
     disk on the host for a local template, on shared storage otherwise, and mirrored on a second
@@ -162,11 +167,9 @@ def test_place_on_an_htools_file_answers_as_a_dry_run_does_host_by_host(generate
     request = PlacementRequest("new-vm", cpus=2, memory_mib=4096, disk_gib=60)  # medium
     first = _Mirrors(drbd_state).choose(Workspace(drbd_state), drbd_state.host_index[mirrored["host"]], request)
 
-    def score_with(mirror):
-        vm = VMRecord("new-vm", mirrored["host"], 2, 4096, 60, secondary=mirror)
-        return hbal_score(drbd_state.add(vm))
     # weighed, as hail weighs it: here capacity's first choice is not the best-balanced mirror
-    assert score_with(mirrored["mirror"]) < score_with(drbd_state.host_names[first])
+    chosen = _pair_score(drbd_state, mirrored["host"], mirrored["mirror"])
+    assert chosen < _pair_score(drbd_state, mirrored["host"], drbd_state.host_names[first])
     shown = runner.invoke(app, ["place", "--htools", str(drbd)]).stdout
     assert "its disk mirrored on " + mirrored["mirror"] in shown and "leaves Ganeti's cluster score lowest" in shown
     # the pair is weighed whole, as hail weighs it: on this cluster the weighers' first host is
@@ -176,11 +179,9 @@ def test_place_on_an_htools_file_answers_as_a_dry_run_does_host_by_host(generate
     other_state = read_htools(other.read_text()).to_state()
     top = next(h["host"] for h in pair["hosts"] if h["total"] is not None)
     ranked = _Mirrors(other_state).ranked(Workspace(other_state), other_state.host_index[top], request)
-
-    def other_score(primary, mirror):
-        return hbal_score(other_state.add(VMRecord("new-vm", primary, 2, 4096, 60, secondary=mirror)))
     assert pair["host"] != top and ranked.size
-    assert all(other_score(pair["host"], pair["mirror"]) < other_score(top, other_state.host_names[m]) for m in ranked)
+    chosen = _pair_score(other_state, pair["host"], pair["mirror"])
+    assert all(chosen < _pair_score(other_state, top, other_state.host_names[m]) for m in ranked)
     free = Workspace(read_htools(drbd.read_text()).to_state()).free[:, 2]
     roomiest, second = sorted(free)[-1], sorted(free)[-2]
     assert roomiest > second  # one host alone has room for this disk: none for its mirror
