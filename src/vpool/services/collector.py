@@ -247,7 +247,7 @@ class TelemetryService:
         if recalling:
             longest = max(detectors[key].recall_s for key in recalling)
             # the hourly rollups: a two-hour slot gets two means, together exactly its own, from a
-            # twelfth of the rows of the 5-minute ones (a restart at 1,000 VMs: 11.9 s, not 22.7)
+            # twelfth of the rows of the 5-minute ones (BENCHMARKS.md: about half the restart's cost)
             hourly = ROLLUP_STEPS_S[-1]
             for key, means in self.series.rollup_means(recalling, int((now - longest) * 1000), hourly).items():
                 detectors[key].recall(means)
